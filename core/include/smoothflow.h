@@ -1,0 +1,185 @@
+/*
+ * smoothflow.h -- the C core of openmm-smoothflow.
+ *
+ * Evaluates the potential energy implied by a normalizing flow over a
+ * molecule's internal coordinates, and its exact Cartesian forces:
+ *
+ *     U(r) = -kT [ log p_U(u(q(r))) - sum log(scale) - log J(q(r)) ] + U0
+ *
+ * (docs/flow-math.md in the shared docs, refined by docs/design.md).  The
+ * model comes from a safetensors file written by the PyTorch trainer
+ * (docs/model-format.md).
+ *
+ * Contract, in the manner of SQLite and Lua:
+ *   - Portable C11, double precision, no global state.  Every function that
+ *     can fail returns an sf_status code; when the caller passes a non-NULL
+ *     sf_error, it receives the code and a message naming the problem.
+ *   - A model (sf_model) is immutable after loading and may be shared by any
+ *     number of threads.  All scratch memory of an evaluation lives in a
+ *     caller-owned workspace (sf_workspace), so evaluation is reentrant and
+ *     does not allocate: one workspace per thread.
+ *   - Positions are in nm, energies in kJ/mol, forces in kJ/mol/nm.  Atoms are
+ *     in the model's atom order; the caller maps them onto its own particles.
+ *   - A batch of B molecules is evaluated in one call; the conditioner
+ *     networks then run as matrix-matrix products over the batch.
+ */
+#ifndef SMOOTHFLOW_H
+#define SMOOTHFLOW_H
+
+#include <stddef.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* ---------------------------------------------------------------- version */
+
+#define SF_VERSION_STRING "0.1.0"
+/* Highest model-file format version this core reads. */
+#define SF_FORMAT_VERSION 1
+
+/* ----------------------------------------------------------------- status */
+
+typedef enum sf_status {
+    SF_OK = 0,
+    SF_ERR_ARG,       /* invalid argument passed by the caller (NULL, bad size) */
+    SF_ERR_NOMEM,     /* allocation failed */
+    SF_ERR_IO,        /* file missing or unreadable */
+    SF_ERR_FORMAT,    /* not a valid safetensors file / header JSON */
+    SF_ERR_VERSION,   /* model format version newer than this core reads */
+    SF_ERR_MODEL,     /* architecture inconsistent: shapes, indices, constants */
+    SF_ERR_VALUE,     /* non-finite numbers in the model's tensors */
+    SF_ERR_INPUT,     /* non-finite positions or box */
+    SF_ERR_SUPPORT,   /* configuration outside the flow's support (policy "error") */
+    SF_ERR_GEOMETRY,  /* degenerate geometry: zero bond, collinear angle atoms */
+    SF_ERR_NUMERIC    /* a transform inverse failed to converge */
+} sf_status;
+
+#define SF_ERROR_MESSAGE_SIZE 512
+
+/* Optional out-parameter of every fallible call.  Plain data: no cleanup. */
+typedef struct sf_error {
+    sf_status code;
+    char message[SF_ERROR_MESSAGE_SIZE];
+} sf_error;
+
+/* A short static description of a status code ("model file is corrupt"). */
+const char *sf_status_string(sf_status code);
+
+/* ------------------------------------------------------------------ model */
+
+typedef struct sf_model sf_model;
+
+/* Transform kinds of a coupling layer. */
+typedef enum sf_transform_kind {
+    SF_TRANSFORM_SMOOTH = 0,  /* C-infinity mixture of smooth ramps (the product) */
+    SF_TRANSFORM_SPLINE = 1,  /* rational-quadratic spline (baseline)            */
+    SF_TRANSFORM_AFFINE = 2   /* affine / RealNVP (baseline)                      */
+} sf_transform_kind;
+
+/* What happens when a bond or angle leaves the flow's support. */
+typedef enum sf_support_policy {
+    SF_SUPPORT_ERROR = 0,  /* evaluation fails with SF_ERR_SUPPORT              */
+    SF_SUPPORT_WALL = 1    /* smooth clamp plus harmonic wall (docs/design.md) */
+} sf_support_policy;
+
+/* Load a model from a file, or from a copy of `size` bytes at `data`.
+ * On success *out owns a new model (free with sf_model_free). */
+sf_status sf_model_load_file(const char *path, sf_model **out, sf_error *err);
+sf_status sf_model_load_bytes(const void *data, size_t size, sf_model **out, sf_error *err);
+void sf_model_free(sf_model *model);
+
+/* Read-only facts about a loaded model. */
+int sf_model_num_atoms(const sf_model *model);        /* N                    */
+int sf_model_num_dims(const sf_model *model);         /* D = 3N - 6           */
+int sf_model_num_layers(const sf_model *model);
+double sf_model_temperature(const sf_model *model);   /* K                    */
+double sf_model_kT(const sf_model *model);            /* kJ/mol               */
+double sf_model_energy_offset(const sf_model *model); /* U0, kJ/mol           */
+int sf_model_format_version(const sf_model *model);
+sf_support_policy sf_model_support_policy(const sf_model *model);
+/* Z-matrix row r (r = 0..N-1) as model atom indices; -1 where unused. */
+void sf_model_zmatrix_row(const sf_model *model, int r, int out[4]);
+/* The header's "atoms" entry for model atom a, or NULL where the file has
+ * none.  Strings live as long as the model. */
+const char *sf_model_atom_name(const sf_model *model, int a);
+const char *sf_model_atom_residue(const sf_model *model, int a);
+int sf_model_atom_residue_index(const sf_model *model, int a);
+/* The model's configuration JSON exactly as stored in the file. */
+const char *sf_model_config_json(const sf_model *model);
+
+/* ------------------------------------------------------------- workspace */
+
+typedef struct sf_workspace sf_workspace;
+
+/* Bytes a workspace for batches of up to max_batch molecules needs. */
+size_t sf_workspace_size(const sf_model *model, int max_batch);
+/* Lay a workspace out in `memory` (caller-owned, sf_workspace_size bytes,
+ * aligned to 16 bytes) or, with sf_workspace_new, in memory the core
+ * allocates once.  Neither is touched by evaluation other than as scratch. */
+sf_status sf_workspace_init(const sf_model *model, int max_batch, void *memory,
+                            size_t size, sf_workspace **out, sf_error *err);
+sf_status sf_workspace_new(const sf_model *model, int max_batch,
+                           sf_workspace **out, sf_error *err);
+void sf_workspace_free(sf_workspace *ws); /* only for sf_workspace_new */
+
+/* ------------------------------------------------------------ evaluation */
+
+/* Periodic box as OpenMM reduces it: a = (ax,0,0), b = (bx,by,0),
+ * c = (cx,cy,cz), rows of box[3][3].  NULL means non-periodic. */
+typedef double sf_box[3][3];
+
+/* Per-call diagnostics (optional output). */
+typedef struct sf_eval_info {
+    int wall_dims;          /* interval coordinates inside the wall zone     */
+    int max_newton_iters;   /* most iterations any inverse needed            */
+} sf_eval_info;
+
+/* Energy and forces of `batch` molecules.
+ *   positions: batch x N x 3 doubles, molecule after molecule.
+ *   box:       NULL, or the periodic box (the same for every molecule).
+ *   energies:  batch doubles, kJ/mol (required).
+ *   forces:    batch x N x 3 doubles, kJ/mol/nm, or NULL for energy only.
+ *   info:      NULL, or receives diagnostics summed over the batch.
+ * Fails without touching the outputs' meaning on non-finite input, on a
+ * configuration outside the support under the "error" policy, and on
+ * degenerate geometry; the message names the molecule, coordinate, atoms and
+ * value. */
+sf_status sf_evaluate(const sf_model *model, sf_workspace *ws, int batch,
+                      const double *positions, const sf_box *box,
+                      double *energies, double *forces, sf_eval_info *info,
+                      sf_error *err);
+
+/* The normalized internal coordinates u in [0,1]^D (bonds, angles,
+ * torsions; docs/model-format.md) of one molecule, for tests and tools. */
+sf_status sf_internal_coordinates(const sf_model *model, const double *positions,
+                                  const sf_box *box, double *u, sf_error *err);
+
+/* log p_U(u) of one point of the unit cube/torus, and optionally its
+ * gradient (D doubles).  Uses the workspace as scratch (batch 1). */
+sf_status sf_log_density(const sf_model *model, sf_workspace *ws, const double *u,
+                         double *log_density, double *gradient, sf_error *err);
+
+/* ------------------------------------------------ one-dimensional pieces */
+
+/* The smooth mixture transform of docs/flow-math.md section 4 on one
+ * dimension, exposed for tests.  raw holds 4K+2 unconstrained values
+ * (w~[K], b~[K], s~[K], a~[K], c~, t~); t~ is used only when circular. */
+typedef struct sf_smooth_constants {
+    double s_min, alpha_min, c_max;
+    int beta;
+} sf_smooth_constants;
+
+/* y = T(x) with T'(x) and T''(x). */
+void sf_smooth_forward(const sf_smooth_constants *c, int K, const double *raw,
+                       int circular, double x, double *y, double *dy, double *d2y);
+/* x = T^{-1}(y); returns the Newton iterations used, or -1 when the
+ * bracketed iteration did not converge (x is then the best bracket point). */
+int sf_smooth_inverse(const sf_smooth_constants *c, int K, const double *raw,
+                      int circular, double y, double *x);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* SMOOTHFLOW_H */

@@ -1,0 +1,206 @@
+/* sf_energy.c -- the potential of a flow and its exact forces:
+ * positions -> internal coordinates -> unit cube (support policy) -> flow
+ * log density, plus the normalization and Jacobian terms; forces by the
+ * reverse pass and the Wilson B-matrix transpose. */
+#include "sf_internal.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* Normalization of dim d: u = (q - offset) / scale. */
+static void dim_scale(const sf_model *m, int d, double *offset, double *scale)
+{
+    if (d < m->N - 1) {
+        *offset = m->bond_lo[d];
+        *scale = m->bond_hi[d] - m->bond_lo[d];
+    } else if (d < 2 * m->N - 3) {
+        *offset = 0;
+        *scale = SF_PI;
+    } else {
+        *offset = -SF_PI;
+        *scale = 2 * SF_PI;
+    }
+}
+
+/* The wall policy's smooth clamp c(u) and c'(u) (docs/design.md). */
+static double smooth_clamp(double u, double margin, double *slope)
+{
+    if (u < 2 * margin) {
+        double t = tanh((u - 2 * margin) / margin);
+        *slope = 1 - t * t;
+        return 2 * margin + margin * t;
+    }
+    if (u > 1 - 2 * margin) {
+        double t = tanh((1 - u - 2 * margin) / margin);
+        *slope = 1 - t * t;
+        return 1 - (2 * margin + margin * t);
+    }
+    *slope = 1;
+    return u;
+}
+
+static int check_finite(const double *v, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        if (!isfinite(v[i])) return 0;
+    return 1;
+}
+
+static sf_status support_error(const sf_model *m, int mol, int d, double q, sf_error *err)
+{
+    /* Only bonds can leave [0, 1]: angles and torsions are bounded. */
+    int r = d + 1;
+    return sfE_set(err, SF_ERR_SUPPORT,
+                   "molecule %d: bond %d (atoms %d-%d) is %.6g nm, outside the flow's support [%.6g, %.6g] nm", mol,
+                   d, m->zmatrix[r][0], m->zmatrix[r][1], q, m->bond_lo[d], m->bond_hi[d]);
+}
+
+/* Internal coordinates of molecule b into ws, u after the support policy;
+ * returns the wall energy and the number of coordinates in the wall zone. */
+static sf_status prepare_molecule(const sf_model *m, sf_workspace *ws, int b, const double *pos, const sf_box *box,
+                                  double *wall_energy, int *wall_dims, double *slope, sf_error *err)
+{
+    const int D = m->D;
+    double *q = ws->q + (size_t)b * D, *u = ws->u + (size_t)b * D;
+    sf_status rc = sfZ_compute(m, pos, box, q, ws->icgrad + (size_t)b * D, b, err);
+    if (rc != SF_OK) return rc;
+    *wall_energy = 0;
+    for (int d = 0; d < D; d++) {
+        double offset, scale;
+        dim_scale(m, d, &offset, &scale);
+        double v = (q[d] - offset) / scale;
+        slope[d] = 1;
+        if (d < 2 * m->N - 3) {
+            if (m->policy == SF_SUPPORT_WALL) {
+                double c = smooth_clamp(v, m->margin, &slope[d]);
+                if (c != v) {
+                    (*wall_dims)++;
+                    *wall_energy += 0.5 * m->wall_constant * (v - c) * (v - c);
+                }
+                u[d] = c;
+                continue;
+            }
+            if (v < 0 || v > 1) return support_error(m, b, d, q[d], err);
+        }
+        u[d] = v;
+    }
+    return SF_OK;
+}
+
+static double log_jacobian(const sf_model *m, const double *q)
+{
+    double s = 0;
+    for (int d = 0; d < m->N - 1; d++) s += 2 * log(q[d]);
+    for (int d = m->N - 1; d < 2 * m->N - 3; d++) s += log(sin(q[d]));
+    return s;
+}
+
+/* dE/dq for molecule b (into ws->gq) given dE_flow/du (gu). */
+static void coordinate_gradient(const sf_model *m, sf_workspace *ws, int b, const double *gu, const double *slope)
+{
+    const int D = m->D;
+    const double *q = ws->q + (size_t)b * D;
+    double *gq = ws->gq + (size_t)b * D;
+    for (int d = 0; d < D; d++) {
+        double offset, scale;
+        dim_scale(m, d, &offset, &scale);
+        double g = gu[d] * slope[d];
+        if (m->policy == SF_SUPPORT_WALL && d < 2 * m->N - 3) {
+            double v = (q[d] - offset) / scale, s;
+            double c = smooth_clamp(v, m->margin, &s);
+            g += m->wall_constant * (v - c) * (1 - s);
+        }
+        g /= scale;
+        /* E contains +kT log J. */
+        if (d < m->N - 1) g += m->kT * 2 / q[d];
+        else if (d < 2 * m->N - 3) g += m->kT * cos(q[d]) / sin(q[d]);
+        gq[d] = g;
+    }
+}
+
+sf_status sf_evaluate(const sf_model *m, sf_workspace *ws, int batch, const double *positions, const sf_box *box,
+                      double *energies, double *forces, sf_eval_info *info, sf_error *err)
+{
+    if (!m || !ws || !positions || !energies)
+        return sfE_set(err, SF_ERR_ARG, "sf_evaluate: NULL model, workspace, positions or energies");
+    if (ws->model != m) return sfE_set(err, SF_ERR_ARG, "sf_evaluate: workspace was made for another model");
+    if (batch < 1 || batch > ws->max_batch)
+        return sfE_set(err, SF_ERR_ARG, "sf_evaluate: batch %d outside 1..%d (the workspace's size)", batch,
+                       ws->max_batch);
+    const int N = m->N, D = m->D;
+    for (int b = 0; b < batch; b++)
+        for (int a = 0; a < N; a++)
+            if (!check_finite(positions + ((size_t)b * N + a) * 3, 3))
+                return sfE_set(err, SF_ERR_INPUT, "molecule %d: position of model atom %d is not finite (NaN or inf)",
+                               b, a);
+    if (box) {
+        if (!check_finite(&(*box)[0][0], 9) || !((*box)[0][0] > 0 && (*box)[1][1] > 0 && (*box)[2][2] > 0))
+            return sfE_set(err, SF_ERR_INPUT, "periodic box vectors are not finite and positive");
+    }
+    sf_eval_info local = {0, 0};
+    for (int b = 0; b < batch; b++) {
+        double wall_energy = 0;
+        sf_status rc = prepare_molecule(m, ws, b, positions + (size_t)b * N * 3, box, &wall_energy,
+                                        &local.wall_dims, ws->slope + (size_t)b * D, err);
+        if (rc != SF_OK) return rc;
+        const double *q = ws->q + (size_t)b * D;
+        energies[b] = m->kT * (m->log_scale_sum + log_jacobian(m, q)) + m->energy_offset + wall_energy;
+    }
+    double *logp = ws->logp;
+    sf_status rc = sfF_log_density(m, ws, batch, ws->u, logp, &local.max_newton_iters, err);
+    if (rc != SF_OK) return rc;
+    for (int b = 0; b < batch; b++) energies[b] -= m->kT * logp[b];
+    if (forces) {
+        double *weight = ws->weight; /* dE/dlog p = -kT for every molecule */
+        for (int b = 0; b < batch; b++) weight[b] = -m->kT;
+        double *gu = ws->u; /* u is not needed any more: reuse it for dE/du */
+        sfF_log_density_gradient(m, ws, batch, weight, gu);
+        memset(forces, 0, (size_t)batch * N * 3 * sizeof(double));
+        for (int b = 0; b < batch; b++) {
+            coordinate_gradient(m, ws, b, gu + (size_t)b * D, ws->slope + (size_t)b * D);
+            /* F = -B^T dE/dq */
+            double *f = forces + (size_t)b * N * 3;
+            const sf_icgrad *ig = ws->icgrad + (size_t)b * D;
+            const double *gq = ws->gq + (size_t)b * D;
+            for (int d = 0; d < D; d++)
+                for (int k = 0; k < ig[d].n; k++)
+                    for (int c = 0; c < 3; c++) f[3 * ig[d].atom[k] + c] -= gq[d] * ig[d].d[k][c];
+        }
+    }
+    if (info) *info = local;
+    return SF_OK;
+}
+
+sf_status sf_internal_coordinates(const sf_model *m, const double *positions, const sf_box *box, double *u,
+                                  sf_error *err)
+{
+    if (!m || !positions || !u) return sfE_set(err, SF_ERR_ARG, "sf_internal_coordinates: NULL argument");
+    if (!check_finite(positions, (size_t)m->N * 3))
+        return sfE_set(err, SF_ERR_INPUT, "positions are not finite (NaN or inf)");
+    sf_icgrad *g = malloc((size_t)m->D * sizeof *g);
+    if (!g) return sfE_set(err, SF_ERR_NOMEM, "out of memory");
+    sf_status rc = sfZ_compute(m, positions, box, u, g, 0, err);
+    free(g);
+    for (int d = 0; rc == SF_OK && d < m->D; d++) {
+        double offset, scale;
+        dim_scale(m, d, &offset, &scale);
+        u[d] = (u[d] - offset) / scale;
+    }
+    return rc;
+}
+
+sf_status sf_log_density(const sf_model *m, sf_workspace *ws, const double *u, double *log_density, double *gradient,
+                         sf_error *err)
+{
+    if (!m || !ws || !u || !log_density) return sfE_set(err, SF_ERR_ARG, "sf_log_density: NULL argument");
+    if (ws->model != m) return sfE_set(err, SF_ERR_ARG, "sf_log_density: workspace was made for another model");
+    for (int d = 0; d < m->D; d++)
+        if (!(u[d] >= 0 && u[d] <= 1))
+            return sfE_set(err, SF_ERR_SUPPORT, "sf_log_density: u[%d] = %g is outside [0, 1]", d, u[d]);
+    sf_status rc = sfF_log_density(m, ws, 1, u, log_density, NULL, err);
+    if (rc != SF_OK || !gradient) return rc;
+    double one = 1.0;
+    sfF_log_density_gradient(m, ws, 1, &one, gradient);
+    return SF_OK;
+}

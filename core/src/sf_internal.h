@@ -1,0 +1,177 @@
+/*
+ * sf_internal.h -- private structures and helpers of the C core.
+ * Prefixes: sfE_ errors, sfS_ safetensors container, sfM_ model,
+ * sfZ_ internal coordinates, sfT_ smooth transform, sfN_ conditioner
+ * networks, sfF_ flow layers, sfW_ workspace.
+ */
+#ifndef SF_INTERNAL_H
+#define SF_INTERNAL_H
+
+#include "smoothflow.h"
+
+#include <stddef.h>
+
+#ifdef SF_DEBUG
+#include <assert.h>
+#define sf_assert(c) assert(c)
+#else
+#define sf_assert(c) ((void)0)
+#endif
+
+#define SF_GAS_CONSTANT 0.00831446261815324 /* kJ/mol/K */
+#define SF_PI 3.14159265358979323846
+
+/* ---------------------------------------------------------------- errors */
+
+/* Fill err (if any) with code and a printf-style message; returns code. */
+sf_status sfE_set(sf_error *err, sf_status code, const char *fmt, ...)
+#if defined(__GNUC__)
+    __attribute__((format(printf, 3, 4)))
+#endif
+    ;
+
+/* ------------------------------------------------------------------ model */
+
+typedef enum sf_activation { SF_ACT_TANH, SF_ACT_SILU, SF_ACT_SOFTPLUS } sf_activation;
+typedef enum sf_direction { SF_DIR_GENERATIVE, SF_DIR_DENSITY } sf_direction;
+
+typedef struct sf_layer {
+    sf_transform_kind transform;
+    sf_direction direction;
+    int n_trans, n_cond;
+    int *trans;            /* transformed dims */
+    int *cond;             /* conditioning dims */
+    int K;                 /* mixture components */
+    int P;                 /* parameters per transformed dim (4K + 2) */
+    sf_activation activation;
+    int n_linear;          /* linear maps: hidden layers + 1 */
+    int *width;            /* n_linear + 1 widths; width[0] = encoded input */
+    double **weight;       /* [m] -> width[m+1] x width[m], row-major */
+    double **bias;         /* [m] -> width[m+1] */
+} sf_layer;
+
+typedef struct sf_atom_info {
+    char *name, *residue;
+    int residue_index;
+} sf_atom_info;
+
+struct sf_model {
+    int N, D;
+    int version;
+    double temperature, kT, energy_offset;
+    int (*zmatrix)[4];
+    double *bond_lo, *bond_hi;  /* N - 1 */
+    double log_scale_sum;       /* sum over dims of log(scale) */
+    sf_smooth_constants smooth;
+    sf_support_policy policy;
+    double margin, wall_constant;
+    int n_layers;
+    sf_layer *layers;
+    sf_atom_info *atoms;        /* NULL when the file has none */
+    char *config_json;
+    int max_width;              /* widest activation over all conditioners */
+    int max_params;             /* largest n_trans * P */
+};
+
+static inline int sfM_is_circular(const sf_model *m, int dim) { return dim >= 2 * m->N - 3; }
+
+/* -------------------------------------------------------- safetensors */
+
+typedef enum sf_dtype { SF_DTYPE_F64, SF_DTYPE_F32 } sf_dtype;
+
+typedef struct sf_tensor {
+    char *name;
+    sf_dtype dtype;
+    int ndim;
+    long long shape[4];
+    const unsigned char *data;  /* into the file buffer */
+    size_t nbytes;
+    int used;                   /* claimed by the model loader */
+} sf_tensor;
+
+typedef struct sf_safetensors {
+    sf_tensor *tensors;
+    int n_tensors;
+    char *metadata_format, *metadata_version, *metadata_config;
+} sf_safetensors;
+
+sf_status sfS_parse(const unsigned char *data, size_t size, sf_safetensors *out, sf_error *err);
+void sfS_free(sf_safetensors *st);
+sf_tensor *sfS_find(sf_safetensors *st, const char *name);
+/* Copy a tensor's values as doubles into dst (count elements). */
+void sfS_read_doubles(const sf_tensor *t, double *dst, size_t count);
+
+/* --------------------------------------------------- internal coordinates */
+
+/* Cartesian derivative of one internal coordinate: up to 4 atoms x 3. */
+typedef struct sf_icgrad {
+    int atom[4];
+    int n;
+    double d[4][3];
+} sf_icgrad;
+
+/* Raw internal coordinates q (nm, rad) of one molecule in dim order and their
+ * gradients; fails on degenerate geometry.  mol names the molecule in
+ * messages. */
+sf_status sfZ_compute(const sf_model *m, const double *pos, const sf_box *box,
+                      double *q, sf_icgrad *grad, int mol, sf_error *err);
+/* Minimum-image displacement b - a. */
+void sfZ_displacement(const double *a, const double *b, const sf_box *box, double out[3]);
+
+/* ------------------------------------------------------- smooth transform */
+
+/* F(x), F'(x), F''(x) of the interval transform (the circle adds t mod 1). */
+void sfT_eval(const sf_smooth_constants *c, int K, const double *raw, double x,
+              double *y, double *dy, double *d2y);
+/* Accumulate into g (P values) a * dF/draw + b * dF'/draw at x (t excluded). */
+void sfT_vjp(const sf_smooth_constants *c, int K, const double *raw, double x,
+             double a, double b, double *g);
+/* Solve F(x) = y on [0, 1] for the non-circular part F. */
+int sfT_solve(const sf_smooth_constants *c, int K, const double *raw, double y, double *x);
+
+/* --------------------------------------------------- conditioner network */
+
+/* Forward pass over a batch: in (B x width[0]) -> out, storing each hidden
+ * layer's pre-activations and activations in act (B x sfN_activation_size). */
+void sfN_forward(const sf_layer *L, int B, const double *in, double *act, double *out);
+/* Backward pass: gout (B x out) -> gin (B x width[0]); scratch holds
+ * 2 x B x max_width doubles (max_width >= every hidden width). */
+void sfN_backward(const sf_layer *L, int B, const double *act, const double *gout,
+                  double *gin, double *scratch, int max_width);
+size_t sfN_activation_size(const sf_layer *L);
+
+/* -------------------------------------------------------------- workspace */
+
+struct sf_workspace {
+    const sf_model *model;
+    int max_batch;
+    int owns_memory;
+    double *u;          /* B x D  coordinates entering the flow */
+    double *state;      /* (L + 1) x B x D  density-pass states */
+    double *enc;        /* L x B x max_in */
+    double *act;        /* L x B x max_act */
+    double *params;     /* L x B x max_params */
+    double *gstate;     /* B x D */
+    double *gparams;    /* B x max_params */
+    double *genc;       /* B x max_in */
+    double *scratch;    /* 2 x B x max_width */
+    double *q;          /* B x D raw coordinates */
+    double *gq;         /* B x D */
+    double *logdet;     /* B */
+    double *logp;       /* B */
+    double *weight;     /* B   adjoint weights of log p */
+    double *slope;      /* B x D  slope of the wall policy's clamp */
+    sf_icgrad *icgrad;  /* B x D */
+    size_t act_stride, enc_stride, params_stride;
+};
+
+/* ------------------------------------------------------------------- flow */
+
+/* log p_U of B points (u: B x D), keeping the states the backward needs. */
+sf_status sfF_log_density(const sf_model *m, sf_workspace *ws, int B, const double *u,
+                          double *logp, int *max_iters, sf_error *err);
+/* Gradient of sum_b weight[b] * log p_U(u_b) w.r.t. u, after sfF_log_density. */
+void sfF_log_density_gradient(const sf_model *m, sf_workspace *ws, int B,
+                              const double *weight, double *grad);
+
+#endif /* SF_INTERNAL_H */

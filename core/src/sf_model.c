@@ -1,0 +1,480 @@
+/* sf_model.c -- model loading: configuration, validation, weights. */
+#include "sf_internal.h"
+
+#include <cJSON.h>
+#include <errno.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* ------------------------------------------------------------ JSON reads */
+
+/* Each getter returns 1 on success; a missing optional key keeps *out. */
+static int json_number(const cJSON *obj, const char *key, int required, double *out)
+{
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(obj, key);
+    if (!v) return !required;
+    if (!cJSON_IsNumber(v) || !isfinite(v->valuedouble)) return 0;
+    *out = v->valuedouble;
+    return 1;
+}
+
+static int json_int(const cJSON *obj, const char *key, int required, int *out)
+{
+    double d = *out;
+    if (!json_number(obj, key, required, &d)) return 0;
+    if (d != floor(d) || fabs(d) > 1e9) return 0;
+    *out = (int)d;
+    return 1;
+}
+
+static const char *json_string(const cJSON *obj, const char *key)
+{
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(obj, key);
+    return cJSON_IsString(v) ? v->valuestring : NULL;
+}
+
+static char *dup_string(const char *s)
+{
+    size_t n = strlen(s) + 1;
+    char *d = malloc(n);
+    if (d) memcpy(d, s, n);
+    return d;
+}
+
+/* Reads an array of ints into a fresh array; returns its length or -1. */
+static int json_int_array(const cJSON *arr, int **out)
+{
+    *out = NULL;
+    if (!cJSON_IsArray(arr)) return -1;
+    int n = cJSON_GetArraySize(arr);
+    *out = malloc((n > 0 ? (size_t)n : 1) * sizeof(int));
+    if (!*out) return -1;
+    int i = 0;
+    for (const cJSON *v = arr->child; v; v = v->next, i++) {
+        if (!cJSON_IsNumber(v) || v->valuedouble != floor(v->valuedouble) || fabs(v->valuedouble) > 1e9) {
+            free(*out);
+            *out = NULL;
+            return -1;
+        }
+        (*out)[i] = (int)v->valuedouble;
+    }
+    return n;
+}
+
+/* ---------------------------------------------------------------- freeing */
+
+void sf_model_free(sf_model *m)
+{
+    if (!m) return;
+    for (int l = 0; m->layers && l < m->n_layers; l++) {
+        sf_layer *L = &m->layers[l];
+        for (int k = 0; k < L->n_linear; k++) {
+            if (L->weight) free(L->weight[k]);
+            if (L->bias) free(L->bias[k]);
+        }
+        free(L->weight);
+        free(L->bias);
+        free(L->width);
+        free(L->trans);
+        free(L->cond);
+    }
+    free(m->layers);
+    if (m->atoms)
+        for (int a = 0; a < m->N; a++) {
+            free(m->atoms[a].name);
+            free(m->atoms[a].residue);
+        }
+    free(m->atoms);
+    free(m->zmatrix);
+    free(m->bond_lo);
+    free(m->bond_hi);
+    free(m->config_json);
+    free(m);
+}
+
+/* ------------------------------------------------------- configuration */
+
+static sf_status read_zmatrix(sf_model *m, const cJSON *cfg, sf_error *err)
+{
+    const cJSON *zm = cJSON_GetObjectItemCaseSensitive(cfg, "zmatrix");
+    if (!cJSON_IsArray(zm) || cJSON_GetArraySize(zm) != m->N)
+        return sfE_set(err, SF_ERR_MODEL, "model config: 'zmatrix' must be an array of n_atoms = %d rows", m->N);
+    m->zmatrix = calloc((size_t)m->N, sizeof *m->zmatrix);
+    int *placed = calloc((size_t)m->N, sizeof(int));
+    sf_status rc = (m->zmatrix && placed) ? SF_OK : sfE_set(err, SF_ERR_NOMEM, "out of memory");
+    int r = 0;
+    for (const cJSON *row = zm->child; rc == SF_OK && row; row = row->next, r++) {
+        int *v = NULL;
+        if (json_int_array(row, &v) != 4) {
+            rc = sfE_set(err, SF_ERR_MODEL, "model config: zmatrix row %d is not 4 integers", r);
+        } else {
+            int need = r < 3 ? r : 3; /* references this row must have */
+            for (int c = 0; c < 4 && rc == SF_OK; c++) {
+                int a = v[c];
+                if (c > need) {
+                    if (a != -1)
+                        rc = sfE_set(err, SF_ERR_MODEL, "model config: zmatrix row %d column %d must be -1", r, c);
+                } else if (a < 0 || a >= m->N) {
+                    rc = sfE_set(err, SF_ERR_MODEL, "model config: zmatrix row %d names atom %d, outside 0..%d", r,
+                                 a, m->N - 1);
+                } else if (c == 0 && placed[a]) {
+                    rc = sfE_set(err, SF_ERR_MODEL, "model config: zmatrix places atom %d twice (row %d)", a, r);
+                } else if (c > 0 && !placed[a]) {
+                    rc = sfE_set(err, SF_ERR_MODEL,
+                                 "model config: zmatrix row %d refers to atom %d before it is placed", r, a);
+                }
+                for (int c2 = 0; c2 < c && rc == SF_OK; c2++)
+                    if (c <= need && v[c2] == a)
+                        rc = sfE_set(err, SF_ERR_MODEL, "model config: zmatrix row %d repeats atom %d", r, a);
+            }
+            if (rc == SF_OK) {
+                memcpy(m->zmatrix[r], v, sizeof m->zmatrix[r]);
+                placed[v[0]] = 1;
+            }
+        }
+        free(v);
+    }
+    free(placed);
+    return rc;
+}
+
+static sf_status read_atoms(sf_model *m, const cJSON *cfg, sf_error *err)
+{
+    const cJSON *atoms = cJSON_GetObjectItemCaseSensitive(cfg, "atoms");
+    if (!atoms) return SF_OK;
+    if (!cJSON_IsArray(atoms) || cJSON_GetArraySize(atoms) != m->N)
+        return sfE_set(err, SF_ERR_MODEL, "model config: 'atoms' must list n_atoms = %d entries", m->N);
+    m->atoms = calloc((size_t)m->N, sizeof *m->atoms);
+    if (!m->atoms) return sfE_set(err, SF_ERR_NOMEM, "out of memory");
+    int a = 0;
+    for (const cJSON *it = atoms->child; it; it = it->next, a++) {
+        const char *name = json_string(it, "name"), *res = json_string(it, "residue");
+        int ri = 0;
+        if (!name || !res || !json_int(it, "residue_index", 0, &ri))
+            return sfE_set(err, SF_ERR_MODEL, "model config: atoms[%d] needs string 'name' and 'residue'", a);
+        m->atoms[a].name = dup_string(name);
+        m->atoms[a].residue = dup_string(res);
+        m->atoms[a].residue_index = ri;
+        if (!m->atoms[a].name || !m->atoms[a].residue) return sfE_set(err, SF_ERR_NOMEM, "out of memory");
+    }
+    return SF_OK;
+}
+
+static sf_status read_constants(sf_model *m, const cJSON *cfg, sf_error *err)
+{
+    const cJSON *prior = cJSON_GetObjectItemCaseSensitive(cfg, "prior");
+    if (prior && !(cJSON_IsString(prior) && strcmp(prior->valuestring, "uniform") == 0))
+        return sfE_set(err, SF_ERR_MODEL, "model config: prior must be \"uniform\"");
+    m->smooth = (sf_smooth_constants){0.01, 0.1, 0.99, 1};
+    const cJSON *s = cJSON_GetObjectItemCaseSensitive(cfg, "smooth");
+    if (s && (!json_number(s, "s_min", 0, &m->smooth.s_min) || !json_number(s, "alpha_min", 0, &m->smooth.alpha_min) ||
+              !json_number(s, "c_max", 0, &m->smooth.c_max) || !json_int(s, "beta", 0, &m->smooth.beta)))
+        return sfE_set(err, SF_ERR_MODEL, "model config: 'smooth' constants must be numbers (beta an integer)");
+    if (!(m->smooth.s_min > 0 && m->smooth.s_min < 1) || !(m->smooth.alpha_min > 0) ||
+        !(m->smooth.c_max > 0 && m->smooth.c_max < 1) || m->smooth.beta < 1 || m->smooth.beta > 8)
+        return sfE_set(err, SF_ERR_MODEL,
+                       "model config: smooth constants out of range (s_min=%g in (0,1), alpha_min=%g > 0, "
+                       "c_max=%g in (0,1), beta=%d in 1..8)",
+                       m->smooth.s_min, m->smooth.alpha_min, m->smooth.c_max, m->smooth.beta);
+    m->policy = SF_SUPPORT_ERROR;
+    m->margin = 0.01;
+    m->wall_constant = 1000.0;
+    const cJSON *sup = cJSON_GetObjectItemCaseSensitive(cfg, "support");
+    if (sup) {
+        const char *policy = json_string(sup, "policy");
+        if (policy && strcmp(policy, "wall") == 0) m->policy = SF_SUPPORT_WALL;
+        else if (policy && strcmp(policy, "error") != 0)
+            return sfE_set(err, SF_ERR_MODEL, "model config: support policy '%s' is neither \"error\" nor \"wall\"",
+                           policy);
+        if (!json_number(sup, "margin", 0, &m->margin) || !json_number(sup, "wall_constant", 0, &m->wall_constant) ||
+            !(m->margin > 0 && m->margin < 0.25) || !(m->wall_constant >= 0))
+            return sfE_set(err, SF_ERR_MODEL,
+                           "model config: support margin must be in (0, 0.25) and wall_constant >= 0");
+    }
+    return SF_OK;
+}
+
+static sf_status read_dims(const cJSON *layer, const char *key, int D, int l, int **out, int *n, sf_error *err)
+{
+    *n = json_int_array(cJSON_GetObjectItemCaseSensitive(layer, key), out);
+    if (*n < 0) return sfE_set(err, SF_ERR_MODEL, "model config: layer %d '%s' must be an array of integers", l, key);
+    for (int i = 0; i < *n; i++)
+        if ((*out)[i] < 0 || (*out)[i] >= D)
+            return sfE_set(err, SF_ERR_MODEL, "model config: layer %d '%s' names dimension %d, outside 0..%d", l, key,
+                           (*out)[i], D - 1);
+    return SF_OK;
+}
+
+static sf_status read_layer(sf_model *m, const cJSON *js, int l, sf_error *err)
+{
+    sf_layer *L = &m->layers[l];
+    const char *transform = json_string(js, "transform"), *direction = json_string(js, "direction");
+    const char *activation = json_string(js, "activation");
+    if (!transform || strcmp(transform, "smooth") != 0)
+        return sfE_set(err, SF_ERR_MODEL, "model config: layer %d transform '%s' is not supported (\"smooth\")", l,
+                       transform ? transform : "(missing)");
+    L->transform = SF_TRANSFORM_SMOOTH;
+    if (direction && strcmp(direction, "generative") == 0) L->direction = SF_DIR_GENERATIVE;
+    else if (direction && strcmp(direction, "density") == 0) L->direction = SF_DIR_DENSITY;
+    else return sfE_set(err, SF_ERR_MODEL, "model config: layer %d direction must be \"generative\" or \"density\"", l);
+    if (activation && strcmp(activation, "tanh") == 0) L->activation = SF_ACT_TANH;
+    else if (activation && strcmp(activation, "silu") == 0) L->activation = SF_ACT_SILU;
+    else if (activation && strcmp(activation, "softplus") == 0) L->activation = SF_ACT_SOFTPLUS;
+    else return sfE_set(err, SF_ERR_MODEL, "model config: layer %d activation must be tanh, silu or softplus", l);
+    sf_status rc;
+    if ((rc = read_dims(js, "transformed", m->D, l, &L->trans, &L->n_trans, err)) != SF_OK) return rc;
+    if ((rc = read_dims(js, "conditioning", m->D, l, &L->cond, &L->n_cond, err)) != SF_OK) return rc;
+    if (L->n_trans == 0) return sfE_set(err, SF_ERR_MODEL, "model config: layer %d transforms no dimension", l);
+    char *seen = calloc((size_t)m->D, 1);
+    if (!seen) return sfE_set(err, SF_ERR_NOMEM, "out of memory");
+    for (int i = 0; i < L->n_trans + L->n_cond && rc == SF_OK; i++) {
+        int d = i < L->n_trans ? L->trans[i] : L->cond[i - L->n_trans];
+        if (seen[d]++)
+            rc = sfE_set(err, SF_ERR_MODEL, "model config: layer %d uses dimension %d twice (transformed and "
+                         "conditioning sets must be disjoint)", l, d);
+    }
+    free(seen);
+    if (rc != SF_OK) return rc;
+    L->K = 0;
+    if (!json_int(js, "n_components", 1, &L->K) || L->K < 1 || L->K > 1024)
+        return sfE_set(err, SF_ERR_MODEL, "model config: layer %d n_components must be an integer >= 1", l);
+    L->P = 4 * L->K + 2;
+    int *hidden = NULL;
+    int n_hidden = json_int_array(cJSON_GetObjectItemCaseSensitive(js, "hidden"), &hidden);
+    if (n_hidden < 0) return sfE_set(err, SF_ERR_MODEL, "model config: layer %d 'hidden' must be an integer array", l);
+    L->n_linear = n_hidden + 1;
+    L->width = malloc((size_t)(n_hidden + 2) * sizeof(int));
+    if (!L->width) { free(hidden); return sfE_set(err, SF_ERR_NOMEM, "out of memory"); }
+    L->width[0] = 0;
+    for (int i = 0; i < L->n_cond; i++) L->width[0] += sfM_is_circular(m, L->cond[i]) ? 2 : 1;
+    for (int i = 0; i < n_hidden; i++) L->width[i + 1] = hidden[i];
+    L->width[n_hidden + 1] = L->n_trans * L->P;
+    free(hidden);
+    for (int i = 1; i <= n_hidden; i++)
+        if (L->width[i] < 1 || L->width[i] > 1 << 20)
+            return sfE_set(err, SF_ERR_MODEL, "model config: layer %d hidden width %d is invalid", l, L->width[i]);
+    for (int i = 0; i <= L->n_linear; i++)
+        if (L->width[i] > m->max_width) m->max_width = L->width[i];
+    if (L->n_trans * L->P > m->max_params) m->max_params = L->n_trans * L->P;
+    return SF_OK;
+}
+
+static sf_status read_config(sf_model *m, const char *text, sf_error *err)
+{
+    cJSON *cfg = cJSON_Parse(text);
+    if (!cJSON_IsObject(cfg)) {
+        cJSON_Delete(cfg);
+        return sfE_set(err, SF_ERR_FORMAT, "model file: metadata 'config' is not a JSON object");
+    }
+    sf_status rc = SF_OK;
+    m->energy_offset = 0.0;
+    if (!json_int(cfg, "n_atoms", 1, &m->N) || m->N < 3 || m->N > 1000000)
+        rc = sfE_set(err, SF_ERR_MODEL, "model config: 'n_atoms' must be an integer >= 3");
+    else if (!json_number(cfg, "temperature", 1, &m->temperature) || !(m->temperature > 0))
+        rc = sfE_set(err, SF_ERR_MODEL, "model config: 'temperature' must be a positive number (kelvin)");
+    else if (!json_number(cfg, "energy_offset", 0, &m->energy_offset))
+        rc = sfE_set(err, SF_ERR_MODEL, "model config: 'energy_offset' must be a finite number (kJ/mol)");
+    if (rc == SF_OK) {
+        m->D = 3 * m->N - 6;
+        m->kT = SF_GAS_CONSTANT * m->temperature;
+        rc = read_zmatrix(m, cfg, err);
+    }
+    if (rc == SF_OK) rc = read_atoms(m, cfg, err);
+    if (rc == SF_OK) rc = read_constants(m, cfg, err);
+    const cJSON *layers = cJSON_GetObjectItemCaseSensitive(cfg, "layers");
+    if (rc == SF_OK && (!cJSON_IsArray(layers) || cJSON_GetArraySize(layers) < 1))
+        rc = sfE_set(err, SF_ERR_MODEL, "model config: 'layers' must be a non-empty array");
+    if (rc == SF_OK) {
+        m->n_layers = cJSON_GetArraySize(layers);
+        m->layers = calloc((size_t)m->n_layers, sizeof *m->layers);
+        if (!m->layers) rc = sfE_set(err, SF_ERR_NOMEM, "out of memory");
+    }
+    int l = 0;
+    for (const cJSON *js = layers ? layers->child : NULL; rc == SF_OK && js; js = js->next, l++)
+        rc = read_layer(m, js, l, err);
+    cJSON_Delete(cfg);
+    return rc;
+}
+
+/* ---------------------------------------------------------------- tensors */
+
+static sf_status take_tensor(sf_safetensors *st, const char *name, int ndim, long long d0, long long d1,
+                             double **out, sf_error *err)
+{
+    sf_tensor *t = sfS_find(st, name);
+    if (!t) return sfE_set(err, SF_ERR_MODEL, "model file: tensor '%s' is missing", name);
+    int ok = t->ndim == ndim && t->shape[0] == d0 && (ndim == 1 || t->shape[1] == d1);
+    if (!ok) {
+        char shape[96] = "";
+        for (int d = 0; d < t->ndim; d++)
+            snprintf(shape + strlen(shape), sizeof shape - strlen(shape), d ? ", %lld" : "%lld", t->shape[d]);
+        if (ndim == 1)
+            return sfE_set(err, SF_ERR_MODEL, "model file: tensor '%s' has shape [%s], the architecture needs [%lld]",
+                           name, shape, d0);
+        return sfE_set(err, SF_ERR_MODEL,
+                       "model file: tensor '%s' has shape [%s], the architecture needs [%lld, %lld]", name, shape, d0,
+                       d1);
+    }
+    size_t count = (size_t)(d0 * (ndim == 1 ? 1 : d1));
+    *out = malloc((count ? count : 1) * sizeof(double));
+    if (!*out) return sfE_set(err, SF_ERR_NOMEM, "out of memory");
+    sfS_read_doubles(t, *out, count);
+    for (size_t i = 0; i < count; i++)
+        if (!isfinite((*out)[i]))
+            return sfE_set(err, SF_ERR_VALUE, "model file: tensor '%s' holds a non-finite value (%g) at element %zu",
+                           name, (*out)[i], i);
+    t->used = 1;
+    return SF_OK;
+}
+
+static sf_status read_tensors(sf_model *m, sf_safetensors *st, sf_error *err)
+{
+    sf_status rc = take_tensor(st, "bond_lo", 1, m->N - 1, 0, &m->bond_lo, err);
+    if (rc == SF_OK) rc = take_tensor(st, "bond_hi", 1, m->N - 1, 0, &m->bond_hi, err);
+    for (int i = 0; rc == SF_OK && i < m->N - 1; i++)
+        if (!(m->bond_hi[i] > m->bond_lo[i]) || !(m->bond_lo[i] >= 0))
+            rc = sfE_set(err, SF_ERR_MODEL, "model file: bond %d has bounds [%g, %g] nm (need 0 <= lo < hi)", i,
+                         m->bond_lo[i], m->bond_hi[i]);
+    for (int l = 0; rc == SF_OK && l < m->n_layers; l++) {
+        sf_layer *L = &m->layers[l];
+        L->weight = calloc((size_t)L->n_linear, sizeof(double *));
+        L->bias = calloc((size_t)L->n_linear, sizeof(double *));
+        if (!L->weight || !L->bias) return sfE_set(err, SF_ERR_NOMEM, "out of memory");
+        for (int k = 0; rc == SF_OK && k < L->n_linear; k++) {
+            char name[96];
+            snprintf(name, sizeof name, "layers.%d.net.%d.weight", l, k);
+            rc = take_tensor(st, name, 2, L->width[k + 1], L->width[k], &L->weight[k], err);
+            snprintf(name, sizeof name, "layers.%d.net.%d.bias", l, k);
+            if (rc == SF_OK) rc = take_tensor(st, name, 1, L->width[k + 1], 0, &L->bias[k], err);
+        }
+    }
+    for (int i = 0; rc == SF_OK && i < st->n_tensors; i++)
+        if (!st->tensors[i].used)
+            rc = sfE_set(err, SF_ERR_MODEL, "model file: tensor '%s' is not part of the architecture",
+                         st->tensors[i].name);
+    return rc;
+}
+
+static void compute_log_scales(sf_model *m)
+{
+    double s = 0.0;
+    for (int i = 0; i < m->N - 1; i++) s += log(m->bond_hi[i] - m->bond_lo[i]);
+    s += (m->N - 2) * log(SF_PI) + (m->N - 3) * log(2.0 * SF_PI);
+    m->log_scale_sum = s;
+}
+
+/* ------------------------------------------------------------ public API */
+
+sf_status sf_model_load_bytes(const void *data, size_t size, sf_model **out, sf_error *err)
+{
+    if (!out || (!data && size)) return sfE_set(err, SF_ERR_ARG, "sf_model_load_bytes: NULL argument");
+    *out = NULL;
+    sf_safetensors st;
+    sf_status rc = sfS_parse(data, size, &st, err);
+    if (rc != SF_OK) return rc;
+    if (!st.metadata_format || strcmp(st.metadata_format, "openmm-smoothflow") != 0)
+        rc = sfE_set(err, SF_ERR_FORMAT, "model file: metadata 'format' is not \"openmm-smoothflow\" "
+                     "(a safetensors file, but not a SmoothFlow model)");
+    else if (!st.metadata_version || !st.metadata_config)
+        rc = sfE_set(err, SF_ERR_FORMAT, "model file: metadata lacks 'format_version' or 'config'");
+    sf_model *m = NULL;
+    if (rc == SF_OK) {
+        char *end = NULL;
+        errno = 0;
+        long v = strtol(st.metadata_version, &end, 10);
+        if (end == st.metadata_version || *end || errno || v < 1)
+            rc = sfE_set(err, SF_ERR_FORMAT, "model file: format_version '%s' is not a positive integer",
+                         st.metadata_version);
+        else if (v > SF_FORMAT_VERSION)
+            rc = sfE_set(err, SF_ERR_VERSION,
+                         "model file has format version %ld; this build of openmm-smoothflow reads versions up to %d",
+                         v, SF_FORMAT_VERSION);
+        else if (!(m = calloc(1, sizeof *m)))
+            rc = sfE_set(err, SF_ERR_NOMEM, "out of memory");
+        else
+            m->version = (int)v;
+    }
+    if (rc == SF_OK) rc = read_config(m, st.metadata_config, err);
+    if (rc == SF_OK) rc = read_tensors(m, &st, err);
+    if (rc == SF_OK && !(m->config_json = dup_string(st.metadata_config)))
+        rc = sfE_set(err, SF_ERR_NOMEM, "out of memory");
+    sfS_free(&st);
+    if (rc != SF_OK) {
+        sf_model_free(m);
+        return rc;
+    }
+    compute_log_scales(m);
+    *out = m;
+    if (err) { err->code = SF_OK; err->message[0] = 0; }
+    return SF_OK;
+}
+
+sf_status sf_model_load_file(const char *path, sf_model **out, sf_error *err)
+{
+    if (!path || !out) return sfE_set(err, SF_ERR_ARG, "sf_model_load_file: NULL argument");
+    *out = NULL;
+    FILE *f = fopen(path, "rb");
+    if (!f) return sfE_set(err, SF_ERR_IO, "cannot open model file '%s': %s", path, strerror(errno));
+    unsigned char *buf = NULL;
+    size_t size = 0, cap = 0;
+    sf_status rc = SF_OK;
+    for (;;) {
+        if (size == cap) {
+            size_t ncap = cap ? 2 * cap : 1 << 16;
+            unsigned char *nb = realloc(buf, ncap);
+            if (!nb) { rc = sfE_set(err, SF_ERR_NOMEM, "out of memory reading '%s'", path); break; }
+            buf = nb;
+            cap = ncap;
+        }
+        size_t got = fread(buf + size, 1, cap - size, f);
+        size += got;
+        if (got == 0) {
+            if (ferror(f)) rc = sfE_set(err, SF_ERR_IO, "error reading model file '%s'", path);
+            break;
+        }
+    }
+    fclose(f);
+    if (rc == SF_OK) {
+        rc = sf_model_load_bytes(buf, size, out, err);
+        if (rc != SF_OK && err) {
+            /* Name the file in the message. */
+            char msg[SF_ERROR_MESSAGE_SIZE];
+            snprintf(msg, sizeof msg, "%.200s: %.300s", path, err->message);
+            memcpy(err->message, msg, sizeof msg);
+        }
+    }
+    free(buf);
+    return rc;
+}
+
+int sf_model_num_atoms(const sf_model *m) { return m->N; }
+int sf_model_num_dims(const sf_model *m) { return m->D; }
+int sf_model_num_layers(const sf_model *m) { return m->n_layers; }
+double sf_model_temperature(const sf_model *m) { return m->temperature; }
+double sf_model_kT(const sf_model *m) { return m->kT; }
+double sf_model_energy_offset(const sf_model *m) { return m->energy_offset; }
+int sf_model_format_version(const sf_model *m) { return m->version; }
+sf_support_policy sf_model_support_policy(const sf_model *m) { return m->policy; }
+const char *sf_model_config_json(const sf_model *m) { return m->config_json; }
+
+void sf_model_zmatrix_row(const sf_model *m, int r, int out[4])
+{
+    for (int c = 0; c < 4; c++) out[c] = (r >= 0 && r < m->N) ? m->zmatrix[r][c] : -1;
+}
+
+const char *sf_model_atom_name(const sf_model *m, int a)
+{
+    return (m->atoms && a >= 0 && a < m->N) ? m->atoms[a].name : NULL;
+}
+
+const char *sf_model_atom_residue(const sf_model *m, int a)
+{
+    return (m->atoms && a >= 0 && a < m->N) ? m->atoms[a].residue : NULL;
+}
+
+int sf_model_atom_residue_index(const sf_model *m, int a)
+{
+    return (m->atoms && a >= 0 && a < m->N) ? m->atoms[a].residue_index : -1;
+}

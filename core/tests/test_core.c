@@ -1,0 +1,551 @@
+/* test_core.c -- unit tests of the C core on random models built in memory:
+ * transform inverse and derivatives, forces against finite differences,
+ * batch and periodic consistency, smoothness, the wall policy, bad input.
+ * `--quick` runs a reduced set (used under valgrind). */
+#include "model_builder.h"
+#include "smoothflow.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+static int failures = 0, checks = 0, quick = 0;
+
+#define CHECK(cond, ...)                                                   \
+    do {                                                                   \
+        checks++;                                                          \
+        if (!(cond)) {                                                     \
+            failures++;                                                    \
+            printf("FAIL %s:%d: ", __FILE__, __LINE__);                    \
+            printf(__VA_ARGS__);                                           \
+            printf("\n");                                                  \
+        }                                                                  \
+    } while (0)
+
+static sf_model *load(const mb_spec *spec)
+{
+    size_t size;
+    unsigned char *bytes = mb_build(spec, NULL, NULL, &size);
+    sf_model *m = NULL;
+    sf_error err;
+    sf_status rc = sf_model_load_bytes(bytes, size, &m, &err);
+    CHECK(rc == SF_OK, "load failed: %s", err.message);
+    free(bytes);
+    return m;
+}
+
+static double energy_of(const sf_model *m, sf_workspace *ws, const double *pos, const sf_box *box)
+{
+    double e = NAN;
+    sf_error err;
+    sf_status rc = sf_evaluate(m, ws, 1, pos, box, &e, NULL, NULL, &err);
+    CHECK(rc == SF_OK, "evaluate: %s", err.message);
+    return e;
+}
+
+/* ------------------------------------------------------------ transform */
+
+static void random_raw(unsigned long long *st, int K, double scale, double *raw)
+{
+    for (int i = 0; i < 4 * K + 2; i++) raw[i] = scale * mb_normal(st);
+}
+
+static void test_inverse(void)
+{
+    sf_smooth_constants c = {0.01, 0.1, 0.99, 1};
+    unsigned long long st = 42;
+    double ys[] = {0.0, 1e-300, 1e-15, 1e-12, 1e-6, 0.01, 0.25, 0.5, 0.75, 0.99, 1 - 1e-9, 1 - 1e-15, 1.0};
+    int n_models = quick ? 10 : 200, steep = 0;
+    double worst = 0;
+    for (int trial = 0; trial < n_models; trial++) {
+        int K = 1 + trial % 8;
+        double raw[4 * 8 + 2];
+        /* Larger scales give steep components: narrow windows, sharp ramps. */
+        random_raw(&st, K, 0.5 + 4.0 * (trial % 5) / 4.0, raw);
+        for (int circ = 0; circ < 2; circ++) {
+            for (size_t i = 0; i < sizeof ys / sizeof ys[0] + 20; i++) {
+                double y = i < sizeof ys / sizeof ys[0] ? ys[i] : mb_uniform(&st), x, back;
+                int it = sf_smooth_inverse(&c, K, raw, circ, y, &x);
+                CHECK(it >= 0, "inverse did not converge: K=%d y=%.17g", K, y);
+                double slope;
+                sf_smooth_forward(&c, K, raw, circ, x, &back, &slope, NULL);
+                double diff = fabs(back - y);
+                if (circ) diff = fmin(diff, 1 - diff); /* on the circle 0 == 1 */
+                /* 1e-13, unless the transform is so steep (F' > ~500) that
+                 * one ulp of x moves F by more: then within a few ulps of x. */
+                double tol = fmax(1e-13, 8 * slope * (nextafter(x, 2.0) - x));
+                if (diff <= 1e-13) worst = fmax(worst, diff);
+                else steep++;
+                CHECK(diff <= tol, "F(F^-1(y)) - y = %.3g > %.3g (K=%d circ=%d y=%.17g)", diff, tol, K, circ, y);
+            }
+        }
+    }
+    printf("inverse: worst |F(F^-1(y)) - y| = %.3g; %d ulp-limited cases of steep components\n", worst, steep);
+}
+
+static void test_transform_derivatives(void)
+{
+    sf_smooth_constants c = {0.01, 0.1, 0.99, 1};
+    unsigned long long st = 7;
+    for (int trial = 0; trial < (quick ? 4 : 40); trial++) {
+        int K = 1 + trial % 8;
+        double raw[4 * 8 + 2];
+        random_raw(&st, K, 1.0, raw);
+        double x = 0.05 + 0.9 * mb_uniform(&st), f, f1, f2, fp, fm, f1p, f1m;
+        double h = 1e-6;
+        sf_smooth_forward(&c, K, raw, 0, x, &f, &f1, &f2);
+        sf_smooth_forward(&c, K, raw, 0, x + h, &fp, &f1p, NULL);
+        sf_smooth_forward(&c, K, raw, 0, x - h, &fm, &f1m, NULL);
+        CHECK(fabs((fp - fm) / (2 * h) - f1) <= 1e-6 * (1 + fabs(f1)), "F' mismatch");
+        CHECK(fabs((f1p - f1m) / (2 * h) - f2) <= 1e-5 * (1 + fabs(f2)), "F'' mismatch %g vs %g",
+              (f1p - f1m) / (2 * h), f2);
+        CHECK(f1 >= 1 - c.c_max - 1e-15, "F' below 1 - c_max");
+    }
+}
+
+/* ---------------------------------------------------------------- forces */
+
+static void net_force_and_torque(const double *pos, const double *f, int N, double *net, double *torque)
+{
+    double F[3] = {0, 0, 0}, T[3] = {0, 0, 0};
+    for (int a = 0; a < N; a++) {
+        const double *r = pos + 3 * a, *g = f + 3 * a;
+        for (int c = 0; c < 3; c++) F[c] += g[c];
+        T[0] += r[1] * g[2] - r[2] * g[1];
+        T[1] += r[2] * g[0] - r[0] * g[2];
+        T[2] += r[0] * g[1] - r[1] * g[0];
+    }
+    *net = sqrt(F[0] * F[0] + F[1] * F[1] + F[2] * F[2]);
+    *torque = sqrt(T[0] * T[0] + T[1] * T[1] + T[2] * T[2]);
+}
+
+static void check_forces(const mb_spec *spec, const sf_model *m, const double *pos0, const sf_box *box,
+                         const char *label)
+{
+    int N = spec->n_atoms;
+    sf_workspace *ws;
+    sf_error err;
+    CHECK(sf_workspace_new(m, 1, &ws, &err) == SF_OK, "workspace: %s", err.message);
+    double *pos = malloc(sizeof(double) * 3 * N), *f = malloc(sizeof(double) * 3 * N);
+    memcpy(pos, pos0, sizeof(double) * 3 * N);
+    double e;
+    sf_status rc = sf_evaluate(m, ws, 1, pos, box, &e, f, NULL, &err);
+    CHECK(rc == SF_OK, "%s: evaluate failed: %s", label, err.message);
+    double fmax = 0, worst = 0;
+    for (int i = 0; i < 3 * N; i++) fmax = fmax > fabs(f[i]) ? fmax : fabs(f[i]);
+    double h = 5e-6;
+    for (int i = 0; i < 3 * N; i++) {
+        /* Fourth-order central differences. */
+        double x0 = pos[i], e4[4], steps[4] = {2, 1, -1, -2};
+        for (int k = 0; k < 4; k++) {
+            pos[i] = x0 + steps[k] * h;
+            e4[k] = energy_of(m, ws, pos, box);
+        }
+        pos[i] = x0;
+        double fd = -(-e4[0] + 8 * e4[1] - 8 * e4[2] + e4[3]) / (12 * h);
+        double diff = fabs(fd - f[i]) / (1 + fmax);
+        worst = diff > worst ? diff : worst;
+    }
+    CHECK(worst < 1e-6, "%s: forces vs finite differences, worst relative %.3g (max |F| %.3g)", label, worst, fmax);
+    if (!box) {
+        double net, torque;
+        net_force_and_torque(pos, f, N, &net, &torque);
+        CHECK(net < 1e-9 * (1 + fmax) && torque < 1e-9 * (1 + fmax), "%s: net force %.3g, net torque %.3g", label,
+              net, torque);
+    }
+    free(pos);
+    free(f);
+    sf_workspace_free(ws);
+}
+
+static void test_forces(void)
+{
+    const char *acts[3] = {"silu", "tanh", "softplus"};
+    int n = quick ? 2 : 16;
+    for (int i = 0; i < n; i++) {
+        mb_spec spec = mb_default_spec(100 + i);
+        spec.n_atoms = 4 + i % 6;
+        spec.K = 1 + i % 8;
+        spec.n_layers = 1 + i % 4;
+        spec.activation = acts[i % 3];
+        spec.mixed_directions = i % 2;
+        spec.n_hidden = i % 3;
+        spec.weight_scale = 0.4 + 0.3 * (i % 3);
+        sf_model *m = load(&spec);
+        if (!m) continue;
+        double *pos = malloc(sizeof(double) * 3 * spec.n_atoms);
+        for (int conf = 0; conf < 3; conf++) {
+            mb_positions(&spec, 1000 * i + conf, pos);
+            char label[64];
+            snprintf(label, sizeof label, "model %d conf %d", i, conf);
+            check_forces(&spec, m, pos, NULL, label);
+        }
+        free(pos);
+        sf_model_free(m);
+    }
+}
+
+/* The flow's log density gradient against finite differences in u. */
+static void test_log_density_gradient(void)
+{
+    mb_spec spec = mb_default_spec(5);
+    spec.mixed_directions = 1;
+    sf_model *m = load(&spec);
+    sf_workspace *ws;
+    sf_workspace_new(m, 1, &ws, NULL);
+    int D = sf_model_num_dims(m);
+    double *u = malloc(sizeof(double) * D), *g = malloc(sizeof(double) * D);
+    unsigned long long st = 99;
+    for (int d = 0; d < D; d++) u[d] = 0.1 + 0.8 * mb_uniform(&st);
+    double lp, lpp, lpm, worst = 0;
+    sf_error err;
+    CHECK(sf_log_density(m, ws, u, &lp, g, &err) == SF_OK, "log density: %s", err.message);
+    for (int d = 0; d < D; d++) {
+        double u0 = u[d], h = 1e-6;
+        u[d] = u0 + h;
+        sf_log_density(m, ws, u, &lpp, NULL, NULL);
+        u[d] = u0 - h;
+        sf_log_density(m, ws, u, &lpm, NULL, NULL);
+        u[d] = u0;
+        double diff = fabs((lpp - lpm) / (2 * h) - g[d]) / (1 + fabs(g[d]));
+        worst = diff > worst ? diff : worst;
+    }
+    CHECK(worst < 1e-6, "d log p/du vs finite differences: worst %.3g", worst);
+    free(u);
+    free(g);
+    sf_workspace_free(ws);
+    sf_model_free(m);
+}
+
+static void test_batch(void)
+{
+    mb_spec spec = mb_default_spec(17);
+    sf_model *m = load(&spec);
+    int N = spec.n_atoms, B = 5;
+    sf_workspace *ws1, *wsB;
+    sf_workspace_new(m, 1, &ws1, NULL);
+    /* Caller-owned memory for the batch workspace. */
+    size_t size = sf_workspace_size(m, B);
+    void *mem = aligned_alloc(16, (size + 15) / 16 * 16);
+    sf_error err;
+    CHECK(sf_workspace_init(m, B, mem, size, &wsB, &err) == SF_OK, "workspace_init: %s", err.message);
+    CHECK(sf_workspace_init(m, B, mem, size - 1, &wsB, &err) == SF_ERR_ARG, "a small buffer must be refused");
+    sf_workspace_init(m, B, mem, size, &wsB, NULL);
+    double *pos = malloc(sizeof(double) * 3 * N * B), *f = malloc(sizeof(double) * 3 * N * B);
+    double *f1 = malloc(sizeof(double) * 3 * N), e[5], e1;
+    for (int b = 0; b < B; b++) mb_positions(&spec, 77 + b, pos + 3 * N * b);
+    CHECK(sf_evaluate(m, wsB, B, pos, NULL, e, f, NULL, &err) == SF_OK, "batch: %s", err.message);
+    CHECK(sf_evaluate(m, wsB, B + 1, pos, NULL, e, f, NULL, &err) == SF_ERR_ARG, "batch beyond workspace refused");
+    for (int b = 0; b < B; b++) {
+        sf_evaluate(m, ws1, 1, pos + 3 * N * b, NULL, &e1, f1, NULL, NULL);
+        CHECK(e1 == e[b], "batch energy %d differs: %.17g vs %.17g", b, e[b], e1);
+        for (int i = 0; i < 3 * N; i++) CHECK(f1[i] == f[3 * N * b + i], "batch force differs");
+    }
+    free(pos);
+    free(f);
+    free(f1);
+    free(mem);
+    sf_workspace_free(ws1);
+    sf_model_free(m);
+}
+
+static void test_periodic(void)
+{
+    mb_spec spec = mb_default_spec(23);
+    sf_model *m = load(&spec);
+    int N = spec.n_atoms;
+    sf_workspace *ws;
+    sf_workspace_new(m, 1, &ws, NULL);
+    sf_box box = {{2.5, 0, 0}, {0.4, 2.2, 0}, {-0.3, 0.5, 2.0}}; /* triclinic */
+    double *pos = malloc(sizeof(double) * 3 * N), *moved = malloc(sizeof(double) * 3 * N);
+    double *f = malloc(sizeof(double) * 3 * N), *fm = malloc(sizeof(double) * 3 * N);
+    mb_positions(&spec, 5, pos);
+    for (int i = 0; i < 3 * N; i++) pos[i] += 1.0;
+    double e, e_free, em;
+    sf_evaluate(m, ws, 1, pos, &box, &e, f, NULL, NULL);
+    sf_evaluate(m, ws, 1, pos, NULL, &e_free, NULL, NULL, NULL);
+    CHECK(fabs(e - e_free) < 1e-9 * (1 + fabs(e)), "a compact molecule must not feel the box");
+    unsigned long long st = 3;
+    memcpy(moved, pos, sizeof(double) * 3 * N);
+    for (int a = 0; a < N; a++) {
+        int na = (int)(mb_uniform(&st) * 5) - 2, nb = (int)(mb_uniform(&st) * 5) - 2, nc = (int)(mb_uniform(&st) * 5) - 2;
+        for (int c = 0; c < 3; c++) moved[3 * a + c] += na * box[0][c] + nb * box[1][c] + nc * box[2][c];
+    }
+    sf_evaluate(m, ws, 1, moved, &box, &em, fm, NULL, NULL);
+    CHECK(fabs(e - em) < 1e-9 * (1 + fabs(e)), "periodic images change the energy: %.17g vs %.17g", e, em);
+    double worst = 0;
+    for (int i = 0; i < 3 * N; i++) worst = fmax(worst, fabs(f[i] - fm[i]));
+    CHECK(worst < 1e-7, "periodic images change the forces by %.3g", worst);
+    check_forces(&spec, m, moved, &box, "periodic");
+    free(pos);
+    free(moved);
+    free(f);
+    free(fm);
+    sf_workspace_free(ws);
+    sf_model_free(m);
+}
+
+/* Second differences of the energy along a line converge as h^2 (C2+). */
+static void test_smoothness(void)
+{
+    mb_spec spec = mb_default_spec(31);
+    spec.mixed_directions = 1;
+    spec.K = 6;
+    sf_model *m = load(&spec);
+    int N = spec.n_atoms;
+    sf_workspace *ws;
+    sf_workspace_new(m, 1, &ws, NULL);
+    double *pos = malloc(sizeof(double) * 3 * N), *dir = malloc(sizeof(double) * 3 * N);
+    double *p = malloc(sizeof(double) * 3 * N);
+    mb_positions(&spec, 9, pos);
+    unsigned long long st = 12;
+    double norm = 0;
+    for (int i = 0; i < 3 * N; i++) {
+        dir[i] = mb_normal(&st);
+        norm += dir[i] * dir[i];
+    }
+    for (int i = 0; i < 3 * N; i++) dir[i] /= sqrt(norm);
+    int n_points = quick ? 3 : 12, ok = 0;
+    for (int k = 0; k < n_points; k++) {
+        double s0 = -0.01 + 0.02 * k / (n_points - 1), d2[3], h = 1e-3;
+        for (int j = 0; j < 3; j++, h /= 2) {
+            double e[3];
+            for (int t = -1; t <= 1; t++) {
+                for (int i = 0; i < 3 * N; i++) p[i] = pos[i] + (s0 + t * h) * dir[i];
+                e[t + 1] = energy_of(m, ws, p, NULL);
+            }
+            d2[j] = (e[2] - 2 * e[1] + e[0]) / (h * h);
+        }
+        double ratio = (d2[0] - d2[1]) / (d2[1] - d2[2]);
+        /* h^2 convergence gives a ratio of 4; allow for round-off. */
+        if (fabs(ratio - 4) < 0.5) ok++;
+        else printf("smoothness: point %d ratio %.3f (d2 = %.6g %.6g %.6g)\n", k, ratio, d2[0], d2[1], d2[2]);
+    }
+    CHECK(ok >= n_points - 1, "second differences converge as h^2 at only %d of %d points", ok, n_points);
+    free(pos);
+    free(dir);
+    free(p);
+    sf_workspace_free(ws);
+    sf_model_free(m);
+}
+
+/* ------------------------------------------------------------ support */
+
+/* Stretch the bond of Z-matrix row 1 by moving its atom along the bond. */
+static void stretch_first_bond(const sf_model *m, double *pos, double factor)
+{
+    int row[4];
+    sf_model_zmatrix_row(m, 1, row);
+    /* Move the whole subtree is unnecessary: only the bond length matters. */
+    for (int c = 0; c < 3; c++) {
+        double d = pos[3 * row[0] + c] - pos[3 * row[1] + c];
+        pos[3 * row[0] + c] = pos[3 * row[1] + c] + factor * d;
+    }
+}
+
+static void test_support(void)
+{
+    mb_spec spec = mb_default_spec(41);
+    sf_model *m = load(&spec);
+    int N = spec.n_atoms;
+    sf_workspace *ws;
+    sf_workspace_new(m, 1, &ws, NULL);
+    double *pos = malloc(sizeof(double) * 3 * N), e;
+    mb_positions(&spec, 2, pos);
+    stretch_first_bond(m, pos, 3.0);
+    sf_error err;
+    sf_status rc = sf_evaluate(m, ws, 1, pos, NULL, &e, NULL, NULL, &err);
+    CHECK(rc == SF_ERR_SUPPORT, "a stretched bond must be outside the support (rc %d)", rc);
+    CHECK(strstr(err.message, "bond 0") && strstr(err.message, "support"), "message: %s", err.message);
+    sf_workspace_free(ws);
+    sf_model_free(m);
+
+    /* The wall policy: finite energy, exact forces, inside and across the zone. */
+    spec.policy = "wall";
+    m = load(&spec);
+    sf_workspace_new(m, 1, &ws, NULL);
+    CHECK(sf_model_support_policy(m) == SF_SUPPORT_WALL, "policy read");
+    sf_eval_info info;
+    rc = sf_evaluate(m, ws, 1, pos, NULL, &e, NULL, &info, &err);
+    CHECK(rc == SF_OK && isfinite(e) && info.wall_dims >= 1, "wall: rc %d e %g dims %d", rc, e, info.wall_dims);
+    check_forces(&spec, m, pos, NULL, "wall, far outside");
+    double *p = malloc(sizeof(double) * 3 * N);
+    double factors[] = {0.0, 0.5, 0.9, 0.97, 1.0, 1.02, 1.1};
+    for (size_t i = 0; i < sizeof factors / sizeof factors[0]; i++) {
+        mb_positions(&spec, 2, p);
+        /* Put the first bond near and beyond its upper bound. */
+        int row[4];
+        sf_model_zmatrix_row(m, 1, row);
+        double d[3], len = 0;
+        for (int c = 0; c < 3; c++) {
+            d[c] = p[3 * row[0] + c] - p[3 * row[1] + c];
+            len += d[c] * d[c];
+        }
+        len = sqrt(len);
+        double target = 0.09 + factors[i] * 0.2; /* spans the bounds of every seed */
+        for (int c = 0; c < 3; c++) p[3 * row[0] + c] = p[3 * row[1] + c] + d[c] * target / len;
+        char label[64];
+        snprintf(label, sizeof label, "wall, bond %.3f nm", target);
+        check_forces(&spec, m, p, NULL, label);
+    }
+    free(p);
+    free(pos);
+    sf_workspace_free(ws);
+    sf_model_free(m);
+}
+
+/* ------------------------------------------------------------ bad input */
+
+static sf_status load_bytes(const unsigned char *b, size_t n, sf_error *err)
+{
+    sf_model *m = NULL;
+    sf_status rc = sf_model_load_bytes(b, n, &m, err);
+    sf_model_free(m);
+    return rc;
+}
+
+static void expect_error(const unsigned char *b, size_t n, sf_status code, const char *needle, const char *what)
+{
+    sf_error err = {SF_OK, ""};
+    sf_status rc = load_bytes(b, n, &err);
+    CHECK(rc == code, "%s: expected status %d, got %d (%s)", what, code, rc, err.message);
+    CHECK(strstr(err.message, needle) != NULL, "%s: message '%s' lacks '%s'", what, err.message, needle);
+}
+
+static void test_bad_input(void)
+{
+    mb_spec spec = mb_default_spec(3);
+    size_t size;
+    unsigned char *good = mb_build(&spec, NULL, NULL, &size);
+    sf_error err;
+    CHECK(load_bytes(good, size, &err) == SF_OK, "good model: %s", err.message);
+
+    sf_model *m = NULL;
+    CHECK(sf_model_load_file("/nonexistent/model.safetensors", &m, &err) == SF_ERR_IO && !m, "missing file");
+    CHECK(strstr(err.message, "/nonexistent/model.safetensors") != NULL, "missing file message: %s", err.message);
+
+    /* Truncated at every length: always a clean error, never a crash. */
+    size_t step = quick ? size / 7 + 1 : 1;
+    int refused = 1;
+    for (size_t n = 0; n < size; n += step)
+        if (load_bytes(good, n, NULL) == SF_OK) refused = 0;
+    CHECK(refused, "some truncated file loaded");
+    expect_error(good, size / 2, SF_ERR_FORMAT, "truncated", "truncated file");
+
+    /* Corrupt bytes anywhere: error or (for a harmless flip) success. */
+    unsigned char *bad = malloc(size);
+    unsigned long long st = 5;
+    for (int t = 0; t < (quick ? 20 : 2000); t++) {
+        memcpy(bad, good, size);
+        size_t at = (size_t)(mb_uniform(&st) * size);
+        bad[at] ^= (unsigned char)(1 + mb_uniform(&st) * 254);
+        sf_error e2;
+        sf_status rc = load_bytes(bad, size, &e2);
+        CHECK(rc == SF_OK || strlen(e2.message) > 0, "corrupt byte %zu: status %d without message", at, rc);
+    }
+    /* Not JSON at all. */
+    memcpy(bad, good, size);
+    memset(bad + 8, '#', 16);
+    expect_error(bad, size, SF_ERR_FORMAT, "JSON", "garbage header");
+    free(bad);
+
+    size_t n2;
+    unsigned char *b2 = mb_build(&spec, "{\"n_atoms\": 7", NULL, &n2);
+    expect_error(b2, n2, SF_ERR_FORMAT, "config", "broken config JSON");
+    free(b2);
+    b2 = mb_build(&spec, "[1, 2]", NULL, &n2);
+    expect_error(b2, n2, SF_ERR_FORMAT, "config", "config not an object");
+    free(b2);
+    b2 = mb_build(&spec, NULL, "2", &n2);
+    expect_error(b2, n2, SF_ERR_VERSION, "version 2", "newer format version");
+    free(b2);
+    b2 = mb_build(&spec, NULL, "one", &n2);
+    expect_error(b2, n2, SF_ERR_FORMAT, "format_version", "garbled format version");
+    free(b2);
+
+    /* Shapes that disagree with the architecture: the config of a wider net. */
+    mb_spec wide = spec;
+    wide.hidden[0] = 12;
+    unsigned char *wide_bytes = mb_build(&wide, NULL, NULL, &n2);
+    /* Its config, spliced onto the narrow weights. */
+    sf_model *wm = NULL;
+    sf_model_load_bytes(wide_bytes, n2, &wm, NULL);
+    CHECK(wm != NULL, "wide model loads");
+    if (wm) {
+        size_t n3;
+        unsigned char *mix = mb_build(&spec, sf_model_config_json(wm), NULL, &n3);
+        expect_error(mix, n3, SF_ERR_MODEL, "shape", "shape mismatch");
+        free(mix);
+    }
+    sf_model_free(wm);
+    free(wide_bytes);
+
+    /* A NaN among the weights: find the first weight's bytes and poison it. */
+    unsigned char *nan_bytes = malloc(size);
+    memcpy(nan_bytes, good, size);
+    unsigned long long hlen = 0;
+    for (int i = 7; i >= 0; i--) hlen = (hlen << 8) | nan_bytes[i];
+    double nan_value = NAN;
+    /* bond_lo and bond_hi come first (2 x 6 doubles); the weights follow. */
+    memcpy(nan_bytes + 8 + hlen + 8 * 2 * (spec.n_atoms - 1) + 8 * 3, &nan_value, 8);
+    expect_error(nan_bytes, size, SF_ERR_VALUE, "non-finite", "NaN weight");
+    free(nan_bytes);
+
+    /* F32 tensors are accepted. */
+    mb_spec f32 = spec;
+    f32.float32 = 1;
+    b2 = mb_build(&f32, NULL, NULL, &n2);
+    CHECK(load_bytes(b2, n2, &err) == SF_OK, "F32 model: %s", err.message);
+    free(b2);
+
+    /* NaN positions. */
+    m = NULL;
+    sf_model_load_bytes(good, size, &m, NULL);
+    sf_workspace *ws;
+    sf_workspace_new(m, 1, &ws, NULL);
+    double pos[3 * 7], e;
+    mb_positions(&spec, 1, pos);
+    pos[4] = NAN;
+    CHECK(sf_evaluate(m, ws, 1, pos, NULL, &e, NULL, NULL, &err) == SF_ERR_INPUT && strstr(err.message, "atom 1"),
+          "NaN position: %s", err.message);
+    /* Coinciding atoms. */
+    mb_positions(&spec, 1, pos);
+    int row[4];
+    sf_model_zmatrix_row(m, 1, row);
+    memcpy(pos + 3 * row[0], pos + 3 * row[1], 3 * sizeof(double));
+    CHECK(sf_evaluate(m, ws, 1, pos, NULL, &e, NULL, NULL, &err) == SF_ERR_GEOMETRY, "coinciding atoms: %s",
+          err.message);
+    sf_workspace_free(ws);
+    sf_model_free(m);
+    free(good);
+}
+
+static void test_model_facts(void)
+{
+    mb_spec spec = mb_default_spec(8);
+    sf_model *m = load(&spec);
+    CHECK(sf_model_num_atoms(m) == 7 && sf_model_num_dims(m) == 15, "N, D");
+    CHECK(fabs(sf_model_kT(m) - 0.00831446261815324 * 300) < 1e-15, "kT");
+    CHECK(sf_model_energy_offset(m) == 1.5 && sf_model_format_version(m) == 1, "offset, version");
+    CHECK(sf_model_atom_name(m, 0) == NULL, "no atoms metadata");
+    CHECK(strcmp(sf_status_string(SF_ERR_SUPPORT), "configuration outside the flow's support") == 0, "status text");
+    sf_model_free(m);
+}
+
+int main(int argc, char **argv)
+{
+    quick = argc > 1 && strcmp(argv[1], "--quick") == 0;
+    test_model_facts();
+    test_inverse();
+    test_transform_derivatives();
+    test_log_density_gradient();
+    test_forces();
+    test_batch();
+    test_periodic();
+    test_smoothness();
+    test_support();
+    test_bad_input();
+    printf("%d checks, %d failed\n", checks, failures);
+    return failures ? 1 : 0;
+}
