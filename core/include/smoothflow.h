@@ -125,9 +125,9 @@ void sf_workspace_free(sf_workspace *ws); /* only for sf_workspace_new */
 
 /* ------------------------------------------------------------ evaluation */
 
-/* Periodic box as OpenMM reduces it: a = (ax,0,0), b = (bx,by,0),
- * c = (cx,cy,cz), rows of box[3][3].  NULL means non-periodic. */
-typedef double sf_box[3][3];
+/* A periodic box is passed as 9 doubles, the box vectors a, b, c as rows
+ * (a = box[0..2], b = box[3..5], c = box[6..8]) in OpenMM's reduced form:
+ * a = (ax,0,0), b = (bx,by,0), c = (cx,cy,cz).  NULL means non-periodic. */
 
 /* Per-call diagnostics (optional output). */
 typedef struct sf_eval_info {
@@ -137,7 +137,7 @@ typedef struct sf_eval_info {
 
 /* Energy and forces of `batch` molecules.
  *   positions: batch x N x 3 doubles, molecule after molecule.
- *   box:       NULL, or the periodic box (the same for every molecule).
+ *   box:       NULL, or the 9 doubles of the periodic box (same for every molecule).
  *   energies:  batch doubles, kJ/mol (required).
  *   forces:    batch x N x 3 doubles, kJ/mol/nm, or NULL for energy only.
  *   info:      NULL, or receives diagnostics summed over the batch.
@@ -146,14 +146,14 @@ typedef struct sf_eval_info {
  * degenerate geometry; the message names the molecule, coordinate, atoms and
  * value. */
 sf_status sf_evaluate(const sf_model *model, sf_workspace *ws, int batch,
-                      const double *positions, const sf_box *box,
+                      const double *positions, const double *box,
                       double *energies, double *forces, sf_eval_info *info,
                       sf_error *err);
 
 /* The normalized internal coordinates u in [0,1]^D (bonds, angles,
  * torsions; docs/model-format.md) of one molecule, for tests and tools. */
 sf_status sf_internal_coordinates(const sf_model *model, const double *positions,
-                                  const sf_box *box, double *u, sf_error *err);
+                                  const double *box, double *u, sf_error *err);
 
 /* log p_U(u) of one point of the unit cube/torus, and optionally its
  * gradient (D doubles).  Uses the workspace as scratch (batch 1). */

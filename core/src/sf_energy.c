@@ -58,7 +58,7 @@ static sf_status support_error(const sf_model *m, int mol, int d, double q, sf_e
 
 /* Internal coordinates of molecule b into ws, u after the support policy;
  * returns the wall energy and the number of coordinates in the wall zone. */
-static sf_status prepare_molecule(const sf_model *m, sf_workspace *ws, int b, const double *pos, const sf_box *box,
+static sf_status prepare_molecule(const sf_model *m, sf_workspace *ws, int b, const double *pos, const double *box,
                                   double *wall_energy, int *wall_dims, double *slope, sf_error *err)
 {
     const int D = m->D;
@@ -119,7 +119,7 @@ static void coordinate_gradient(const sf_model *m, sf_workspace *ws, int b, cons
     }
 }
 
-sf_status sf_evaluate(const sf_model *m, sf_workspace *ws, int batch, const double *positions, const sf_box *box,
+sf_status sf_evaluate(const sf_model *m, sf_workspace *ws, int batch, const double *positions, const double *box,
                       double *energies, double *forces, sf_eval_info *info, sf_error *err)
 {
     if (!m || !ws || !positions || !energies)
@@ -135,7 +135,7 @@ sf_status sf_evaluate(const sf_model *m, sf_workspace *ws, int batch, const doub
                 return sfE_set(err, SF_ERR_INPUT, "molecule %d: position of model atom %d is not finite (NaN or inf)",
                                b, a);
     if (box) {
-        if (!check_finite(&(*box)[0][0], 9) || !((*box)[0][0] > 0 && (*box)[1][1] > 0 && (*box)[2][2] > 0))
+        if (!check_finite(box, 9) || !(box[0] > 0 && box[4] > 0 && box[8] > 0))
             return sfE_set(err, SF_ERR_INPUT, "periodic box vectors are not finite and positive");
     }
     sf_eval_info local = {0, 0};
@@ -172,7 +172,7 @@ sf_status sf_evaluate(const sf_model *m, sf_workspace *ws, int batch, const doub
     return SF_OK;
 }
 
-sf_status sf_internal_coordinates(const sf_model *m, const double *positions, const sf_box *box, double *u,
+sf_status sf_internal_coordinates(const sf_model *m, const double *positions, const double *box, double *u,
                                   sf_error *err)
 {
     if (!m || !positions || !u) return sfE_set(err, SF_ERR_ARG, "sf_internal_coordinates: NULL argument");

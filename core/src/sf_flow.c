@@ -76,21 +76,22 @@ sf_status sfF_log_density(const sf_model *m, sf_workspace *ws, int B, const doub
             for (int i = 0; i < L->n_trans; i++) {
                 const int d = L->trans[i], circ = sfM_is_circular(m, d);
                 const double *raw = params + (size_t)b * out + (size_t)i * L->P;
-                const double t = raw[4 * L->K + 1];
+                sfT_params p;
+                sfT_prepare(&m->smooth, L->K, raw, &p);
                 double yy = y[(size_t)b * D + d], xx, f, f1;
                 if (L->direction == SF_DIR_GENERATIVE) {
-                    if (circ) yy = wrap01(yy - t);
-                    int it = sfT_solve(&m->smooth, L->K, raw, yy, &xx);
+                    if (circ) yy = wrap01(yy - p.t);
+                    int it = sfT_solve(&p, yy, &xx);
                     if (it < 0)
                         return sfE_set(err, SF_ERR_NUMERIC,
                                        "molecule %d: inverse of layer %d, dimension %d did not converge (y = %.17g)",
                                        b, l, d, yy);
                     if (max_iters && it > *max_iters) *max_iters = it;
-                    sfT_eval(&m->smooth, L->K, raw, xx, &f, &f1, NULL);
+                    sfT_eval(&p, xx, &f, &f1, NULL);
                     ws->logdet[b] -= log(f1);
                 } else {
-                    sfT_eval(&m->smooth, L->K, raw, yy, &f, &f1, NULL);
-                    xx = circ ? wrap01(f + t) : f;
+                    sfT_eval(&p, yy, &f, &f1, NULL);
+                    xx = circ ? wrap01(f + p.t) : f;
                     ws->logdet[b] += log(f1);
                 }
                 x[(size_t)b * D + d] = xx;
@@ -121,25 +122,28 @@ void sfF_log_density_gradient(const sf_model *m, sf_workspace *ws, int B, const 
                 const double *raw = params + (size_t)b * out + (size_t)i * L->P;
                 double *graw = ws->gparams + (size_t)b * out + (size_t)i * L->P;
                 const double abar = g[(size_t)b * D + d];
+                const int gen = L->direction == SF_DIR_GENERATIVE;
+                /* The transform is evaluated at its input: x for a generative
+                 * layer (inverted here), y for a density layer. */
+                const double at = gen ? x[(size_t)b * D + d] : y[(size_t)b * D + d];
                 double f, f1, f2, a, bc, gy, gt;
-                if (L->direction == SF_DIR_GENERATIVE) {
+                sfT_params p;
+                sfT_prepare(&m->smooth, K, raw, &p);
+                sfT_eval(&p, at, &f, &f1, &f2);
+                if (gen) {
                     /* x = F^-1(y - t), logdet -log F'(x): inverse function theorem. */
-                    sfT_eval(&m->smooth, K, raw, x[(size_t)b * D + d], &f, &f1, &f2);
                     a = -abar / f1 + w * f2 / (f1 * f1);
                     bc = -w / f1;
                     gy = -a;
                     gt = a;
                 } else {
                     /* x = F(y) + t, logdet log F'(y). */
-                    sfT_eval(&m->smooth, K, raw, y[(size_t)b * D + d], &f, &f1, &f2);
                     a = abar;
                     bc = w / f1;
                     gy = abar * f1 + w * f2 / f1;
                     gt = abar;
                 }
-                sfT_vjp(&m->smooth, K, raw, L->direction == SF_DIR_GENERATIVE ? x[(size_t)b * D + d]
-                                                                              : y[(size_t)b * D + d],
-                        a, bc, graw);
+                sfT_vjp(&p, &m->smooth, raw, at, a, bc, graw);
                 graw[4 * K + 1] = circ ? gt : 0;
                 g[(size_t)b * D + d] = gy;
             }

@@ -47,6 +47,7 @@ typedef struct sf_layer {
     int n_linear;          /* linear maps: hidden layers + 1 */
     int *width;            /* n_linear + 1 widths; width[0] = encoded input */
     double **weight;       /* [m] -> width[m+1] x width[m], row-major */
+    double **weight_t;     /* [m] -> its transpose, width[m] x width[m+1] */
     double **bias;         /* [m] -> width[m+1] */
 } sf_layer;
 
@@ -113,21 +114,31 @@ typedef struct sf_icgrad {
 /* Raw internal coordinates q (nm, rad) of one molecule in dim order and their
  * gradients; fails on degenerate geometry.  mol names the molecule in
  * messages. */
-sf_status sfZ_compute(const sf_model *m, const double *pos, const sf_box *box,
+sf_status sfZ_compute(const sf_model *m, const double *pos, const double *box,
                       double *q, sf_icgrad *grad, int mol, sf_error *err);
 /* Minimum-image displacement b - a. */
-void sfZ_displacement(const double *a, const double *b, const sf_box *box, double out[3]);
+void sfZ_displacement(const double *a, const double *b, const double *box, double out[3]);
 
 /* ------------------------------------------------------- smooth transform */
 
+/* The constrained parameters of one transformed dimension, computed once
+ * from the conditioner's raw outputs and reused by every Newton step. */
+#define SF_MAX_COMPONENTS 64
+typedef struct sfT_params {
+    int K, beta;
+    double c, t;
+    double w[SF_MAX_COMPONENTS], b[SF_MAX_COMPONENTS], s[SF_MAX_COMPONENTS];
+    double alpha[SF_MAX_COMPONENTS], start[SF_MAX_COMPONENTS]; /* start = b (1 - s) */
+} sfT_params;
+
+void sfT_prepare(const sf_smooth_constants *c, int K, const double *raw, sfT_params *p);
 /* F(x), F'(x), F''(x) of the interval transform (the circle adds t mod 1). */
-void sfT_eval(const sf_smooth_constants *c, int K, const double *raw, double x,
-              double *y, double *dy, double *d2y);
-/* Accumulate into g (P values) a * dF/draw + b * dF'/draw at x (t excluded). */
-void sfT_vjp(const sf_smooth_constants *c, int K, const double *raw, double x,
-             double a, double b, double *g);
-/* Solve F(x) = y on [0, 1] for the non-circular part F. */
-int sfT_solve(const sf_smooth_constants *c, int K, const double *raw, double y, double *x);
+void sfT_eval(const sfT_params *p, double x, double *y, double *dy, double *d2y);
+/* Accumulate into g (the 4K + 1 raw values before t~) a dF/draw + b dF'/draw at x. */
+void sfT_vjp(const sfT_params *p, const sf_smooth_constants *c, const double *raw, double x, double a, double b,
+             double *g);
+/* Solve F(x) = y on [0, 1]; returns iterations, or -1 without convergence. */
+int sfT_solve(const sfT_params *p, double y, double *x);
 
 /* --------------------------------------------------- conditioner network */
 

@@ -16,6 +16,15 @@ static double sigmoid(double v) { return v >= 0 ? 1.0 / (1.0 + exp(-v)) : exp(v)
 /* Exact softplus, log(1 + e^v), without cancellation or overflow. */
 static double softplus(double v) { return (v > 0 ? v : 0.0) + log1p(exp(-fabs(v))); }
 
+/* x^-n for a small positive integer n, without pow(). */
+static double inverse_power(double x, int n)
+{
+    double r = 1 / x;
+    double out = r;
+    for (int i = 1; i < n; i++) out *= r;
+    return out;
+}
+
 /* One smooth ramp sigma_alpha(h) and what its users need. */
 typedef struct ramp {
     double s0, s1, s2;   /* sigma, d sigma/dh, d2 sigma/dh2 */
@@ -28,14 +37,15 @@ static ramp eval_ramp(double alpha, int beta, double h)
     if (h <= 0) return r;
     if (h >= 1) { r.s0 = 1; return r; }
     double bi = (double)beta;
-    double ph = pow(h, -bi), pq = pow(1 - h, -bi);
+    double ph = inverse_power(h, beta), pq = inverse_power(1 - h, beta);
     double g = pq - ph;
     double L = alpha * g;
     if (fabs(L) > SF_SATURATE) { r.s0 = L > 0 ? 1 : 0; return r; }
     double e = exp(-fabs(L));
-    r.s0 = L >= 0 ? 1 / (1 + e) : e / (1 + e);
-    double one_minus = L >= 0 ? e / (1 + e) : 1 / (1 + e);
-    double q = e / ((1 + e) * (1 + e)); /* sigma (1 - sigma) */
+    double inv = 1 / (1 + e);
+    r.s0 = L >= 0 ? inv : e * inv;
+    double one_minus = L >= 0 ? e * inv : inv;
+    double q = e * inv * inv; /* sigma (1 - sigma) */
     double gp = bi * (pq / (1 - h) + ph / h);
     double gpp = bi * (bi + 1) * (pq / ((1 - h) * (1 - h)) - ph / (h * h));
     double L1 = alpha * gp, L2 = alpha * gpp;
@@ -47,90 +57,75 @@ static ramp eval_ramp(double alpha, int beta, double h)
     return r;
 }
 
-/* The constrained parameters of component k. */
-typedef struct component {
-    double w, b, s, alpha;
-} component;
-
-/* Softmax normalizer of the weights: max and log-sum. */
-static void weight_norm(int K, const double *raw, double *wmax, double *wsum)
+void sfT_prepare(const sf_smooth_constants *c, int K, const double *raw, sfT_params *p)
 {
-    double mx = raw[0];
+    sf_assert(K <= SF_MAX_COMPONENTS);
+    double mx = raw[0], sum = 0;
     for (int k = 1; k < K; k++) mx = raw[k] > mx ? raw[k] : mx;
-    double sum = 0;
-    for (int k = 0; k < K; k++) sum += exp(raw[k] - mx);
-    *wmax = mx;
-    *wsum = sum;
-}
-
-static component get_component(const sf_smooth_constants *c, int K, const double *raw, int k, double wmax,
-                               double wsum)
-{
-    component p;
-    p.w = exp(raw[k] - wmax) / wsum;
-    p.b = sigmoid(raw[K + k]);
-    p.s = c->s_min + (1 - c->s_min) * sigmoid(raw[2 * K + k]);
-    p.alpha = c->alpha_min + softplus(raw[3 * K + k]);
-    return p;
-}
-
-static double mixing(const sf_smooth_constants *c, int K, const double *raw)
-{
-    return c->c_max * sigmoid(raw[4 * K]);
-}
-
-void sfT_eval(const sf_smooth_constants *c, int K, const double *raw, double x, double *y, double *dy, double *d2y)
-{
-    double wmax, wsum, cc = mixing(c, K, raw);
-    weight_norm(K, raw, &wmax, &wsum);
-    double f = 0, f1 = 0, f2 = 0;
+    for (int k = 0; k < K; k++) sum += (p->w[k] = exp(raw[k] - mx));
     for (int k = 0; k < K; k++) {
-        component p = get_component(c, K, raw, k, wmax, wsum);
-        ramp r = eval_ramp(p.alpha, c->beta, (x - p.b * (1 - p.s)) / p.s);
-        f += p.w * r.s0;
-        f1 += p.w * r.s1 / p.s;
-        f2 += p.w * r.s2 / (p.s * p.s);
+        p->w[k] /= sum;
+        p->b[k] = sigmoid(raw[K + k]);
+        p->s[k] = c->s_min + (1 - c->s_min) * sigmoid(raw[2 * K + k]);
+        p->alpha[k] = c->alpha_min + softplus(raw[3 * K + k]);
+        p->start[k] = p->b[k] * (1 - p->s[k]);
+    }
+    p->K = K;
+    p->beta = c->beta;
+    p->c = c->c_max * sigmoid(raw[4 * K]);
+    p->t = raw[4 * K + 1];
+}
+
+void sfT_eval(const sfT_params *p, double x, double *y, double *dy, double *d2y)
+{
+    double f = 0, f1 = 0, f2 = 0;
+    for (int k = 0; k < p->K; k++) {
+        double inv_s = 1 / p->s[k];
+        ramp r = eval_ramp(p->alpha[k], p->beta, (x - p->start[k]) * inv_s);
+        f += p->w[k] * r.s0;
+        f1 += p->w[k] * r.s1 * inv_s;
+        f2 += p->w[k] * r.s2 * inv_s * inv_s;
     }
     /* Every term of F' is positive: no cancellation in log F'. */
-    *y = (1 - cc) * x + cc * f;
-    if (dy) *dy = (1 - cc) + cc * f1;
-    if (d2y) *d2y = cc * f2;
+    *y = (1 - p->c) * x + p->c * f;
+    if (dy) *dy = (1 - p->c) + p->c * f1;
+    if (d2y) *d2y = p->c * f2;
 }
 
-void sfT_vjp(const sf_smooth_constants *c, int K, const double *raw, double x, double a, double b, double *g)
+void sfT_vjp(const sfT_params *p, const sf_smooth_constants *c, const double *raw, double x, double a, double b,
+             double *g)
 {
-    double wmax, wsum, cc = mixing(c, K, raw);
-    weight_norm(K, raw, &wmax, &wsum);
+    const int K = p->K;
+    const double cc = p->c;
     double S0 = 0, S1 = 0, gw_mean = 0;
     for (int k = 0; k < K; k++) {
-        component p = get_component(c, K, raw, k, wmax, wsum);
-        double h = (x - p.b * (1 - p.s)) / p.s;
-        ramp r = eval_ramp(p.alpha, c->beta, h);
-        S0 += p.w * r.s0;
-        S1 += p.w * r.s1 / p.s;
+        const double w = p->w[k], s = p->s[k];
+        double h = (x - p->start[k]) / s;
+        ramp r = eval_ramp(p->alpha[k], p->beta, h);
+        S0 += w * r.s0;
+        S1 += w * r.s1 / s;
         /* Softmax: d/dw~_k = w_k (gw_k - sum_j w_j gw_j); the sum is
          * subtracted after the loop. */
-        double gw = cc * (a * r.s0 + b * r.s1 / p.s);
-        g[k] += p.w * gw;
-        gw_mean += p.w * gw;
-        double dh_db = (p.s - 1) / p.s;
-        double dh_ds = -(x - p.b) / (p.s * p.s);
-        double gh_F = a * cc * p.w * r.s1;             /* a dF/dh */
-        double gh_F1 = b * cc * p.w * r.s2 / p.s;      /* b dF'/dh */
-        double sb = sigmoid(raw[K + k]), ss = sigmoid(raw[2 * K + k]);
-        g[K + k] += (gh_F + gh_F1) * dh_db * sb * (1 - sb);
-        double gs = (gh_F + gh_F1) * dh_ds - b * cc * p.w * r.s1 / (p.s * p.s);
+        double gw = cc * (a * r.s0 + b * r.s1 / s);
+        g[k] += w * gw;
+        gw_mean += w * gw;
+        double dh_db = (s - 1) / s;
+        double dh_ds = -(x - p->b[k]) / (s * s);
+        double gh = a * cc * w * r.s1 + b * cc * w * r.s2 / s; /* a dF/dh + b dF'/dh */
+        double sb = p->b[k], ss = (s - c->s_min) / (1 - c->s_min);
+        g[K + k] += gh * dh_db * sb * (1 - sb);
+        double gs = gh * dh_ds - b * cc * w * r.s1 / (s * s);
         g[2 * K + k] += gs * (1 - c->s_min) * ss * (1 - ss);
-        double galpha = cc * p.w * (a * r.a0 + b * r.a1 / p.s);
+        double galpha = cc * w * (a * r.a0 + b * r.a1 / s);
         g[3 * K + k] += galpha * sigmoid(raw[3 * K + k]);
     }
-    for (int k = 0; k < K; k++) g[k] -= exp(raw[k] - wmax) / wsum * gw_mean;
+    for (int k = 0; k < K; k++) g[k] -= p->w[k] * gw_mean;
     double gc = a * (S0 - x) + b * (S1 - 1);
-    double sc = sigmoid(raw[4 * K]);
+    double sc = cc / c->c_max;
     g[4 * K] += gc * c->c_max * sc * (1 - sc);
 }
 
-int sfT_solve(const sf_smooth_constants *c, int K, const double *raw, double y, double *x)
+int sfT_solve(const sfT_params *p, double y, double *x)
 {
     if (!(y > 0)) { *x = 0; return 0; }
     if (!(y < 1)) { *x = 1; return 0; }
@@ -140,18 +135,22 @@ int sfT_solve(const sf_smooth_constants *c, int K, const double *raw, double y, 
     double lo = 0, hi = 1, xc = y, step = 1, prev_step = 1;
     for (int it = 1; it <= SF_MAX_NEWTON; it++) {
         double f, f1;
-        sfT_eval(c, K, raw, xc, &f, &f1, NULL);
+        sfT_eval(p, xc, &f, &f1, NULL);
         double r = f - y;
         if (r == 0) { *x = xc; return it; }
         if (r > 0) hi = xc; else lo = xc;
-        double xn = xc - r / f1;
+        double newton = r / f1;
+        /* Converged: the Newton correction is below the resolution of x
+         * (checked first, since x - newton may round onto the bracket). */
+        if (fabs(newton) <= DBL_EPSILON * xc) { *x = xc - newton; return it; }
+        double xn = xc - newton;
         if (!(xn > lo && xn < hi) || fabs(2 * r) > fabs(prev_step * f1)) {
             prev_step = step;
             step = 0.5 * (hi - lo);
             xn = lo + step;
         } else {
             prev_step = step;
-            step = r / f1;
+            step = newton;
         }
         double moved = fabs(xn - xc);
         xc = xn;
@@ -169,7 +168,9 @@ void sf_smooth_forward(const sf_smooth_constants *c, int K, const double *raw, i
                        double *dy, double *d2y)
 {
     double f, f1, f2;
-    sfT_eval(c, K, raw, x, &f, &f1, &f2);
+    sfT_params p;
+    sfT_prepare(c, K, raw, &p);
+    sfT_eval(&p, x, &f, &f1, &f2);
     *y = circular ? wrap01(f + raw[4 * K + 1]) : f;
     if (dy) *dy = f1;
     if (d2y) *d2y = f2;
@@ -177,6 +178,8 @@ void sf_smooth_forward(const sf_smooth_constants *c, int K, const double *raw, i
 
 int sf_smooth_inverse(const sf_smooth_constants *c, int K, const double *raw, int circular, double y, double *x)
 {
-    if (circular) y = wrap01(y - raw[4 * K + 1]);
-    return sfT_solve(c, K, raw, y, x);
+    sfT_params p;
+    sfT_prepare(c, K, raw, &p);
+    if (circular) y = wrap01(y - p.t);
+    return sfT_solve(&p, y, x);
 }

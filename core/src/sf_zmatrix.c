@@ -17,18 +17,18 @@ static void cross(const double a[3], const double b[3], double out[3])
     out[2] = a[0] * b[1] - a[1] * b[0];
 }
 
-void sfZ_displacement(const double *a, const double *b, const sf_box *box, double out[3])
+void sfZ_displacement(const double *a, const double *b, const double *box, double out[3])
 {
     for (int c = 0; c < 3; c++) out[c] = b[c] - a[c];
     if (!box) return;
     /* OpenMM's reduced triclinic box: c, then b, then a. */
     for (int v = 2; v >= 0; v--) {
-        double shift = floor(out[v] / (*box)[v][v] + 0.5);
-        for (int c = 0; c < 3; c++) out[c] -= shift * (*box)[v][c];
+        double shift = floor(out[v] / box[3 * v + v] + 0.5);
+        for (int c = 0; c < 3; c++) out[c] -= shift * box[3 * v + c];
     }
 }
 
-static sf_status bond(const double *pos, const sf_box *box, int a, int j, double *q, sf_icgrad *g, int mol,
+static sf_status bond(const double *pos, const double *box, int a, int j, double *q, sf_icgrad *g, int mol,
                       sf_error *err)
 {
     double d[3];
@@ -47,7 +47,7 @@ static sf_status bond(const double *pos, const sf_box *box, int a, int j, double
     return SF_OK;
 }
 
-static sf_status angle(const double *pos, const sf_box *box, int a, int j, int k, double *q, sf_icgrad *g, int mol,
+static sf_status angle(const double *pos, const double *box, int a, int j, int k, double *q, sf_icgrad *g, int mol,
                        sf_error *err)
 {
     double u[3], v[3], n[3], un[3], nv[3];
@@ -74,7 +74,7 @@ static sf_status angle(const double *pos, const sf_box *box, int a, int j, int k
     return SF_OK;
 }
 
-static sf_status torsion(const double *pos, const sf_box *box, const int row[4], double *q, sf_icgrad *g, int mol,
+static sf_status torsion(const double *pos, const double *box, const int row[4], double *q, sf_icgrad *g, int mol,
                          sf_error *err)
 {
     int a = row[0], j = row[1], k = row[2], l = row[3];
@@ -114,7 +114,7 @@ static sf_status torsion(const double *pos, const sf_box *box, const int row[4],
     return SF_OK;
 }
 
-sf_status sfZ_compute(const sf_model *m, const double *pos, const sf_box *box, double *q, sf_icgrad *grad, int mol,
+sf_status sfZ_compute(const sf_model *m, const double *pos, const double *box, double *q, sf_icgrad *grad, int mol,
                       sf_error *err)
 {
     const int N = m->N;

@@ -35,7 +35,7 @@ static sf_model *load(const mb_spec *spec)
     return m;
 }
 
-static double energy_of(const sf_model *m, sf_workspace *ws, const double *pos, const sf_box *box)
+static double energy_of(const sf_model *m, sf_workspace *ws, const double *pos, const double *box)
 {
     double e = NAN;
     sf_error err;
@@ -120,7 +120,7 @@ static void net_force_and_torque(const double *pos, const double *f, int N, doub
     *torque = sqrt(T[0] * T[0] + T[1] * T[1] + T[2] * T[2]);
 }
 
-static void check_forces(const mb_spec *spec, const sf_model *m, const double *pos0, const sf_box *box,
+static void check_forces(const mb_spec *spec, const sf_model *m, const double *pos0, const double *box,
                          const char *label)
 {
     int N = spec->n_atoms;
@@ -257,27 +257,27 @@ static void test_periodic(void)
     int N = spec.n_atoms;
     sf_workspace *ws;
     sf_workspace_new(m, 1, &ws, NULL);
-    sf_box box = {{2.5, 0, 0}, {0.4, 2.2, 0}, {-0.3, 0.5, 2.0}}; /* triclinic */
+    double box[9] = {2.5, 0, 0, 0.4, 2.2, 0, -0.3, 0.5, 2.0}; /* triclinic */
     double *pos = malloc(sizeof(double) * 3 * N), *moved = malloc(sizeof(double) * 3 * N);
     double *f = malloc(sizeof(double) * 3 * N), *fm = malloc(sizeof(double) * 3 * N);
     mb_positions(&spec, 5, pos);
     for (int i = 0; i < 3 * N; i++) pos[i] += 1.0;
     double e, e_free, em;
-    sf_evaluate(m, ws, 1, pos, &box, &e, f, NULL, NULL);
+    sf_evaluate(m, ws, 1, pos, box, &e, f, NULL, NULL);
     sf_evaluate(m, ws, 1, pos, NULL, &e_free, NULL, NULL, NULL);
     CHECK(fabs(e - e_free) < 1e-9 * (1 + fabs(e)), "a compact molecule must not feel the box");
     unsigned long long st = 3;
     memcpy(moved, pos, sizeof(double) * 3 * N);
     for (int a = 0; a < N; a++) {
         int na = (int)(mb_uniform(&st) * 5) - 2, nb = (int)(mb_uniform(&st) * 5) - 2, nc = (int)(mb_uniform(&st) * 5) - 2;
-        for (int c = 0; c < 3; c++) moved[3 * a + c] += na * box[0][c] + nb * box[1][c] + nc * box[2][c];
+        for (int c = 0; c < 3; c++) moved[3 * a + c] += na * box[c] + nb * box[3 + c] + nc * box[6 + c];
     }
-    sf_evaluate(m, ws, 1, moved, &box, &em, fm, NULL, NULL);
+    sf_evaluate(m, ws, 1, moved, box, &em, fm, NULL, NULL);
     CHECK(fabs(e - em) < 1e-9 * (1 + fabs(e)), "periodic images change the energy: %.17g vs %.17g", e, em);
     double worst = 0;
     for (int i = 0; i < 3 * N; i++) worst = fmax(worst, fabs(f[i] - fm[i]));
     CHECK(worst < 1e-7, "periodic images change the forces by %.3g", worst);
-    check_forces(&spec, m, moved, &box, "periodic");
+    check_forces(&spec, m, moved, box, "periodic");
     free(pos);
     free(moved);
     free(f);

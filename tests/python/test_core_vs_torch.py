@@ -1,0 +1,120 @@
+"""The C core against the PyTorch reference of the same flow (double precision).
+
+Random models of several shapes (interval and circle dims, K = 1..8, both layer
+directions, several depths and activations) are exported by the trainer's exporter and
+loaded by the C core through its ctypes binding (wrappers/python).  Energies must
+agree to 1e-10 relative and forces to 1e-8 (relative to the largest force).
+"""
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from smoothflow_core import CoreError, CoreModel, smooth_forward, smooth_inverse
+from smoothflow_torch import SmoothConstants, model_to_bytes, smooth_parameters
+from smoothflow_torch import smooth_forward as torch_smooth_forward
+from smoothflow_torch.testing import random_flow, random_positions
+
+torch.set_num_threads(1)
+
+SHAPES = [
+    # n_atoms, n_layers, K, hidden, activation, directions
+    (4, 1, 1, (), "silu", "generative"),
+    (5, 2, 2, (8,), "tanh", "density"),
+    (6, 3, 3, (16, 16), "softplus", "mixed"),
+    (7, 4, 4, (12, 12), "silu", "mixed"),
+    (8, 4, 5, (16,), "tanh", "generative"),
+    (9, 6, 6, (16, 16), "silu", "mixed"),
+    (6, 2, 7, (10, 10, 10), "softplus", "density"),
+    (10, 8, 8, (24, 24), "silu", "mixed"),
+]
+
+
+def _pair(shape, seed, **kwargs):
+    n_atoms, n_layers, K, hidden, activation, directions = shape
+    flow = random_flow(n_atoms=n_atoms, n_layers=n_layers, n_components=K, hidden=hidden,
+                       activation=activation, directions=directions, seed=seed,
+                       energy_offset=0.25 * seed, **kwargs)
+    return flow, CoreModel.from_bytes(model_to_bytes(flow), max_batch=8)
+
+
+@pytest.mark.parametrize("shape", SHAPES, ids=lambda s: f"N{s[0]}-L{s[1]}-K{s[2]}-{s[4]}-{s[5]}")
+def test_energy_and_forces_match_torch(shape):
+    flow, core = _pair(shape, seed=shape[0] * 10 + shape[2])
+    x = random_positions(flow, 6, seed=3)
+    e_torch, f_torch = flow.energy_and_forces(x)
+    e_core, f_core = core.evaluate(x.numpy())
+    e_torch, f_torch = e_torch.detach().numpy(), f_torch.detach().numpy()
+    rel = np.abs(e_core - e_torch) / np.maximum(1.0, np.abs(e_torch))
+    assert rel.max() < 1e-10, (e_core, e_torch)
+    fscale = np.abs(f_torch).max()
+    assert np.abs(f_core - f_torch).max() / fscale < 1e-8
+
+
+def test_internal_coordinates_match_torch():
+    flow, core = _pair(SHAPES[5], seed=4)
+    x = random_positions(flow, 1, seed=9)[0]
+    u_torch = flow.internal_coordinates(x[None])[0].numpy()
+    np.testing.assert_allclose(core.internal_coordinates(x.numpy()), u_torch, rtol=0, atol=1e-13)
+
+
+def test_log_density_and_gradient_match_torch():
+    flow, core = _pair(SHAPES[3], seed=2)
+    u = torch.rand(flow.n_dims if hasattr(flow, "n_dims") else 3 * flow.n_atoms - 6,
+                   generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    u = (0.05 + 0.9 * u).requires_grad_(True)
+    lp = flow.log_prob_u(u[None])[0]
+    (g,) = torch.autograd.grad(lp, u)
+    lp_core, g_core = core.log_density(u.detach().numpy())
+    assert abs(lp_core - lp.item()) < 1e-10 * max(1.0, abs(lp.item()))
+    np.testing.assert_allclose(g_core, g.numpy(), rtol=1e-8, atol=1e-8 * np.abs(g.numpy()).max())
+
+
+def test_wall_policy_matches_torch():
+    """Under the wall policy, configurations beyond the bounds agree too."""
+    flow, core = _pair(SHAPES[3], seed=5, support={"policy": "wall", "margin": 0.02, "wall_constant": 500.0})
+    x = random_positions(flow, 4, seed=1, rigid=False).clone()
+    # Stretch the bond of Z-matrix row 1 by different factors, into and past the wall zone.
+    a, j = int(flow.zmatrix[1][0]), int(flow.zmatrix[1][1])
+    for i, factor in enumerate([1.0, 1.3, 1.6, 2.5]):
+        x[i, a] = x[i, j] + factor * (x[i, a] - x[i, j])
+    e_torch, f_torch = flow.energy_and_forces(x)
+    e_core, f_core = core.evaluate(x.numpy())
+    np.testing.assert_allclose(e_core, e_torch.detach().numpy(), rtol=1e-10)
+    f_torch = f_torch.detach().numpy()
+    assert np.abs(f_core - f_torch).max() / np.abs(f_torch).max() < 1e-8
+
+
+def test_outside_support_is_an_error_in_both():
+    flow, core = _pair(SHAPES[2], seed=6)
+    x = random_positions(flow, 1, seed=2, rigid=False).clone()
+    a, j = int(flow.zmatrix[1][0]), int(flow.zmatrix[1][1])
+    x[0, a] = x[0, j] + 4.0 * (x[0, a] - x[0, j])
+    with pytest.raises(CoreError, match="outside the flow's support"):
+        core.evaluate(x.numpy())
+    with pytest.raises(ValueError):
+        flow.energy(x)
+
+
+@pytest.mark.parametrize("circular", [False, True])
+def test_transform_matches_torch(circular):
+    gen = torch.Generator().manual_seed(11)
+    for K in range(1, 9):
+        raw = torch.randn(4 * K + 2, generator=gen, dtype=torch.float64) * 2.0
+        for x in [0.0, 1e-9, 0.1, 0.37, 0.5, 0.93, 1 - 1e-9]:
+            y_c, dy_c, _ = smooth_forward(raw.numpy(), x, circular)
+            params = smooth_parameters(raw[None], K, SmoothConstants(0.01, 0.1, 0.99, 1))
+            y_t, dy_t = torch_smooth_forward(torch.tensor([x], dtype=torch.float64), params,
+                                             torch.tensor([circular]), 1)
+            assert abs(y_c - y_t.item()) < 1e-13
+            assert abs(dy_c - dy_t.item()) < 1e-11 * max(1.0, dy_c)
+            x_back, it = smooth_inverse(raw.numpy(), y_c, circular)
+            assert it >= 0
+
+
+def test_core_rejects_the_same_files_as_the_exporter_writes_json():
+    flow, core = _pair(SHAPES[1], seed=1)
+    cfg = json.loads(core.config_json)
+    assert cfg["n_atoms"] == flow.n_atoms
+    assert core.kT == pytest.approx(0.00831446261815324 * 300.0, rel=1e-15)
