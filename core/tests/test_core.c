@@ -1,7 +1,7 @@
 /* test_core.c -- unit tests of the C core on random models built in memory:
  * transform inverse and derivatives, forces against finite differences,
  * batch and periodic consistency, smoothness, the wall policy, bad input.
- * `--quick` runs a reduced set (used under valgrind). */
+ * `--quick` runs a reduced set (for a fast check under valgrind or a sanitizer). */
 #include "model_builder.h"
 #include "smoothflow.h"
 
