@@ -57,10 +57,15 @@ typedef enum sf_status {
 
 #define SF_ERROR_MESSAGE_SIZE 512
 
-/* Optional out-parameter of every fallible call.  Plain data: no cleanup. */
+/* Optional out-parameter of every fallible call.  Plain data: no cleanup.
+ * Errors of an evaluation also say where: the molecule's index in the batch
+ * and the model atoms involved (-1 where not applicable), so a caller can
+ * name its own particles. */
 typedef struct sf_error {
     sf_status code;
     char message[SF_ERROR_MESSAGE_SIZE];
+    int molecule;
+    int atoms[4];
 } sf_error;
 
 /* A short static description of a status code ("model file is corrupt"). */
@@ -87,7 +92,7 @@ typedef enum sf_support_policy {
  * On success *out owns a new model (free with sf_model_free). */
 sf_status sf_model_load_file(const char *path, sf_model **out, sf_error *err);
 sf_status sf_model_load_bytes(const void *data, size_t size, sf_model **out, sf_error *err);
-void sf_model_free(sf_model *model);
+void sf_model_free(sf_model *model); /* NULL: does nothing */
 
 /* Read-only facts about a loaded model. */
 int sf_model_num_atoms(const sf_model *model);        /* N                    */
@@ -121,7 +126,7 @@ sf_status sf_workspace_init(const sf_model *model, int max_batch, void *memory,
                             size_t size, sf_workspace **out, sf_error *err);
 sf_status sf_workspace_new(const sf_model *model, int max_batch,
                            sf_workspace **out, sf_error *err);
-void sf_workspace_free(sf_workspace *ws); /* only for sf_workspace_new */
+void sf_workspace_free(sf_workspace *ws); /* only for sf_workspace_new; NULL: nothing */
 
 /* ------------------------------------------------------------ evaluation */
 

@@ -51,9 +51,10 @@ static sf_status support_error(const sf_model *m, int mol, int d, double q, sf_e
 {
     /* Only bonds can leave [0, 1]: angles and torsions are bounded. */
     int r = d + 1;
-    return sfE_set(err, SF_ERR_SUPPORT,
-                   "molecule %d: bond %d (atoms %d-%d) is %.6g nm, outside the flow's support [%.6g, %.6g] nm", mol,
-                   d, m->zmatrix[r][0], m->zmatrix[r][1], q, m->bond_lo[d], m->bond_hi[d]);
+    sfE_set(err, SF_ERR_SUPPORT,
+            "molecule %d: bond %d (atoms %d-%d) is %.6g nm, outside the flow's support [%.6g, %.6g] nm", mol, d,
+            m->zmatrix[r][0], m->zmatrix[r][1], q, m->bond_lo[d], m->bond_hi[d]);
+    return sfE_locate(err, SF_ERR_SUPPORT, mol, m->zmatrix[r][0], m->zmatrix[r][1], -1, -1);
 }
 
 /* Internal coordinates of molecule b into ws, u after the support policy;
@@ -132,8 +133,9 @@ sf_status sf_evaluate(const sf_model *m, sf_workspace *ws, int batch, const doub
     for (int b = 0; b < batch; b++)
         for (int a = 0; a < N; a++)
             if (!check_finite(positions + ((size_t)b * N + a) * 3, 3))
-                return sfE_set(err, SF_ERR_INPUT, "molecule %d: position of model atom %d is not finite (NaN or inf)",
-                               b, a);
+                return sfE_locate(err, sfE_set(err, SF_ERR_INPUT,
+                                               "molecule %d: position of model atom %d is not finite (NaN or inf)", b, a),
+                                  b, a, -1, -1, -1);
     if (box) {
         if (!check_finite(box, 9) || !(box[0] > 0 && box[4] > 0 && box[8] > 0))
             return sfE_set(err, SF_ERR_INPUT, "periodic box vectors are not finite and positive");

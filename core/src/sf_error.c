@@ -28,9 +28,23 @@ sf_status sfE_set(sf_error *err, sf_status code, const char *fmt, ...)
     if (err) {
         va_list ap;
         err->code = code;
+        err->molecule = -1;
+        err->atoms[0] = err->atoms[1] = err->atoms[2] = err->atoms[3] = -1;
         va_start(ap, fmt);
         vsnprintf(err->message, sizeof err->message, fmt, ap);
         va_end(ap);
+    }
+    return code;
+}
+
+sf_status sfE_locate(sf_error *err, sf_status code, int molecule, int a, int b, int c, int d)
+{
+    if (err) {
+        err->molecule = molecule;
+        err->atoms[0] = a;
+        err->atoms[1] = b;
+        err->atoms[2] = c;
+        err->atoms[3] = d;
     }
     return code;
 }

@@ -83,9 +83,10 @@ sf_status sfF_log_density(const sf_model *m, sf_workspace *ws, int B, const doub
                     if (circ) yy = wrap01(yy - p.t);
                     int it = sfT_solve(&p, yy, &xx);
                     if (it < 0)
-                        return sfE_set(err, SF_ERR_NUMERIC,
-                                       "molecule %d: inverse of layer %d, dimension %d did not converge (y = %.17g)",
-                                       b, l, d, yy);
+                        return sfE_locate(err, sfE_set(err, SF_ERR_NUMERIC,
+                                                       "molecule %d: inverse of layer %d, dimension %d did not "
+                                                       "converge (y = %.17g)", b, l, d, yy),
+                                          b, -1, -1, -1, -1);
                     if (max_iters && it > *max_iters) *max_iters = it;
                     sfT_eval(&p, xx, &f, &f1, NULL);
                     ws->logdet[b] -= log(f1);

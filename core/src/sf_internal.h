@@ -30,6 +30,9 @@ sf_status sfE_set(sf_error *err, sf_status code, const char *fmt, ...)
 #endif
     ;
 
+/* Record where an evaluation error happened (after sfE_set). */
+sf_status sfE_locate(sf_error *err, sf_status code, int molecule, int a, int b, int c, int d);
+
 /* ------------------------------------------------------------------ model */
 
 typedef enum sf_activation { SF_ACT_TANH, SF_ACT_SILU, SF_ACT_SOFTPLUS } sf_activation;

@@ -35,7 +35,8 @@ static sf_status bond(const double *pos, const double *box, int a, int j, double
     sfZ_displacement(&pos[3 * j], &pos[3 * a], box, d); /* r_a - r_j */
     double b = sqrt(dot(d, d));
     if (!(b > 0))
-        return sfE_set(err, SF_ERR_GEOMETRY, "molecule %d: atoms %d and %d coincide (zero bond length)", mol, a, j);
+        return sfE_locate(err, sfE_set(err, SF_ERR_GEOMETRY, "molecule %d: atoms %d and %d coincide (zero bond length)",
+                                       mol, a, j), mol, a, j, -1, -1);
     *q = b;
     g->n = 2;
     g->atom[0] = a;
@@ -56,8 +57,9 @@ static sf_status angle(const double *pos, const double *box, int a, int j, int k
     cross(u, v, n);
     double uu = dot(u, u), vv = dot(v, v), nn = dot(n, n);
     if (!(nn > SF_COLLINEAR_SIN2 * uu * vv))
-        return sfE_set(err, SF_ERR_GEOMETRY, "molecule %d: atoms %d-%d-%d are collinear (angle 0 or 180 degrees)",
-                       mol, a, j, k);
+        return sfE_locate(err, sfE_set(err, SF_ERR_GEOMETRY,
+                                       "molecule %d: atoms %d-%d-%d are collinear (angle 0 or 180 degrees)", mol, a, j, k),
+                          mol, a, j, k, -1);
     double nlen = sqrt(nn);
     *q = atan2(nlen, dot(u, v));
     cross(u, n, un);
@@ -86,8 +88,10 @@ static sf_status torsion(const double *pos, const double *box, const int row[4],
     cross(b2, b3, n);
     double mm = dot(m, m), nn = dot(n, n), g2 = dot(b2, b2);
     if (!(mm > SF_COLLINEAR_SIN2 * dot(b1, b1) * g2) || !(nn > SF_COLLINEAR_SIN2 * dot(b3, b3) * g2))
-        return sfE_set(err, SF_ERR_GEOMETRY, "molecule %d: torsion %d-%d-%d-%d is undefined (three atoms collinear)",
-                       mol, a, j, k, l);
+        return sfE_locate(err, sfE_set(err, SF_ERR_GEOMETRY,
+                                       "molecule %d: torsion %d-%d-%d-%d is undefined (three atoms collinear)", mol, a,
+                                       j, k, l),
+                          mol, a, j, k, l);
     double glen = sqrt(g2);
     cross(m, n, mn);
     /* IUPAC sign: atan2(|b2| b1 . (b2 x b3), (b1 x b2) . (b2 x b3)). */

@@ -358,6 +358,12 @@ static void test_support(void)
     sf_status rc = sf_evaluate(m, ws, 1, pos, NULL, &e, NULL, NULL, &err);
     CHECK(rc == SF_ERR_SUPPORT, "a stretched bond must be outside the support (rc %d)", rc);
     CHECK(strstr(err.message, "bond 0") && strstr(err.message, "support"), "message: %s", err.message);
+    {
+        int row[4];
+        sf_model_zmatrix_row(m, 1, row);
+        CHECK(err.molecule == 0 && err.atoms[0] == row[0] && err.atoms[1] == row[1] && err.atoms[2] == -1,
+              "error location: molecule %d atoms %d %d", err.molecule, err.atoms[0], err.atoms[1]);
+    }
     sf_workspace_free(ws);
     sf_model_free(m);
 
@@ -407,7 +413,7 @@ static sf_status load_bytes(const unsigned char *b, size_t n, sf_error *err)
 
 static void expect_error(const unsigned char *b, size_t n, sf_status code, const char *needle, const char *what)
 {
-    sf_error err = {SF_OK, ""};
+    sf_error err = {SF_OK, "", -1, {-1, -1, -1, -1}};
     sf_status rc = load_bytes(b, n, &err);
     CHECK(rc == code, "%s: expected status %d, got %d (%s)", what, code, rc, err.message);
     CHECK(strstr(err.message, needle) != NULL, "%s: message '%s' lacks '%s'", what, err.message, needle);

@@ -91,8 +91,9 @@ def test_outside_support_is_an_error_in_both():
     x = random_positions(flow, 1, seed=2, rigid=False).clone()
     a, j = int(flow.zmatrix[1][0]), int(flow.zmatrix[1][1])
     x[0, a] = x[0, j] + 4.0 * (x[0, a] - x[0, j])
-    with pytest.raises(CoreError, match="outside the flow's support"):
+    with pytest.raises(CoreError, match="outside the flow's support") as info:
         core.evaluate(x.numpy())
+    assert info.value.molecule == 0 and info.value.atoms == (a, j)
     with pytest.raises(ValueError):
         flow.energy(x)
 

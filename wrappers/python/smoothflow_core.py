@@ -23,15 +23,20 @@ _MESSAGE_SIZE = 512
 
 
 class CoreError(RuntimeError):
-    """A non-zero status of the C core, with its message."""
+    """A non-zero status of the C core, with its message and, for evaluation
+    errors, the molecule (batch index) and model atoms involved."""
 
-    def __init__(self, code: int, message: str):
+    def __init__(self, code: int, message: str, molecule: int = -1, atoms=()):
         super().__init__(message)
         self.code = code
+        self.molecule = molecule
+        self.atoms = tuple(a for a in atoms if a >= 0)
 
 
 class _Error(ctypes.Structure):
-    _fields_ = [("code", ctypes.c_int), ("message", ctypes.c_char * _MESSAGE_SIZE)]
+    # Must mirror sf_error in core/include/smoothflow.h field for field.
+    _fields_ = [("code", ctypes.c_int), ("message", ctypes.c_char * _MESSAGE_SIZE),
+                ("molecule", ctypes.c_int), ("atoms", ctypes.c_int * 4)]
 
 
 class _Info(ctypes.Structure):
@@ -86,7 +91,7 @@ def _ptr(a: np.ndarray | None):
 
 def _check(code: int, err: _Error) -> None:
     if code != 0:
-        raise CoreError(code, err.message.decode(errors="replace"))
+        raise CoreError(code, err.message.decode(errors="replace"), err.molecule, list(err.atoms))
 
 
 class CoreModel:

@@ -1,0 +1,189 @@
+#ifndef OPENMM_SMOOTHFLOW_FORCE_H_
+#define OPENMM_SMOOTHFLOW_FORCE_H_
+
+#include "internal/windowsExportSmoothFlow.h"
+#include "openmm/Context.h"
+#include "openmm/Force.h"
+#include <memory>
+#include <string>
+#include <vector>
+
+// The core's model handle (smoothflow.h); only kernels look inside.
+struct sf_model;
+
+namespace SmoothFlowPlugin {
+
+/**
+ * A potential defined by a normalizing flow over the internal coordinates of a
+ * molecule:
+ *
+ *     U(x) = -kT log p(x) + U0    (Jacobian terms of the coordinate change included)
+ *
+ * where p is the flow's density of the molecule's Cartesian configuration x,
+ * T the model's temperature and U0 its energy offset.  Energies are in kJ/mol,
+ * forces in kJ/mol/nm, positions in nm.  The forces are the exact negative
+ * gradient of the energy.
+ *
+ * The model is a SmoothFlow model file (docs/model-format.md).  It is loaded and
+ * checked when the force is created: a missing, truncated or corrupt file, a
+ * bad header or inconsistent tensors raise an OpenMMException naming the
+ * problem.  The model's bytes are kept, so the force can be serialized and
+ * copied without the file.
+ *
+ * The model describes one molecule of N atoms.  The force can be applied to
+ * any number of copies of that molecule in a System (evaluated together as one
+ * batch): each copy ("molecule") is a list of N particle indices, the particle
+ * of model atom a at position a.  If no molecule is given, the force applies to
+ * particles 0..N-1 of a System that has exactly N particles.
+ *
+ * Changes made after a Context was created (molecules, periodicity) take effect
+ * only when the Context is reinitialized.
+ */
+class OPENMM_EXPORT_SMOOTHFLOW SmoothFlowForce : public OpenMM::Force {
+public:
+    /**
+     * What happens when a bond or angle leaves the flow's support.
+     */
+    enum SupportPolicy {
+        /** Evaluation fails with an exception naming the coordinate. */
+        SupportError = 0,
+        /** A smooth clamp plus a harmonic wall keeps the energy finite (docs/design.md). */
+        SupportWall = 1
+    };
+    /**
+     * Create a SmoothFlowForce from a model file.
+     *
+     * @param file    the path of a SmoothFlow model file (safetensors)
+     */
+    explicit SmoothFlowForce(const std::string& file);
+    /**
+     * Create a SmoothFlowForce from the bytes of a model file.
+     *
+     * @param modelBytes    the complete content of a SmoothFlow model file
+     * @return a new SmoothFlowForce, owned by the caller (System::addForce takes it over)
+     */
+    static SmoothFlowForce* createFromBytes(const std::vector<char>& modelBytes);
+    /**
+     * Get the complete bytes of the model file.
+     */
+    const std::vector<char>& getModelBytes() const;
+    /**
+     * Get the number of atoms N of the model's molecule.
+     */
+    int getNumModelAtoms() const;
+    /**
+     * Get the model's temperature T, in kelvin.
+     */
+    double getTemperature() const;
+    /**
+     * Get kT = R T of the model, in kJ/mol: the energy unit of -log p.
+     */
+    double getKT() const;
+    /**
+     * Get what happens when a bond or angle leaves the flow's support.
+     */
+    SupportPolicy getSupportPolicy() const;
+    /**
+     * Get whether the model file names its atoms (the header's "atoms" entry).
+     * Without it the atom-name getters return empty names and index -1.
+     */
+    bool hasModelAtomInfo() const;
+    /**
+     * Get the name of a model atom (for example "CA").
+     *
+     * @param atom    the model atom index, between 0 and getNumModelAtoms()
+     */
+    const std::string& getModelAtomName(int atom) const;
+    /**
+     * Get the name of the residue a model atom belongs to (for example "ALA").
+     *
+     * @param atom    the model atom index, between 0 and getNumModelAtoms()
+     */
+    const std::string& getModelAtomResidueName(int atom) const;
+    /**
+     * Get the index, within the molecule and counting from 0, of the residue a
+     * model atom belongs to.
+     *
+     * @param atom    the model atom index, between 0 and getNumModelAtoms()
+     */
+    int getModelAtomResidueIndex(int atom) const;
+    /**
+     * Get the model's configuration: the JSON object stored in the file's header.
+     */
+    const std::string& getModelConfig() const;
+    /**
+     * Make the force act on one molecule, replacing any molecules added before.
+     *
+     * @param particles    the System particle of each model atom, in model atom
+     *                     order; exactly getNumModelAtoms() distinct indices
+     */
+    void setParticles(const std::vector<int>& particles);
+    /**
+     * Add a copy of the molecule the force acts on.
+     *
+     * @param particles    the System particle of each model atom, in model atom
+     *                     order; exactly getNumModelAtoms() distinct indices
+     * @return the index of the molecule that was added
+     */
+    int addMolecule(const std::vector<int>& particles);
+    /**
+     * Get the number of molecules added (0 means the default: particles 0..N-1).
+     */
+    int getNumMolecules() const;
+    /**
+     * Get the particles of a molecule.
+     *
+     * @param index    the index of the molecule, between 0 and getNumMolecules()
+     * @return the System particle of each model atom, in model atom order
+     */
+    const std::vector<int>& getMoleculeParticles(int index) const;
+    /**
+     * Set the particles of a molecule.
+     *
+     * @param index        the index of the molecule, between 0 and getNumMolecules()
+     * @param particles    the System particle of each model atom, in model atom
+     *                     order; exactly getNumModelAtoms() distinct indices
+     */
+    void setMoleculeParticles(int index, const std::vector<int>& particles);
+    /**
+     * Set whether the force uses periodic boundary conditions.  If it does, the
+     * internal coordinates are computed with the periodic box (minimum image),
+     * so a molecule split across the box is handled.
+     *
+     * @param periodic    true to use periodic boundary conditions
+     */
+    void setUsesPeriodicBoundaryConditions(bool periodic);
+    /**
+     * Get whether the force uses periodic boundary conditions.
+     */
+    bool usesPeriodicBoundaryConditions() const override;
+    /**
+     * Get how many internal coordinates were inside the wall zone, summed over
+     * every evaluation so far in a Context (always 0 under SupportError).  Each
+     * energy or force evaluation counts, including those that getState makes.
+     *
+     * @param context    a Context whose System contains this force
+     */
+    long long getWallCount(OpenMM::Context& context) const;
+    /**
+     * Get the loaded model, shared and immutable.  For kernels.
+     * @private
+     */
+    std::shared_ptr<const sf_model> getModel() const;
+protected:
+    OpenMM::ForceImpl* createImpl() const override;
+private:
+    SmoothFlowForce(std::vector<char> modelBytes, const std::string& source);
+    void checkMolecule(const std::vector<int>& particles) const;
+    std::vector<char> modelBytes;
+    std::shared_ptr<const sf_model> model;
+    std::vector<std::string> atomNames, residueNames;
+    std::vector<int> residueIndices;
+    std::string config;
+    std::vector<std::vector<int> > molecules;
+    bool periodic;
+};
+
+} // namespace SmoothFlowPlugin
+
+#endif /*OPENMM_SMOOTHFLOW_FORCE_H_*/

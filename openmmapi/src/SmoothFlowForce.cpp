@@ -1,0 +1,170 @@
+#include "SmoothFlowForce.h"
+#include "internal/SmoothFlowCoreError.h"
+#include "internal/SmoothFlowForceImpl.h"
+#include "openmm/OpenMMException.h"
+#include "smoothflow.h"
+#include <cerrno>
+#include <cstring>
+#include <fstream>
+#include <iterator>
+#include <set>
+
+using namespace SmoothFlowPlugin;
+using namespace OpenMM;
+using namespace std;
+
+static vector<char> readFile(const string& file) {
+    ifstream in(file, ios::binary);
+    if (!in)
+        throw OpenMMException("SmoothFlowForce: cannot open model file '" + file + "': " + strerror(errno));
+    vector<char> bytes((istreambuf_iterator<char>(in)), istreambuf_iterator<char>());
+    if (in.bad())
+        throw OpenMMException("SmoothFlowForce: cannot read model file '" + file + "'");
+    return bytes;
+}
+
+static string orEmpty(const char* s) {
+    return s == nullptr ? string() : string(s);
+}
+
+SmoothFlowForce::SmoothFlowForce(const string& file) : SmoothFlowForce(readFile(file), "model file '" + file + "'") {
+}
+
+SmoothFlowForce* SmoothFlowForce::createFromBytes(const vector<char>& modelBytes) {
+    return new SmoothFlowForce(modelBytes, "model bytes");
+}
+
+SmoothFlowForce::SmoothFlowForce(vector<char> bytes, const string& source) : modelBytes(std::move(bytes)), periodic(false) {
+    // Load now, so that a bad model fails where it is named rather than at
+    // Context creation.  The model is immutable and shared with every kernel.
+    sf_model* loaded = nullptr;
+    sf_error error{};
+    sf_status status = sf_model_load_bytes(modelBytes.data(), modelBytes.size(), &loaded, &error);
+    if (status != SF_OK)
+        throwCoreError("cannot load " + source, status, error);
+    model = shared_ptr<const sf_model>(loaded, [](const sf_model* m) { sf_model_free(const_cast<sf_model*>(m)); });
+    int numAtoms = sf_model_num_atoms(loaded);
+    for (int a = 0; a < numAtoms; a++) {
+        atomNames.push_back(orEmpty(sf_model_atom_name(loaded, a)));
+        residueNames.push_back(orEmpty(sf_model_atom_residue(loaded, a)));
+        residueIndices.push_back(sf_model_atom_name(loaded, a) == nullptr ? -1 : sf_model_atom_residue_index(loaded, a));
+    }
+    config = orEmpty(sf_model_config_json(loaded));
+}
+
+const vector<char>& SmoothFlowForce::getModelBytes() const {
+    return modelBytes;
+}
+
+int SmoothFlowForce::getNumModelAtoms() const {
+    return sf_model_num_atoms(model.get());
+}
+
+double SmoothFlowForce::getTemperature() const {
+    return sf_model_temperature(model.get());
+}
+
+double SmoothFlowForce::getKT() const {
+    return sf_model_kT(model.get());
+}
+
+SmoothFlowForce::SupportPolicy SmoothFlowForce::getSupportPolicy() const {
+    return sf_model_support_policy(model.get()) == SF_SUPPORT_WALL ? SupportWall : SupportError;
+}
+
+bool SmoothFlowForce::hasModelAtomInfo() const {
+    return !atomNames.empty() && sf_model_atom_name(model.get(), 0) != nullptr;
+}
+
+static void checkAtomIndex(int atom, int numAtoms) {
+    if (atom < 0 || atom >= numAtoms)
+        throw OpenMMException("SmoothFlowForce: model atom index " + to_string(atom) + " is out of range (the model has " +
+                              to_string(numAtoms) + " atoms)");
+}
+
+const string& SmoothFlowForce::getModelAtomName(int atom) const {
+    checkAtomIndex(atom, getNumModelAtoms());
+    return atomNames[atom];
+}
+
+const string& SmoothFlowForce::getModelAtomResidueName(int atom) const {
+    checkAtomIndex(atom, getNumModelAtoms());
+    return residueNames[atom];
+}
+
+int SmoothFlowForce::getModelAtomResidueIndex(int atom) const {
+    checkAtomIndex(atom, getNumModelAtoms());
+    return residueIndices[atom];
+}
+
+const string& SmoothFlowForce::getModelConfig() const {
+    return config;
+}
+
+void SmoothFlowForce::checkMolecule(const vector<int>& particles) const {
+    // Only what is knowable without a System; SmoothFlowForceImpl::initialize
+    // checks the indices against the System.
+    int numAtoms = getNumModelAtoms();
+    if ((int) particles.size() != numAtoms)
+        throw OpenMMException("SmoothFlowForce: a molecule needs exactly " + to_string(numAtoms) +
+                              " particles (one per model atom), but " + to_string(particles.size()) + " were given");
+    set<int> seen;
+    for (int p : particles) {
+        if (p < 0)
+            throw OpenMMException("SmoothFlowForce: particle index " + to_string(p) + " is negative");
+        if (!seen.insert(p).second)
+            throw OpenMMException("SmoothFlowForce: particle " + to_string(p) + " appears twice in one molecule");
+    }
+}
+
+static void checkMoleculeIndex(int index, int numMolecules) {
+    if (index < 0 || index >= numMolecules)
+        throw OpenMMException("SmoothFlowForce: molecule index " + to_string(index) + " is out of range (there are " +
+                              to_string(numMolecules) + " molecules)");
+}
+
+void SmoothFlowForce::setParticles(const vector<int>& particles) {
+    checkMolecule(particles);
+    molecules.assign(1, particles);
+}
+
+int SmoothFlowForce::addMolecule(const vector<int>& particles) {
+    checkMolecule(particles);
+    molecules.push_back(particles);
+    return molecules.size() - 1;
+}
+
+int SmoothFlowForce::getNumMolecules() const {
+    return molecules.size();
+}
+
+const vector<int>& SmoothFlowForce::getMoleculeParticles(int index) const {
+    checkMoleculeIndex(index, molecules.size());
+    return molecules[index];
+}
+
+void SmoothFlowForce::setMoleculeParticles(int index, const vector<int>& particles) {
+    checkMoleculeIndex(index, molecules.size());
+    checkMolecule(particles);
+    molecules[index] = particles;
+}
+
+void SmoothFlowForce::setUsesPeriodicBoundaryConditions(bool periodic) {
+    this->periodic = periodic;
+}
+
+bool SmoothFlowForce::usesPeriodicBoundaryConditions() const {
+    return periodic;
+}
+
+long long SmoothFlowForce::getWallCount(Context& context) const {
+    return dynamic_cast<const SmoothFlowForceImpl&>(getImplInContext(context)).getWallCount();
+}
+
+shared_ptr<const sf_model> SmoothFlowForce::getModel() const {
+    return model;
+}
+
+ForceImpl* SmoothFlowForce::createImpl() const {
+    return new SmoothFlowForceImpl(*this);
+}

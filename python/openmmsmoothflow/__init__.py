@@ -1,0 +1,35 @@
+"""openmmsmoothflow: an OpenMM plugin whose SmoothFlowForce evaluates
+U = -kT log p(x) of a normalizing flow over a molecule's internal coordinates.
+
+Importing the package loads the plugin's kernels (Reference and CPU platforms)
+from the package's own folder; nothing is copied into OpenMM's plugin folder.
+
+>>> import openmm, openmmsmoothflow
+>>> force = openmmsmoothflow.SmoothFlowForce('model.safetensors')
+>>> system.addForce(force)
+"""
+import os as _os
+
+import openmm as _openmm
+
+# The SWIG module links libSmoothFlowPlugin.so (found through RPATH $ORIGIN),
+# which registers the XML serialization proxy as it loads.
+from .smoothflow import SmoothFlowForce
+from .topology import addSmoothFlowForce, mapModelToTopology
+
+__version__ = '0.1.0'
+__all__ = ['SmoothFlowForce', 'addSmoothFlowForce', 'mapModelToTopology', 'pluginDirectory']
+
+
+def pluginDirectory():
+    """The folder holding the plugin's shared libraries."""
+    return _os.path.dirname(_os.path.abspath(__file__))
+
+
+def _loadKernels():
+    # loadPluginLibrary runs the library's registerKernelFactories(), which
+    # attaches the kernels to every loaded platform derived from Reference.
+    _openmm.Platform.loadPluginLibrary(_os.path.join(pluginDirectory(), 'libSmoothFlowPluginReference.so'))
+
+
+_loadKernels()

@@ -1,0 +1,280 @@
+"""Random and preset flows, Z-matrices and configurations for tests and examples."""
+
+from __future__ import annotations
+
+import math
+from typing import List, Optional, Sequence, Union
+
+import numpy as np
+import torch
+
+from . import zmatrix as zm
+from .flow import SmoothFlow
+
+__all__ = ["random_zmatrix", "chain_zmatrix", "random_flow", "randomize_weights",
+           "random_u", "random_positions", "random_rotation", "chain_flow"]
+
+
+def random_zmatrix(n_atoms: int, seed: int = 0) -> np.ndarray:
+    """A valid, chemically shaped Z-matrix over a random tree of ``n_atoms`` atoms.
+
+    Atoms are placed breadth-first along a random tree whose vertices have at most four
+    neighbours; each row ``[a, j, k, l]`` uses a's parent j, j's parent (or another
+    placed neighbour) k, and k's parent (or another placed atom) l. The model atom order
+    is a random permutation of the placement order.
+
+    Parameters
+    ----------
+    n_atoms : int
+        N >= 3.
+    seed : int
+
+    Returns
+    -------
+    numpy.ndarray
+        ``(N, 4)`` int64.
+    """
+    if n_atoms < 3:
+        raise ValueError("n_atoms must be >= 3")
+    rng = np.random.default_rng(seed)
+    label = rng.permutation(n_atoms)          # placement position -> model atom index
+    parent = [-1] * n_atoms
+    degree = [0] * n_atoms
+    for p in range(1, n_atoms):
+        cands = [q for q in range(p) if degree[q] < 4] or list(range(p))
+        # prefer recent atoms a little, to make chains as well as branches
+        wts = np.array([1.0 + q for q in cands])
+        q = int(rng.choice(cands, p=wts / wts.sum()))
+        parent[p] = q
+        degree[p] += 1
+        degree[q] += 1
+    # breadth-first placement order of the tree rooted at 0
+    order, children = [0], {q: [p for p in range(n_atoms) if parent[p] == q]
+                            for q in range(n_atoms)}
+    i = 0
+    while i < len(order):
+        order.extend(children[order[i]])
+        i += 1
+    rows = []
+    placed: List[int] = []
+    for r, p in enumerate(order):
+        if r == 0:
+            row = [p, -1, -1, -1]
+        elif r == 1:
+            row = [p, parent[p], -1, -1]
+        else:
+            j = parent[p]
+            used = {p, j}
+            ks = ([parent[j]] if parent[j] >= 0 else []) + \
+                 [q for q in placed if parent[q] == j] + placed
+            k = next(q for q in ks if q not in used)
+            if r == 2:
+                row = [p, j, k, -1]
+            else:
+                used.add(k)
+                ls = ([parent[k]] if parent[k] >= 0 else []) + \
+                     [q for q in placed if parent[q] in (k, j)] + placed
+                l = next(q for q in ls if q not in used)
+                row = [p, j, k, l]
+        rows.append(row)
+        placed.append(p)
+    Z = np.array([[label[v] if v >= 0 else -1 for v in row] for row in rows], dtype=np.int64)
+    return zm.validate_zmatrix(Z)
+
+
+def chain_zmatrix(n_atoms: int) -> np.ndarray:
+    """The Z-matrix of a linear chain 0-1-2-...: row i is ``[i, i-1, i-2, i-3]``."""
+    return zm.validate_zmatrix([[i] + [i - d if i - d >= 0 and d <= i else -1
+                                       for d in (1, 2, 3)] for i in range(n_atoms)])
+
+
+def _split_layers(D: int, n_layers: int, rng, n_components, hidden, activation, directions):
+    if directions is None or directions == "generative":
+        directions = ["generative"] * n_layers
+    elif directions == "density":
+        directions = ["density"] * n_layers
+    elif directions == "mixed":
+        directions = ["generative" if i % 2 == 0 else "density" for i in range(n_layers)]
+    directions = list(directions)
+    if len(directions) != n_layers:
+        raise ValueError("directions must have one entry per layer")
+    Ks = list(n_components) if isinstance(n_components, (list, tuple)) else [n_components] * n_layers
+    layers = []
+    A = None
+    for i in range(n_layers):
+        if i % 2 == 0:
+            perm = rng.permutation(D)
+            n_t = max(1, D // 2)
+            A, Bc = sorted(perm[:n_t].tolist()), sorted(perm[n_t:].tolist())
+            t, c = A, Bc
+        else:
+            t, c = Bc, A
+        if not t:
+            t, c = c, t
+        layers.append({"transform": "smooth", "direction": directions[i],
+                       "transformed": list(t), "conditioning": list(c),
+                       "n_components": int(Ks[i]), "hidden": list(hidden),
+                       "activation": activation})
+    return layers
+
+
+def randomize_weights(flow: SmoothFlow, seed: int = 0, weight_scale: float = 1.0,
+                      steep: bool = True) -> SmoothFlow:
+    """Give every conditioner random, non-zero weights (in place).
+
+    Hidden maps get N(0, weight_scale^2 / fan_in) weights and N(0, weight_scale^2 / 4)
+    biases; the last map gets N(0, weight_scale^2 / fan_in) weights and biases that
+    place each raw parameter in a range where the transform is far from the identity:
+    s~ in [-3, 1] (narrow windows), a~ in [-1, 3] (sharp ramps), c~ in [0, 3] (a strong
+    non-linear part), w~, b~, t~ ~ N(0, 1) (with ``steep=False`` all biases are
+    N(0, weight_scale^2 / 4)).
+
+    Parameters
+    ----------
+    flow : SmoothFlow
+    seed : int
+    weight_scale : float
+    steep : bool
+
+    Returns
+    -------
+    SmoothFlow
+        ``flow`` itself.
+    """
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for layer in flow.layers:
+            net = layer.net
+            K = layer.n_components
+            P = 4 * K + 2
+            for m, lin in enumerate(net):
+                fan_in = max(lin.in_features, 1)
+                lin.weight.copy_(torch.randn(lin.weight.shape, generator=g, dtype=lin.weight.dtype)
+                                 * weight_scale / math.sqrt(fan_in))
+                lin.bias.copy_(torch.randn(lin.bias.shape, generator=g, dtype=lin.bias.dtype)
+                               * weight_scale * 0.5)
+            if steep:
+                last = net[-1]
+                n_t = len(layer.transformed)
+                bias = torch.empty(n_t, P, dtype=last.bias.dtype)
+                rnd = lambda *s: torch.rand(*s, generator=g, dtype=bias.dtype)
+                bias[:, 0:2 * K] = torch.randn(n_t, 2 * K, generator=g, dtype=bias.dtype)
+                bias[:, 2 * K:3 * K] = -3.0 + 4.0 * rnd(n_t, K)
+                bias[:, 3 * K:4 * K] = -1.0 + 4.0 * rnd(n_t, K)
+                bias[:, 4 * K] = 3.0 * rnd(n_t)
+                bias[:, 4 * K + 1] = torch.randn(n_t, generator=g, dtype=bias.dtype)
+                last.bias.copy_(bias.reshape(-1))
+    return flow
+
+
+def random_flow(n_atoms: int = 6, zmatrix=None, n_layers: int = 4,
+                n_components: Union[int, Sequence[int]] = 4, hidden: Sequence[int] = (16, 16),
+                activation: str = "silu", directions=None, seed: int = 0,
+                weight_scale: float = 1.0, steep: bool = True, temperature: float = 300.0,
+                energy_offset: float = 0.0, support: Optional[dict] = None,
+                smooth: Optional[dict] = None, atoms=None, bond_lo=None, bond_hi=None,
+                dtype: torch.dtype = torch.float64) -> SmoothFlow:
+    """A flow with random non-zero weights, for tests.
+
+    Parameters
+    ----------
+    n_atoms : int
+        N (ignored when ``zmatrix`` is given).
+    zmatrix : array_like, optional
+        Default: :func:`random_zmatrix` (n_atoms, seed).
+    n_layers : int
+        Layers alternate between a random half of the dimensions and its complement.
+    n_components : int or sequence of int
+        K, or one K per layer.
+    hidden : sequence of int
+    activation : str
+    directions : None, "generative", "density", "mixed" or a list
+        Layer directions (default all generative; "mixed" alternates).
+    seed : int
+    weight_scale : float
+        See :func:`randomize_weights`.
+    steep : bool
+        Bias the last layers towards narrow windows and sharp ramps.
+    temperature, energy_offset, support, smooth, atoms
+        Passed to :class:`SmoothFlow`.
+    bond_lo, bond_hi : array_like, optional
+        Default: lo uniform in [0.09, 0.15] nm, hi = lo + [0.04, 0.1] nm.
+    dtype : torch.dtype
+
+    Returns
+    -------
+    SmoothFlow
+    """
+    rng = np.random.default_rng(seed)
+    Z = random_zmatrix(n_atoms, seed) if zmatrix is None else zm.validate_zmatrix(zmatrix)
+    N = Z.shape[0]
+    D = 3 * N - 6
+    if bond_lo is None:
+        bond_lo = rng.uniform(0.09, 0.15, N - 1)
+    if bond_hi is None:
+        bond_hi = np.asarray(bond_lo) + rng.uniform(0.04, 0.1, N - 1)
+    layers = _split_layers(D, n_layers, rng, n_components, hidden, activation, directions)
+    flow = SmoothFlow(Z, bond_lo, bond_hi, layers, temperature=temperature,
+                      energy_offset=energy_offset, atoms=atoms, smooth=smooth,
+                      support=support, dtype=dtype)
+    return randomize_weights(flow, seed=seed + 1, weight_scale=weight_scale, steep=steep)
+
+
+def random_u(flow: SmoothFlow, n: int, seed: int = 0, margin: float = 0.05,
+             angle_range=(0.15, 0.85)) -> torch.Tensor:
+    """Points u ``(n, D)`` inside the support, away from its boundary.
+
+    Bonds uniform in [margin, 1 - margin], angles uniform in ``angle_range`` (units of pi),
+    torsions uniform on [0, 1).
+    """
+    g = torch.Generator().manual_seed(seed)
+    N = flow.n_atoms
+    rand = lambda k: torch.rand(n, k, generator=g, dtype=flow.dtype)
+    ub = margin + (1 - 2 * margin) * rand(N - 1)
+    ua = angle_range[0] + (angle_range[1] - angle_range[0]) * rand(N - 2)
+    ut = rand(N - 3)
+    return torch.cat([ub, ua, ut], dim=-1)
+
+
+def random_rotation(n: int, generator: Optional[torch.Generator] = None,
+                    dtype=torch.float64) -> torch.Tensor:
+    """``n`` random proper rotation matrices (QR of Gaussian matrices)."""
+    A = torch.randn(n, 3, 3, generator=generator, dtype=dtype)
+    Q, R = torch.linalg.qr(A)
+    Q = Q * torch.sign(torch.diagonal(R, dim1=-2, dim2=-1)).unsqueeze(-2)
+    det = torch.linalg.det(Q)
+    Q[:, :, 0] = Q[:, :, 0] * det.unsqueeze(-1)
+    return Q
+
+
+def random_positions(flow: SmoothFlow, n: int, seed: int = 0, margin: float = 0.05,
+                     rigid: bool = True) -> torch.Tensor:
+    """Configurations ``(n, N, 3)`` inside the flow's support (see :func:`random_u`).
+
+    With ``rigid``, each is randomly rotated and translated (by up to 1 nm).
+    """
+    u = random_u(flow, n, seed, margin)
+    x = flow.to_cartesian(u)
+    if rigid:
+        g = torch.Generator().manual_seed(seed + 7919)
+        R = random_rotation(n, g, flow.dtype)
+        shift = torch.rand(n, 1, 3, generator=g, dtype=flow.dtype)
+        x = x @ R.transpose(-1, -2) + shift
+    return x.detach()
+
+
+def chain_flow(n_atoms: int = 6, seed: int = 0, n_layers: int = 4, n_components: int = 4,
+               hidden: Sequence[int] = (16, 16), activation: str = "silu",
+               directions=None, **kwargs) -> SmoothFlow:
+    """A deterministic small test molecule: an ``n_atoms`` carbon chain with random weights.
+
+    Z-matrix :func:`chain_zmatrix`, bonds in [0.13, 0.18] nm, atoms ``C1..Cn`` of one
+    residue ``MOL``, weights from :func:`random_flow` with the given seed.
+    """
+    atoms = [{"name": f"C{i + 1}", "residue": "MOL", "residue_index": 0, "element": "C"}
+             for i in range(n_atoms)]
+    return random_flow(zmatrix=chain_zmatrix(n_atoms), n_layers=n_layers,
+                       n_components=n_components, hidden=hidden, activation=activation,
+                       directions=directions, seed=seed, atoms=atoms,
+                       bond_lo=[0.13] * (n_atoms - 1), bond_hi=[0.18] * (n_atoms - 1),
+                       **kwargs)

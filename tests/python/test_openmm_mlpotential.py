@@ -1,0 +1,95 @@
+"""The 'smoothflow' potential of openmm-ml."""
+import importlib.metadata
+
+import numpy as np
+import openmm
+import openmm.app as app
+import pytest
+
+openmmml = pytest.importorskip('openmmml')
+
+
+@pytest.fixture
+def MLPotential(sf):
+    from openmmml import MLPotential
+    if 'smoothflow' not in MLPotential._implFactories:
+        # Running from a build tree, where no entry point is installed.
+        from openmmsmoothflow.mlpotential import SmoothFlowPotentialImplFactory
+        MLPotential.registerImplFactory('smoothflow', SmoothFlowPotentialImplFactory())
+    return MLPotential
+
+
+def tinyTopology(copies=1):
+    topology = app.Topology()
+    chain = topology.addChain()
+    names = [('C1', 'ACE', 0), ('O1', 'ACE', 0), ('CH3', 'ACE', 0), ('N', 'NME', 1), ('H', 'NME', 1), ('C', 'NME', 1)]
+    for _ in range(copies):
+        residues = [topology.addResidue('ACE', chain), topology.addResidue('NME', chain)]
+        for name, _, r in names:
+            topology.addAtom(name, app.element.Element.getBySymbol(name[0]), residues[r])
+    return topology
+
+
+def test_entry_point_is_installed(sf):
+    try:
+        importlib.metadata.distribution('openmmsmoothflow')
+    except importlib.metadata.PackageNotFoundError:
+        pytest.skip('openmmsmoothflow is used from a build tree, not installed (no entry points)')
+    names = {e.name: e.value for e in importlib.metadata.entry_points(group='openmmml.potentials')}
+    assert names.get('smoothflow') == 'openmmsmoothflow.mlpotential:SmoothFlowPotentialImplFactory'
+
+
+def test_create_system(sf, fixtures, MLPotential, evaluate):
+    ref = fixtures['tiny']
+    potential = MLPotential('smoothflow', modelPath=ref['path'])
+    topology = tinyTopology(2)
+    system = potential.createSystem(topology)
+    assert system.getNumParticles() == 12
+    forces = [system.getForce(i) for i in range(system.getNumForces())]
+    flows = [sf.SmoothFlowForce.cast(f) for f in forces if sf.SmoothFlowForce.isinstance(f)]
+    assert len(flows) == 1 and flows[0].getNumMolecules() == 2
+    assert any(isinstance(f, openmm.CMMotionRemover) for f in forces)
+
+    positions = np.concatenate([ref['positions'][0], np.array(ref['positions'][3]) + 2.0])
+    context = openmm.Context(system, openmm.VerletIntegrator(0.001), openmm.Platform.getPlatformByName('Reference'))
+    energy, _ = evaluate(context, positions)
+    assert energy == pytest.approx(ref['energies'][0] + ref['energies'][3], rel=1e-10)
+
+
+def test_model_bytes_and_errors(sf, fixtures, MLPotential):
+    data = open(fixtures['tiny']['path'], 'rb').read()
+    system = MLPotential('smoothflow', modelBytes=data).createSystem(tinyTopology(), removeCMMotion=False)
+    assert system.getNumForces() == 1
+    with pytest.raises(ValueError, match='modelPath'):
+        MLPotential('smoothflow')
+    with pytest.raises(openmm.OpenMMException, match='cannot open model file'):
+        MLPotential('smoothflow', modelPath='/no/such/model.safetensors')
+    with pytest.raises(ValueError, match="model atom 0 'C1'"):
+        topology = tinyTopology()
+        next(topology.atoms()).name = 'CX'
+        MLPotential('smoothflow', modelPath=fixtures['tiny']['path']).createSystem(topology)
+
+
+def test_create_mixed_system(sf, fixtures, MLPotential, evaluate):
+    """The molecule by the flow, a water by a conventional force field (mechanical embedding)."""
+    ref = fixtures['tiny']
+    topology = tinyTopology(1)
+    water = topology.addResidue('HOH', topology.addChain())
+    for name, symbol in (('O', 'O'), ('H1', 'H'), ('H2', 'H')):
+        topology.addAtom(name, app.element.Element.getBySymbol(symbol), water)
+    mmSystem = openmm.System()
+    nonbonded = openmm.NonbondedForce()
+    for atom in topology.atoms():
+        mmSystem.addParticle(atom.element.mass)
+        nonbonded.addParticle(0.0, 0.3, 0.5)
+    mmSystem.addForce(nonbonded)
+    potential = MLPotential('smoothflow', modelPath=ref['path'])
+    system = potential.createMixedSystem(topology, mmSystem, list(range(6)), forceGroup=5)
+    flows = [sf.SmoothFlowForce.cast(system.getForce(i)) for i in range(system.getNumForces())
+             if sf.SmoothFlowForce.isinstance(system.getForce(i))]
+    assert len(flows) == 1 and flows[0].getForceGroup() == 5
+    assert flows[0].getMoleculeParticles(0) == (0, 1, 2, 3, 4, 5)
+    positions = np.vstack([ref['positions'][0], [[3, 3, 3], [3.1, 3, 3], [3, 3.1, 3]]])
+    context = openmm.Context(system, openmm.VerletIntegrator(0.001), openmm.Platform.getPlatformByName('Reference'))
+    energy, _ = evaluate(context, positions, groups={5})
+    assert energy == pytest.approx(ref['energies'][0], rel=1e-10)
