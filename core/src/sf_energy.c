@@ -57,18 +57,37 @@ static sf_status support_error(const sf_model *m, int mol, int d, double q, sf_e
     return sfE_locate(err, SF_ERR_SUPPORT, mol, m->zmatrix[r][0], m->zmatrix[r][1], -1, -1);
 }
 
-/* Internal coordinates of molecule b into ws, u after the support policy;
- * returns the wall energy and the number of coordinates in the wall zone. */
+/* d log J / dq_d for the coordinate q (0 for torsions). */
+static double log_jacobian_term(const sf_model *m, int d, double q, double *derivative)
+{
+    if (d < m->N - 1) {
+        *derivative = 2 / q;
+        return 2 * log(q);
+    }
+    if (d < 2 * m->N - 3) {
+        *derivative = cos(q) / sin(q);
+        return log(sin(q));
+    }
+    *derivative = 0;
+    return 0;
+}
+
+/* Internal coordinates of molecule b into ws (q raw, u as the flow sees it),
+ * log J, the wall energy and the clamp slopes.  Under the wall policy the whole
+ * -kT log p_X, Jacobian included, is evaluated at the clamped point: log J
+ * diverges at collinear angles and zero bonds, and a flow's density does
+ * not vanish there, so the unclamped energy would have no lower bound. */
 static sf_status prepare_molecule(const sf_model *m, sf_workspace *ws, int b, const double *pos, const double *box,
-                                  double *wall_energy, int *wall_dims, double *slope, sf_error *err)
+                                  double *log_jac, double *wall_energy, int *wall_dims, double *slope, sf_error *err)
 {
     const int D = m->D;
     double *q = ws->q + (size_t)b * D, *u = ws->u + (size_t)b * D;
     sf_status rc = sfZ_compute(m, pos, box, q, ws->icgrad + (size_t)b * D, b, err);
     if (rc != SF_OK) return rc;
     *wall_energy = 0;
+    *log_jac = 0;
     for (int d = 0; d < D; d++) {
-        double offset, scale;
+        double offset, scale, unused;
         dim_scale(m, d, &offset, &scale);
         double v = (q[d] - offset) / scale;
         slope[d] = 1;
@@ -79,44 +98,37 @@ static sf_status prepare_molecule(const sf_model *m, sf_workspace *ws, int b, co
                     (*wall_dims)++;
                     *wall_energy += 0.5 * m->wall_constant * (v - c) * (v - c);
                 }
-                u[d] = c;
-                continue;
+                v = c;
+            } else if (v < 0 || v > 1) {
+                return support_error(m, b, d, q[d], err);
             }
-            if (v < 0 || v > 1) return support_error(m, b, d, q[d], err);
         }
         u[d] = v;
+        *log_jac += log_jacobian_term(m, d, offset + scale * v, &unused);
     }
     return SF_OK;
 }
 
-static double log_jacobian(const sf_model *m, const double *q)
-{
-    double s = 0;
-    for (int d = 0; d < m->N - 1; d++) s += 2 * log(q[d]);
-    for (int d = m->N - 1; d < 2 * m->N - 3; d++) s += log(sin(q[d]));
-    return s;
-}
-
-/* dE/dq for molecule b (into ws->gq) given dE_flow/du (gu). */
+/* dE/dq for molecule b (into ws->gq) given dE_flow/du (gu) and the clamp
+ * slopes. */
 static void coordinate_gradient(const sf_model *m, sf_workspace *ws, int b, const double *gu, const double *slope)
 {
     const int D = m->D;
     const double *q = ws->q + (size_t)b * D;
     double *gq = ws->gq + (size_t)b * D;
     for (int d = 0; d < D; d++) {
-        double offset, scale;
+        double offset, scale, dlogj, v = 0, c = 0, s = 1;
         dim_scale(m, d, &offset, &scale);
-        double g = gu[d] * slope[d];
-        if (m->policy == SF_SUPPORT_WALL && d < 2 * m->N - 3) {
-            double v = (q[d] - offset) / scale, s;
-            double c = smooth_clamp(v, m->margin, &s);
-            g += m->wall_constant * (v - c) * (1 - s);
+        const int walled = m->policy == SF_SUPPORT_WALL && d < 2 * m->N - 3;
+        if (walled) {
+            v = (q[d] - offset) / scale;
+            c = smooth_clamp(v, m->margin, &s);
         }
-        g /= scale;
-        /* E contains +kT log J. */
-        if (d < m->N - 1) g += m->kT * 2 / q[d];
-        else if (d < 2 * m->N - 3) g += m->kT * cos(q[d]) / sin(q[d]);
-        gq[d] = g;
+        /* E contains +kT log J, evaluated where the flow is. */
+        log_jacobian_term(m, d, walled ? offset + scale * c : q[d], &dlogj);
+        double g = (gu[d] + m->kT * dlogj * scale) * slope[d];
+        if (walled) g += m->wall_constant * (v - c) * (1 - s);
+        gq[d] = g / scale;
     }
 }
 
@@ -142,12 +154,11 @@ sf_status sf_evaluate(const sf_model *m, sf_workspace *ws, int batch, const doub
     }
     sf_eval_info local = {0, 0};
     for (int b = 0; b < batch; b++) {
-        double wall_energy = 0;
-        sf_status rc = prepare_molecule(m, ws, b, positions + (size_t)b * N * 3, box, &wall_energy,
+        double wall_energy = 0, log_jac = 0;
+        sf_status rc = prepare_molecule(m, ws, b, positions + (size_t)b * N * 3, box, &log_jac, &wall_energy,
                                         &local.wall_dims, ws->slope + (size_t)b * D, err);
         if (rc != SF_OK) return rc;
-        const double *q = ws->q + (size_t)b * D;
-        energies[b] = m->kT * (m->log_scale_sum + log_jacobian(m, q)) + m->energy_offset + wall_energy;
+        energies[b] = m->kT * (m->log_scale_sum + log_jac) + m->energy_offset + wall_energy;
     }
     double *logp = ws->logp;
     sf_status rc = sfF_log_density(m, ws, batch, ws->u, logp, &local.max_newton_iters, err);

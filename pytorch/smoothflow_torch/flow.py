@@ -392,13 +392,18 @@ class SmoothFlow(nn.Module):
             self._check_support(u.detach(), bonds.detach())
             u_flow = u
             wall = u.new_zeros(u.shape[0])
+            log_jacobian = zm.log_jacobian(bonds, angles)
         else:
             ui = u[:, :nI]
             ci = wall_clamp(ui, self.margin)
             u_flow = torch.cat([ci, u[:, nI:]], dim=-1)
             wall = 0.5 * self.wall_constant * ((ui - ci) ** 2).sum(-1)
+            # The Jacobian term too is taken at the clamped point (docs/design.md):
+            # log J diverges at collinear angles, where a flow's density does not vanish.
+            bonds_c, angles_c, _ = zm.denormalize(u_flow, self.bond_lo, self.bond_hi)
+            log_jacobian = zm.log_jacobian(bonds_c, angles_c)
         return {"u": u, "u_flow": u_flow, "log_prob_u": self.log_prob_u(u_flow),
-                "log_jacobian": zm.log_jacobian(bonds, angles),
+                "log_jacobian": log_jacobian,
                 "log_scale": self.log_scale(), "wall": wall}
 
     def energy(self, positions, box=None) -> torch.Tensor:
