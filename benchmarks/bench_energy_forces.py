@@ -72,8 +72,7 @@ def openmm_reference(model_bytes: bytes, x: np.ndarray):
     system = openmm.System()
     for _ in range(n):
         system.addParticle(12.0)
-    force = SmoothFlowForce.fromBytes(model_bytes) if hasattr(SmoothFlowForce, "fromBytes") \
-        else SmoothFlowForce(model_bytes)
+    force = SmoothFlowForce.createFromBytes(model_bytes)
     force.setParticles(list(range(n)))
     system.addForce(force)
     ctx = openmm.Context(system, openmm.VerletIntegrator(0.001), openmm.Platform.getPlatformByName("Reference"))
