@@ -145,3 +145,23 @@ def test_files_written_by_the_safetensors_library_load_in_the_c_core(tmp_path):
     np.testing.assert_allclose(e64, e_torch, rtol=1e-10)
     # float32 weights change the flow slightly; the energy stays close.
     np.testing.assert_allclose(e32, e_torch, rtol=1e-3, atol=0.05)
+
+
+def test_core_torsion_sign_agrees_with_mdtraj():
+    """The C core's torsions (IUPAC sign) equal mdtraj.compute_dihedrals on a non-planar
+    configuration: u = (phi + pi) / (2 pi) for every torsion row of the Z-matrix."""
+    import mdtraj
+
+    flow, core = _pair(SHAPES[4], seed=12)
+    x = random_positions(flow, 1, seed=5)[0].numpy()
+    N = flow.n_atoms
+    rows = np.array([[int(v) for v in flow.zmatrix[r]] for r in range(3, N)])
+    top = mdtraj.Topology()
+    residue = top.add_residue("MOL", top.add_chain())
+    for i in range(N):
+        top.add_atom(f"C{i}", mdtraj.element.carbon, residue)
+    phi = mdtraj.compute_dihedrals(mdtraj.Trajectory(x[None], top), rows)[0]
+    assert np.ptp(phi) > 1.0, "the configuration must be far from planar"
+    u = core.internal_coordinates(x)[2 * N - 3:]
+    # mdtraj computes in float32
+    np.testing.assert_allclose(np.angle(np.exp(1j * (2 * np.pi * u - np.pi - phi))), 0, atol=1e-5)
