@@ -1,0 +1,177 @@
+"""Generate alanine dipeptide training and test data with OpenMM: positions and reference forces.
+
+Langevin dynamics (LangevinMiddleIntegrator, 300 K, friction 1/ps) with Amber ff99SB-ILDN, OBC
+implicit solvent (the main setting) or vacuum, no constraints, on the Reference platform
+(fastest for 22 atoms).  Hydrogen masses are raised to 3 amu (taken from the bonded heavy
+atom) so that 2 fs steps are stable without constraints: masses change the dynamics but not
+the Boltzmann distribution of configurations, which is all the data is for.
+
+Several independent chains (one process each) start from the minimized standard-geometry
+structure with different seeds, equilibrate 100 ps, then save a frame every --interval-ps.
+Each chain checkpoints (integrator state + frames so far) every --checkpoint-ps and resumes
+from its checkpoint when rerun, so a long run can span sessions.  When every chain is done,
+the frames are assembled into <out>/<setting>.npz:
+
+    positions (n, 22, 3) float32 nm, forces (n, 22, 3) float32 kJ/mol/nm,
+    energies (n,) float32 kJ/mol, chain (n,) int16, time_ps (n,) float32,
+    split (n,) uint8: 0 train, 1 test (the last 20 % of every chain: a fixed held-out split
+    in time, so test frames are not near-copies of training frames)
+
+and a JSON summary with provenance, cost and the phi-basin populations.
+
+Usage: python -m alanine_dipeptide.generate_data --setting obc --ns 50 --chains 2
+       (from studies/, or with studies/ on PYTHONPATH)
+"""
+import argparse
+import json
+import multiprocessing
+import os
+import platform
+import time
+from pathlib import Path
+
+import numpy as np
+import openmm
+import openmm.unit as unit
+
+from . import forcefield, molecule
+
+HYDROGEN_MASS = 3.0  # amu
+
+
+def prepared_system(setting: str) -> openmm.System:
+    system = forcefield.system(setting)
+    top = molecule.topology()
+    for bond in top.bonds():
+        a, b = bond
+        if a.element.symbol == "H" or b.element.symbol == "H":
+            h, heavy = (a, b) if a.element.symbol == "H" else (b, a)
+            shift = HYDROGEN_MASS - system.getParticleMass(h.index).value_in_unit(unit.dalton)
+            system.setParticleMass(h.index, HYDROGEN_MASS)
+            system.setParticleMass(heavy.index, system.getParticleMass(heavy.index).value_in_unit(unit.dalton) - shift)
+    return system
+
+
+def _context(setting: str, seed: int, dt_fs: float):
+    integrator = openmm.LangevinMiddleIntegrator(forcefield.TEMPERATURE * unit.kelvin, 1 / unit.picosecond,
+                                                 dt_fs * unit.femtoseconds)
+    integrator.setRandomNumberSeed(seed)
+    context = openmm.Context(prepared_system(setting), integrator, openmm.Platform.getPlatformByName("Reference"))
+    return context, integrator
+
+
+def run_chain(setting: str, chain: int, ns: float, interval_ps: float, checkpoint_ps: float, dt_fs: float,
+              workdir: Path, progress: bool) -> Path:
+    """Run (or resume) one chain; returns the path of its finished frames file."""
+    from tqdm import tqdm
+
+    done = workdir / f"chain{chain}.npz"
+    if done.exists():
+        return done
+    seed = 1000 + chain
+    context, integrator = _context(setting, seed, dt_fs)
+    n_frames = int(round(ns * 1000 / interval_ps))
+    steps_per_frame = int(round(interval_ps * 1000 / dt_fs))
+    state_file, partial = workdir / f"chain{chain}.state.xml", workdir / f"chain{chain}.partial.npz"
+    if state_file.exists() and partial.exists():
+        context.setState(openmm.XmlSerializer.deserialize(state_file.read_text()))
+        saved = np.load(partial)
+        pos, frc, ene = list(saved["positions"]), list(saved["forces"]), list(saved["energies"])
+    else:
+        context.setPositions(molecule.standard_positions() * unit.nanometer)
+        openmm.LocalEnergyMinimizer.minimize(context)
+        context.setVelocitiesToTemperature(forcefield.TEMPERATURE * unit.kelvin, seed)
+        integrator.step(int(round(100_000 / dt_fs)))  # 100 ps of equilibration
+        pos, frc, ene = [], [], []
+    frames_per_checkpoint = max(1, int(round(checkpoint_ps / interval_ps)))
+    bar = tqdm(total=n_frames, initial=len(pos), desc=f"{setting} chain {chain}", unit="frame",
+               position=chain, disable=not progress, mininterval=2.0)
+    while len(pos) < n_frames:
+        integrator.step(steps_per_frame)
+        s = context.getState(getPositions=True, getForces=True, getEnergy=True)
+        pos.append(s.getPositions(asNumpy=True).value_in_unit(unit.nanometer).astype(np.float32))
+        frc.append(s.getForces(asNumpy=True).value_in_unit(unit.kilojoule_per_mole / unit.nanometer)
+                   .astype(np.float32))
+        ene.append(np.float32(s.getPotentialEnergy().value_in_unit(unit.kilojoule_per_mole)))
+        bar.update(1)
+        if len(pos) % frames_per_checkpoint == 0 or len(pos) == n_frames:
+            np.savez(partial.with_suffix(".tmp.npz"), positions=np.array(pos), forces=np.array(frc),
+                     energies=np.array(ene))
+            os.replace(partial.with_suffix(".tmp.npz"), partial)
+            state_file.write_text(openmm.XmlSerializer.serialize(context.getState(getPositions=True,
+                                                                                  getVelocities=True)))
+    bar.close()
+    os.replace(partial, done)
+    state_file.unlink(missing_ok=True)
+    return done
+
+
+def dihedral(x: np.ndarray, idx) -> np.ndarray:
+    """IUPAC dihedral (radians) of atoms idx over frames x (n, N, 3)."""
+    b1 = x[:, idx[1]] - x[:, idx[0]]
+    b2 = x[:, idx[2]] - x[:, idx[1]]
+    b3 = x[:, idx[3]] - x[:, idx[2]]
+    n1, n2 = np.cross(b1, b2), np.cross(b2, b3)
+    y = np.linalg.norm(b2, axis=-1) * np.einsum("ij,ij->i", b1, n2)
+    return np.arctan2(y, np.einsum("ij,ij->i", n1, n2))
+
+
+def assemble(setting: str, chain_files, interval_ps: float, out: Path, meta: dict) -> dict:
+    positions, forces, energies, chain_id, time_ps, split = [], [], [], [], [], []
+    for c, f in enumerate(chain_files):
+        d = np.load(f)
+        n = len(d["positions"])
+        positions.append(d["positions"])
+        forces.append(d["forces"])
+        energies.append(d["energies"])
+        chain_id.append(np.full(n, c, np.int16))
+        time_ps.append((np.arange(n, dtype=np.float32) + 1) * interval_ps)
+        s = np.zeros(n, np.uint8)
+        s[int(0.8 * n):] = 1
+        split.append(s)
+    data = {"positions": np.concatenate(positions), "forces": np.concatenate(forces),
+            "energies": np.concatenate(energies), "chain": np.concatenate(chain_id),
+            "time_ps": np.concatenate(time_ps), "split": np.concatenate(split)}
+    out.mkdir(parents=True, exist_ok=True)
+    np.savez(out / f"{setting}.npz", **data)
+    phi = dihedral(data["positions"].astype(np.float64), molecule.PHI_ATOMS)
+    summary = dict(meta, frames=int(len(phi)), phi_positive_fraction=float(np.mean(phi > 0)),
+                   phi_positive_fraction_per_chain=[float(np.mean(phi[data["chain"] == c] > 0))
+                                                    for c in range(len(chain_files))],
+                   file=f"{setting}.npz", bytes=(out / f"{setting}.npz").stat().st_size)
+    (out / f"{setting}.json").write_text(json.dumps(summary, indent=2) + "\n")
+    return summary
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--setting", choices=forcefield.SETTINGS, default="obc")
+    ap.add_argument("--ns", type=float, default=50.0, help="production length of each chain")
+    ap.add_argument("--chains", type=int, default=2, help="independent chains, one process each")
+    ap.add_argument("--interval-ps", type=float, default=2.0)
+    ap.add_argument("--checkpoint-ps", type=float, default=1000.0)
+    ap.add_argument("--dt-fs", type=float, default=2.0)
+    ap.add_argument("--out", default=str(Path(__file__).resolve().parents[2] / "data" / "alanine_dipeptide"))
+    args = ap.parse_args()
+    out = Path(args.out)
+    workdir = out / f"{args.setting}.work"
+    workdir.mkdir(parents=True, exist_ok=True)
+    t0 = time.time()
+    jobs = [(args.setting, c, args.ns, args.interval_ps, args.checkpoint_ps, args.dt_fs, workdir, True)
+            for c in range(args.chains)]
+    with multiprocessing.Pool(min(args.chains, os.cpu_count() or 1)) as pool:
+        files = pool.starmap(run_chain, jobs)
+    meta = {"molecule": "alanine dipeptide (ACE-ALA-NME), standard geometry, minimized",
+            "force_field": "amber99sbildn.xml" + (" + amber99_obc.xml" if args.setting == "obc" else " (vacuum)"),
+            "integrator": f"LangevinMiddleIntegrator 300 K, 1/ps, {args.dt_fs} fs, hydrogen mass {HYDROGEN_MASS} amu, "
+                          "no constraints, no cutoff, Reference platform",
+            "chains": args.chains, "ns_per_chain": args.ns, "equilibration_ps": 100, "interval_ps": args.interval_ps,
+            "seeds": [1000 + c for c in range(args.chains)], "openmm": openmm.__version__,
+            "machine": platform.processor() or platform.machine(),
+            "wall_seconds_this_run": round(time.time() - t0, 1)}
+    summary = assemble(args.setting, files, args.interval_ps, out, meta)
+    print(json.dumps(summary, indent=2))
+
+
+if __name__ == "__main__":
+    main()

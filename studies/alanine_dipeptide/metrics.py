@@ -1,0 +1,59 @@
+"""Metrics of a Boltzmann generator (flow-math section 9), numpy only.
+
+- sampling efficiency ESS/n of importance weights,
+- free energy profiles along a coordinate from samples (with weights),
+- KL divergence of histograms (phi/psi), with a pseudocount so empty bins stay finite.
+"""
+import numpy as np
+
+
+def log_weights(target_reduced_energy: np.ndarray, flow_log_density: np.ndarray) -> np.ndarray:
+    """log w = -u_target(x) - log q(x) for samples x ~ q (both over the same coordinates)."""
+    return -np.asarray(target_reduced_energy, float) - np.asarray(flow_log_density, float)
+
+
+def effective_sample_size(log_w: np.ndarray) -> float:
+    """ESS = (sum w)^2 / sum w^2, computed stably from log weights; n for equal weights."""
+    lw = np.asarray(log_w, float)
+    lw = lw[np.isfinite(lw)] if np.any(np.isfinite(lw)) else lw
+    if lw.size == 0:
+        return 0.0
+    lw = lw - lw.max()
+    w = np.exp(lw)
+    return float(w.sum() ** 2 / (w ** 2).sum())
+
+
+def sampling_efficiency(log_w: np.ndarray) -> float:
+    """ESS / n, in [1/n, 1]; non-finite weights count as zero weight."""
+    lw = np.asarray(log_w, float)
+    return effective_sample_size(lw) / lw.size if lw.size else 0.0
+
+
+def free_energy_profile(values: np.ndarray, bins: np.ndarray, weights=None, kT: float = 1.0):
+    """F(bin) = -kT log p(bin), shifted to min 0; empty bins are +inf."""
+    hist, _ = np.histogram(values, bins=bins, weights=weights)
+    p = hist / hist.sum()
+    with np.errstate(divide="ignore"):
+        f = -kT * np.log(p)
+    return f - f[np.isfinite(f)].min()
+
+
+def histogram_kl(p_counts: np.ndarray, q_counts: np.ndarray, pseudocount: float = 1e-6) -> float:
+    """KL(p || q) of two histograms with the same bins (any shape), in nats.
+
+    A small pseudocount (relative to the total) keeps bins empty in q finite.
+    """
+    p = np.asarray(p_counts, float).ravel()
+    q = np.asarray(q_counts, float).ravel()
+    if p.shape != q.shape:
+        raise ValueError(f"histograms differ in shape: {p.shape} vs {q.shape}")
+    p = p / p.sum() + pseudocount
+    q = q / q.sum() + pseudocount
+    p, q = p / p.sum(), q / q.sum()
+    return float(np.sum(p * np.log(p / q)))
+
+
+def ramachandran_histogram(phi: np.ndarray, psi: np.ndarray, n_bins: int = 60, weights=None) -> np.ndarray:
+    edges = np.linspace(-np.pi, np.pi, n_bins + 1)
+    h, _, _ = np.histogram2d(phi, psi, bins=[edges, edges], weights=weights)
+    return h
