@@ -1,0 +1,259 @@
+"""The energy-conservation study (the main job): flows as MD potentials against ff99SB-ILDN.
+
+NVE velocity Verlet (openmm.VerletIntegrator) from the same thermalized starts (held-out
+frames of the reference MD, velocities drawn at 300 K with fixed seeds) with (a) the smooth
+flow, (b) the spline flow, (c) Amber ff99SB-ILDN (OBC), at time steps 0.25, 0.5, 1 and 2 fs.
+Per run: the total-energy drift (kJ/mol/ns, and per degree of freedom) and the fluctuation
+ratio RMS(E_tot - <E_tot>) / RMS(E_kin - <E_kin>).  The dt^2 law is checked by a log-log fit
+of the ratio against dt.  A Langevin run with the smooth flow gives a Ramachandran plot beside
+the reference MD's.  Output: report.md and PNG plots in one folder.  Never imports torch.
+
+Usage (from studies/): python -m alanine_dipeptide.energy_conservation [--long] [--out DIR]
+"""
+import argparse
+import datetime
+import json
+import multiprocessing
+import os
+import subprocess
+import time
+from pathlib import Path
+
+import numpy as np
+import openmm
+import openmm.unit as unit
+
+from . import data, forcefield, molecule
+
+ROOT = Path(__file__).resolve().parents[2]
+MODELS = ROOT / "models" / "alanine_dipeptide"
+DOF = 3 * molecule.N_ATOMS  # no constraints, no centre-of-mass remover: every Cartesian dof
+
+
+def flow_system(model: Path) -> openmm.System:
+    """The molecule's masses with the flow as the only force (atoms mapped by name)."""
+    import openmmsmoothflow
+    ff = forcefield.system("obc")
+    system = openmm.System()
+    for i in range(ff.getNumParticles()):
+        system.addParticle(ff.getParticleMass(i))
+    openmmsmoothflow.addSmoothFlowForce(system, molecule.topology(), str(model))
+    return system
+
+
+def make_system(potential: str, models: dict) -> openmm.System:
+    if potential == "ff99SB-ILDN":
+        return forcefield.system("obc")
+    return flow_system(models[potential])
+
+
+def nve_run(job) -> dict:
+    """One NVE run; returns its energy series and summary numbers."""
+    potential, models, dt_fs, ps, start, positions, seed, samples, platform = job
+    system = make_system(potential, models)
+    integrator = openmm.VerletIntegrator(dt_fs * unit.femtoseconds)
+    context = openmm.Context(system, integrator, openmm.Platform.getPlatformByName(platform))
+    context.setPositions(positions * unit.nanometer)
+    context.setVelocitiesToTemperature(forcefield.TEMPERATURE * unit.kelvin, seed)
+    steps = int(round(ps * 1000 / dt_fs))
+    every = max(1, steps // samples)
+    rows, t0, error = [], time.time(), None
+    try:
+        for i in range(0, steps + 1, every):
+            if i:
+                integrator.step(every)
+            s = context.getState(getEnergy=True)
+            epot = s.getPotentialEnergy().value_in_unit(unit.kilojoule_per_mole)
+            ekin = s.getKineticEnergy().value_in_unit(unit.kilojoule_per_mole)
+            rows.append((i * dt_fs / 1000, epot, ekin))
+            if not np.isfinite(epot + ekin) or ekin > 1e4:
+                error = f"unstable after {i * dt_fs / 1000:.3f} ps (E_kin {ekin:.3g} kJ/mol)"
+                break
+    except openmm.OpenMMException as e:  # e.g. a configuration outside the flow's support
+        error = str(e).splitlines()[0]
+    r = np.array(rows)
+    out = {"potential": potential, "dt_fs": dt_fs, "start": start, "seconds": time.time() - t0,
+           "series": r.tolist(), "error": error}
+    if error is None and len(r) > 3:
+        etot = r[:, 1] + r[:, 2]
+        out["drift_kj_mol_ns"] = float(np.polyfit(r[:, 0] / 1000, etot, 1)[0])
+        out["ratio"] = float(np.std(etot) / np.std(r[:, 2]))
+    return out
+
+
+def langevin_run(job) -> dict:
+    """Langevin dynamics with a flow potential; returns phi, psi samples."""
+    potential, models, ps, positions, seed, platform = job
+    system = make_system(potential, models)
+    integrator = openmm.LangevinMiddleIntegrator(forcefield.TEMPERATURE * unit.kelvin, 1 / unit.picosecond,
+                                                 0.5 * unit.femtoseconds)
+    integrator.setRandomNumberSeed(seed)
+    context = openmm.Context(system, integrator, openmm.Platform.getPlatformByName(platform))
+    context.setPositions(positions * unit.nanometer)
+    context.setVelocitiesToTemperature(forcefield.TEMPERATURE * unit.kelvin, seed)
+    frames, error = [], None
+    try:
+        for _ in range(int(ps * 10)):  # a frame every 0.1 ps
+            integrator.step(200)
+            frames.append(context.getState(getPositions=True).getPositions(asNumpy=True)
+                          .value_in_unit(unit.nanometer))
+    except openmm.OpenMMException as e:
+        error = str(e).splitlines()[0]
+    x = np.array(frames) if frames else np.zeros((0, molecule.N_ATOMS, 3))
+    phi, psi = data.backbone_dihedrals(x) if len(x) else (np.zeros(0), np.zeros(0))
+    return {"potential": potential, "ps": len(frames) / 10, "phi": phi.tolist(), "psi": psi.tolist(), "error": error}
+
+
+def summarize(runs):
+    table = {}
+    for r in runs:
+        key = (r["potential"], r["dt_fs"])
+        table.setdefault(key, []).append(r)
+    rows = []
+    for (potential, dt), rs in sorted(table.items(), key=lambda kv: (kv[0][0], kv[0][1])):
+        ok = [r for r in rs if r["error"] is None]
+        row = {"potential": potential, "dt_fs": dt, "runs": len(rs), "failed": len(rs) - len(ok)}
+        if ok:
+            row["ratio"] = float(np.mean([r["ratio"] for r in ok]))
+            row["drift_kj_mol_ns"] = float(np.mean([r["drift_kj_mol_ns"] for r in ok]))
+            row["drift_per_dof"] = row["drift_kj_mol_ns"] / DOF
+        row["errors"] = sorted({r["error"] for r in rs if r["error"]})
+        rows.append(row)
+    return rows
+
+
+def dt2_slopes(rows):
+    slopes = {}
+    for p in sorted({r["potential"] for r in rows}):
+        pts = [(r["dt_fs"], r["ratio"]) for r in rows if r["potential"] == p and "ratio" in r and r["ratio"] > 0]
+        if len(pts) >= 2:
+            slopes[p] = float(np.polyfit(np.log([d for d, _ in pts]), np.log([x for _, x in pts]), 1)[0])
+    return slopes
+
+
+def plot(rows, runs, langevin, reference, out: Path):
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    colors = {"smooth": "C0", "spline": "C1", "ff99SB-ILDN": "k"}
+    fig, ax = plt.subplots(figsize=(5, 4))
+    for p in sorted({r["potential"] for r in rows}):
+        pts = [(r["dt_fs"], r["ratio"]) for r in rows if r["potential"] == p and "ratio" in r]
+        if pts:
+            d, x = zip(*pts)
+            ax.loglog(d, x, "o-", color=colors.get(p), label=p)
+    if rows:
+        d = np.array(sorted({r["dt_fs"] for r in rows}))
+        ref = [r["ratio"] for r in rows if r["potential"] == "ff99SB-ILDN" and "ratio" in r]
+        if ref:
+            ax.loglog(d, ref[0] * (d / d[0]) ** 2, ":", color="gray", label="dt^2")
+    ax.set_xlabel("time step (fs)")
+    ax.set_ylabel("RMS dE_tot / RMS dE_kin")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(out / "fluctuation_ratio_vs_dt.png", dpi=120)
+    plt.close(fig)
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4))
+    for ax, dt in zip(axes, (0.5, 2.0)):
+        for r in runs:
+            if r["dt_fs"] == dt and r["start"] == 0 and r["series"]:
+                s = np.array(r["series"])
+                ax.plot(s[:, 0], s[:, 1] + s[:, 2] - (s[0, 1] + s[0, 2]), color=colors.get(r["potential"]),
+                        label=r["potential"])
+        ax.set_title(f"total energy, dt = {dt} fs (start 0)")
+        ax.set_xlabel("time (ps)")
+        ax.set_ylabel("E_tot - E_tot(0) (kJ/mol)")
+        ax.legend()
+    fig.tight_layout()
+    fig.savefig(out / "total_energy.png", dpi=120)
+    plt.close(fig)
+    panels = [("ff99SB-ILDN (reference MD)", *reference)] + [
+        (f"{l['potential']} flow, Langevin {l['ps']:g} ps", np.array(l["phi"]), np.array(l["psi"])) for l in langevin]
+    fig, axes = plt.subplots(1, len(panels), figsize=(4 * len(panels), 4), squeeze=False)
+    for ax, (title, phi, psi) in zip(axes[0], panels):
+        if len(phi):
+            ax.hist2d(np.degrees(phi), np.degrees(psi), bins=60, range=[[-180, 180], [-180, 180]], cmin=1,
+                      norm=matplotlib.colors.LogNorm())
+        ax.set_title(title, fontsize=9)
+        ax.set_xlabel("phi (degrees)")
+        ax.set_ylabel("psi (degrees)")
+    fig.tight_layout()
+    fig.savefig(out / "ramachandran.png", dpi=120)
+    plt.close(fig)
+
+
+def report(rows, slopes, langevin, meta, out: Path):
+    lines = ["# Energy conservation: flows as MD potentials against Amber ff99SB-ILDN", "",
+             f"{meta['date']}, commit {meta['commit']}, {meta['cpus']} cores, platform {meta['platform']}; "
+             f"{meta['starts']} thermalized starts per potential and time step, {meta['ps']} ps each "
+             f"(NVE velocity Verlet, no constraints, standard masses); {meta['seconds']:.0f} s in all.", "",
+             "| potential | dt (fs) | RMS dE_tot / RMS dE_kin | drift (kJ/mol/ns) | drift per dof | failed runs |",
+             "|---|---|---|---|---|---|"]
+    for r in rows:
+        ratio = f"{r['ratio']:.5f}" if "ratio" in r else "-"
+        drift = f"{r['drift_kj_mol_ns']:.2f}" if "drift_kj_mol_ns" in r else "-"
+        per = f"{r['drift_per_dof']:.4f}" if "drift_per_dof" in r else "-"
+        lines.append(f"| {r['potential']} | {r['dt_fs']:g} | {ratio} | {drift} | {per} | {r['failed']}/{r['runs']} |")
+    lines += ["", "Log-log slope of the fluctuation ratio against dt (2 for a smooth potential under velocity Verlet): "
+              + ", ".join(f"{p} {s:.2f}" for p, s in slopes.items()) + ".", ""]
+    errors = sorted({e for r in rows for e in r["errors"]})
+    if errors:
+        lines += ["Failures:", ""] + [f"- {e}" for e in errors] + [""]
+    for l in langevin:
+        if l["error"]:
+            lines.append(f"Langevin run with the {l['potential']} flow stopped: {l['error']}")
+    lines += ["![fluctuation ratio against time step](fluctuation_ratio_vs_dt.png)", "",
+              "![total energy](total_energy.png)", "", "![Ramachandran plots](ramachandran.png)", ""]
+    (out / "report.md").write_text("\n".join(lines) + "\n")
+    return "\n".join(lines)
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--smooth", default=str(MODELS / "smooth.safetensors"))
+    ap.add_argument("--spline", default=str(MODELS / "spline.safetensors"))
+    ap.add_argument("--dt-fs", type=float, nargs="+", default=[0.25, 0.5, 1.0, 2.0])
+    ap.add_argument("--ps", type=float, default=2.0, help="length of each NVE run")
+    ap.add_argument("--starts", type=int, default=2)
+    ap.add_argument("--langevin-ps", type=float, default=20.0)
+    ap.add_argument("--long", action="store_true", help="10x longer runs, 4 starts, 500 ps of Langevin")
+    ap.add_argument("--platform", default="Reference")
+    ap.add_argument("--jobs", type=int, default=os.cpu_count() or 1)
+    ap.add_argument("--out", default=str(ROOT / "out" / "energy_conservation"))
+    args = ap.parse_args()
+    if args.long:
+        args.ps, args.starts, args.langevin_ps = 10 * args.ps, 4, 500.0
+    from tqdm import tqdm
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    models = {"smooth": Path(args.smooth), "spline": Path(args.spline)}
+    potentials = [p for p in ("smooth", "spline") if models[p].exists()] + ["ff99SB-ILDN"]
+    missing = [str(models[p]) for p in ("smooth", "spline") if not models[p].exists()]
+    test = data.load("obc", "test")
+    starts = [test.positions[i * (len(test) // args.starts)] for i in range(args.starts)]
+    jobs = [(p, models, dt, args.ps, s, starts[s], 100 + s, 400, args.platform)
+            for p in potentials for dt in args.dt_fs for s in range(args.starts)]
+    t0 = time.time()
+    with multiprocessing.Pool(args.jobs) as pool:
+        lang = pool.map_async(langevin_run, [("smooth", models, args.langevin_ps, starts[0], 7, args.platform)]
+                              if "smooth" in potentials else [])
+        runs = list(tqdm(pool.imap_unordered(nve_run, jobs), total=len(jobs), desc="NVE runs", unit="run"))
+        langevin = lang.get()
+    rows = summarize(runs)
+    slopes = dt2_slopes(rows)
+    reference = data.backbone_dihedrals(data.load("obc", "all").positions)
+    commit = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"], capture_output=True,
+                            text=True).stdout.strip()
+    meta = {"date": datetime.datetime.now().isoformat(timespec="minutes"), "commit": commit,
+            "cpus": os.cpu_count(), "platform": args.platform, "starts": args.starts, "ps": args.ps,
+            "seconds": time.time() - t0, "missing_models": missing}
+    plot(rows, runs, langevin, reference, out)
+    text = report(rows, slopes, langevin, meta, out)
+    (out / "results.json").write_text(json.dumps({"meta": meta, "summary": rows, "slopes": slopes}, indent=2) + "\n")
+    print(text)
+    if missing:
+        print("missing models (not run): " + ", ".join(missing))
+
+
+if __name__ == "__main__":
+    main()

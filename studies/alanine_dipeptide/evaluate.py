@@ -1,0 +1,185 @@
+"""Evaluate trained alanine dipeptide flows against ff99SB-ILDN (issue part 6).
+
+For each model file: NLL on the held-out frames (nats per molecule, over Cartesian
+coordinates modulo rigid motion), force RMSE against the stored reference forces, the
+sampling efficiency ESS/n of flow samples reweighted to the force field, free energies along
+phi and psi and the Ramachandran plot against the reference MD, and the KL divergence of the
+phi/psi histograms.  Writes <out>/evaluation.json, PNG plots, and docs/results.md.
+
+Usage: python -m alanine_dipeptide.evaluate runs/smooth/model.safetensors runs/spline/model.safetensors ...
+       [--samples 100000] [--out docs/results]
+"""
+import argparse
+import datetime
+import json
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import openmm
+import openmm.unit as unit
+import torch
+from tqdm import tqdm
+
+from smoothflow_torch import load_model
+
+from . import data, forcefield, metrics, molecule
+
+ROOT = Path(__file__).resolve().parents[2]
+PAPER = {"smooth": "42 %", "spline": "38 %", "affine": "< 1 %"}
+KT = 0.00831446261815324 * forcefield.TEMPERATURE
+
+
+class ForceFieldEnergy:
+    """ff99SB-ILDN energies of many configurations (Reference platform)."""
+
+    def __init__(self, setting: str = "obc"):
+        self.context = openmm.Context(forcefield.system(setting), openmm.VerletIntegrator(0.001),
+                                      openmm.Platform.getPlatformByName("Reference"))
+
+    def __call__(self, positions: np.ndarray, progress: str = "") -> np.ndarray:
+        out = np.empty(len(positions))
+        for i, x in enumerate(tqdm(positions, desc=progress, disable=not progress, unit="conf", mininterval=2)):
+            self.context.setPositions(x)
+            out[i] = self.context.getState(getEnergy=True).getPotentialEnergy().value_in_unit(
+                unit.kilojoule_per_mole)
+        return out
+
+
+def held_out_metrics(flow, frames: data.Frames, batch: int = 512) -> dict:
+    nll, sq, count = 0.0, 0.0, 0
+    for i in range(0, len(frames), batch):
+        x = torch.from_numpy(frames.positions[i:i + batch])
+        e, f = flow.energy_and_forces(x)
+        nll += float((-flow.log_prob(x)).sum())
+        sq += float(((f.detach().numpy() - frames.forces[i:i + batch]) ** 2).sum())
+        count += len(x)
+    return {"nll_nats": nll / count, "force_rmse_kj_mol_nm": float(np.sqrt(sq / (count * molecule.N_ATOMS * 3)))}
+
+
+def sample_flow(flow, n: int, seed: int, batch: int = 5000):
+    """n samples (positions, log q) from the flow, in batches."""
+    gen = torch.Generator().manual_seed(seed)
+    xs, lqs = [], []
+    with torch.no_grad():
+        for i in tqdm(range(0, n, batch), desc="sampling the flow", unit="batch"):
+            x, lq = flow.sample(min(batch, n - i), generator=gen, return_log_prob=True)
+            xs.append(x.numpy())
+            lqs.append(lq.numpy())
+    return np.concatenate(xs), np.concatenate(lqs)
+
+
+def evaluate_model(path: Path, test: data.Frames, reference_phi_psi, ff: ForceFieldEnergy, n_samples: int,
+                   seed: int, bins: int) -> dict:
+    flow = load_model(path)
+    kind = json.loads(json.dumps(flow.config()))["layers"][0]["transform"]
+    result = {"model": str(path), "transform": kind}
+    result.update(held_out_metrics(flow, test))
+    x, log_q = sample_flow(flow, n_samples, seed)
+    u = ff(x, progress="force-field energies") / KT
+    log_w = metrics.log_weights(u, log_q)
+    result["sampling_efficiency"] = metrics.sampling_efficiency(log_w)
+    phi, psi = data.backbone_dihedrals(x)
+    w = np.exp(log_w - log_w[np.isfinite(log_w)].max())
+    w[~np.isfinite(w)] = 0
+    ref_phi, ref_psi = reference_phi_psi
+    h_ref = metrics.ramachandran_histogram(ref_phi, ref_psi, bins)
+    h_flow = metrics.ramachandran_histogram(phi, psi, bins)
+    h_rew = metrics.ramachandran_histogram(phi, psi, bins, weights=w)
+    result["kl_phi_psi_flow"] = metrics.histogram_kl(h_ref, h_flow)
+    result["kl_phi_psi_reweighted"] = metrics.histogram_kl(h_ref, h_rew)
+    result["phi_positive_fraction_flow"] = float(np.mean(phi > 0))
+    result["phi_positive_fraction_reweighted"] = float(np.sum(w * (phi > 0)) / np.sum(w))
+    result["_angles"] = (phi, psi, w)
+    return result
+
+
+def plots(results, reference_phi_psi, out: Path, bins: int):
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    edges = np.linspace(-np.pi, np.pi, bins + 1)
+    centers = np.degrees(0.5 * (edges[1:] + edges[:-1]))
+    ref_phi, ref_psi = reference_phi_psi
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4))
+    for ax, name, ref, idx in ((axes[0], "phi", ref_phi, 0), (axes[1], "psi", ref_psi, 1)):
+        ax.plot(centers, metrics.free_energy_profile(ref, edges, kT=KT), "k-", lw=2, label="ff99SB-ILDN MD")
+        for r in results:
+            phi, psi, w = r["_angles"]
+            vals = phi if idx == 0 else psi
+            ax.plot(centers, metrics.free_energy_profile(vals, edges, kT=KT), "--", label=f"{r['transform']} flow")
+            ax.plot(centers, metrics.free_energy_profile(vals, edges, weights=w, kT=KT), ":",
+                    label=f"{r['transform']} reweighted")
+        ax.set_xlabel(f"{name} (degrees)")
+        ax.set_ylabel("free energy (kJ/mol)")
+        ax.set_ylim(0, 40)
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(out / "free_energy_phi_psi.png", dpi=120)
+    plt.close(fig)
+    n = len(results) + 1
+    fig, axes = plt.subplots(1, n, figsize=(4 * n, 4), squeeze=False)
+    panels = [("ff99SB-ILDN MD", ref_phi, ref_psi, None)] + [(f"{r['transform']} flow", *r["_angles"][:2], None)
+                                                          for r in results]
+    for ax, (title, phi, psi, _) in zip(axes[0], panels):
+        ax.hist2d(np.degrees(phi), np.degrees(psi), bins=bins, range=[[-180, 180], [-180, 180]], cmin=1,
+                  cmap="viridis", norm=matplotlib.colors.LogNorm())
+        ax.set_title(title)
+        ax.set_xlabel("phi (degrees)")
+        ax.set_ylabel("psi (degrees)")
+    fig.tight_layout()
+    fig.savefig(out / "ramachandran.png", dpi=120)
+    plt.close(fig)
+
+
+def write_report(results, meta, out: Path, report: Path):
+    lines = ["# Alanine dipeptide: flows against Amber ff99SB-ILDN", "",
+             f"Evaluated {meta['date']} at commit {meta['commit']} on {meta['machine']}; "
+             f"{meta['samples']} flow samples per model; held-out frames: {meta['test_frames']} "
+             f"(setting {meta['setting']}).", "",
+             "| flow | NLL held-out (nats) | force RMSE (kJ/mol/nm) | ESS/n | paper ESS/n | KL phi/psi (flow) "
+             "| KL phi/psi (reweighted) | phi > 0 (flow / reweighted / MD) |", "|---|---|---|---|---|---|---|---|"]
+    for r in results:
+        lines.append(f"| {r['transform']} | {r['nll_nats']:.2f} | {r['force_rmse_kj_mol_nm']:.1f} | "
+                     f"{100 * r['sampling_efficiency']:.1f} % | {PAPER.get(r['transform'], '-')} | "
+                     f"{r['kl_phi_psi_flow']:.3f} | {r['kl_phi_psi_reweighted']:.3f} | "
+                     f"{100 * r['phi_positive_fraction_flow']:.1f} % / "
+                     f"{100 * r['phi_positive_fraction_reweighted']:.1f} % / "
+                     f"{100 * meta['reference_phi_positive']:.1f} % |")
+    rel = lambda p: Path(p).relative_to(report.parent) if Path(p).is_relative_to(report.parent) else p
+    lines += ["", f"![free energy along phi and psi]({rel(out / 'free_energy_phi_psi.png')})", "",
+              f"![Ramachandran plots]({rel(out / 'ramachandran.png')})", ""]
+    report.write_text("\n".join(lines) + "\n")
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("models", nargs="+")
+    ap.add_argument("--samples", type=int, default=100_000)
+    ap.add_argument("--setting", default="obc")
+    ap.add_argument("--seed", type=int, default=7)
+    ap.add_argument("--bins", type=int, default=60)
+    ap.add_argument("--out", default=str(ROOT / "docs" / "results"))
+    ap.add_argument("--report", default=str(ROOT / "docs" / "results.md"))
+    args = ap.parse_args()
+    torch.manual_seed(args.seed)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    test = data.load(args.setting, "test")
+    reference = data.backbone_dihedrals(data.load(args.setting, "all").positions)
+    ff = ForceFieldEnergy(args.setting)
+    results = [evaluate_model(Path(m), test, reference, ff, args.samples, args.seed, args.bins) for m in args.models]
+    commit = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"], capture_output=True,
+                            text=True).stdout.strip()
+    meta = {"date": datetime.date.today().isoformat(), "commit": commit, "machine": "2-core x86-64 (CI class)",
+            "samples": args.samples, "test_frames": len(test), "setting": args.setting,
+            "reference_phi_positive": float(np.mean(reference[0] > 0))}
+    plots(results, reference, out, args.bins)
+    clean = [{k: v for k, v in r.items() if not k.startswith("_")} for r in results]
+    (out / "evaluation.json").write_text(json.dumps({"meta": meta, "results": clean}, indent=2) + "\n")
+    write_report(results, meta, out, Path(args.report))
+    print(json.dumps(clean, indent=2))
+
+
+if __name__ == "__main__":
+    main()
