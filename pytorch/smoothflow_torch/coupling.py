@@ -2,25 +2,24 @@
 
 from __future__ import annotations
 
+import math
 from typing import Sequence, Tuple
 
 import torch
 from torch import nn
 
 from .conditioner import ACTIVATIONS, MLPConditioner
-from .transforms import SmoothConstants, SmoothTransformer
+from .transforms import TRANSFORMS, make_transformer
 
-__all__ = ["DIRECTIONS", "TRANSFORMS", "SmoothCouplingLayer"]
+__all__ = ["DIRECTIONS", "TRANSFORMS", "CouplingLayer", "SmoothCouplingLayer"]
 
-#: ``generative``: the transform is defined z -> u (density evaluation = root finding);
-#: ``density``: defined u -> z (analytic density, sampling = root finding).
+#: ``generative``: the transform is defined z -> u (density evaluation inverts it: root
+#: finding for smooth, closed forms for spline and affine); ``density``: defined u -> z.
 DIRECTIONS = ("generative", "density")
-#: Transform kinds of format version 1 this trainer implements.
-TRANSFORMS = ("smooth",)
 
 
-class SmoothCouplingLayer(nn.Module):
-    """A coupling layer with the smooth mixture transform.
+class CouplingLayer(nn.Module):
+    """A coupling layer with a smooth, spline or affine elementwise transform.
 
     The layer maps the latent side x to the data side y (the generative direction, as
     every layer of a :class:`~smoothflow_torch.flow.SmoothFlow` is stored): the
@@ -37,7 +36,7 @@ class SmoothCouplingLayer(nn.Module):
     circular : sequence of bool
         For every dimension of the flow, whether it is circular.
     n_components : int
-        K.
+        K: mixture components (smooth) or bins (spline); ignored by affine.
     hidden : sequence of int
         Hidden widths of the conditioner.
     activation : str
@@ -45,20 +44,21 @@ class SmoothCouplingLayer(nn.Module):
     direction : str
         ``generative`` (the transform T is applied z -> u, so ``y = T(x)``) or ``density``
         (T is applied u -> z, so ``y = T^-1(x)``).
-    constants : SmoothConstants
+    constants : SmoothConstants, SplineConstants, AffineConstants, dict or None
+        The constants of the layer's kind (default: that kind's defaults).
     zero_init : bool
         Zero-initialize the conditioner's last linear map.
     dtype : torch.dtype
+    transform : str
+        ``smooth`` (default), ``spline`` or ``affine``.
     """
-
-    transform = "smooth"
 
     def __init__(self, transformed: Sequence[int], conditioning: Sequence[int],
                  circular: Sequence[bool], n_components: int = 8,
                  hidden: Sequence[int] = (64, 64), activation: str = "silu",
-                 direction: str = "generative",
-                 constants: SmoothConstants = SmoothConstants(),
-                 zero_init: bool = True, dtype: torch.dtype = torch.float64):
+                 direction: str = "generative", constants=None,
+                 zero_init: bool = True, dtype: torch.dtype = torch.float64,
+                 transform: str = "smooth"):
         super().__init__()
         circular = [bool(c) for c in circular]
         D = len(circular)
@@ -77,8 +77,11 @@ class SmoothCouplingLayer(nn.Module):
             raise ValueError(f"transformed and conditioning dimensions overlap: {overlap}")
         if direction not in DIRECTIONS:
             raise ValueError(f"direction must be one of {DIRECTIONS}, got {direction!r}")
+        if transform not in TRANSFORMS:
+            raise ValueError(f"transform must be one of {TRANSFORMS}, got {transform!r}")
         if activation not in ACTIVATIONS:
             raise ValueError(f"activation must be one of {ACTIVATIONS}, got {activation!r}")
+        self.transform = transform
         self.transformed = transformed
         self.conditioning = conditioning
         self.direction = direction
@@ -89,8 +92,8 @@ class SmoothCouplingLayer(nn.Module):
                              persistent=False)
         self.register_buffer("_c_idx", torch.tensor(conditioning, dtype=torch.long),
                              persistent=False)
-        self.transformer = SmoothTransformer(n_components, [circular[i] for i in transformed],
-                                             constants)
+        self.transformer = make_transformer(transform, n_components,
+                                            [circular[i] for i in transformed], constants)
         P = self.transformer.params_per_dim
         self.net = MLPConditioner([circular[i] for i in conditioning], self.hidden,
                                   len(transformed) * P, activation, zero_init, dtype)
@@ -103,7 +106,7 @@ class SmoothCouplingLayer(nn.Module):
                 "activation": self.activation}
 
     def raw_parameters(self, x: torch.Tensor) -> torch.Tensor:
-        """Raw transform parameters, shape ``(B, len(transformed), 4K + 2)``."""
+        """Raw transform parameters, shape ``(B, len(transformed), P)``."""
         out = self.net(x.index_select(1, self._c_idx))
         return out.reshape(x.shape[0], len(self.transformed), self.transformer.params_per_dim)
 
@@ -129,6 +132,15 @@ class SmoothCouplingLayer(nn.Module):
         xt = x.index_select(1, self._t_idx)
         # the transform T runs forward in the direction the layer is defined in
         run_inverse = inverse if self.direction == "generative" else not inverse
-        yt, logdet = self.transformer(xt, raw, inverse=run_inverse)
+        if self.transform == "affine":
+            # faces of the cube are outside the affine support: density zero there
+            face = -math.inf if inverse else math.inf
+            yt, logdet = self.transformer(xt, raw, inverse=run_inverse, face_logdet=face)
+        else:
+            yt, logdet = self.transformer(xt, raw, inverse=run_inverse)
         y = x.index_copy(1, self._t_idx, yt)
         return y, logdet.sum(-1)
+
+
+#: The former name, kept for compatibility: every kind is a :class:`CouplingLayer`.
+SmoothCouplingLayer = CouplingLayer

@@ -16,6 +16,7 @@ import torch
 from .coupling import DIRECTIONS, TRANSFORMS
 from .conditioner import ACTIVATIONS
 from .flow import SUPPORT_POLICIES, SmoothFlow
+from .transforms import params_per_dim
 
 __all__ = [
     "FORMAT",
@@ -36,7 +37,8 @@ FORMAT = "openmm-smoothflow"
 FORMAT_VERSION = 1
 _MAX_HEADER = 100_000_000
 _DTYPES = {"F64": np.dtype("<f8"), "F32": np.dtype("<f4")}
-_RESERVED_TRANSFORMS = ("spline", "affine")
+#: Largest K (``n_components``) of format version 1.
+MAX_COMPONENTS = 64
 
 
 class ModelFormatError(ValueError):
@@ -201,10 +203,9 @@ def validate_config(config: Mapping) -> dict:
         if not isinstance(L, dict):
             _fail(f"{w} must be an object")
         tr = L.get("transform")
-        if tr in _RESERVED_TRANSFORMS:
-            _fail(f"{w}.transform {tr!r} is reserved and not supported by this reader")
         if tr not in TRANSFORMS:
-            _fail(f"{w}.transform must be one of {TRANSFORMS}, got {tr!r}")
+            _fail(f"{w}.transform {tr!r} is not a transform this reader knows "
+                  f"(one of {TRANSFORMS})")
         if L.get("direction") not in DIRECTIONS:
             _fail(f"{w}.direction must be one of {DIRECTIONS}, got {L.get('direction')!r}")
         t = _int_list(L.get("transformed"), f"{w}.transformed")
@@ -218,9 +219,12 @@ def validate_config(config: Mapping) -> dict:
                 _fail(f"{w}.{name} has dimensions outside 0..{D - 1} (D = 3 n_atoms - 6)")
         if set(t) & set(c):
             _fail(f"{w}: transformed and conditioning overlap in {sorted(set(t) & set(c))}")
-        K = _integer(L.get("n_components"), f"{w}.n_components")
-        if K < 1:
-            _fail(f"{w}.n_components must be >= 1, got {K}")
+        if tr == "affine" and "n_components" not in L:
+            K = 1      # ignored by affine
+        else:
+            K = _integer(L.get("n_components"), f"{w}.n_components")
+        if not 1 <= K <= MAX_COMPONENTS:
+            _fail(f"{w}.n_components must lie in 1..{MAX_COMPONENTS}, got {K}")
         hidden = _int_list(L.get("hidden"), f"{w}.hidden")
         if any(h < 1 for h in hidden):
             _fail(f"{w}.hidden widths must be >= 1")
@@ -229,7 +233,8 @@ def validate_config(config: Mapping) -> dict:
         out_layers.append({"transform": tr, "direction": L["direction"], "transformed": t,
                            "conditioning": c, "n_components": K, "hidden": hidden,
                            "activation": L["activation"]})
-    if out_layers or "smooth" in cfg:
+    used = {L["transform"] for L in out_layers}
+    if "smooth" in used or "smooth" in cfg:
         sm = cfg.get("smooth")
         if not isinstance(sm, dict):
             _fail("config.smooth (s_min, alpha_min, c_max, beta) is required with smooth layers")
@@ -246,6 +251,33 @@ def validate_config(config: Mapping) -> dict:
         if beta < 1:
             _fail(f"config.smooth.beta must be >= 1, got {beta}")
         out["smooth"] = {"s_min": s_min, "alpha_min": alpha_min, "c_max": c_max, "beta": beta}
+    if "spline" in used or "spline" in cfg:
+        sp = cfg.get("spline", {})
+        if not isinstance(sp, dict):
+            _fail("config.spline must be an object")
+        vals = {}
+        for key in ("min_bin_width", "min_bin_height", "min_derivative"):
+            vals[key] = _number(sp, key, 1e-3, "config.spline")
+            if not vals[key] > 0 or (key != "min_derivative" and not vals[key] < 1):
+                _fail(f"config.spline.{key} must be > 0"
+                      f"{'' if key == 'min_derivative' else ' and < 1'}, got {vals[key]}")
+        for i, L in enumerate(out_layers):
+            if L["transform"] != "spline":
+                continue
+            K = L["n_components"]
+            for key in ("min_bin_width", "min_bin_height"):
+                if not K * vals[key] < 1:
+                    _fail(f"config.layers[{i}]: a spline with n_components = {K} needs "
+                          f"K * spline.{key} < 1, got {key} = {vals[key]}")
+        out["spline"] = vals
+    if "affine" in used or "affine" in cfg:
+        af = cfg.get("affine", {})
+        if not isinstance(af, dict):
+            _fail("config.affine must be an object")
+        scale_max = _number(af, "scale_max", 3.0, "config.affine")
+        if not scale_max > 0:
+            _fail(f"config.affine.scale_max must be > 0, got {scale_max}")
+        out["affine"] = {"scale_max": scale_max}
     sup = cfg.get("support", {})
     if not isinstance(sup, dict):
         _fail("config.support must be an object")
@@ -270,7 +302,8 @@ def expected_tensor_shapes(config: Mapping) -> Dict[str, Tuple[int, ...]]:
     shapes = {"bond_lo": (n - 1,), "bond_hi": (n - 1,)}
     for l, L in enumerate(config["layers"]):
         width = sum(2 if circular[d] else 1 for d in L["conditioning"])
-        widths = [width] + list(L["hidden"]) + [len(L["transformed"]) * (4 * L["n_components"] + 2)]
+        P = params_per_dim(L["transform"], L["n_components"])
+        widths = [width] + list(L["hidden"]) + [len(L["transformed"]) * P]
         for m in range(len(widths) - 1):
             shapes[f"layers.{l}.net.{m}.weight"] = (widths[m + 1], widths[m])
             shapes[f"layers.{l}.net.{m}.bias"] = (widths[m + 1],)
@@ -390,7 +423,8 @@ def flow_from_config(config: Mapping, tensors: Mapping[str, np.ndarray],
                       config["layers"], temperature=config["temperature"],
                       energy_offset=config["energy_offset"], atoms=config.get("atoms"),
                       smooth=config.get("smooth"), support=config["support"],
-                      prior=config["prior"], zero_init=True, dtype=dtype)
+                      prior=config["prior"], zero_init=True, dtype=dtype,
+                      spline=config.get("spline"), affine=config.get("affine"))
     state = {k: torch.as_tensor(np.ascontiguousarray(v), dtype=dtype) for k, v in tensors.items()}
     flow.load_state_dict(state, strict=True)
     return flow

@@ -10,8 +10,8 @@ import torch
 from torch import nn
 
 from . import zmatrix as zm
-from .coupling import SmoothCouplingLayer
-from .transforms import SmoothConstants
+from .coupling import CouplingLayer
+from .transforms import TRANSFORMS, AffineConstants, SmoothConstants, SplineConstants
 
 __all__ = ["MOLAR_GAS_CONSTANT", "SUPPORT_POLICIES", "SmoothFlow", "wall_clamp"]
 
@@ -66,7 +66,7 @@ class SmoothFlow(nn.Module):
         Layer configurations as in the model file: ``transformed``, ``conditioning``
         (default: all other dimensions), ``n_components`` (default 8), ``hidden``
         (default [64, 64]), ``activation`` (default ``silu``), ``direction`` (default
-        ``generative``), ``transform`` (``smooth``).
+        ``generative``), ``transform`` (``smooth`` (default), ``spline`` or ``affine``).
     temperature : float
         Kelvin; kT = R T.
     energy_offset : float
@@ -75,6 +75,11 @@ class SmoothFlow(nn.Module):
         N entries with ``name``, ``residue``, ``residue_index``, ``element``.
     smooth : SmoothConstants or dict, optional
         Constants of the smooth transform (defaults 0.01, 0.1, 0.99, 1).
+    spline : SplineConstants or dict, optional
+        Constants of the spline transform (min_bin_width, min_bin_height, min_derivative;
+        defaults 1e-3 each). Keyword only.
+    affine : AffineConstants or dict, optional
+        Constants of the affine transform (scale_max, default 3). Keyword only.
     support : dict, optional
         ``policy`` (``error`` or ``wall``), ``margin`` (0.01), ``wall_constant`` (1000).
     prior : str
@@ -90,7 +95,9 @@ class SmoothFlow(nn.Module):
                  atoms: Optional[Sequence[dict]] = None,
                  smooth: Union[SmoothConstants, dict, None] = None,
                  support: Optional[dict] = None, prior: str = "uniform",
-                 zero_init: bool = True, dtype: torch.dtype = torch.float64):
+                 zero_init: bool = True, dtype: torch.dtype = torch.float64, *,
+                 spline: Union[SplineConstants, dict, None] = None,
+                 affine: Union[AffineConstants, dict, None] = None):
         super().__init__()
         Z = zm.validate_zmatrix(zmatrix)
         N = Z.shape[0]
@@ -124,11 +131,10 @@ class SmoothFlow(nn.Module):
             raise ValueError(f"prior must be 'uniform' (format version 1), got {prior!r}")
         self.prior = prior
         self.atoms = self._check_atoms(atoms, N)
-        if smooth is None:
-            smooth = SmoothConstants()
-        elif isinstance(smooth, dict):
-            smooth = SmoothConstants(**smooth)
-        self.smooth = smooth
+        self.smooth = self._constants(smooth, SmoothConstants)
+        self.spline = self._constants(spline, SplineConstants)
+        self.affine = self._constants(affine, AffineConstants)
+        constants = {"smooth": self.smooth, "spline": self.spline, "affine": self.affine}
         self.set_support(**(support or {}))
 
         circular = [False] * (2 * N - 3) + [True] * (N - 3)
@@ -137,21 +143,22 @@ class SmoothFlow(nn.Module):
         for i, spec in enumerate(layers):
             spec = dict(spec)
             transform = spec.pop("transform", "smooth")
-            if transform != "smooth":
-                raise ValueError(f"layer {i}: transform {transform!r} is not implemented "
-                                 f"(only 'smooth')")
+            if transform not in TRANSFORMS:
+                raise ValueError(f"layer {i}: unknown transform {transform!r} (expected one "
+                                 f"of {TRANSFORMS})")
             transformed = spec.pop("transformed")
             conditioning = spec.pop("conditioning", None)
             if conditioning is None:
                 conditioning = [d for d in range(self.n_dims) if d not in set(transformed)]
             try:
-                mods.append(SmoothCouplingLayer(
+                mods.append(CouplingLayer(
                     transformed, conditioning, circular,
                     n_components=spec.pop("n_components", 8),
                     hidden=spec.pop("hidden", (64, 64)),
                     activation=spec.pop("activation", "silu"),
                     direction=spec.pop("direction", "generative"),
-                    constants=smooth, zero_init=zero_init, dtype=dtype))
+                    constants=constants[transform], zero_init=zero_init, dtype=dtype,
+                    transform=transform))
             except ValueError as e:
                 raise ValueError(f"layer {i}: {e}") from None
             if spec:
@@ -159,6 +166,22 @@ class SmoothFlow(nn.Module):
         self.layers = nn.ModuleList(mods)
 
     # ------------------------------------------------------------ metadata
+    @staticmethod
+    def _constants(value, cls):
+        if value is None:
+            return cls()
+        if isinstance(value, dict):
+            return cls(**value)
+        if not isinstance(value, cls):
+            raise ValueError(f"expected {cls.__name__} or a dict, got {type(value).__name__}")
+        return value
+
+    @property
+    def transforms_used(self) -> list:
+        """The transform kinds of the layers, each once, in the order of TRANSFORMS."""
+        used = {layer.transform for layer in self.layers}
+        return [k for k in TRANSFORMS if k in used]
+
     @staticmethod
     def _check_atoms(atoms, N):
         if atoms is None:
@@ -229,7 +252,9 @@ class SmoothFlow(nn.Module):
         if self.atoms is not None:
             cfg["atoms"] = [{k: a[k] for k in _ATOM_KEYS} for a in self.atoms]
         cfg["prior"] = self.prior
-        cfg["smooth"] = self.smooth.to_dict()
+        # the constants of the kinds the layers use (docs/model-format.md section 2)
+        for kind in self.transforms_used:
+            cfg[kind] = getattr(self, kind).to_dict()
         cfg["support"] = {"policy": self.support_policy, "margin": self.margin,
                           "wall_constant": self.wall_constant}
         cfg["layers"] = [layer.config() for layer in self.layers]

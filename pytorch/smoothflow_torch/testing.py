@@ -88,7 +88,16 @@ def chain_zmatrix(n_atoms: int) -> np.ndarray:
                                        for d in (1, 2, 3)] for i in range(n_atoms)])
 
 
-def _split_layers(D: int, n_layers: int, rng, n_components, hidden, activation, directions):
+def _per_layer(value, n_layers: int, what: str) -> list:
+    if isinstance(value, (list, tuple)):
+        if len(value) != n_layers:
+            raise ValueError(f"{what} must have one entry per layer ({n_layers}), got {len(value)}")
+        return list(value)
+    return [value] * n_layers
+
+
+def _split_layers(D: int, n_layers: int, rng, n_components, hidden, activation, directions,
+                  transform="smooth"):
     if directions is None or directions == "generative":
         directions = ["generative"] * n_layers
     elif directions == "density":
@@ -98,7 +107,8 @@ def _split_layers(D: int, n_layers: int, rng, n_components, hidden, activation, 
     directions = list(directions)
     if len(directions) != n_layers:
         raise ValueError("directions must have one entry per layer")
-    Ks = list(n_components) if isinstance(n_components, (list, tuple)) else [n_components] * n_layers
+    Ks = _per_layer(n_components, n_layers, "n_components")
+    kinds = _per_layer(transform, n_layers, "transform")
     layers = []
     A = None
     for i in range(n_layers):
@@ -111,7 +121,7 @@ def _split_layers(D: int, n_layers: int, rng, n_components, hidden, activation, 
             t, c = Bc, A
         if not t:
             t, c = c, t
-        layers.append({"transform": "smooth", "direction": directions[i],
+        layers.append({"transform": kinds[i], "direction": directions[i],
                        "transformed": list(t), "conditioning": list(c),
                        "n_components": int(Ks[i]), "hidden": list(hidden),
                        "activation": activation})
@@ -124,10 +134,16 @@ def randomize_weights(flow: SmoothFlow, seed: int = 0, weight_scale: float = 1.0
 
     Hidden maps get N(0, weight_scale^2 / fan_in) weights and N(0, weight_scale^2 / 4)
     biases; the last map gets N(0, weight_scale^2 / fan_in) weights and biases that
-    place each raw parameter in a range where the transform is far from the identity:
-    s~ in [-3, 1] (narrow windows), a~ in [-1, 3] (sharp ramps), c~ in [0, 3] (a strong
-    non-linear part), w~, b~, t~ ~ N(0, 1) (with ``steep=False`` all biases are
-    N(0, weight_scale^2 / 4)).
+    place each raw parameter in a range where the transform is far from the identity
+    (with ``steep=False`` all biases are N(0, weight_scale^2 / 4)):
+
+    - smooth: s~ in [-3, 1] (narrow windows), a~ in [-1, 3] (sharp ramps), c~ in [0, 3]
+      (a strong non-linear part), w~, b~, t~ ~ N(0, 1);
+    - spline: w~, h~ ~ N(0, 1) (uneven bins), d~ ~ N(0, 1) (knot slopes from about 0.1
+      to 3), t~ ~ N(0, 1);
+    - affine: the last map's weights are halved and s~, t~ ~ N(0, 1/4), so that stacked
+      layers keep typical points well away from the faces, where u in [0, 1] loses the
+      precision of the logit.
 
     Parameters
     ----------
@@ -146,24 +162,33 @@ def randomize_weights(flow: SmoothFlow, seed: int = 0, weight_scale: float = 1.0
         for layer in flow.layers:
             net = layer.net
             K = layer.n_components
-            P = 4 * K + 2
+            kind = layer.transform
+            P = layer.transformer.params_per_dim
             for m, lin in enumerate(net):
                 fan_in = max(lin.in_features, 1)
                 lin.weight.copy_(torch.randn(lin.weight.shape, generator=g, dtype=lin.weight.dtype)
                                  * weight_scale / math.sqrt(fan_in))
                 lin.bias.copy_(torch.randn(lin.bias.shape, generator=g, dtype=lin.bias.dtype)
                                * weight_scale * 0.5)
-            if steep:
-                last = net[-1]
-                n_t = len(layer.transformed)
-                bias = torch.empty(n_t, P, dtype=last.bias.dtype)
-                rnd = lambda *s: torch.rand(*s, generator=g, dtype=bias.dtype)
-                bias[:, 0:2 * K] = torch.randn(n_t, 2 * K, generator=g, dtype=bias.dtype)
+            if not steep:
+                continue
+            last = net[-1]
+            n_t = len(layer.transformed)
+            bias = torch.empty(n_t, P, dtype=last.bias.dtype)
+            rnd = lambda *s: torch.rand(*s, generator=g, dtype=bias.dtype)
+            nrm = lambda *s: torch.randn(*s, generator=g, dtype=bias.dtype)
+            if kind == "smooth":
+                bias[:, 0:2 * K] = nrm(n_t, 2 * K)
                 bias[:, 2 * K:3 * K] = -3.0 + 4.0 * rnd(n_t, K)
                 bias[:, 3 * K:4 * K] = -1.0 + 4.0 * rnd(n_t, K)
                 bias[:, 4 * K] = 3.0 * rnd(n_t)
-                bias[:, 4 * K + 1] = torch.randn(n_t, generator=g, dtype=bias.dtype)
-                last.bias.copy_(bias.reshape(-1))
+                bias[:, 4 * K + 1] = nrm(n_t)
+            elif kind == "spline":
+                bias[:] = nrm(n_t, P)
+            else:
+                last.weight.mul_(0.5)
+                bias[:] = 0.5 * nrm(n_t, P)
+            last.bias.copy_(bias.reshape(-1))
     return flow
 
 
@@ -173,7 +198,9 @@ def random_flow(n_atoms: int = 6, zmatrix=None, n_layers: int = 4,
                 weight_scale: float = 1.0, steep: bool = True, temperature: float = 300.0,
                 energy_offset: float = 0.0, support: Optional[dict] = None,
                 smooth: Optional[dict] = None, atoms=None, bond_lo=None, bond_hi=None,
-                dtype: torch.dtype = torch.float64) -> SmoothFlow:
+                dtype: torch.dtype = torch.float64,
+                transform: Union[str, Sequence[str]] = "smooth",
+                spline: Optional[dict] = None, affine: Optional[dict] = None) -> SmoothFlow:
     """A flow with random non-zero weights, for tests.
 
     Parameters
@@ -185,17 +212,19 @@ def random_flow(n_atoms: int = 6, zmatrix=None, n_layers: int = 4,
     n_layers : int
         Layers alternate between a random half of the dimensions and its complement.
     n_components : int or sequence of int
-        K, or one K per layer.
+        K, or one K per layer (ignored by affine layers).
     hidden : sequence of int
     activation : str
     directions : None, "generative", "density", "mixed" or a list
         Layer directions (default all generative; "mixed" alternates).
+    transform : str or sequence of str
+        ``smooth`` (default), ``spline`` or ``affine`` for every layer, or one per layer.
     seed : int
     weight_scale : float
         See :func:`randomize_weights`.
     steep : bool
         Bias the last layers towards narrow windows and sharp ramps.
-    temperature, energy_offset, support, smooth, atoms
+    temperature, energy_offset, support, smooth, atoms, spline, affine
         Passed to :class:`SmoothFlow`.
     bond_lo, bond_hi : array_like, optional
         Default: lo uniform in [0.09, 0.15] nm, hi = lo + [0.04, 0.1] nm.
@@ -213,10 +242,11 @@ def random_flow(n_atoms: int = 6, zmatrix=None, n_layers: int = 4,
         bond_lo = rng.uniform(0.09, 0.15, N - 1)
     if bond_hi is None:
         bond_hi = np.asarray(bond_lo) + rng.uniform(0.04, 0.1, N - 1)
-    layers = _split_layers(D, n_layers, rng, n_components, hidden, activation, directions)
+    layers = _split_layers(D, n_layers, rng, n_components, hidden, activation, directions,
+                           transform)
     flow = SmoothFlow(Z, bond_lo, bond_hi, layers, temperature=temperature,
                       energy_offset=energy_offset, atoms=atoms, smooth=smooth,
-                      support=support, dtype=dtype)
+                      support=support, dtype=dtype, spline=spline, affine=affine)
     return randomize_weights(flow, seed=seed + 1, weight_scale=weight_scale, steep=steep)
 
 

@@ -1,7 +1,17 @@
-"""The smooth mixture transform: a C-infinity monotone map of [0, 1] or the circle.
+"""The elementwise transforms of a coupling layer.
 
-This is section 4 of ``docs/flow-math.md``. For one dimension x in [0, 1] and K
-components, the raw conditioner outputs
+Three kinds, selected by a layer's ``transform`` (``docs/model-format.md``):
+
+``smooth``  the C-infinity smooth mixture transform (``docs/flow-math.md`` sections 4-5),
+            P = 4K + 2 raw values per dimension, inverse by root finding;
+``spline``  the rational-quadratic spline of Durkan et al. (2019), with a circular variant,
+            P = 3K + 2, analytic inverse (``docs/model-format.md`` 7.1);
+``affine``  RealNVP in logit space, P = 2, analytic inverse (``docs/model-format.md`` 7.2).
+
+The smooth mixture transform
+----------------------------
+A C-infinity monotone map of [0, 1] or the circle: section 4 of ``docs/flow-math.md``.
+For one dimension x in [0, 1] and K components, the raw conditioner outputs
 
     [w~_1..w~_K, b~_1..b~_K, s~_1..s~_K, a~_1..a~_K, c~, t~]      (P = 4K + 2 values)
 
@@ -31,6 +41,12 @@ the exact first derivatives (the inverse function theorem: dx/dy = 1/F', dx/dthe
 matching needs (the gradient with respect to the parameters of a force, i.e. second
 derivatives of the energy), and it composes with autograd without a custom
 ``torch.autograd.Function``. The value of x2 equals the root to working precision.
+
+The baselines
+-------------
+The spline and the affine transform have analytic inverses, so their derivatives of
+every order are plain autograd through closed forms (no inverse function theorem, no
+iteration). See the section "Baseline transforms" below.
 """
 
 from __future__ import annotations
@@ -53,6 +69,22 @@ __all__ = [
     "smooth_forward",
     "smooth_inverse",
     "solve_inverse",
+    "TRANSFORMS",
+    "params_per_dim",
+    "SplineConstants",
+    "SplineParameters",
+    "SplineTransformer",
+    "spline_parameters",
+    "rq_spline",
+    "rq_spline_inverse",
+    "spline_forward",
+    "spline_inverse",
+    "AffineConstants",
+    "AffineTransformer",
+    "affine_parameters",
+    "affine_forward",
+    "affine_inverse",
+    "make_transformer",
 ]
 
 #: |L| beyond which the logistic ramp is treated as exactly 0 or 1 (derivatives 0).
@@ -400,6 +432,8 @@ class SmoothTransformer(torch.nn.Module):
     constants : SmoothConstants
     """
 
+    kind = "smooth"
+
     def __init__(self, n_components: int, circular, constants: SmoothConstants):
         super().__init__()
         if int(n_components) < 1:
@@ -444,3 +478,471 @@ class SmoothTransformer(torch.nn.Module):
             return y, torch.log(dF)
         y, dF = smooth_inverse(x, params, self.circular, beta)
         return y, -torch.log(dF)
+
+
+# =====================================================================================
+# Baseline transforms (docs/model-format.md section 7)
+# =====================================================================================
+
+#: Transform kinds of format version 1, each with its raw block size P(K).
+TRANSFORMS = ("smooth", "spline", "affine")
+
+
+def params_per_dim(transform: str, n_components: int) -> int:
+    """Raw parameters per transformed dimension, P: 4K + 2 (smooth), 3K + 2 (spline), 2 (affine).
+
+    Parameters
+    ----------
+    transform : str
+        ``smooth``, ``spline`` or ``affine``.
+    n_components : int
+        K (ignored by ``affine``).
+
+    Returns
+    -------
+    int
+    """
+    K = int(n_components)
+    if transform == "smooth":
+        return 4 * K + 2
+    if transform == "spline":
+        return 3 * K + 2
+    if transform == "affine":
+        return 2
+    raise ValueError(f"unknown transform {transform!r}; expected one of {TRANSFORMS}")
+
+
+def _clamp01(v: torch.Tensor) -> torch.Tensor:
+    """``v`` moved into [0, 1] by value only (rounding may leave it an ulp outside);
+    derivatives untouched."""
+    return v - (v - v.detach().clamp(0.0, 1.0)).detach()
+
+
+def _positive_finite(v, what: str, below_one: bool = False) -> float:
+    if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v <= 0:
+        raise ValueError(f"{what} must be a finite number > 0, got {v!r}")
+    if below_one and not v < 1:
+        raise ValueError(f"{what} must be < 1, got {v!r}")
+    return float(v)
+
+
+# ------------------------------------------------------------------ spline
+@dataclass(frozen=True)
+class SplineConstants:
+    """Constants of the rational-quadratic spline, stored in the model file (``spline``).
+
+    Parameters
+    ----------
+    min_bin_width : float
+        m_w > 0; every bin width is >= m_w, and K m_w < 1 is required for K bins.
+    min_bin_height : float
+        m_h > 0, likewise for the heights (K m_h < 1).
+    min_derivative : float
+        m_d > 0; every knot derivative is >= m_d.
+    """
+
+    min_bin_width: float = 1e-3
+    min_bin_height: float = 1e-3
+    min_derivative: float = 1e-3
+
+    def __post_init__(self):
+        object.__setattr__(self, "min_bin_width",
+                           _positive_finite(self.min_bin_width, "spline.min_bin_width", True))
+        object.__setattr__(self, "min_bin_height",
+                           _positive_finite(self.min_bin_height, "spline.min_bin_height", True))
+        object.__setattr__(self, "min_derivative",
+                           _positive_finite(self.min_derivative, "spline.min_derivative"))
+
+    def check(self, n_bins: int) -> None:
+        """Raise ValueError unless K m_w < 1 and K m_h < 1 for K = ``n_bins``."""
+        K = int(n_bins)
+        if not K * self.min_bin_width < 1.0:
+            raise ValueError(f"spline with K = {K} bins needs K * min_bin_width < 1, "
+                             f"got min_bin_width = {self.min_bin_width}")
+        if not K * self.min_bin_height < 1.0:
+            raise ValueError(f"spline with K = {K} bins needs K * min_bin_height < 1, "
+                             f"got min_bin_height = {self.min_bin_height}")
+
+    def to_dict(self) -> dict:
+        return {"min_bin_width": float(self.min_bin_width),
+                "min_bin_height": float(self.min_bin_height),
+                "min_derivative": float(self.min_derivative)}
+
+
+class SplineParameters(NamedTuple):
+    """Constrained parameters of the spline of each dimension.
+
+    ``widths, heights`` have shape ``(..., K)``; ``xknots, yknots, derivatives`` shape
+    ``(..., K + 1)`` (``derivatives[..., K]`` already equals ``derivatives[..., 0]`` for
+    circular dimensions); ``t`` shape ``(...)``.
+    """
+
+    widths: torch.Tensor
+    heights: torch.Tensor
+    xknots: torch.Tensor
+    yknots: torch.Tensor
+    derivatives: torch.Tensor
+    t: torch.Tensor
+
+
+def _knots(sizes: torch.Tensor) -> torch.Tensor:
+    """``[0, s_0, s_0 + s_1, ..., 1]``: cumulative sums with the last knot exactly 1."""
+    K = sizes.shape[-1]
+    shape = sizes.shape[:-1] + (1,)
+    zero = sizes.new_zeros(shape)
+    one = sizes.new_ones(shape)
+    if K == 1:
+        return torch.cat([zero, one], dim=-1)
+    return torch.cat([zero, torch.cumsum(sizes[..., :K - 1], dim=-1), one], dim=-1)
+
+
+def spline_parameters(raw: torch.Tensor, n_bins: int, constants: SplineConstants,
+                      circular=False) -> SplineParameters:
+    """Map raw conditioner outputs to the spline's bins, knots and derivatives.
+
+    ``W = m_w + (1 - K m_w) softmax(w~)``, ``H`` likewise, knots by cumulative sums (the
+    last set to exactly 1), ``delta = m_d + softplus(d~)`` (exact softplus); on circular
+    dimensions ``delta_K := delta_0``.
+
+    Parameters
+    ----------
+    raw : torch.Tensor
+        Shape ``(..., 3K + 2)``, layout ``[w~(K), h~(K), d~(K + 1), t~]``.
+    n_bins : int
+        K.
+    constants : SplineConstants
+    circular : bool or torch.Tensor
+        Broadcastable to ``raw[..., 0]``.
+
+    Returns
+    -------
+    SplineParameters
+    """
+    K = int(n_bins)
+    if raw.shape[-1] != 3 * K + 2:
+        raise ValueError(f"expected {3 * K + 2} raw values per dimension for a spline with "
+                         f"K = {K}, got {raw.shape[-1]}")
+    constants.check(K)
+    mw, mh, md = constants.min_bin_width, constants.min_bin_height, constants.min_derivative
+    W = mw + (1.0 - K * mw) * torch.softmax(raw[..., 0:K], dim=-1)
+    H = mh + (1.0 - K * mh) * torch.softmax(raw[..., K:2 * K], dim=-1)
+    delta = md + exact_softplus(raw[..., 2 * K:3 * K + 1])
+    circ = torch.as_tensor(circular, dtype=torch.bool, device=raw.device)
+    if bool(circ.any()):
+        periodic = torch.cat([delta[..., :K], delta[..., :1]], dim=-1)
+        delta = torch.where(circ.unsqueeze(-1), periodic, delta)
+    return SplineParameters(W, H, _knots(W), _knots(H), delta, raw[..., 3 * K + 1])
+
+
+def _bin_index(knots: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    """Bin k with ``knots[k] <= v < knots[k + 1]``, v = 1 (and beyond) in bin K - 1,
+    v < 0 in bin 0; shape ``v.shape + (1,)``."""
+    K = knots.shape[-1] - 1
+    if K == 1:
+        return torch.zeros(v.shape + (1,), dtype=torch.long, device=v.device)
+    inner = knots.detach()[..., 1:K].expand(v.shape + (K - 1,)).contiguous()
+    return torch.searchsorted(inner, v.detach().unsqueeze(-1).contiguous(), right=True)
+
+
+def _take(t: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
+    return t.expand(k.shape[:-1] + t.shape[-1:]).gather(-1, k).squeeze(-1)
+
+
+def _spline_log_derivative(xi, s, H, d0, d1):
+    """log S' in bin k at the bin coordinate xi (the same form forwards and backwards)."""
+    om = xi * (1.0 - xi)
+    den = s + (d0 + d1 - 2.0 * s) * om
+    num = s * s * (d1 * xi * xi + 2.0 * s * om + d0 * (1.0 - xi) * (1.0 - xi))
+    return torch.log(num) - 2.0 * torch.log(den)
+
+
+def rq_spline(x: torch.Tensor, params: SplineParameters
+              ) -> Tuple[torch.Tensor, torch.Tensor]:
+    """S(x) on [0, 1] (no circular shift) and log S'(x).
+
+    For x in bin k, xi = (x - x_k) / W_k, s_k = H_k / W_k,
+    den = s_k + (delta_k + delta_{k+1} - 2 s_k) xi (1 - xi):
+
+        S  = y_k + H_k (s_k xi^2 + delta_k xi (1 - xi)) / den
+        S' = s_k^2 (delta_{k+1} xi^2 + 2 s_k xi (1 - xi) + delta_k (1 - xi)^2) / den^2
+
+    log S' is formed as ``log(s_k^2 (...)) - 2 log(den)``.
+
+    Parameters
+    ----------
+    x : torch.Tensor
+        Shape ``(...)``, in [0, 1].
+    params : SplineParameters
+        Leading shape broadcastable to ``x``.
+
+    Returns
+    -------
+    S, log_dS : torch.Tensor
+    """
+    k = _bin_index(params.xknots, x)
+    xk, W = _take(params.xknots, k), _take(params.widths, k)
+    yk, H = _take(params.yknots, k), _take(params.heights, k)
+    d0, d1 = _take(params.derivatives, k), _take(params.derivatives, k + 1)
+    s = H / W
+    xi = (x - xk) / W
+    om = xi * (1.0 - xi)
+    den = s + (d0 + d1 - 2.0 * s) * om
+    S = yk + H * (s * xi * xi + d0 * om) / den
+    return S, _spline_log_derivative(xi, s, H, d0, d1)
+
+
+def rq_spline_inverse(y: torch.Tensor, params: SplineParameters
+                      ) -> Tuple[torch.Tensor, torch.Tensor]:
+    """x = S^-1(y) on [0, 1] (no circular shift) and log |dx/dy| = -log S'(x), analytic.
+
+    For y in bin k of the y knots (y = 1 in bin K - 1), dy = y - y_k,
+    c2 = delta_k + delta_{k+1} - 2 s_k, a = H_k (s_k - delta_k) + dy c2,
+    b = H_k delta_k - dy c2, c = -s_k dy, and
+    xi = 2c / (-b - sqrt(max(b^2 - 4ac, 0))), x = x_k + xi W_k. log S' is evaluated at
+    this xi in bin k (the formula of :func:`rq_spline`).
+
+    Parameters
+    ----------
+    y : torch.Tensor
+        In [0, 1].
+    params : SplineParameters
+
+    Returns
+    -------
+    x, log_dx : torch.Tensor
+    """
+    k = _bin_index(params.yknots, y)
+    xk, W = _take(params.xknots, k), _take(params.widths, k)
+    yk, H = _take(params.yknots, k), _take(params.heights, k)
+    d0, d1 = _take(params.derivatives, k), _take(params.derivatives, k + 1)
+    s = H / W
+    dy = y - yk
+    c2 = d0 + d1 - 2.0 * s
+    a = H * (s - d0) + dy * c2
+    b = H * d0 - dy * c2
+    c = -s * dy
+    disc = b * b - 4.0 * a * c
+    pos = disc > 0
+    # sqrt(max(disc, 0)) whose gradient stays finite where the clamp acts
+    root = torch.where(pos, torch.sqrt(torch.where(pos, disc, torch.ones_like(disc))),
+                       torch.zeros_like(disc))
+    xi = 2.0 * c / (-b - root)
+    x = xk + xi * W
+    return x, -_spline_log_derivative(xi, s, H, d0, d1)
+
+
+def spline_forward(x: torch.Tensor, params: SplineParameters, circular
+                   ) -> Tuple[torch.Tensor, torch.Tensor]:
+    """y = T(x): ``S(x)`` on the interval, ``(S(x) + t) mod 1`` on the circle; log T'(x).
+
+    The value of S is moved into [0, 1] where rounding leaves it an ulp outside.
+    """
+    S, logd = rq_spline(x, params)
+    S = _clamp01(S)
+    y = torch.where(torch.as_tensor(circular, device=x.device), _wrap(S + params.t), S)
+    return y, logd
+
+
+def spline_inverse(y: torch.Tensor, params: SplineParameters, circular
+                   ) -> Tuple[torch.Tensor, torch.Tensor]:
+    """x = T^-1(y) (circle: ``S^-1((y - t) mod 1)``) and log |dx/dy| = -log S'(x)."""
+    target = torch.where(torch.as_tensor(circular, device=y.device), _wrap(y - params.t), y)
+    x, logd = rq_spline_inverse(target, params)
+    return _clamp01(x), logd
+
+
+class SplineTransformer(torch.nn.Module):
+    """Elementwise rational-quadratic spline driven by raw conditioner outputs.
+
+    ``forward(x, raw, inverse=False)`` returns ``(y, dlogp)`` as
+    :class:`SmoothTransformer` does.
+
+    Parameters
+    ----------
+    n_components : int
+        K >= 1 bins.
+    circular : sequence of bool
+        One flag per transformed dimension.
+    constants : SplineConstants
+    """
+
+    kind = "spline"
+
+    def __init__(self, n_components: int, circular, constants: SplineConstants):
+        super().__init__()
+        if int(n_components) < 1:
+            raise ValueError(f"n_components must be >= 1, got {n_components}")
+        constants.check(int(n_components))
+        self.n_components = int(n_components)
+        self.constants = constants
+        self.register_buffer("circular", torch.as_tensor(list(circular), dtype=torch.bool),
+                             persistent=False)
+
+    @property
+    def params_per_dim(self) -> int:
+        """P = 3K + 2."""
+        return 3 * self.n_components + 2
+
+    def parameters_from_raw(self, raw: torch.Tensor) -> SplineParameters:
+        """Constrained parameters from raw outputs of shape ``(B, n, P)``."""
+        return spline_parameters(raw, self.n_components, self.constants, self.circular)
+
+    def forward(self, x: torch.Tensor, raw: torch.Tensor, inverse: bool = False
+                ) -> Tuple[torch.Tensor, torch.Tensor]:
+        params = self.parameters_from_raw(raw)
+        if not inverse:
+            return spline_forward(x, params, self.circular)
+        return spline_inverse(x, params, self.circular)
+
+
+# ------------------------------------------------------------------ affine
+@dataclass(frozen=True)
+class AffineConstants:
+    """Constants of the affine (RealNVP in logit space) transform (``affine``).
+
+    Parameters
+    ----------
+    scale_max : float
+        > 0; the log-scale is ``scale_max tanh(s~ / scale_max)``.
+    """
+
+    scale_max: float = 3.0
+
+    def __post_init__(self):
+        object.__setattr__(self, "scale_max",
+                           _positive_finite(self.scale_max, "affine.scale_max"))
+
+    def to_dict(self) -> dict:
+        return {"scale_max": float(self.scale_max)}
+
+
+def affine_parameters(raw: torch.Tensor, constants: AffineConstants
+                      ) -> Tuple[torch.Tensor, torch.Tensor]:
+    """``(s, t)`` from raw ``(..., 2)`` = ``[s~, t~]``: s = scale_max tanh(s~ / scale_max)."""
+    if raw.shape[-1] != 2:
+        raise ValueError(f"expected 2 raw values per dimension for the affine transform, "
+                         f"got {raw.shape[-1]}")
+    m = constants.scale_max
+    return m * torch.tanh(raw[..., 0] / m), raw[..., 1]
+
+
+def _log_parts(x: torch.Tensor):
+    """``inside = 0 < x < 1``, log x and log1p(-x) (evaluated at 1/2 outside)."""
+    inside = (x > 0) & (x < 1)
+    xs = torch.where(inside, x, torch.full_like(x, 0.5))
+    return inside, torch.log(xs), torch.log1p(-xs)
+
+
+def _sigmoid_and_log_density(v: torch.Tensor):
+    """``sigmoid(v)`` (stable, exact autograd) and ``log(sigmoid(v) (1 - sigmoid(v)))``
+    = ``-softplus(v) - softplus(-v)`` (exact softplus, no cancellation)."""
+    y, _ = _logistic_pair(v)
+    return y, -exact_softplus(v) - exact_softplus(-v)
+
+
+def affine_forward(x: torch.Tensor, s: torch.Tensor, t: torch.Tensor,
+                   face_logdet: float = -math.inf) -> Tuple[torch.Tensor, torch.Tensor]:
+    """y = T(x) = sigmoid(e^s logit(x) + t) and log T'(x).
+
+    ``log T' = s + log(T (1 - T)) - log(x (1 - x))`` with ``log(x (1 - x)) = log x +
+    log1p(-x)`` and ``log(T (1 - T)) = -softplus(v) - softplus(-v)``, v = e^s logit(x) + t.
+
+    Points with x <= 0 or x >= 1 are outside the support: y is x clamped to [0, 1] and
+    the log-derivative is ``face_logdet`` (a coupling layer passes -inf in the density
+    pass and +inf in the sampling pass, so that the density there is zero).
+    """
+    inside, lx, l1x = _log_parts(x)
+    v = torch.exp(s) * (lx - l1x) + t
+    y, log_yy = _sigmoid_and_log_density(v)
+    logd = s + log_yy - (lx + l1x)
+    y = torch.where(inside, y, x.detach().clamp(0.0, 1.0))
+    logd = torch.where(inside, logd, torch.full_like(logd, face_logdet))
+    return y, logd
+
+
+def affine_inverse(y: torch.Tensor, s: torch.Tensor, t: torch.Tensor,
+                   face_logdet: float = -math.inf) -> Tuple[torch.Tensor, torch.Tensor]:
+    """x = T^-1(y) = sigmoid((logit(y) - t) e^-s) and log |dx/dy| = -log T'(x).
+
+    ``log dx/dy = -s + log(x (1 - x)) - log(y (1 - y))``, formed as in
+    :func:`affine_forward`; y <= 0 or y >= 1 is outside the support (``face_logdet``).
+    """
+    inside, ly, l1y = _log_parts(y)
+    w = torch.exp(-s) * (ly - l1y - t)
+    x, log_xx = _sigmoid_and_log_density(w)
+    logd = -s + log_xx - (ly + l1y)
+    x = torch.where(inside, x, y.detach().clamp(0.0, 1.0))
+    logd = torch.where(inside, logd, torch.full_like(logd, face_logdet))
+    return x, logd
+
+
+class AffineTransformer(torch.nn.Module):
+    """Elementwise affine transform in logit space (RealNVP) driven by raw outputs.
+
+    Circular dimensions are treated as intervals (cut at u = 0 = 1).
+
+    Parameters
+    ----------
+    n_components : int
+        Ignored (kept for the common interface).
+    circular : sequence of bool
+        Ignored.
+    constants : AffineConstants
+    """
+
+    kind = "affine"
+    params_per_dim = 2
+
+    def __init__(self, n_components: int, circular, constants: AffineConstants):
+        super().__init__()
+        self.n_components = int(n_components)
+        self.constants = constants
+
+    def parameters_from_raw(self, raw: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+        """``(s, t)`` from raw outputs of shape ``(B, n, 2)``."""
+        return affine_parameters(raw, self.constants)
+
+    def forward(self, x: torch.Tensor, raw: torch.Tensor, inverse: bool = False,
+                face_logdet: float = -math.inf) -> Tuple[torch.Tensor, torch.Tensor]:
+        """As :meth:`SmoothTransformer.forward`; ``face_logdet`` is the log-derivative
+        returned for inputs at (or beyond) 0 or 1."""
+        s, t = self.parameters_from_raw(raw)
+        if not inverse:
+            return affine_forward(x, s, t, face_logdet)
+        return affine_inverse(x, s, t, face_logdet)
+
+
+_CONSTANTS = {"smooth": SmoothConstants, "spline": SplineConstants, "affine": AffineConstants}
+
+
+def make_transformer(transform: str, n_components: int, circular, constants=None
+                     ) -> torch.nn.Module:
+    """The transformer of kind ``transform`` (constants default to the kind's defaults).
+
+    Parameters
+    ----------
+    transform : str
+        ``smooth``, ``spline`` or ``affine``.
+    n_components : int
+    circular : sequence of bool
+    constants : SmoothConstants, SplineConstants, AffineConstants, dict or None
+
+    Returns
+    -------
+    SmoothTransformer, SplineTransformer or AffineTransformer
+    """
+    if transform not in TRANSFORMS:
+        raise ValueError(f"unknown transform {transform!r}; expected one of {TRANSFORMS}")
+    cls = _CONSTANTS[transform]
+    if constants is None:
+        constants = cls()
+    elif isinstance(constants, dict):
+        constants = cls(**constants)
+    elif not isinstance(constants, cls):
+        raise ValueError(f"a {transform} transform needs {cls.__name__}, got "
+                         f"{type(constants).__name__}")
+    if transform == "smooth":
+        return SmoothTransformer(n_components, circular, constants)
+    if transform == "spline":
+        return SplineTransformer(n_components, circular, constants)
+    return AffineTransformer(n_components, circular, constants)

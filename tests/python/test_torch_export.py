@@ -178,7 +178,8 @@ def test_invalid_files_are_rejected(flow):
     ]:
         rejects(_file(dict(config, **{key: value}), tensors), pattern)
     for change, pattern in [
-        ({"transform": "spline"}, "reserved"),
+        ({"transform": "cubic"}, "'cubic'"),         # an unknown kind, named
+        ({"transform": "spline"}, "shape"),           # a spline block is 3K + 2 wide
         ({"direction": "sideways"}, "direction"),
         ({"activation": "relu"}, "activation"),
         ({"n_components": 0}, "n_components"),

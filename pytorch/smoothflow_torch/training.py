@@ -1,0 +1,731 @@
+"""Training a SmoothFlow: losses, a JSON run configuration, and a resumable Trainer.
+
+Losses (``docs/flow-math.md`` section 8; ``docs/training.md``):
+
+- :func:`nll`: maximum likelihood, ``mean(-log q(r))`` over data, nats per molecule, where
+  ``log q(r) = log p_U(u(r)) - sum log scale - log J(r)`` is the flow's density over positions
+  modulo rigid motion (``SmoothFlow.log_prob``).
+- :func:`force_matching`: the mean over configurations, atoms and x/y/z of the squared
+  difference between the flow's forces ``-dU/dr`` (autograd, ``create_graph=True``) and the
+  reference forces. ``units="reduced"`` (default) divides both by kT first, so the loss is in
+  (1/nm)^2 (forces in kT/nm), the scale on which it adds to the NLL; ``units="kJ/mol/nm"``
+  gives (kJ/mol/nm)^2. The force RMSE in kJ/mol/nm is ``sqrt(loss) * kT`` (reduced) or
+  ``sqrt(loss)``.
+- :func:`reverse_kl`: ``mean over x ~ q of u_target(x) + log q(x)`` (the KL divergence
+  KL(q || p_target) up to the target's log partition function), with ``x, log q`` from
+  ``flow.sample(n, return_log_prob=True)`` (reparameterized, differentiable in the weights) and
+  ``u_target`` a differentiable reduced energy (an :class:`~smoothflow_torch.openmm_bridge.
+  OpenMMEnergy`). Both densities are over positions modulo rigid motion, so the Jacobian
+  terms (log |det du/dz|, the normalization scales and log J of the Z-matrix) are all inside
+  log q, consistently with the energy. Samples with a non-finite target energy (u = +inf) or
+  log q are left out of the mean and counted.
+
+:class:`Trainer` runs Adam on the weighted sum
+``w_nll * nll + w_fm * force_matching + w_rkl * reverse_kl`` with a learning-rate schedule,
+gradient clipping, fixed seeds, a tqdm bar, a JSONL log of every loss at every step, periodic
+held-out evaluation, checkpoints that resume bit-identically, and export with provenance.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import json
+import math
+import os
+import platform
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any, Callable, Dict, List, Optional, Tuple
+
+import numpy as np
+import torch
+
+from .export import export_model
+
+__all__ = ["FORCE_UNITS", "LR_SCHEDULES", "LOSS_NAMES", "TrainConfig", "Trainer", "nll",
+           "force_matching", "reverse_kl", "weighted_loss", "learning_rate", "set_seed",
+           "sampling_efficiency", "git_info"]
+
+FORCE_UNITS = ("reduced", "kJ/mol/nm")
+LR_SCHEDULES = ("constant", "cosine", "step")
+LOSS_NAMES = ("nll", "force_matching", "reverse_kl")
+CHECKPOINT_FORMAT = "smoothflow-checkpoint"
+CHECKPOINT_VERSION = 1
+
+
+# ====================================================================== losses
+def nll(flow, positions: torch.Tensor) -> torch.Tensor:
+    """Mean negative log likelihood ``-log q(r)`` of configurations ``(B, N, 3)``, nats.
+
+    Equals ``mean((U(r) - U0) / kT)``.
+    """
+    return -flow.log_prob(positions).mean()
+
+
+def force_matching(flow, positions: torch.Tensor, forces: torch.Tensor,
+                   units: str = "reduced", return_nll: bool = False):
+    """Mean squared force difference between the flow and reference forces.
+
+    Parameters
+    ----------
+    flow : SmoothFlow
+    positions : torch.Tensor
+        ``(B, N, 3)`` nm.
+    forces : torch.Tensor
+        ``(B, N, 3)`` reference forces, kJ/mol/nm.
+    units : str
+        ``reduced``: ``mean(((F_flow - F_ref) / kT)^2)`` in (1/nm)^2; ``kJ/mol/nm``:
+        ``mean((F_flow - F_ref)^2)`` in (kJ/mol/nm)^2. The mean runs over B, N and x/y/z.
+    return_nll : bool
+        Also return the batch NLL, which the same evaluation gives for free.
+
+    Returns
+    -------
+    torch.Tensor or (torch.Tensor, torch.Tensor)
+        The loss (differentiable in the weights: the forces keep their graph), and the NLL.
+    """
+    if units not in FORCE_UNITS:
+        raise ValueError(f"force units must be one of {FORCE_UNITS}, got {units!r}")
+    E, F = flow.energy_and_forces(positions, create_graph=True)
+    ref = torch.as_tensor(forces, dtype=F.dtype, device=F.device)
+    if ref.shape != F.shape:
+        raise ValueError(f"reference forces have shape {tuple(ref.shape)}, flow forces "
+                         f"{tuple(F.shape)}")
+    diff = F - ref
+    if units == "reduced":
+        diff = diff / flow.kT
+    loss = (diff ** 2).mean()
+    if return_nll:
+        return loss, ((E - flow.energy_offset) / flow.kT).mean()
+    return loss
+
+
+def reverse_kl(flow, target: Callable[[torch.Tensor], torch.Tensor], n: int,
+               generator: Optional[torch.Generator] = None, return_info: bool = False):
+    """Reverse KL ``mean over x ~ q of u_target(x) + log q(x)``, nats (up to log Z_target).
+
+    Parameters
+    ----------
+    flow : SmoothFlow
+    target : callable
+        Positions ``(n, N, 3)`` -> reduced energies ``(n,)``, differentiable in the
+        positions (e.g. :class:`~smoothflow_torch.openmm_bridge.OpenMMEnergy`); ``+inf`` marks
+        a configuration of zero target density.
+    n : int
+        Samples.
+    generator : torch.Generator, optional
+        For the latent draws.
+    return_info : bool
+        Also return ``{"n_invalid": samples left out, "n_cut": samples above the target's
+        energy cut (if it reports one)}``.
+
+    Returns
+    -------
+    torch.Tensor or (torch.Tensor, dict)
+        NaN when no sample is valid.
+    """
+    x, log_q = flow.sample(n, generator=generator, return_log_prob=True)
+    u = target(x)
+    total = u + log_q
+    ok = torch.isfinite(total)
+    n_ok = int(ok.sum())
+    # where(), not indexing, so that the left-out samples get an exactly zero gradient
+    loss = torch.where(ok, total, torch.zeros_like(total)).sum() / n_ok if n_ok else \
+        total.new_tensor(float("nan"))
+    if not return_info:
+        return loss
+    return loss, {"n_invalid": int(n - n_ok), "n_cut": int(getattr(target, "last_n_cut", 0))}
+
+
+def weighted_loss(terms: Dict[str, torch.Tensor], weights: Dict[str, float]) -> torch.Tensor:
+    """``sum_k weights[k] * terms[k]`` over the terms with a non-zero weight."""
+    total = None
+    for k, w in weights.items():
+        if w:
+            t = w * terms[k]
+            total = t if total is None else total + t
+    if total is None:
+        raise ValueError("every loss weight is zero")
+    return total
+
+
+def sampling_efficiency(log_w: torch.Tensor) -> float:
+    """ESS / n of importance log weights; non-finite weights count as zero weight."""
+    lw = torch.as_tensor(log_w, dtype=torch.float64).flatten()
+    n = lw.numel()
+    fin = lw[torch.isfinite(lw)]
+    if n == 0 or fin.numel() == 0:
+        return 0.0
+    ess = torch.exp(2 * torch.logsumexp(fin, 0) - torch.logsumexp(2 * fin, 0))
+    return float(ess) / n
+
+
+# ====================================================================== config
+@dataclasses.dataclass
+class TrainConfig:
+    """One training run. Saved as JSON beside the run's outputs (``docs/training.md``).
+
+    ``model``, ``data`` and ``target`` are free-form sections the study script interprets
+    (architecture, data set, target force field); the Trainer only stores them.
+    """
+    name: str = "run"
+    seed: int = 0
+    iterations: int = 1000
+    batch_size: int = 128
+    reverse_kl_batch_size: int = 128
+    weights: Dict[str, float] = dataclasses.field(
+        default_factory=lambda: {"nll": 1.0, "force_matching": 0.0, "reverse_kl": 0.0})
+    force_units: str = "reduced"
+    lr: float = 1e-3
+    lr_schedule: str = "cosine"
+    lr_min: float = 0.0
+    lr_decay: float = 0.5
+    lr_decay_every: int = 1000
+    warmup: int = 0
+    adam_betas: List[float] = dataclasses.field(default_factory=lambda: [0.9, 0.999])
+    weight_decay: float = 0.0
+    grad_clip: Optional[float] = 100.0
+    eval_every: int = 100
+    eval_frames: int = 1000
+    eval_batch_size: int = 250
+    eval_samples: int = 0
+    checkpoint_every: int = 100
+    keep_checkpoints: int = 2
+    threads: int = 1
+    progress: bool = True
+    notes: str = ""
+    model: Dict[str, Any] = dataclasses.field(default_factory=dict)
+    data: Dict[str, Any] = dataclasses.field(default_factory=dict)
+    target: Dict[str, Any] = dataclasses.field(default_factory=dict)
+
+    #: fields that may change between a checkpoint and its resumption
+    RESUMABLE_CHANGES = ("iterations", "eval_every", "eval_frames", "eval_batch_size",
+                         "eval_samples", "checkpoint_every", "keep_checkpoints", "threads",
+                         "progress", "notes")
+
+    def __post_init__(self):
+        self.validate()
+
+    def validate(self) -> None:
+        """Raise ValueError naming the first invalid field."""
+        w = dict(self.weights)
+        unknown = sorted(set(w) - set(LOSS_NAMES))
+        if unknown:
+            raise ValueError(f"weights: unknown losses {unknown}; expected {list(LOSS_NAMES)}")
+        self.weights = {k: float(w.get(k, 0.0)) for k in LOSS_NAMES}
+        for k, v in self.weights.items():
+            if not (v >= 0 and math.isfinite(v)):
+                raise ValueError(f"weights.{k} must be finite and >= 0, got {v}")
+        if not any(self.weights.values()):
+            raise ValueError("at least one loss weight must be > 0")
+        for k in ("iterations", "eval_every", "eval_frames", "eval_samples", "checkpoint_every",
+                  "warmup", "threads"):
+            v = getattr(self, k)
+            if isinstance(v, bool) or not isinstance(v, int) or v < 0:
+                raise ValueError(f"{k} must be an integer >= 0, got {v!r}")
+        for k in ("batch_size", "reverse_kl_batch_size", "eval_batch_size", "keep_checkpoints",
+                  "lr_decay_every"):
+            v = getattr(self, k)
+            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+                raise ValueError(f"{k} must be an integer >= 1, got {v!r}")
+        if self.force_units not in FORCE_UNITS:
+            raise ValueError(f"force_units must be one of {FORCE_UNITS}, got {self.force_units!r}")
+        if self.lr_schedule not in LR_SCHEDULES:
+            raise ValueError(f"lr_schedule must be one of {LR_SCHEDULES}, got {self.lr_schedule!r}")
+        if not (self.lr > 0 and self.lr_min >= 0 and self.lr_decay > 0):
+            raise ValueError("lr must be > 0, lr_min >= 0, lr_decay > 0")
+        if self.grad_clip is not None and not self.grad_clip > 0:
+            raise ValueError(f"grad_clip must be > 0 or null, got {self.grad_clip}")
+        if len(self.adam_betas) != 2:
+            raise ValueError("adam_betas needs two numbers")
+        self.adam_betas = [float(b) for b in self.adam_betas]
+        for k in ("model", "data", "target"):
+            if not isinstance(getattr(self, k), dict):
+                raise ValueError(f"{k} must be a JSON object")
+
+    # ---------------------------------------------------------------- JSON
+    def to_dict(self) -> dict:
+        return json.loads(json.dumps(dataclasses.asdict(self)))
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "TrainConfig":
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(d) - names)
+        if unknown:
+            raise ValueError(f"unknown config fields {unknown}; known: {sorted(names)}")
+        return cls(**{k: v for k, v in d.items() if not k.startswith("_")})
+
+    def save(self, path) -> None:
+        Path(path).write_text(json.dumps(self.to_dict(), indent=2) + "\n")
+
+    @classmethod
+    def load(cls, path) -> "TrainConfig":
+        with open(path) as f:
+            d = json.load(f)
+        if not isinstance(d, dict):
+            raise ValueError(f"{path}: a config is a JSON object")
+        d = {k: v for k, v in d.items() if not k.startswith("_")}   # "_comment" keys
+        try:
+            return cls.from_dict(d)
+        except (TypeError, ValueError) as e:
+            raise ValueError(f"{path}: {e}") from None
+
+    def training_differences(self, other: "TrainConfig") -> List[str]:
+        """Fields that differ from ``other`` and would change the training trajectory."""
+        a, b = self.to_dict(), other.to_dict()
+        return sorted(k for k in a if a[k] != b[k] and k not in self.RESUMABLE_CHANGES)
+
+
+def learning_rate(config: TrainConfig, step: int) -> float:
+    """Learning rate of update ``step`` (0-based): linear warmup, then the schedule.
+
+    ``constant``: lr. ``cosine``: from lr to lr_min over the iterations after warmup.
+    ``step``: lr * lr_decay ** (s // lr_decay_every), s counted after warmup.
+    """
+    c = config
+    if step < c.warmup:
+        return c.lr * (step + 1) / c.warmup
+    s = step - c.warmup
+    if c.lr_schedule == "constant":
+        return c.lr
+    if c.lr_schedule == "step":
+        return c.lr * c.lr_decay ** (s // c.lr_decay_every)
+    T = max(1, c.iterations - c.warmup)
+    return c.lr_min + 0.5 * (c.lr - c.lr_min) * (1.0 + math.cos(math.pi * min(s, T) / T))
+
+
+def set_seed(seed: int) -> None:
+    """Seed torch's, numpy's and Python's global generators (model initialization)."""
+    import random
+    torch.manual_seed(seed)
+    np.random.seed(seed % 2 ** 32)
+    random.seed(seed)
+
+
+def git_info(path=None) -> dict:
+    """``{"commit": ..., "dirty": bool}`` of the git work tree holding ``path`` (or {})."""
+    where = str(Path(path or __file__).resolve().parent)
+    try:
+        commit = subprocess.run(["git", "-C", where, "rev-parse", "HEAD"], capture_output=True,
+                                text=True, timeout=10, check=True).stdout.strip()
+        status = subprocess.run(["git", "-C", where, "status", "--porcelain",
+                                 "--untracked-files=no"], capture_output=True, text=True,
+                                timeout=10, check=True).stdout
+        return {"commit": commit, "dirty": bool(status.strip())}
+    except (OSError, subprocess.SubprocessError):
+        return {}
+
+
+# ====================================================================== trainer
+class Trainer:
+    """Train a SmoothFlow by a weighted sum of NLL, force matching and reverse KL.
+
+    Parameters
+    ----------
+    flow : SmoothFlow
+        Any transform kinds; trained in place.
+    config : TrainConfig
+    out_dir : str or Path
+        The run directory: ``config.json``, ``log.jsonl``, ``checkpoints/``,
+        ``model.safetensors``, ``summary.json``.
+    train_data : (positions, forces), optional
+        ``(n, N, 3)`` tensors (nm, kJ/mol/nm); needed for the NLL and force-matching terms.
+        ``forces`` may be None when force matching is off.
+    test_data : (positions, forces), optional
+        Held-out frames for the periodic evaluation (NLL and force RMSE).
+    target : callable, optional
+        Reduced target energy for the reverse KL and the sampling-efficiency evaluation
+        (:class:`~smoothflow_torch.openmm_bridge.OpenMMEnergy`). Its ``reduced_energy(x,
+        cut=False)`` is used for evaluation when it exists.
+    provenance : dict, optional
+        Extra provenance stored in the exported model's ``training`` metadata and the summary
+        (data file, its hash, ...).
+
+    Notes
+    -----
+    Randomness: batches are drawn with replacement by a generator seeded ``seed + 1``, latent
+    samples of the reverse KL by one seeded ``seed + 2``; evaluation uses a fresh generator per
+    evaluation, so evaluating never changes the training trajectory. A checkpoint holds the
+    weights, Adam's state, both generators and torch's global RNG state, so a resumed run
+    repeats the uninterrupted one bit for bit (same machine, thread count and library versions).
+    """
+
+    def __init__(self, flow, config: TrainConfig, out_dir, train_data=None, test_data=None,
+                 target=None, provenance: Optional[dict] = None):
+        self.flow = flow
+        self.config = config
+        self.out_dir = Path(out_dir)
+        self.target = target
+        self.provenance = dict(provenance or {})
+        w = config.weights
+        dt = flow.dtype
+        self.train_positions = self.train_forces = None
+        if train_data is not None:
+            pos, frc = train_data
+            self.train_positions = torch.as_tensor(pos, dtype=dt)
+            self.train_forces = None if frc is None else torch.as_tensor(frc, dtype=dt)
+        if (w["nll"] or w["force_matching"]) and self.train_positions is None:
+            raise ValueError("the nll and force_matching losses need train_data")
+        if w["force_matching"] and self.train_forces is None:
+            raise ValueError("force matching needs reference forces in train_data")
+        if w["reverse_kl"] and target is None:
+            raise ValueError("the reverse_kl loss needs a target energy")
+        self.test_positions = self.test_forces = None
+        if test_data is not None:
+            pos, frc = test_data
+            self.test_positions = torch.as_tensor(pos, dtype=dt)
+            self.test_forces = None if frc is None else torch.as_tensor(frc, dtype=dt)
+        self.optimizer = torch.optim.Adam(flow.parameters(), lr=config.lr,
+                                          betas=tuple(config.adam_betas),
+                                          weight_decay=config.weight_decay)
+        self.data_generator = torch.Generator().manual_seed(config.seed + 1)
+        self.sample_generator = torch.Generator().manual_seed(config.seed + 2)
+        self.step = 0
+        self.elapsed = 0.0          # training seconds before this process
+        self.n_skipped = 0
+        self.last_eval: Optional[dict] = None
+        self._in_step = False
+        self._t_start = None
+
+    # ---------------------------------------------------------------- paths
+    @property
+    def log_path(self) -> Path:
+        return self.out_dir / "log.jsonl"
+
+    @property
+    def checkpoint_dir(self) -> Path:
+        return self.out_dir / "checkpoints"
+
+    @property
+    def model_path(self) -> Path:
+        return self.out_dir / "model.safetensors"
+
+    def checkpoints(self) -> List[Path]:
+        """Checkpoint files, oldest first."""
+        if not self.checkpoint_dir.is_dir():
+            return []
+        return sorted(self.checkpoint_dir.glob("step_*.pt"))
+
+    # ---------------------------------------------------------------- one step
+    def train_step(self) -> dict:
+        """One optimizer update; returns its log entry (without writing it)."""
+        c, w, flow = self.config, self.config.weights, self.flow
+        t0 = time.perf_counter()
+        self._in_step = True
+        flow.train()
+        self.optimizer.zero_grad(set_to_none=True)
+        terms: Dict[str, torch.Tensor] = {}
+        entry: Dict[str, Any] = {"kind": "train", "step": self.step + 1}
+        if w["nll"] or w["force_matching"]:
+            idx = torch.randint(len(self.train_positions), (c.batch_size,),
+                                generator=self.data_generator)
+            x = self.train_positions[idx]
+            if w["force_matching"]:
+                fm, nl = force_matching(flow, x, self.train_forces[idx], c.force_units,
+                                        return_nll=True)
+                terms["force_matching"] = fm
+                entry["force_rmse"] = float(fm.detach().sqrt()) * (
+                    flow.kT if c.force_units == "reduced" else 1.0)
+            else:
+                nl = nll(flow, x)
+            terms["nll"] = nl
+        if w["reverse_kl"]:
+            rkl, info = reverse_kl(flow, self.target, c.reverse_kl_batch_size,
+                                   generator=self.sample_generator, return_info=True)
+            terms["reverse_kl"] = rkl
+            entry["rkl_invalid"] = info["n_invalid"]
+            entry["rkl_cut"] = info["n_cut"]
+        loss = weighted_loss(terms, w)
+        lr = learning_rate(c, self.step)
+        entry["lr"] = lr
+        entry["loss"] = float(loss.detach())
+        for k in LOSS_NAMES:
+            if k in terms:
+                entry[k] = float(terms[k].detach())
+        skipped = not math.isfinite(entry["loss"])
+        if not skipped:
+            loss.backward()
+            clip = c.grad_clip if c.grad_clip is not None else float("inf")
+            gn = torch.nn.utils.clip_grad_norm_(flow.parameters(), clip)
+            entry["grad_norm"] = float(gn)
+            skipped = not math.isfinite(entry["grad_norm"])
+            if not skipped:
+                for group in self.optimizer.param_groups:
+                    group["lr"] = lr
+                self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        if skipped:
+            self.n_skipped += 1
+        entry["skipped"] = skipped
+        self.step += 1
+        self._in_step = False
+        entry["dt"] = round(time.perf_counter() - t0, 6)
+        return entry
+
+    # ---------------------------------------------------------------- evaluation
+    def evaluate(self) -> dict:
+        """Held-out NLL (nats) and force RMSE (kJ/mol/nm), and with a target and
+        ``eval_samples`` the sampling efficiency ESS/n and reverse KL of flow samples.
+
+        Frames outside the flow's support (a bond beyond its bounds) are left out and
+        counted (``n_outside``); the evaluation frames are ``eval_frames`` evenly spaced
+        held-out frames (all when 0 or more than there are).
+        """
+        c, flow = self.config, self.flow
+        flow.eval()
+        out: Dict[str, Any] = {"kind": "eval", "step": self.step}
+        t0 = time.perf_counter()
+        if self.test_positions is not None and len(self.test_positions):
+            n = len(self.test_positions)
+            m = n if c.eval_frames == 0 or c.eval_frames >= n else c.eval_frames
+            idx = torch.from_numpy(np.linspace(0, n - 1, m).round().astype(np.int64))
+            x = self.test_positions[idx]
+            f = None if self.test_forces is None else self.test_forces[idx]
+            with torch.no_grad():
+                u = flow.internal_coordinates(x)[:, :flow.n_interval]
+            inside = ((u >= 0) & (u <= 1)).all(-1)
+            out["n_frames"] = int(m)
+            out["n_outside"] = int((~inside).sum())
+            x = x[inside]
+            f = None if f is None else f[inside]
+            nll_sum, sq_sum, count = 0.0, 0.0, 0
+            for s in range(0, len(x), c.eval_batch_size):
+                xb = x[s:s + c.eval_batch_size]
+                E, F = flow.energy_and_forces(xb)
+                nll_sum += float(((E - flow.energy_offset) / flow.kT).sum())
+                if f is not None:
+                    sq_sum += float(((F - f[s:s + c.eval_batch_size]) ** 2).sum())
+                count += len(xb)
+            if count:
+                out["test_nll"] = nll_sum / count
+                if f is not None:
+                    out["test_force_rmse"] = math.sqrt(sq_sum / (count * flow.n_atoms * 3))
+        if self.target is not None and c.eval_samples > 0:
+            g = torch.Generator().manual_seed(c.seed + 1000003 * (self.step + 3))
+            with torch.no_grad():
+                xs, log_q = flow.sample(c.eval_samples, generator=g, return_log_prob=True)
+            energy = getattr(self.target, "reduced_energy", None)
+            u_t = energy(xs, cut=False) if energy is not None else self.target(xs)
+            u_t = u_t.detach()
+            log_w = -u_t - log_q
+            ok = torch.isfinite(log_w)
+            out["sampling_efficiency"] = sampling_efficiency(log_w)
+            out["sample_invalid"] = int((~ok).sum())
+            if bool(ok.any()):
+                out["sample_reverse_kl"] = float((-log_w[ok]).mean())
+        out["dt"] = round(time.perf_counter() - t0, 3)
+        flow.train()
+        self.last_eval = out
+        return out
+
+    # ---------------------------------------------------------------- checkpoints
+    def state(self) -> dict:
+        return {"format": CHECKPOINT_FORMAT, "version": CHECKPOINT_VERSION,
+                "step": self.step, "elapsed": self.elapsed_seconds(),
+                "n_skipped": self.n_skipped,
+                "model": {k: v.detach().clone() for k, v in self.flow.state_dict().items()},
+                "optimizer": self.optimizer.state_dict(),
+                "rng": {"data": self.data_generator.get_state(),
+                        "sample": self.sample_generator.get_state(),
+                        "torch": torch.get_rng_state()},
+                "config": self.config.to_dict(),
+                "flow_config": json.dumps(self.flow.config(), sort_keys=True),
+                "last_eval": json.dumps(self.last_eval)}
+
+    def save_checkpoint(self) -> Path:
+        """Write ``checkpoints/step_XXXXXXXX.pt`` atomically; keep the newest few."""
+        self.checkpoint_dir.mkdir(parents=True, exist_ok=True)
+        path = self.checkpoint_dir / f"step_{self.step:08d}.pt"
+        tmp = path.with_suffix(f".{os.getpid()}.tmp")
+        torch.save(self.state(), tmp)
+        os.replace(tmp, path)
+        for old in self.checkpoints()[:-self.config.keep_checkpoints]:
+            old.unlink(missing_ok=True)
+        return path
+
+    def load_checkpoint(self, path, allow_config_change: bool = False) -> None:
+        """Restore weights, optimizer, generators and step from a checkpoint.
+
+        Raises
+        ------
+        ValueError
+            The checkpoint's flow architecture differs, or (unless ``allow_config_change``)
+            a config field that shapes the training trajectory differs.
+        """
+        ck = torch.load(path, map_location="cpu", weights_only=True)
+        if ck.get("format") != CHECKPOINT_FORMAT or ck.get("version") != CHECKPOINT_VERSION:
+            raise ValueError(f"{path} is not a {CHECKPOINT_FORMAT} version {CHECKPOINT_VERSION}")
+        if ck["flow_config"] != json.dumps(self.flow.config(), sort_keys=True):
+            raise ValueError(f"{path}: the checkpoint's flow (architecture, bounds' layout, "
+                             f"constants) differs from this run's")
+        saved = TrainConfig.from_dict(ck["config"])
+        diff = self.config.training_differences(saved)
+        if diff and not allow_config_change:
+            raise ValueError(f"{path}: the run's config differs from the checkpoint's in "
+                             f"{diff}; start a new run (restart) or allow the change")
+        self.flow.load_state_dict(ck["model"], strict=True)
+        self.optimizer.load_state_dict(ck["optimizer"])
+        self.data_generator.set_state(ck["rng"]["data"])
+        self.sample_generator.set_state(ck["rng"]["sample"])
+        torch.set_rng_state(ck["rng"]["torch"])
+        self.step = int(ck["step"])
+        self.elapsed = float(ck["elapsed"])
+        self.n_skipped = int(ck["n_skipped"])
+        self.last_eval = json.loads(ck.get("last_eval") or "null")
+
+    def elapsed_seconds(self) -> float:
+        t = getattr(self, "_t_start", None)
+        return self.elapsed + (time.perf_counter() - t if t is not None else 0.0)
+
+    # ---------------------------------------------------------------- log
+    def _write(self, entry: dict) -> None:
+        self._log.write(json.dumps(entry) + "\n")
+        self._log.flush()
+
+    def _truncate_log(self, step: int) -> None:
+        """Keep the log entries of steps <= ``step`` (those a checkpoint covers)."""
+        if not self.log_path.exists():
+            return
+        kept = []
+        for line in self.log_path.read_text().splitlines():
+            try:
+                e = json.loads(line)
+            except json.JSONDecodeError:
+                continue   # a line cut by the interruption
+            if e.get("step", 0) <= step:
+                kept.append(line)
+        self.log_path.write_text("".join(l + "\n" for l in kept))
+
+    @staticmethod
+    def read_log(path) -> List[dict]:
+        """The entries of a ``log.jsonl``."""
+        return [json.loads(l) for l in Path(path).read_text().splitlines() if l.strip()]
+
+    # ---------------------------------------------------------------- the loop
+    def train(self, resume: bool = True, stop_at: Optional[int] = None,
+              max_seconds: Optional[float] = None, export: bool = True,
+              allow_config_change: bool = False) -> dict:
+        """Train to ``config.iterations`` (or ``stop_at``), resuming from the newest checkpoint.
+
+        Parameters
+        ----------
+        resume : bool
+            Continue from the newest checkpoint in ``out_dir`` if there is one; False starts
+            over (old checkpoints are deleted, the log is rewritten).
+        stop_at : int, optional
+            Stop after this many updates (checkpoint, no export): a run split into sessions.
+        max_seconds : float, optional
+            Stop (with a checkpoint) once this process has trained this long.
+        export : bool
+            Export ``model.safetensors`` and write ``summary.json`` when the run completes.
+        allow_config_change : bool
+            See :meth:`load_checkpoint`.
+
+        Returns
+        -------
+        dict
+            The summary (also in ``summary.json`` when the run completed).
+        """
+        c = self.config
+        if c.threads:
+            torch.set_num_threads(c.threads)
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        ckpts = self.checkpoints()
+        if resume and ckpts:
+            self.load_checkpoint(ckpts[-1], allow_config_change)
+            self._truncate_log(self.step)
+        else:
+            for old in ckpts:
+                old.unlink()
+            self.log_path.write_text("")
+        c.save(self.out_dir / "config.json")
+        end = c.iterations if stop_at is None else min(stop_at, c.iterations)
+        self._t_start = time.perf_counter()
+        t_proc = self._t_start
+        self._log = open(self.log_path, "a")
+        bar = None
+        last_ckpt = self.step
+        completed = False
+        try:
+            from tqdm.auto import tqdm
+            bar = tqdm(total=c.iterations, initial=self.step, desc=c.name, unit="it",
+                       disable=not c.progress, dynamic_ncols=True, mininterval=0.5)
+            if self.step == 0 and c.eval_every and self.last_eval is None:
+                self._write(self.evaluate())
+            while self.step < end:
+                if max_seconds is not None and time.perf_counter() - t_proc > max_seconds:
+                    break
+                entry = self.train_step()
+                entry["time"] = round(self.elapsed_seconds(), 3)
+                self._write(entry)
+                post = {k: f"{entry[k]:.4g}" for k in ("loss",) + LOSS_NAMES if k in entry}
+                if "force_rmse" in entry:
+                    post["F_rmse"] = f"{entry['force_rmse']:.0f}"
+                if self.last_eval and "test_nll" in self.last_eval:
+                    post["test_nll"] = f"{self.last_eval['test_nll']:.3g}"
+                bar.set_postfix(post, refresh=False)
+                bar.update(1)
+                if c.eval_every and (self.step % c.eval_every == 0 or self.step == c.iterations):
+                    self._write(self.evaluate())
+                if c.checkpoint_every and self.step % c.checkpoint_every == 0:
+                    self.save_checkpoint()
+                    last_ckpt = self.step
+            completed = self.step >= c.iterations
+        except KeyboardInterrupt:
+            # inside an update the weights may be half-written: keep the last checkpoint then
+            if self.step > last_ckpt and not self._in_step:
+                self.save_checkpoint()
+                print(f"\ninterrupted: checkpoint at step {self.step} in {self.checkpoint_dir}",
+                      file=sys.stderr)
+            raise
+        finally:
+            if bar is not None:
+                bar.close()
+            self._log.close()
+        if self.step > last_ckpt:
+            self.save_checkpoint()
+        summary = self.summary(completed)
+        if completed and export:
+            self.export()
+            (self.out_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+        self.elapsed = self.elapsed_seconds()
+        self._t_start = None
+        return summary
+
+    def summary(self, completed: bool = True) -> dict:
+        """Provenance and results of the run (what the exported model's metadata holds)."""
+        versions = {"python": platform.python_version(), "torch": torch.__version__,
+                    "numpy": np.__version__}
+        try:
+            import openmm as _mm
+            versions["openmm"] = _mm.__version__
+        except ImportError:
+            pass
+        steps = [e for e in self.read_log(self.log_path) if e.get("kind") == "train"] \
+            if self.log_path.exists() else []
+        tail = steps[-min(len(steps), 50):]
+        final_train = {k: float(np.mean([e[k] for e in tail if k in e]))
+                       for k in ("loss",) + LOSS_NAMES + ("force_rmse",)
+                       if any(k in e for e in tail)}
+        return {"name": self.config.name, "completed": completed, "steps": self.step,
+                "skipped_steps": self.n_skipped,
+                "train_seconds": round(self.elapsed_seconds(), 1),
+                "seconds_per_iteration": (round(self.elapsed_seconds() / self.step, 4)
+                                          if self.step else None),
+                "final_train_mean_last_50": final_train, "final_eval": self.last_eval,
+                "config": self.config.to_dict(), "git": git_info(),
+                "versions": versions, "machine": platform.machine(),
+                "threads": torch.get_num_threads(),
+                "created": datetime.datetime.now(datetime.timezone.utc).isoformat(
+                    timespec="seconds"),
+                **self.provenance}
+
+    def export(self, path=None) -> Path:
+        """Export the flow with its provenance (``training`` metadata) to ``model.safetensors``."""
+        path = Path(path or self.model_path)
+        export_model(self.flow, path,
+                     extra_metadata={"training": json.dumps(self.summary(), sort_keys=True)})
+        return path
