@@ -50,7 +50,7 @@ typedef enum sf_status {
     SF_ERR_MODEL,     /* architecture inconsistent: shapes, indices, constants */
     SF_ERR_VALUE,     /* non-finite numbers in the model's tensors */
     SF_ERR_INPUT,     /* non-finite positions or box */
-    SF_ERR_SUPPORT,   /* configuration outside the flow's support (policy "error") */
+    SF_ERR_SUPPORT,   /* outside the flow's support (policy "error"; affine layer at 0 or 1) */
     SF_ERR_GEOMETRY,  /* degenerate geometry: zero bond, collinear angle atoms */
     SF_ERR_NUMERIC    /* a transform inverse failed to converge */
 } sf_status;
@@ -75,11 +75,13 @@ const char *sf_status_string(sf_status code);
 
 typedef struct sf_model sf_model;
 
-/* Transform kinds of a coupling layer. */
+/* Transform kinds of a coupling layer (the layer's "transform" in the model
+ * file; docs/model-format.md sections 2, 4 and 7).  Each kind has its own
+ * raw-parameter block of P values per transformed dimension. */
 typedef enum sf_transform_kind {
-    SF_TRANSFORM_SMOOTH = 0,  /* C-infinity mixture of smooth ramps (the product) */
-    SF_TRANSFORM_SPLINE = 1,  /* rational-quadratic spline (baseline)            */
-    SF_TRANSFORM_AFFINE = 2   /* affine / RealNVP (baseline)                      */
+    SF_TRANSFORM_SMOOTH = 0,  /* C-infinity mixture of smooth ramps (the product); P = 4K + 2 */
+    SF_TRANSFORM_SPLINE = 1,  /* rational-quadratic spline (baseline), C1;        P = 3K + 2 */
+    SF_TRANSFORM_AFFINE = 2   /* affine / RealNVP in logit space (baseline);      P = 2      */
 } sf_transform_kind;
 
 /* What happens when a bond or angle leaves the flow's support. */
@@ -182,6 +184,33 @@ void sf_smooth_forward(const sf_smooth_constants *c, int K, const double *raw,
  * bracketed iteration did not converge (x is then the best bracket point). */
 int sf_smooth_inverse(const sf_smooth_constants *c, int K, const double *raw,
                       int circular, double y, double *x);
+
+/* The rational-quadratic spline of docs/model-format.md section 7.1.  raw
+ * holds 3K+2 values (w~[K], h~[K], d~[K+1], t~); on the circle d~_K and
+ * on the interval t~ are ignored.  S is C1: y, T' and T'' exist everywhere,
+ * T'' is one-sided (the bin to the right) at the knots, where it jumps. */
+typedef struct sf_spline_constants {
+    double min_bin_width, min_bin_height, min_derivative;
+} sf_spline_constants;
+
+void sf_spline_forward(const sf_spline_constants *c, int K, const double *raw,
+                       int circular, double x, double *y, double *dy, double *d2y);
+/* x = T^{-1}(y), analytic; returns 0. */
+int sf_spline_inverse(const sf_spline_constants *c, int K, const double *raw,
+                      int circular, double y, double *x);
+
+/* The affine transform of docs/model-format.md section 7.2, on (0, 1):
+ * T(x) = sigmoid(e^s logit(x) + t~), s = scale_max tanh(s~ / scale_max);
+ * raw holds (s~, t~).  It is the same on interval and circular dimensions.
+ * Both return 0, or -1 (leaving the outputs untouched) when the argument
+ * is not strictly inside (0, 1), outside the transform's support. */
+typedef struct sf_affine_constants {
+    double scale_max;
+} sf_affine_constants;
+
+int sf_affine_forward(const sf_affine_constants *c, const double *raw, double x,
+                      double *y, double *dy, double *d2y);
+int sf_affine_inverse(const sf_affine_constants *c, const double *raw, double y, double *x);
 
 #ifdef __cplusplus
 }

@@ -1,5 +1,8 @@
 /* sf_flow.c -- coupling layers: the density pass u -> z with its log
- * determinant, and the hand-written reverse pass for d log p / du.
+ * determinant, and the hand-written reverse pass for d log p / du.  The
+ * one-dimensional transforms (smooth sfT_, spline sfR_, affine sfA_) are
+ * reached through one dispatch per transformed dimension: prepare, step
+ * (density pass) and adjoint (reverse pass), see sf_internal.h.
  *
  * Layers are stored in generative order (layer 0 acts first on z), so the
  * density pass runs them from the last to the first and the reverse pass
@@ -11,8 +14,6 @@
 #include <string.h>
 
 #define TWO_PI (2.0 * SF_PI)
-
-static double wrap01(double v) { return v - floor(v); }
 
 static double *state_of(sf_workspace *ws, int l, int B) { return ws->state + (size_t)l * B * ws->model->D; }
 
@@ -56,6 +57,74 @@ static void encode_backward(const sf_model *m, const sf_layer *L, int B, const d
     }
 }
 
+/* ------------------------------------------------ one transformed dimension */
+
+/* The prepared parameters of one transformed dimension, whatever its kind. */
+typedef union dim_params {
+    sfT_params smooth;
+    sfR_params spline;
+    sfA_params affine;
+} dim_params;
+
+static void prepare(const sf_model *m, const sf_layer *L, const double *raw, int circ, dim_params *p)
+{
+    switch (L->transform) {
+    case SF_TRANSFORM_SMOOTH: sfT_prepare(&m->smooth, L->K, raw, &p->smooth); break;
+    case SF_TRANSFORM_SPLINE: sfR_prepare(&m->spline, L->K, raw, circ, &p->spline); break;
+    case SF_TRANSFORM_AFFINE: sfA_prepare(&m->affine, raw, &p->affine); break;
+    }
+}
+
+static int step(const sf_layer *L, const dim_params *p, int circ, double in, double *out, double *logdet)
+{
+    const int gen = L->direction == SF_DIR_GENERATIVE;
+    switch (L->transform) {
+    case SF_TRANSFORM_SMOOTH: return sfT_step(&p->smooth, circ, gen, in, out, logdet);
+    case SF_TRANSFORM_SPLINE: return sfR_step(&p->spline, gen, in, out, logdet);
+    case SF_TRANSFORM_AFFINE: return sfA_step(&p->affine, gen, in, out, logdet);
+    }
+    return -1;
+}
+
+static void adjoint(const sf_model *m, const sf_layer *L, const dim_params *p, const double *raw, int circ, double in,
+                    double out, double abar, double w, double *gin, double *graw)
+{
+    const int gen = L->direction == SF_DIR_GENERATIVE;
+    switch (L->transform) {
+    case SF_TRANSFORM_SMOOTH: sfT_adjoint(&p->smooth, &m->smooth, raw, circ, gen, in, out, abar, w, gin, graw); break;
+    case SF_TRANSFORM_SPLINE: sfR_adjoint(&p->spline, raw, gen, in, out, abar, w, gin, graw); break;
+    case SF_TRANSFORM_AFFINE: sfA_adjoint(&p->affine, gen, in, abar, w, gin, graw); break;
+    }
+}
+
+/* The model atoms of the internal coordinate behind dimension d. */
+static void dim_atoms(const sf_model *m, int d, int atoms[4])
+{
+    int r, n;
+    if (d < m->N - 1) { r = d + 1; n = 2; }
+    else if (d < 2 * m->N - 3) { r = d - m->N + 3; n = 3; }
+    else { r = d - 2 * m->N + 6; n = 4; }
+    for (int c = 0; c < 4; c++) atoms[c] = c < n ? m->zmatrix[r][c] : -1;
+}
+
+static sf_status step_error(const sf_model *m, int code, int b, int l, int d, double in, sf_error *err)
+{
+    int at[4];
+    dim_atoms(m, d, at);
+    if (code == -2) {
+        const char *coord = d < m->N - 1 ? "bond" : (d < 2 * m->N - 3 ? "angle" : "torsion");
+        sfE_set(err, SF_ERR_SUPPORT,
+                "molecule %d: layer %d (affine) receives dimension %d (a %s) at %.17g, on the boundary of the "
+                "affine transform's support (0, 1)", b, l, d, coord, in);
+        return sfE_locate(err, SF_ERR_SUPPORT, b, at[0], at[1], at[2], at[3]);
+    }
+    sfE_set(err, SF_ERR_NUMERIC, "molecule %d: inverse of layer %d, dimension %d did not converge (y = %.17g)", b, l,
+            d, in);
+    return sfE_locate(err, SF_ERR_NUMERIC, b, -1, -1, -1, -1);
+}
+
+/* ------------------------------------------------------------------ passes */
+
 sf_status sfF_log_density(const sf_model *m, sf_workspace *ws, int B, const double *u, double *logp, int *max_iters,
                           sf_error *err)
 {
@@ -76,25 +145,14 @@ sf_status sfF_log_density(const sf_model *m, sf_workspace *ws, int B, const doub
             for (int i = 0; i < L->n_trans; i++) {
                 const int d = L->trans[i], circ = sfM_is_circular(m, d);
                 const double *raw = params + (size_t)b * out + (size_t)i * L->P;
-                sfT_params p;
-                sfT_prepare(&m->smooth, L->K, raw, &p);
-                double yy = y[(size_t)b * D + d], xx, f, f1;
-                if (L->direction == SF_DIR_GENERATIVE) {
-                    if (circ) yy = wrap01(yy - p.t);
-                    int it = sfT_solve(&p, yy, &xx);
-                    if (it < 0)
-                        return sfE_locate(err, sfE_set(err, SF_ERR_NUMERIC,
-                                                       "molecule %d: inverse of layer %d, dimension %d did not "
-                                                       "converge (y = %.17g)", b, l, d, yy),
-                                          b, -1, -1, -1, -1);
-                    if (max_iters && it > *max_iters) *max_iters = it;
-                    sfT_eval(&p, xx, &f, &f1, NULL);
-                    ws->logdet[b] -= log(f1);
-                } else {
-                    sfT_eval(&p, yy, &f, &f1, NULL);
-                    xx = circ ? wrap01(f + p.t) : f;
-                    ws->logdet[b] += log(f1);
-                }
+                const double in = y[(size_t)b * D + d];
+                double xx, ld;
+                dim_params p;
+                prepare(m, L, raw, circ, &p);
+                int it = step(L, &p, circ, in, &xx, &ld);
+                if (it < 0) return step_error(m, it, b, l, d, in, err);
+                if (max_iters && it > *max_iters) *max_iters = it;
+                ws->logdet[b] += ld;
                 x[(size_t)b * D + d] = xx;
             }
         }
@@ -114,39 +172,18 @@ void sfF_log_density_gradient(const sf_model *m, sf_workspace *ws, int B, const 
         const double *x = state_of(ws, l, B), *y = state_of(ws, l + 1, B);
         const double *params = ws->params + l * ws->params_stride;
         const double *act = ws->act + l * ws->act_stride;
-        const int out = L->n_trans * L->P, K = L->K;
+        const int out = L->n_trans * L->P;
         memset(ws->gparams, 0, (size_t)B * out * sizeof(double));
         for (int b = 0; b < B; b++) {
-            const double w = weight[b];
             for (int i = 0; i < L->n_trans; i++) {
                 const int d = L->trans[i], circ = sfM_is_circular(m, d);
                 const double *raw = params + (size_t)b * out + (size_t)i * L->P;
                 double *graw = ws->gparams + (size_t)b * out + (size_t)i * L->P;
-                const double abar = g[(size_t)b * D + d];
-                const int gen = L->direction == SF_DIR_GENERATIVE;
-                /* The transform is evaluated at its input: x for a generative
-                 * layer (inverted here), y for a density layer. */
-                const double at = gen ? x[(size_t)b * D + d] : y[(size_t)b * D + d];
-                double f, f1, f2, a, bc, gy, gt;
-                sfT_params p;
-                sfT_prepare(&m->smooth, K, raw, &p);
-                sfT_eval(&p, at, &f, &f1, &f2);
-                if (gen) {
-                    /* x = F^-1(y - t), logdet -log F'(x): inverse function theorem. */
-                    a = -abar / f1 + w * f2 / (f1 * f1);
-                    bc = -w / f1;
-                    gy = -a;
-                    gt = a;
-                } else {
-                    /* x = F(y) + t, logdet log F'(y). */
-                    a = abar;
-                    bc = w / f1;
-                    gy = abar * f1 + w * f2 / f1;
-                    gt = abar;
-                }
-                sfT_vjp(&p, &m->smooth, raw, at, a, bc, graw);
-                graw[4 * K + 1] = circ ? gt : 0;
-                g[(size_t)b * D + d] = gy;
+                const size_t at = (size_t)b * D + d;
+                dim_params p;
+                prepare(m, L, raw, circ, &p);
+                /* The density pass took y (state l + 1) to x (state l). */
+                adjoint(m, L, &p, raw, circ, y[at], x[at], g[at], weight[b], &g[at], graw);
             }
         }
         sfN_backward(L, B, act, ws->gparams, ws->genc, ws->scratch, m->max_width);

@@ -1,8 +1,9 @@
 /*
  * sf_internal.h -- private structures and helpers of the C core.
  * Prefixes: sfE_ errors, sfS_ safetensors container, sfM_ model,
- * sfZ_ internal coordinates, sfT_ smooth transform, sfN_ conditioner
- * networks, sfF_ flow layers, sfW_ workspace.
+ * sfZ_ internal coordinates, sfT_ smooth transform, sfR_ rational-quadratic
+ * spline, sfA_ affine transform, sfN_ conditioner networks, sfF_ flow
+ * layers, sfW_ workspace.
  */
 #ifndef SF_INTERNAL_H
 #define SF_INTERNAL_H
@@ -44,8 +45,8 @@ typedef struct sf_layer {
     int n_trans, n_cond;
     int *trans;            /* transformed dims */
     int *cond;             /* conditioning dims */
-    int K;                 /* mixture components */
-    int P;                 /* parameters per transformed dim (4K + 2) */
+    int K;                 /* mixture components (smooth) or bins (spline) */
+    int P;                 /* parameters per transformed dim: 4K + 2, 3K + 2 or 2 */
     sf_activation activation;
     int n_linear;          /* linear maps: hidden layers + 1 */
     int *width;            /* n_linear + 1 widths; width[0] = encoded input */
@@ -67,6 +68,8 @@ struct sf_model {
     double *bond_lo, *bond_hi;  /* N - 1 */
     double log_scale_sum;       /* sum over dims of log(scale) */
     sf_smooth_constants smooth;
+    sf_spline_constants spline;
+    sf_affine_constants affine;
     sf_support_policy policy;
     double margin, wall_constant;
     int n_layers;
@@ -142,6 +145,63 @@ void sfT_vjp(const sfT_params *p, const sf_smooth_constants *c, const double *ra
              double *g);
 /* Solve F(x) = y on [0, 1]; returns iterations, or -1 without convergence. */
 int sfT_solve(const sfT_params *p, double y, double *x);
+
+/* Every kind offers the same two operations to the flow (sf_flow.c), on one
+ * transformed dimension with its prepared parameters:
+ *
+ *   step:    the density pass, in (state l + 1) -> *out (state l), with
+ *            *logdet = log |d out / d in|: T for a density layer, T^-1 for a
+ *            generative one (circle: the shift t~ and the wrap mod 1 included).
+ *            Returns the Newton iterations used (0 when analytic), -1 when
+ *            the inverse did not converge, -2 when in or the point T is
+ *            evaluated at lies outside the transform's support.
+ *   adjoint: given the adjoints abar of out and w of logdet, sets *gin to
+ *            abar dout/din + w dlogdet/din and adds abar dout/draw +
+ *            w dlogdet/draw to graw (the P raw values, zeroed by the caller;
+ *            on the circle the t~ slot too, on the interval it stays 0).
+ *            in and out are the step's; no iteration is differentiated. */
+int sfT_step(const sfT_params *p, int circular, int generative, double in, double *out, double *logdet);
+void sfT_adjoint(const sfT_params *p, const sf_smooth_constants *c, const double *raw, int circular,
+                 int generative, double in, double out, double abar, double w, double *gin, double *graw);
+
+/* ------------------------------------------ rational-quadratic spline */
+
+/* Bins, knots and knot derivatives of one dimension (model-format 7.1). */
+typedef struct sfR_params {
+    int K, circular;
+    double scale_w, scale_h;                      /* 1 - K m_w, 1 - K m_h */
+    double t;
+    double sw[SF_MAX_COMPONENTS], sh[SF_MAX_COMPONENTS]; /* softmax(w~), softmax(h~) */
+    double W[SF_MAX_COMPONENTS], H[SF_MAX_COMPONENTS];   /* bin widths, heights */
+    double x[SF_MAX_COMPONENTS + 1], y[SF_MAX_COMPONENTS + 1]; /* knots */
+    double delta[SF_MAX_COMPONENTS + 1];          /* knot derivatives */
+} sfR_params;
+
+void sfR_prepare(const sf_spline_constants *c, int K, const double *raw, int circular, sfR_params *p);
+/* S(x), S'(x) and (log S')'(x) = S''/S' of the interval spline. */
+void sfR_eval(const sfR_params *p, double x, double *y, double *dy, double *dlogdy);
+/* S^-1(y) on [0, 1], analytic. */
+double sfR_solve(const sfR_params *p, double y);
+/* Accumulate into g (the 3K + 1 raw values before t~) a dS/draw + b dlogS'/draw at x. */
+void sfR_vjp(const sfR_params *p, const double *raw, double x, double a, double b, double *g);
+int sfR_step(const sfR_params *p, int generative, double in, double *out, double *logdet);
+void sfR_adjoint(const sfR_params *p, const double *raw, int generative, double in, double out, double abar,
+                 double w, double *gin, double *graw);
+
+/* ------------------------------------------------- affine transform */
+
+typedef struct sfA_params {
+    double s, e, einv, t;  /* s, e^s, e^-s, t~ */
+    double ds;             /* ds / ds~ = 1 - tanh^2 */
+} sfA_params;
+
+void sfA_prepare(const sf_affine_constants *c, const double *raw, sfA_params *p);
+/* T, T' and T'' at x in (0, 1), and log T' (from logit space, exact where
+ * T(x) rounds to 0 or 1). */
+void sfA_eval(const sfA_params *p, double x, double *y, double *dy, double *d2y, double *logdy);
+int sfA_step(const sfA_params *p, int generative, double in, double *out, double *logdet);
+void sfA_adjoint(const sfA_params *p, int generative, double in, double abar, double w, double *gin,
+                 double *graw);
 
 /* --------------------------------------------------- conditioner network */
 

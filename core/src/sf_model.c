@@ -180,6 +180,24 @@ static sf_status read_constants(sf_model *m, const cJSON *cfg, sf_error *err)
                        "model config: smooth constants out of range (s_min=%g in (0,1), alpha_min=%g > 0, "
                        "c_max=%g in (0,1), beta=%d in 1..8)",
                        m->smooth.s_min, m->smooth.alpha_min, m->smooth.c_max, m->smooth.beta);
+    m->spline = (sf_spline_constants){1e-3, 1e-3, 1e-3};
+    const cJSON *sp = cJSON_GetObjectItemCaseSensitive(cfg, "spline");
+    if (sp && (!cJSON_IsObject(sp) || !json_number(sp, "min_bin_width", 0, &m->spline.min_bin_width) ||
+               !json_number(sp, "min_bin_height", 0, &m->spline.min_bin_height) ||
+               !json_number(sp, "min_derivative", 0, &m->spline.min_derivative)))
+        return sfE_set(err, SF_ERR_MODEL, "model config: 'spline' constants must be numbers");
+    if (!(m->spline.min_bin_width > 0 && m->spline.min_bin_width < 1) ||
+        !(m->spline.min_bin_height > 0 && m->spline.min_bin_height < 1) || !(m->spline.min_derivative > 0))
+        return sfE_set(err, SF_ERR_MODEL,
+                       "model config: spline constants out of range (min_bin_width=%g and min_bin_height=%g in "
+                       "(0,1), min_derivative=%g > 0)",
+                       m->spline.min_bin_width, m->spline.min_bin_height, m->spline.min_derivative);
+    m->affine = (sf_affine_constants){3.0};
+    const cJSON *af = cJSON_GetObjectItemCaseSensitive(cfg, "affine");
+    if (af && (!cJSON_IsObject(af) || !json_number(af, "scale_max", 0, &m->affine.scale_max)))
+        return sfE_set(err, SF_ERR_MODEL, "model config: 'affine' constant scale_max must be a number");
+    if (!(m->affine.scale_max > 0))
+        return sfE_set(err, SF_ERR_MODEL, "model config: affine scale_max=%g must be > 0", m->affine.scale_max);
     m->policy = SF_SUPPORT_ERROR;
     m->margin = 0.01;
     m->wall_constant = 1000.0;
@@ -214,10 +232,15 @@ static sf_status read_layer(sf_model *m, const cJSON *js, int l, sf_error *err)
     sf_layer *L = &m->layers[l];
     const char *transform = json_string(js, "transform"), *direction = json_string(js, "direction");
     const char *activation = json_string(js, "activation");
-    if (!transform || strcmp(transform, "smooth") != 0)
-        return sfE_set(err, SF_ERR_MODEL, "model config: layer %d transform '%s' is not supported (\"smooth\")", l,
-                       transform ? transform : "(missing)");
-    L->transform = SF_TRANSFORM_SMOOTH;
+    if (!transform)
+        return sfE_set(err, SF_ERR_MODEL, "model config: layer %d has no 'transform' (\"smooth\", \"spline\" or "
+                       "\"affine\")", l);
+    if (strcmp(transform, "smooth") == 0) L->transform = SF_TRANSFORM_SMOOTH;
+    else if (strcmp(transform, "spline") == 0) L->transform = SF_TRANSFORM_SPLINE;
+    else if (strcmp(transform, "affine") == 0) L->transform = SF_TRANSFORM_AFFINE;
+    else
+        return sfE_set(err, SF_ERR_MODEL, "model config: layer %d transform '%.100s' is unknown to this reader "
+                       "(it knows \"smooth\", \"spline\" and \"affine\")", l, transform);
     if (direction && strcmp(direction, "generative") == 0) L->direction = SF_DIR_GENERATIVE;
     else if (direction && strcmp(direction, "density") == 0) L->direction = SF_DIR_DENSITY;
     else return sfE_set(err, SF_ERR_MODEL, "model config: layer %d direction must be \"generative\" or \"density\"", l);
@@ -239,11 +262,22 @@ static sf_status read_layer(sf_model *m, const cJSON *js, int l, sf_error *err)
     }
     free(seen);
     if (rc != SF_OK) return rc;
-    L->K = 0;
-    if (!json_int(js, "n_components", 1, &L->K) || L->K < 1 || L->K > SF_MAX_COMPONENTS)
-        return sfE_set(err, SF_ERR_MODEL, "model config: layer %d n_components must be an integer in 1..%d", l,
-                       SF_MAX_COMPONENTS);
-    L->P = 4 * L->K + 2;
+    if (L->transform == SF_TRANSFORM_AFFINE) {
+        L->K = 1; /* n_components is ignored */
+        L->P = 2;
+    } else {
+        L->K = 0;
+        if (!json_int(js, "n_components", 1, &L->K) || L->K < 1 || L->K > SF_MAX_COMPONENTS)
+            return sfE_set(err, SF_ERR_MODEL, "model config: layer %d n_components must be an integer in 1..%d", l,
+                           SF_MAX_COMPONENTS);
+        L->P = L->transform == SF_TRANSFORM_SMOOTH ? 4 * L->K + 2 : 3 * L->K + 2;
+    }
+    if (L->transform == SF_TRANSFORM_SPLINE &&
+        !(L->K * m->spline.min_bin_width < 1 && L->K * m->spline.min_bin_height < 1))
+        return sfE_set(err, SF_ERR_MODEL,
+                       "model config: layer %d has %d spline bins, too many for min_bin_width=%g and "
+                       "min_bin_height=%g (K times each must be < 1)",
+                       l, L->K, m->spline.min_bin_width, m->spline.min_bin_height);
     int *hidden = NULL;
     int n_hidden = json_int_array(cJSON_GetObjectItemCaseSensitive(js, "hidden"), &hidden);
     if (n_hidden < 0) return sfE_set(err, SF_ERR_MODEL, "model config: layer %d 'hidden' must be an integer array", l);

@@ -160,9 +160,54 @@ int sfT_solve(const sfT_params *p, double y, double *x)
     return -1;
 }
 
-/* ------------------------------------------------------------ public API */
+/* ------------------------------------------------- the flow's operations */
 
 static double wrap01(double v) { return v - floor(v); }
+
+int sfT_step(const sfT_params *p, int circular, int generative, double in, double *out, double *logdet)
+{
+    double f, f1;
+    if (generative) {
+        /* x = F^-1((y - t) mod 1), logdet -log F'(x). */
+        int it = sfT_solve(p, circular ? wrap01(in - p->t) : in, out);
+        if (it < 0) return -1;
+        sfT_eval(p, *out, &f, &f1, NULL);
+        *logdet = -log(f1);
+        return it;
+    }
+    /* x = (F(y) + t) mod 1, logdet log F'(y). */
+    sfT_eval(p, in, &f, &f1, NULL);
+    *out = circular ? wrap01(f + p->t) : f;
+    *logdet = log(f1);
+    return 0;
+}
+
+void sfT_adjoint(const sfT_params *p, const sf_smooth_constants *c, const double *raw, int circular, int generative,
+                 double in, double out, double abar, double w, double *gin, double *graw)
+{
+    /* The transform is evaluated at its input: x = out for a generative
+     * layer (inverted), y = in for a density layer. */
+    const double at = generative ? out : in;
+    double f, f1, f2, a, bc, gt;
+    sfT_eval(p, at, &f, &f1, &f2);
+    if (generative) {
+        /* x = F^-1(y - t), logdet -log F'(x): inverse function theorem. */
+        a = -abar / f1 + w * f2 / (f1 * f1);
+        bc = -w / f1;
+        *gin = -a;
+        gt = a;
+    } else {
+        /* x = F(y) + t, logdet log F'(y). */
+        a = abar;
+        bc = w / f1;
+        *gin = abar * f1 + w * f2 / f1;
+        gt = abar;
+    }
+    sfT_vjp(p, c, raw, at, a, bc, graw);
+    graw[4 * p->K + 1] = circular ? gt : 0;
+}
+
+/* ------------------------------------------------------------ public API */
 
 void sf_smooth_forward(const sf_smooth_constants *c, int K, const double *raw, int circular, double x, double *y,
                        double *dy, double *d2y)

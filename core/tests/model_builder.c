@@ -25,8 +25,24 @@ double mb_normal(unsigned long long *s)
 
 mb_spec mb_default_spec(unsigned seed)
 {
-    mb_spec s = {7, 3, 3, 2, {9, 7, 0, 0}, "silu", 1, 0.6, "error", 0, seed};
+    mb_spec s = {7, 3, 3, 2, {9, 7, 0, 0}, "silu", 1, 0.6, "error", 0, seed, "smooth"};
     return s;
+}
+
+const char *mb_layer_transform(const mb_spec *spec, int l)
+{
+    static const char *cycle[3] = {"smooth", "spline", "affine"};
+    if (!spec->transform) return "smooth";
+    if (strcmp(spec->transform, "mixed") == 0) return cycle[l % 3];
+    return spec->transform;
+}
+
+/* Raw parameters per transformed dimension (docs/model-format.md 4 and 7). */
+static int params_per_dim(const char *kind, int K)
+{
+    if (strcmp(kind, "spline") == 0) return 3 * K + 2;
+    if (strcmp(kind, "affine") == 0) return 2;
+    return 4 * K + 2;
 }
 
 /* Atom placed by row r, a deterministic permutation of the model order. */
@@ -70,6 +86,18 @@ static char *config_json(const mb_spec *spec, int *widths_out, int *n_linear)
     cJSON_AddNumberToObject(sm, "alpha_min", 0.1);
     cJSON_AddNumberToObject(sm, "c_max", 0.99);
     cJSON_AddNumberToObject(sm, "beta", 1);
+    int uses_spline = 0, uses_affine = 0;
+    for (int l = 0; l < spec->n_layers; l++) {
+        uses_spline |= strcmp(mb_layer_transform(spec, l), "spline") == 0;
+        uses_affine |= strcmp(mb_layer_transform(spec, l), "affine") == 0;
+    }
+    if (uses_spline) {
+        cJSON *sp = cJSON_AddObjectToObject(cfg, "spline");
+        cJSON_AddNumberToObject(sp, "min_bin_width", 1e-3);
+        cJSON_AddNumberToObject(sp, "min_bin_height", 2e-3);
+        cJSON_AddNumberToObject(sp, "min_derivative", 1e-3);
+    }
+    if (uses_affine) cJSON_AddNumberToObject(cJSON_AddObjectToObject(cfg, "affine"), "scale_max", 3.0);
     cJSON *sup = cJSON_AddObjectToObject(cfg, "support");
     cJSON_AddStringToObject(sup, "policy", spec->policy);
     cJSON_AddNumberToObject(sup, "margin", 0.02);
@@ -84,8 +112,8 @@ static char *config_json(const mb_spec *spec, int *widths_out, int *n_linear)
             else cond[nc++] = d;
         }
         cJSON *L = cJSON_CreateObject();
-        cJSON_AddStringToObject(L, "transform", "smooth");
-        cJSON_AddStringToObject(L, "direction", (spec->mixed_directions && l % 2) ? "density" : "generative");
+        cJSON_AddStringToObject(L, "transform", mb_layer_transform(spec, l));
+        cJSON_AddStringToObject(L, "direction", (spec->mixed_directions == 2 || (spec->mixed_directions == 1 && l % 2)) ? "density" : "generative");
         cJSON_AddItemToObject(L, "transformed", int_array(trans, nt));
         cJSON_AddItemToObject(L, "conditioning", int_array(cond, nc));
         cJSON_AddNumberToObject(L, "n_components", spec->K);
@@ -98,7 +126,7 @@ static char *config_json(const mb_spec *spec, int *widths_out, int *n_linear)
             int *w = widths_out + l * 8;
             w[0] = w0;
             for (int h = 0; h < spec->n_hidden; h++) w[h + 1] = spec->hidden[h];
-            w[spec->n_hidden + 1] = nt * (4 * spec->K + 2);
+            w[spec->n_hidden + 1] = nt * params_per_dim(mb_layer_transform(spec, l), spec->K);
         }
     }
     *n_linear = spec->n_hidden + 1;

@@ -12,12 +12,17 @@ typedef struct mb_spec {
     int n_hidden;
     int hidden[4];
     const char *activation;   /* "tanh", "silu", "softplus" */
-    int mixed_directions;     /* alternate generative / density layers */
+    int mixed_directions;     /* 0 all generative, 1 alternate generative / density, 2 all density */
     double weight_scale;      /* spread of the random weights */
     const char *policy;       /* "error" or "wall" */
     int float32;              /* store tensors as F32 */
     unsigned seed;
+    const char *transform;    /* "smooth" (NULL), "spline", "affine", or "mixed":
+                                 layer l is smooth, spline, affine for l % 3 = 0, 1, 2 */
 } mb_spec;
+
+/* The transform kind of layer l of a spec. */
+const char *mb_layer_transform(const mb_spec *spec, int l);
 
 /* A default spec: small molecule, two layers. */
 mb_spec mb_default_spec(unsigned seed);

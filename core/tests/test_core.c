@@ -187,20 +187,19 @@ static void test_forces(void)
 }
 
 /* The flow's log density gradient against finite differences in u. */
-static void test_log_density_gradient(void)
+static void check_log_density_gradient(const mb_spec *spec, const char *label)
 {
-    mb_spec spec = mb_default_spec(5);
-    spec.mixed_directions = 1;
-    sf_model *m = load(&spec);
+    sf_model *m = load(spec);
+    if (!m) return;
     sf_workspace *ws;
     sf_workspace_new(m, 1, &ws, NULL);
     int D = sf_model_num_dims(m);
     double *u = malloc(sizeof(double) * D), *g = malloc(sizeof(double) * D);
-    unsigned long long st = 99;
+    unsigned long long st = 99 + spec->seed;
     for (int d = 0; d < D; d++) u[d] = 0.1 + 0.8 * mb_uniform(&st);
     double lp, lpp, lpm, worst = 0;
     sf_error err;
-    CHECK(sf_log_density(m, ws, u, &lp, g, &err) == SF_OK, "log density: %s", err.message);
+    CHECK(sf_log_density(m, ws, u, &lp, g, &err) == SF_OK, "%s: log density: %s", label, err.message);
     for (int d = 0; d < D; d++) {
         double u0 = u[d], h = 1e-6;
         u[d] = u0 + h;
@@ -211,17 +210,25 @@ static void test_log_density_gradient(void)
         double diff = fabs((lpp - lpm) / (2 * h) - g[d]) / (1 + fabs(g[d]));
         worst = diff > worst ? diff : worst;
     }
-    CHECK(worst < 1e-6, "d log p/du vs finite differences: worst %.3g", worst);
+    CHECK(worst < 1e-6, "%s: d log p/du vs finite differences: worst %.3g", label, worst);
     free(u);
     free(g);
     sf_workspace_free(ws);
     sf_model_free(m);
 }
 
-static void test_batch(void)
+static void test_log_density_gradient(void)
 {
-    mb_spec spec = mb_default_spec(17);
+    mb_spec spec = mb_default_spec(5);
+    spec.mixed_directions = 1;
+    check_log_density_gradient(&spec, "smooth");
+}
+
+static void check_batch(const mb_spec *spec_in, const char *label)
+{
+    mb_spec spec = *spec_in;
     sf_model *m = load(&spec);
+    if (!m) return;
     int N = spec.n_atoms, B = 5;
     sf_workspace *ws1, *wsB;
     sf_workspace_new(m, 1, &ws1, NULL);
@@ -239,8 +246,10 @@ static void test_batch(void)
     CHECK(sf_evaluate(m, wsB, B + 1, pos, NULL, e, f, NULL, &err) == SF_ERR_ARG, "batch beyond workspace refused");
     for (int b = 0; b < B; b++) {
         sf_evaluate(m, ws1, 1, pos + 3 * N * b, NULL, &e1, f1, NULL, NULL);
-        CHECK(e1 == e[b], "batch energy %d differs: %.17g vs %.17g", b, e[b], e1);
-        for (int i = 0; i < 3 * N; i++) CHECK(f1[i] == f[3 * N * b + i], "batch force differs");
+        CHECK(e1 == e[b], "%s: batch energy %d differs: %.17g vs %.17g", label, b, e[b], e1);
+        int same = 1;
+        for (int i = 0; i < 3 * N; i++) same &= f1[i] == f[3 * N * b + i];
+        CHECK(same, "%s: batch forces of molecule %d differ", label, b);
     }
     free(pos);
     free(f);
@@ -248,6 +257,12 @@ static void test_batch(void)
     free(mem);
     sf_workspace_free(ws1);
     sf_model_free(m);
+}
+
+static void test_batch(void)
+{
+    mb_spec spec = mb_default_spec(17);
+    check_batch(&spec, "smooth");
 }
 
 static void test_periodic(void)
@@ -286,19 +301,22 @@ static void test_periodic(void)
     sf_model_free(m);
 }
 
-/* Second differences of the energy along a line converge as h^2 (C2+). */
-static void test_smoothness(void)
+/* Second differences of the energy along a line through a configuration,
+ * at n_points points of [-half, half] (nm along a random unit direction),
+ * with steps h, h/2, h/4 (h = 1e-3): where the energy is C2 they converge
+ * as h^2, so successive differences have a ratio of 4.  Returns the number
+ * of points where they do not; d2 (n_points x 3) receives the differences. */
+static int second_difference_failures(const mb_spec *spec, int n_points, double half, double *d2all,
+                                      const char *label)
 {
-    mb_spec spec = mb_default_spec(31);
-    spec.mixed_directions = 1;
-    spec.K = 6;
-    sf_model *m = load(&spec);
-    int N = spec.n_atoms;
+    sf_model *m = load(spec);
+    if (!m) return -1;
+    int N = spec->n_atoms, bad = 0;
     sf_workspace *ws;
     sf_workspace_new(m, 1, &ws, NULL);
     double *pos = malloc(sizeof(double) * 3 * N), *dir = malloc(sizeof(double) * 3 * N);
     double *p = malloc(sizeof(double) * 3 * N);
-    mb_positions(&spec, 9, pos);
+    mb_positions(spec, 9, pos);
     unsigned long long st = 12;
     double norm = 0;
     for (int i = 0; i < 3 * N; i++) {
@@ -306,9 +324,8 @@ static void test_smoothness(void)
         norm += dir[i] * dir[i];
     }
     for (int i = 0; i < 3 * N; i++) dir[i] /= sqrt(norm);
-    int n_points = quick ? 3 : 12, ok = 0;
     for (int k = 0; k < n_points; k++) {
-        double s0 = -0.01 + 0.02 * k / (n_points - 1), d2[3], h = 1e-3;
+        double s0 = -half + 2 * half * k / (n_points - 1), *d2 = d2all + 3 * k, h = 1e-3;
         for (int j = 0; j < 3; j++, h /= 2) {
             double e[3];
             for (int t = -1; t <= 1; t++) {
@@ -319,15 +336,30 @@ static void test_smoothness(void)
         }
         double ratio = (d2[0] - d2[1]) / (d2[1] - d2[2]);
         /* h^2 convergence gives a ratio of 4; allow for round-off. */
-        if (fabs(ratio - 4) < 0.5) ok++;
-        else printf("smoothness: point %d ratio %.3f (d2 = %.6g %.6g %.6g)\n", k, ratio, d2[0], d2[1], d2[2]);
+        if (!(fabs(ratio - 4) < 0.5)) {
+            bad++;
+            if (label) printf("%s: point %d ratio %.3f (d2 = %.6g %.6g %.6g)\n", label, k, ratio, d2[0], d2[1], d2[2]);
+        }
     }
-    CHECK(ok >= n_points - 1, "second differences converge as h^2 at only %d of %d points", ok, n_points);
     free(pos);
     free(dir);
     free(p);
     sf_workspace_free(ws);
     sf_model_free(m);
+    return bad;
+}
+
+/* Second differences of the energy along a line converge as h^2 (C2+). */
+static void test_smoothness(void)
+{
+    mb_spec spec = mb_default_spec(31);
+    spec.mixed_directions = 1;
+    spec.K = 6;
+    int n_points = quick ? 3 : 12;
+    double d2[12 * 3];
+    int bad = second_difference_failures(&spec, n_points, 0.01, d2, "smoothness");
+    CHECK(bad >= 0 && bad <= 1, "second differences converge as h^2 at only %d of %d points", n_points - bad,
+          n_points);
 }
 
 /* ------------------------------------------------------------ support */
@@ -539,6 +571,289 @@ static void test_model_facts(void)
     sf_model_free(m);
 }
 
+/* ------------------------------------------------- baseline transforms */
+
+static const sf_spline_constants spline_constants = {1e-3, 2e-3, 1e-3};
+
+/* The knots of a spline's raw widths, as docs/model-format.md 7.1 defines them. */
+static void spline_knots(const double *raw, int K, double min, double *knot)
+{
+    double mx = raw[0], sum = 0, soft[64];
+    for (int k = 1; k < K; k++) mx = fmax(mx, raw[k]);
+    for (int k = 0; k < K; k++) sum += (soft[k] = exp(raw[k] - mx));
+    knot[0] = 0;
+    for (int k = 0; k < K; k++) knot[k + 1] = knot[k] + min + (1 - K * min) * soft[k] / sum;
+    knot[K] = 1;
+}
+
+/* a - b on the circle (mod 1, in [-1/2, 1/2]) or on the line. */
+static double difference(double a, double b, int circ)
+{
+    double d = a - b;
+    return circ ? d - floor(d + 0.5) : d;
+}
+
+static void test_spline_transform(void)
+{
+    const sf_spline_constants *c = &spline_constants;
+    unsigned long long st = 21;
+    double ys[] = {0.0, 1e-300, 1e-12, 0.01, 0.25, 0.5, 0.75, 0.99, 1 - 1e-12, 1.0};
+    int n_trials = quick ? 8 : 120, knots = 0, jumps = 0;
+    double worst_inv = 0, worst_c1 = 0;
+    for (int trial = 0; trial < n_trials; trial++) {
+        int K = 1 + trial % 8;
+        double raw[3 * 8 + 2], knot[9];
+        for (int i = 0; i < 3 * K + 2; i++) raw[i] = (0.5 + 2.0 * (trial % 4) / 3.0) * mb_normal(&st);
+        spline_knots(raw, K, c->min_bin_width, knot);
+        for (int circ = 0; circ < 2; circ++) {
+            double y0, y1, s0, s1;
+            sf_spline_forward(c, K, raw, circ, 0.0, &y0, &s0, NULL);
+            sf_spline_forward(c, K, raw, circ, 1.0, &y1, &s1, NULL);
+            if (circ) {
+                CHECK(fabs(difference(y1, y0, 1)) < 1e-14, "circle spline: T(1) - T(0) = %.3g", y1 - y0);
+                CHECK(fabs(s1 - s0) <= 1e-12 * s0, "circle spline: S'(0) = %.17g, S'(1) = %.17g", s0, s1);
+            } else {
+                CHECK(y0 == 0 && fabs(y1 - 1) <= 1e-15, "spline: S(0) = %.3g, S(1) - 1 = %.3g", y0, y1 - 1);
+            }
+            /* S' and S'' against finite differences, away from the knots. */
+            for (int j = 0; j < 6; j++) {
+                double x = 0.01 + 0.98 * mb_uniform(&st), h = 1e-7, y, dy, d2y, yp, dyp, ym, dym;
+                int near = 0;
+                for (int k = 0; k <= K; k++) near |= fabs(x - knot[k]) < 1e-5;
+                if (near) continue;
+                sf_spline_forward(c, K, raw, circ, x, &y, &dy, &d2y);
+                sf_spline_forward(c, K, raw, circ, x + h, &yp, &dyp, NULL);
+                sf_spline_forward(c, K, raw, circ, x - h, &ym, &dym, NULL);
+                double fd1 = difference(yp, ym, circ) / (2 * h), fd2 = (dyp - dym) / (2 * h);
+                CHECK(dy > 0 && fabs(fd1 - dy) <= 1e-6 * (1 + dy), "spline S' %.10g vs %.10g (K=%d)", dy, fd1, K);
+                CHECK(fabs(fd2 - d2y) <= 1e-5 * (1 + fabs(d2y)), "spline S'' %.10g vs %.10g (K=%d)", d2y, fd2, K);
+            }
+            /* The analytic inverse, both ways round. */
+            for (size_t i = 0; i < sizeof ys / sizeof ys[0] + 10; i++) {
+                double y = i < sizeof ys / sizeof ys[0] ? ys[i] : mb_uniform(&st), x, back, dy, xx, x2;
+                sf_spline_inverse(c, K, raw, circ, y, &x);
+                sf_spline_forward(c, K, raw, circ, x, &back, &dy, NULL);
+                double diff = fabs(difference(back, y, circ));
+                CHECK(x >= 0 && x <= 1 && diff <= fmax(2e-14, 8 * dy * (nextafter(x, 2.0) - x)),
+                      "spline S(S^-1(y)) - y = %.3g (K=%d circ=%d y=%.17g)", diff, K, circ, y);
+                worst_inv = fmax(worst_inv, diff);
+                xx = mb_uniform(&st);
+                sf_spline_forward(c, K, raw, circ, xx, &back, &dy, NULL);
+                sf_spline_inverse(c, K, raw, circ, back, &x2);
+                /* On the circle, y = (S + t) mod 1 rounds at the scale of |t|. */
+                double ulp_y = 4.5e-16 * (1 + (circ ? fabs(raw[3 * K + 1]) : 0));
+                CHECK(fabs(difference(x2, xx, circ)) <= 1e-15 + 8 * ulp_y / dy,
+                      "spline S^-1(S(x)) - x = %.3g (x=%.17g K=%d circ=%d)", x2 - xx, xx, K, circ);
+            }
+            /* C1 but not C2: at an interior knot S' is continuous, S'' jumps. */
+            for (int k = 1; k < K; k++) {
+                double eps = 1e-9, ya, da, d2a, yb, db, d2b;
+                sf_spline_forward(c, K, raw, circ, knot[k] - eps, &ya, &da, &d2a);
+                sf_spline_forward(c, K, raw, circ, knot[k] + eps, &yb, &db, &d2b);
+                double scale = 1 + fabs(d2a) + fabs(d2b);
+                worst_c1 = fmax(worst_c1, fabs(db - da) / (1 + da) / (eps * scale));
+                CHECK(fabs(db - da) <= 4 * eps * scale * (1 + da), "spline S' jumps at knot %d: %.17g vs %.17g", k,
+                      da, db);
+                knots++;
+                jumps += fabs(d2b - d2a) > 1e-3 * scale;
+            }
+        }
+    }
+    CHECK(jumps > knots * 9 / 10, "S'' jumps at only %d of %d knots", jumps, knots);
+    printf("spline: worst |S(S^-1(y)) - y| = %.3g; S'' jumps at %d of %d interior knots\n", worst_inv, jumps, knots);
+}
+
+static void test_affine_transform(void)
+{
+    const sf_affine_constants c = {3.0};
+    double zero[2] = {0, 0}, y, dy, d2y, x;
+    CHECK(sf_affine_forward(&c, zero, 0.3, &y, &dy, &d2y) == 0 && fabs(y - 0.3) < 1e-16 && fabs(dy - 1) < 1e-15 &&
+              fabs(d2y) < 1e-12, "affine with zero parameters is the identity: %.17g %.17g %.3g", y, dy, d2y);
+    /* |s| <= scale_max: T'(1/2) = e^s when t = 0. */
+    double big[2] = {50, 0};
+    sf_affine_forward(&c, big, 0.5, &y, &dy, NULL);
+    CHECK(fabs(dy - exp(3.0)) < 1e-12 * exp(3.0), "affine: T'(1/2) = %.17g, want e^3", dy);
+    CHECK(sf_affine_forward(&c, zero, 0.0, &y, &dy, NULL) == -1 && sf_affine_forward(&c, zero, 1.0, &y, &dy, NULL) == -1 &&
+              sf_affine_inverse(&c, zero, 0.0, &x) == -1 && sf_affine_inverse(&c, zero, 1.0, &x) == -1,
+          "affine: 0 and 1 are outside the support");
+    unsigned long long st = 31;
+    for (int trial = 0; trial < (quick ? 10 : 200); trial++) {
+        double raw[2] = {3 * mb_normal(&st), 2 * mb_normal(&st)};
+        double xs[3] = {mb_uniform(&st), 1e-9 * mb_uniform(&st), 1 - 1e-7 * mb_uniform(&st)};
+        for (int i = 0; i < 3; i++) {
+            double x0 = xs[i], yp, dyp, ym, dym, back;
+            /* Steps as the doubles x0 +- h actually are. */
+            double xp = x0 + 1e-6 * fmin(x0, 1 - x0), xm = x0 - 1e-6 * fmin(x0, 1 - x0), h2 = xp - xm;
+            CHECK(sf_affine_forward(&c, raw, x0, &y, &dy, &d2y) == 0, "affine forward");
+            sf_affine_forward(&c, raw, xp, &yp, &dyp, NULL);
+            sf_affine_forward(&c, raw, xm, &ym, &dym, NULL);
+            /* The differences' round-off: an ulp of y or T' over the step. */
+            double noise = 4e-16 * fmax(y, 1e-300) / h2, noise1 = 4e-16 * dy / h2;
+            CHECK(fabs((yp - ym) / h2 - dy) <= 1e-6 * dy + noise, "affine T' %.10g vs %.10g", dy, (yp - ym) / h2);
+            CHECK(fabs((dyp - dym) / h2 - d2y) <= 1e-5 * (fabs(d2y) + dy / fmin(x0, 1 - x0)) + noise1,
+                  "affine T'' %.10g vs %.10g", d2y, (dyp - dym) / h2);
+            if (y > 0 && y < 1) {
+                CHECK(sf_affine_inverse(&c, raw, y, &back) == 0, "affine inverse");
+                /* One rounding of y moves x by ulp(y) / T'; the logits carry
+                 * relative errors of a few ulps, and dx/dlogit = x (1 - x). */
+                double v = log(x0) - log1p(-x0);
+                double tol = 4 * (nextafter(x0, 2.0) - x0) + 4 * (nextafter(y, 2.0) - y) / dy +
+                             1e-15 * x0 * (1 - x0) * (1 + fabs(v) + 20 * fabs(raw[1]));
+                CHECK(fabs(back - x0) <= tol, "affine T^-1(T(x)) - x = %.3g > %.3g (x=%.17g)", back - x0, tol, x0);
+            }
+        }
+    }
+}
+
+/* Forces, log density gradient and batch consistency of spline, affine and
+ * mixed-kind flows, in every direction pattern. */
+static void test_baseline_flows(void)
+{
+    const char *kinds[3] = {"spline", "affine", "mixed"}, *acts[3] = {"silu", "tanh", "softplus"};
+    const char *dirs[3] = {"generative", "alternating", "density"};
+    int n = quick ? 1 : 6;
+    for (int kind = 0; kind < 3; kind++) {
+        for (int i = 0; i < n; i++) {
+            mb_spec spec = mb_default_spec(300 + 10 * kind + i);
+            spec.transform = kinds[kind];
+            spec.n_atoms = 4 + (2 * i + kind) % 6;
+            spec.K = 1 + (3 * i + kind) % 8;
+            spec.n_layers = (kind == 2 ? 3 : 1) + i % 4;
+            spec.activation = acts[i % 3];
+            spec.mixed_directions = (i + kind) % 3;
+            spec.n_hidden = i % 3;
+            spec.weight_scale = 0.4 + 0.3 * (i % 3);
+            sf_model *m = load(&spec);
+            if (!m) continue;
+            char label[96];
+            double *pos = malloc(sizeof(double) * 3 * spec.n_atoms);
+            for (int conf = 0; conf < 2; conf++) {
+                mb_positions(&spec, 2000 * i + 17 * kind + conf, pos);
+                snprintf(label, sizeof label, "%s model %d (%s, K=%d, %d layers) conf %d", kinds[kind], i,
+                         dirs[spec.mixed_directions], spec.K, spec.n_layers, conf);
+                check_forces(&spec, m, pos, NULL, label);
+            }
+            free(pos);
+            sf_model_free(m);
+            snprintf(label, sizeof label, "%s model %d", kinds[kind], i);
+            if (i < 2) check_log_density_gradient(&spec, label);
+            if (i == 0) check_batch(&spec, label);
+        }
+    }
+}
+
+/* The spline energy is C1 but not C2: along a line through a configuration,
+ * second differences fail to converge as h^2 where a coordinate crosses a
+ * knot (S'' jumps there; test_spline_transform checks that S' does not),
+ * while on the same line the smooth flow of the same architecture (the
+ * model of test_smoothness) passes everywhere. */
+static void test_spline_not_c2(void)
+{
+    mb_spec spec = mb_default_spec(31);
+    spec.mixed_directions = 1;
+    spec.K = 6;
+    int n_points = quick ? 5 : 21;
+    double d2s[21 * 3], d2p[21 * 3];
+    int smooth_bad = second_difference_failures(&spec, n_points, 0.01, d2s, "smooth line");
+    spec.transform = "spline";
+    int spline_bad = second_difference_failures(&spec, n_points, 0.01, d2p, NULL);
+    printf("second differences off h^2 along a line: smooth %d, spline %d of %d points\n", smooth_bad, spline_bad,
+           n_points);
+    CHECK(smooth_bad >= 0 && smooth_bad <= 1, "smooth: %d of %d points off h^2", smooth_bad, n_points);
+    if (!quick) CHECK(spline_bad >= 2, "spline: second differences converge at all but %d points", spline_bad);
+}
+
+static char *copy_string(const char *s)
+{
+    size_t n = strlen(s) + 1;
+    char *d = malloc(n);
+    if (d) memcpy(d, s, n);
+    return d;
+}
+
+/* Configuration and support errors of the baseline kinds. */
+static void test_baseline_errors(void)
+{
+    mb_spec spec = mb_default_spec(3);
+    spec.transform = "spline";
+    sf_model *m = load(&spec);
+    char *cfg = m ? copy_string(sf_model_config_json(m)) : NULL;
+    sf_model_free(m);
+    if (!cfg) return;
+    struct { const char *from, *to, *needle; } cases[] = {
+        {"\"transform\":\"spline\"", "\"transform\":\"quadratic\"", "'quadratic'"},
+        {"\"min_bin_width\":0.001", "\"min_bin_width\":0.5", "K times each"},
+        {"\"min_bin_width\":0.001", "\"min_bin_width\":-1", "spline constants out of range"},
+        {"\"min_derivative\":0.001", "\"min_derivative\":\"a\"", "'spline' constants"},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        char *at = strstr(cfg, cases[i].from), edited[8192];
+        CHECK(at != NULL, "config lacks %s", cases[i].from);
+        if (!at) continue;
+        snprintf(edited, sizeof edited, "%.*s%s%s", (int)(at - cfg), cfg, cases[i].to, at + strlen(cases[i].from));
+        size_t n;
+        unsigned char *bytes = mb_build(&spec, edited, NULL, &n);
+        expect_error(bytes, n, SF_ERR_MODEL, cases[i].needle, cases[i].to);
+        free(bytes);
+    }
+    free(cfg);
+
+    spec.transform = "affine";
+    m = load(&spec);
+    cfg = m ? copy_string(sf_model_config_json(m)) : NULL;
+    if (cfg) {
+        char *at = strstr(cfg, "\"scale_max\":3"), edited[8192];
+        CHECK(at != NULL, "config lacks scale_max");
+        if (at) {
+            snprintf(edited, sizeof edited, "%.*s\"scale_max\":0%s", (int)(at - cfg), cfg, at + 13);
+            size_t n;
+            unsigned char *bytes = mb_build(&spec, edited, NULL, &n);
+            expect_error(bytes, n, SF_ERR_MODEL, "scale_max", "scale_max 0");
+            free(bytes);
+        }
+        free(cfg);
+    }
+    /* An affine layer cannot take 0 or 1: the last layer (first in the
+     * density pass) transforms the even dimensions. */
+    sf_workspace *ws;
+    sf_workspace_new(m, 1, &ws, NULL);
+    int D = sf_model_num_dims(m);
+    double u[64], lp, g[64];
+    for (int d = 0; d < D; d++) u[d] = 0.5;
+    sf_error err;
+    CHECK(sf_log_density(m, ws, u, &lp, g, &err) == SF_OK, "affine at the centre: %s", err.message);
+    for (int edge = 0; edge < 2; edge++) {
+        u[2] = edge;
+        sf_status rc = sf_log_density(m, ws, u, &lp, g, &err);
+        CHECK(rc == SF_ERR_SUPPORT && strstr(err.message, "dimension 2") && strstr(err.message, "affine"),
+              "affine at u = %d: status %d, %s", edge, rc, err.message);
+    }
+    sf_workspace_free(ws);
+    sf_model_free(m);
+
+    /* Through sf_evaluate: a planar trans torsion is phi = +-pi, u = 1 or 0,
+     * and the error names its atoms. */
+    spec = mb_default_spec(4);
+    spec.n_atoms = 4;
+    spec.n_layers = 2;
+    spec.transform = "affine";
+    m = load(&spec);
+    sf_workspace_new(m, 1, &ws, NULL);
+    int row[4];
+    sf_model_zmatrix_row(m, 3, row);
+    double pos[12] = {0}, e;
+    double place[4][3] = {{-0.05, 0.11, 0}, {0, 0, 0}, {0.13, 0, 0}, {0.18, -0.11, 0}}; /* i j k l */
+    for (int a = 0; a < 4; a++) memcpy(pos + 3 * row[a], place[a], sizeof place[a]);
+    sf_status rc = sf_evaluate(m, ws, 1, pos, NULL, &e, NULL, NULL, &err);
+    CHECK(rc == SF_ERR_SUPPORT && strstr(err.message, "torsion") && err.atoms[0] == row[0] && err.atoms[3] == row[3],
+          "planar torsion under an affine flow: status %d, %s", rc, err.message);
+    pos[3 * row[3] + 2] = 0.01; /* out of the plane: inside the support */
+    rc = sf_evaluate(m, ws, 1, pos, NULL, &e, NULL, NULL, &err);
+    CHECK(rc == SF_OK && isfinite(e), "non-planar torsion: status %d, %s", rc, err.message);
+    sf_workspace_free(ws);
+    sf_model_free(m);
+}
+
 int main(int argc, char **argv)
 {
     quick = argc > 1 && strcmp(argv[1], "--quick") == 0;
@@ -552,6 +867,11 @@ int main(int argc, char **argv)
     test_smoothness();
     test_support();
     test_bad_input();
+    test_spline_transform();
+    test_affine_transform();
+    test_baseline_flows();
+    test_spline_not_c2();
+    test_baseline_errors();
     printf("%d checks, %d failed\n", checks, failures);
     return failures ? 1 : 0;
 }
