@@ -28,7 +28,7 @@ from .coupling import CouplingLayer, SmoothCouplingLayer
 from .flow import MOLAR_GAS_CONSTANT, SmoothFlow, wall_clamp
 from .export import (FORMAT, FORMAT_VERSION, ModelFormatError, export_model, load_model,
                      load_model_bytes, model_to_bytes, read_model_bytes, validate_config)
-from . import zmatrix, testing
+from . import zmatrix, testing, openmm_bridge, training
 
 __version__ = "0.1.0"
 
@@ -42,5 +42,5 @@ __all__ = [
     "MLPConditioner", "encode", "CouplingLayer", "SmoothCouplingLayer", "MOLAR_GAS_CONSTANT",
     "SmoothFlow", "wall_clamp", "FORMAT", "FORMAT_VERSION", "ModelFormatError",
     "export_model", "load_model", "load_model_bytes", "model_to_bytes", "read_model_bytes",
-    "validate_config", "zmatrix", "testing",
+    "validate_config", "zmatrix", "testing", "openmm_bridge", "training",
 ]

@@ -1,0 +1,255 @@
+"""Train the alanine dipeptide flows: ``python -m alanine_dipeptide.train configs/<name>.json``.
+
+Run from studies/ (or with studies/ and pytorch/ on the path). One JSON config per run
+(`docs/training.md` has the schema); outputs go to ``<repo>/runs/<name>/``: ``config.json``
+(the config as run), ``log.jsonl`` (every loss at every step, and the evaluations),
+``checkpoints/step_XXXXXXXX.pt``, and when the run completes ``model.safetensors`` (with
+provenance in its ``training`` metadata) and ``summary.json``. Rerunning the same command
+resumes from the newest checkpoint (bit-identical to an uninterrupted run on the same machine);
+``--restart`` starts over.
+
+The flow (the config's ``model`` section):
+
+- **Z-matrix** ``zmatrix.ZMATRIX`` (phi and psi are single torsions), atoms metadata from
+  ``molecule.atoms_metadata()``, temperature 300 K.
+- **Bond bounds** from the training frames: per bond the data's range [min, max] widened by
+  ``bond_padding`` (default 1.0) times its width on each side, so the data fill the middle
+  third of the unit interval and held-out frames, MD and flow samples have room before the
+  support's edge; ``bond_lo`` is kept >= 0.05 nm.
+- **Coupling layers** (``scheme``):
+
+  ``ic_hierarchy`` (default; the layout of the smooth-flows paper's alanine dipeptide model,
+  Koehler, Kraemer & Noe 2021, built with bgflow): the 19 torsions are split into two
+  interleaved halves (even and odd Z-matrix torsion rows, so phi and psi fall in different
+  halves and each is transformed conditioned on the other), which transform each other in
+  turn for ``n_torsion_blocks`` blocks (2 layers each); then ``n_angle_blocks`` blocks of
+  bonds | angles and angles | bonds; then the 20 angles conditioned on the torsions, then the
+  21 bonds conditioned on angles and torsions. In generative order torsions come first, so
+  the dihedral landscape is built before the stiff coordinates that depend on it.
+  ``2 n_torsion_blocks + 2 n_angle_blocks + 2`` layers.
+
+  ``random_halves``: ``n_layers`` layers over alternating random halves of all 60 dims
+  (a fresh random half, seeded by ``split_seed``, for every pair of layers and its
+  complement), so every coordinate, torsions included, is both transformed and conditioning.
+
+  Every layer has the same ``transform`` (smooth, spline, affine), ``direction``
+  (``density``: analytic energy, as the paper's ``inverse`` mixture layers and the demo
+  model; or ``generative``), ``n_components``, ``hidden`` and ``activation``.
+
+``init_from`` (a model file, relative to the repository) starts from an exported model's
+weights and bond bounds instead of a fresh flow: a second stage, e.g. reverse-KL fine-tuning
+of an NLL-trained flow, as its own run with its own config.
+
+The data (``data`` section): ``data.load(setting, "train" / "test")``, optionally thinned to
+``max_train_frames`` evenly spaced frames. The target (``target`` section): the force field's
+``forcefield.system(setting)`` on OpenMM's Reference platform through
+``smoothflow_torch.openmm_bridge.OpenMMEnergy`` with the linlog cut at ``high_energy`` kT
+(bgflow's LinLogCutEnergy default 1e3, as the paper), built only when the reverse KL is on or
+``eval_samples`` > 0.
+"""
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+STUDY = Path(__file__).resolve().parent
+REPO = STUDY.parents[1]
+for p in (REPO / "pytorch", REPO / "studies"):
+    if str(p) not in sys.path:
+        sys.path.append(str(p))
+
+import torch  # noqa: E402
+
+from smoothflow_torch import SmoothFlow  # noqa: E402
+from smoothflow_torch.training import TrainConfig, Trainer, set_seed  # noqa: E402
+
+from . import data as ad_data  # noqa: E402
+from . import forcefield, molecule  # noqa: E402
+from .zmatrix import ZMATRIX  # noqa: E402
+
+RUNS = REPO / "runs"
+SCHEMES = ("ic_hierarchy", "random_halves")
+#: model-section keys and their defaults
+MODEL_DEFAULTS = {
+    "transform": "smooth", "direction": "density", "scheme": "ic_hierarchy",
+    "n_torsion_blocks": 4, "n_angle_blocks": 1, "n_layers": 8, "split_seed": 0,
+    "n_components": 8, "hidden": [64, 64], "activation": "silu",
+    "bond_padding": 1.0, "min_bond_lo": 0.05, "temperature": forcefield.TEMPERATURE,
+    "energy_offset": 0.0, "support": {"policy": "wall", "margin": 0.01, "wall_constant": 1000.0},
+    "init_from": None,
+}
+#: transform constants passed through to SmoothFlow when present
+CONSTANT_KEYS = ("smooth", "spline", "affine")
+DATA_DEFAULTS = {"setting": "obc", "max_train_frames": None, "data_dir": None}
+TARGET_DEFAULTS = {"setting": "obc", "high_energy": 1000.0, "platform": "Reference"}
+
+
+def _section(given: dict, defaults: dict, where: str, extra=()) -> dict:
+    unknown = sorted(set(given) - set(defaults) - set(extra))
+    if unknown:
+        raise ValueError(f"{where}: unknown keys {unknown}; known: {sorted(set(defaults) | set(extra))}")
+    return {**defaults, **given}
+
+
+def dims(n_atoms: int):
+    """(bond dims, angle dims, torsion dims) of the flow (docs/model-format.md section 3)."""
+    N = n_atoms
+    return (list(range(0, N - 1)), list(range(N - 1, 2 * N - 3)), list(range(2 * N - 3, 3 * N - 6)))
+
+
+def coupling_layers(n_atoms: int, model: dict) -> list:
+    """The ``layers`` list of SmoothFlow for a model section (module docstring)."""
+    m = _section(model, MODEL_DEFAULTS, "model", CONSTANT_KEYS)
+    common = {"transform": m["transform"], "direction": m["direction"],
+              "n_components": int(m["n_components"]), "hidden": list(m["hidden"]),
+              "activation": m["activation"]}
+    bonds, angles, torsions = dims(n_atoms)
+    pairs = []   # (transformed, conditioning)
+    if m["scheme"] == "ic_hierarchy":
+        t_even, t_odd = torsions[0::2], torsions[1::2]
+        for _ in range(int(m["n_torsion_blocks"])):
+            pairs += [(t_even, t_odd), (t_odd, t_even)]
+        for _ in range(int(m["n_angle_blocks"])):
+            pairs += [(bonds, angles), (angles, bonds)]
+        pairs += [(angles, torsions), (bonds, angles + torsions)]
+    elif m["scheme"] == "random_halves":
+        rng = np.random.default_rng(int(m["split_seed"]))
+        D = 3 * n_atoms - 6
+        for i in range(int(m["n_layers"])):
+            if i % 2 == 0:
+                perm = rng.permutation(D)
+                a, b = sorted(perm[:D // 2].tolist()), sorted(perm[D // 2:].tolist())
+                pairs.append((a, b))
+            else:
+                pairs.append((b, a))
+    else:
+        raise ValueError(f"model.scheme must be one of {SCHEMES}, got {m['scheme']!r}")
+    return [{**common, "transformed": list(t), "conditioning": list(c)} for t, c in pairs]
+
+
+def bond_bounds(positions: np.ndarray, padding: float = 1.0, min_lo: float = 0.05):
+    """Per-bond (lo, hi) in nm, Z-matrix row order: the data's range widened by ``padding``
+    times its width on each side, lo >= ``min_lo``."""
+    x = np.asarray(positions, dtype=np.float64)
+    b = np.linalg.norm(x[:, ZMATRIX[1:, 0]] - x[:, ZMATRIX[1:, 1]], axis=-1)
+    lo, hi = b.min(0), b.max(0)
+    width = hi - lo
+    return np.maximum(lo - padding * width, min_lo), hi + padding * width
+
+
+def build_flow(model: dict, train_positions: np.ndarray, seed: int) -> SmoothFlow:
+    """The alanine dipeptide SmoothFlow of a model section (weights seeded by ``seed``)."""
+    m = _section(model, MODEL_DEFAULTS, "model", CONSTANT_KEYS)
+    lo, hi = bond_bounds(train_positions, float(m["bond_padding"]), float(m["min_bond_lo"]))
+    set_seed(seed)
+    kwargs = {k: m[k] for k in CONSTANT_KEYS if k in m}
+    flow = SmoothFlow(ZMATRIX, lo, hi, coupling_layers(molecule.N_ATOMS, m),
+                      temperature=float(m["temperature"]), energy_offset=float(m["energy_offset"]),
+                      atoms=molecule.atoms_metadata(), support=m["support"], **kwargs)
+    if m["init_from"]:
+        # a later stage (e.g. reverse KL fine-tuning) starting from an exported model; its
+        # weights and bond bounds replace the fresh ones, the architecture must match
+        from smoothflow_torch import load_model
+        path = Path(m["init_from"])
+        path = path if path.is_absolute() else REPO / path
+        start = load_model(path)
+        if start.config()["layers"] != flow.config()["layers"]:
+            raise ValueError(f"model.init_from: {path} has other layers than this config")
+        flow.load_state_dict(start.state_dict(), strict=True)
+    return flow
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def setup(config: TrainConfig, out_dir: Path, data_dir=None) -> Trainer:
+    """Data, flow and target of a config, as a Trainer writing to ``out_dir``."""
+    d = _section(config.data, DATA_DEFAULTS, "data")
+    t = _section(config.target, TARGET_DEFAULTS, "target")
+    data_dir = data_dir or d["data_dir"]
+    train = ad_data.load(d["setting"], "train", data_dir)
+    test = ad_data.load(d["setting"], "test", data_dir)
+    pos, frc = train.positions, train.forces
+    if d["max_train_frames"] and d["max_train_frames"] < len(pos):
+        idx = np.linspace(0, len(pos) - 1, int(d["max_train_frames"])).round().astype(int)
+        pos, frc = pos[idx], frc[idx]
+    flow = build_flow(config.model, pos, config.seed)
+    target = None
+    if config.weights["reverse_kl"] or config.eval_samples:
+        from smoothflow_torch.openmm_bridge import OpenMMEnergy
+        target = OpenMMEnergy(forcefield.system(t["setting"]), temperature=flow.temperature,
+                              platform=t["platform"], high_energy=t["high_energy"])
+    f = ad_data.path(d["setting"], data_dir)
+    provenance = {"study": "alanine_dipeptide",
+                  "data": {"file": str(f.relative_to(REPO)) if f.is_relative_to(REPO) else str(f),
+                           "sha256": _sha256(f), "train_frames": int(len(pos)),
+                           "test_frames": int(len(test)), "setting": d["setting"]},
+                  "target": {"force_field": "amber99sbildn.xml" + (
+                      " + amber99_obc.xml" if t["setting"] == "obc" else " (vacuum)"),
+                      **t},
+                  "flow": {"n_parameters": int(sum(p.numel() for p in flow.parameters())),
+                           "n_layers": len(flow.layers)}}
+    summary = f.with_suffix(".json")
+    if summary.exists():
+        provenance["data"]["generation"] = json.loads(summary.read_text())
+    return Trainer(flow, config, out_dir, train_data=(torch.from_numpy(pos), torch.from_numpy(frc)),
+                   test_data=(torch.from_numpy(test.positions), torch.from_numpy(test.forces)),
+                   target=target, provenance=provenance)
+
+
+def resolve_config(path: str) -> Path:
+    p = Path(path)
+    if not p.exists() and (STUDY / p).exists():
+        p = STUDY / p
+    return p
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("config", help="configs/<name>.json (relative to the current or the study directory)")
+    ap.add_argument("--out", help="run directory (default <repo>/runs/<config name>)")
+    ap.add_argument("--restart", action="store_true", help="ignore and delete existing checkpoints")
+    ap.add_argument("--iterations", type=int, help="override the config's iterations (smoke tests)")
+    ap.add_argument("--stop-at", type=int, help="stop (with a checkpoint) after this many updates")
+    ap.add_argument("--max-minutes", type=float, help="stop (with a checkpoint) after this long")
+    ap.add_argument("--threads", type=int, help="override the config's torch threads")
+    ap.add_argument("--no-progress", action="store_true", help="no progress bar")
+    ap.add_argument("--data-dir", help="directory of <setting>.npz (default data/alanine_dipeptide)")
+    args = ap.parse_args(argv)
+    cfg_path = resolve_config(args.config)
+    config = TrainConfig.load(cfg_path)
+    if args.iterations is not None:
+        config.iterations = args.iterations
+    if args.threads is not None:
+        config.threads = args.threads
+    if args.no_progress:
+        config.progress = False
+    config.validate()
+    out = Path(args.out) if args.out else RUNS / config.name
+    t0 = time.time()
+    trainer = setup(config, out, args.data_dir)
+    print(f"{config.name}: {len(trainer.flow.layers)} layers, "
+          f"{sum(p.numel() for p in trainer.flow.parameters())} parameters, "
+          f"{len(trainer.train_positions)} training frames; setup {time.time() - t0:.1f} s; "
+          f"writing {out}", file=sys.stderr)
+    summary = trainer.train(resume=not args.restart, stop_at=args.stop_at,
+                            max_seconds=None if args.max_minutes is None else 60 * args.max_minutes)
+    state = "done" if summary["completed"] else f"stopped at step {summary['steps']} (rerun to resume)"
+    print(json.dumps({"name": summary["name"], "state": state, "steps": summary["steps"],
+                      "seconds_per_iteration": summary["seconds_per_iteration"],
+                      "final_eval": summary["final_eval"]}, indent=2))
+
+
+if __name__ == "__main__":
+    main()

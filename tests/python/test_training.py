@@ -1,0 +1,327 @@
+"""Training infrastructure: the OpenMM bridge, the losses, the Trainer (log, checkpoints,
+bit-identical resume, export), the JSON config, and the alanine dipeptide training script.
+
+Small and fast (a 6-atom chain with a harmonic OpenMM target); one thread.
+"""
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+openmm = pytest.importorskip("openmm")
+
+from smoothflow_torch import load_model, read_model_bytes, testing  # noqa: E402
+from smoothflow_torch.openmm_bridge import OpenMMEnergy, linlog_cut  # noqa: E402
+from smoothflow_torch.training import (TrainConfig, Trainer, force_matching, learning_rate,  # noqa: E402
+                                       nll, reverse_kl, sampling_efficiency)
+
+torch.set_num_threads(1)
+REPO = Path(__file__).resolve().parents[2]
+N = 6
+
+
+def chain_system(n=N):
+    """Harmonic bonds and angles and a threefold torsion on a carbon chain 0-1-...-(n-1)."""
+    s = openmm.System()
+    for _ in range(n):
+        s.addParticle(12.0)
+    bonds = openmm.HarmonicBondForce()
+    for i in range(n - 1):
+        bonds.addBond(i, i + 1, 0.155, 2.0e4)
+    angles = openmm.HarmonicAngleForce()
+    for i in range(n - 2):
+        angles.addAngle(i, i + 1, i + 2, 1.91, 300.0)
+    torsions = openmm.PeriodicTorsionForce()
+    for i in range(n - 3):
+        torsions.addTorsion(i, i + 1, i + 2, i + 3, 3, 0.0, 2.0)
+    for f in (bonds, angles, torsions):
+        s.addForce(f)
+    return s
+
+
+def make_flow(seed=0):
+    """One architecture (a 6-atom chain, generative and density layers, so both directions
+    are trained); ``seed`` picks the random weights."""
+    flow = testing.chain_flow(N, seed=0, n_layers=4, n_components=3, hidden=(8,),
+                              directions="mixed")
+    return flow if seed == 0 else testing.randomize_weights(flow, seed=seed)
+
+
+@pytest.fixture(scope="module")
+def target():
+    return OpenMMEnergy(chain_system(), temperature=300.0, high_energy=1.0e4)
+
+
+@pytest.fixture(scope="module")
+def dataset(target):
+    flow = make_flow(seed=5)
+    x = testing.random_positions(flow, 64, seed=3)
+    _, f, ok = target.evaluate(x.numpy())
+    assert ok.all()
+    return x, torch.from_numpy(f)
+
+
+def small_config(**kw):
+    c = dict(name="chain", seed=3, iterations=6, batch_size=8, reverse_kl_batch_size=6,
+             weights={"nll": 1.0, "force_matching": 1e-3, "reverse_kl": 0.5}, lr=3e-3,
+             warmup=2, eval_every=3, eval_frames=10, eval_samples=8, checkpoint_every=2,
+             keep_checkpoints=2, progress=False)
+    c.update(kw)
+    return TrainConfig(**c)
+
+
+def make_trainer(tmp, target, dataset, seed=0, **kw):
+    x, f = dataset
+    return Trainer(make_flow(seed), small_config(**kw), tmp,
+                   train_data=(x[:48], f[:48]), test_data=(x[48:], f[48:]), target=target,
+                   provenance={"test": True})
+
+
+# ---------------------------------------------------------------- the OpenMM bridge
+def test_bridge_matches_openmm_and_gradient_is_minus_forces(target, dataset):
+    x = dataset[0][:3].clone()
+    ctx = openmm.Context(target.system, openmm.VerletIntegrator(0.001),
+                         openmm.Platform.getPlatformByName("Reference"))
+    E_ref, F_ref = [], []
+    for xb in x.numpy():
+        ctx.setPositions(xb)
+        st = ctx.getState(getEnergy=True, getForces=True)
+        E_ref.append(st.getPotentialEnergy().value_in_unit(openmm.unit.kilojoule_per_mole))
+        F_ref.append(st.getForces(asNumpy=True).value_in_unit(
+            openmm.unit.kilojoule_per_mole / openmm.unit.nanometer))
+    E, F, ok = target.evaluate(x.numpy())
+    assert ok.all()
+    np.testing.assert_array_equal(E, E_ref)
+    np.testing.assert_array_equal(F, np.array(F_ref))
+    xg = x.clone().requires_grad_(True)
+    u = target(xg)
+    np.testing.assert_allclose(u.detach().numpy(), np.array(E_ref) / target.kT, rtol=1e-14)
+    (g,) = torch.autograd.grad(u.sum(), xg)
+    np.testing.assert_allclose(g.numpy(), -np.array(F_ref) / target.kT, rtol=1e-14, atol=0)
+    # and OpenMM's forces are the gradient of its energy (finite differences)
+    assert torch.autograd.gradcheck(lambda y: target.energy(y), (x[:2].clone().requires_grad_(True),),
+                                    eps=1e-6, atol=1e-4, rtol=1e-5)
+
+
+def test_bridge_cut_and_invalid(dataset):
+    bridge = OpenMMEnergy(chain_system(), temperature=300.0)
+    x = dataset[0][:4].clone()
+    E, F, _ = bridge.evaluate(x.numpy())
+    u = E / bridge.kT
+    bridge.high_energy = float(np.median(u))        # two above, two below the cut
+    x[3, 2, 0] = float("nan")                      # a broken configuration
+    xg = x.requires_grad_(True)
+    uc = bridge(xg)
+    assert math.isinf(uc[3].item()) and uc[3].item() > 0
+    assert bridge.last_n_invalid == 1
+    cut, slope = linlog_cut(u[:3], bridge.high_energy)
+    np.testing.assert_allclose(uc[:3].detach().numpy(), cut, rtol=1e-14)
+    loss = torch.where(torch.isfinite(uc), uc, torch.zeros_like(uc)).sum()
+    (g,) = torch.autograd.grad(loss, xg)
+    np.testing.assert_allclose(g[:3].numpy(), -F[:3] / bridge.kT * slope[:, None, None], rtol=1e-13)
+    assert torch.all(g[3] == 0)
+    # C1 at the join, logarithmic above
+    c, s = linlog_cut(np.array([1.0, 1.0 + 1e-9, 1.0 + 1e10]), 1.0)
+    assert c[1] - c[0] == pytest.approx(1e-9, rel=1e-6) and s[2] == pytest.approx(1e-10)
+    assert c[2] == pytest.approx(1.0 + math.log1p(1e10))
+
+
+# ---------------------------------------------------------------- losses
+def test_losses(target, dataset):
+    x, f = dataset[0][:8], dataset[1][:8]
+    flow = make_flow()
+    assert nll(flow, x).item() == pytest.approx(-flow.log_prob(x).mean().item(), rel=1e-14)
+    fm, nl = force_matching(flow, x, f, return_nll=True)
+    _, F = flow.energy_and_forces(x)
+    assert fm.item() == pytest.approx((((F - f) / flow.kT) ** 2).mean().item(), rel=1e-12)
+    assert nl.item() == pytest.approx(nll(flow, x).item(), rel=1e-12)
+    fm_kj = force_matching(flow, x, f, units="kJ/mol/nm")
+    assert fm_kj.item() == pytest.approx(fm.item() * flow.kT ** 2, rel=1e-12)
+    g = torch.Generator().manual_seed(1)
+    rkl, info = reverse_kl(flow, target, 6, generator=g, return_info=True)
+    xs, lq = flow.sample(6, generator=torch.Generator().manual_seed(1), return_log_prob=True)
+    u = target.reduced_energy(xs.detach(), cut=True)
+    assert rkl.item() == pytest.approx((u + lq).mean().item(), rel=1e-10)
+    assert info["n_invalid"] == 0
+    for loss in (fm, rkl):
+        grads = torch.autograd.grad(loss, list(flow.parameters()), allow_unused=True)
+        assert any(gr is not None and gr.abs().sum() > 0 for gr in grads)
+        assert all(gr is None or torch.isfinite(gr).all() for gr in grads)
+    assert sampling_efficiency(torch.zeros(5)) == pytest.approx(1.0)
+    assert sampling_efficiency(torch.tensor([0.0, -math.inf])) == pytest.approx(0.5)
+
+
+# ---------------------------------------------------------------- config
+def test_config_round_trip(tmp_path):
+    c = small_config(model={"hidden": [4, 4]}, data={"setting": "x"}, notes="n")
+    c.save(tmp_path / "c.json")
+    d = TrainConfig.load(tmp_path / "c.json")
+    assert d == c and d.to_dict() == c.to_dict()
+    raw = json.loads((tmp_path / "c.json").read_text())
+    raw["_comment"] = "ignored"
+    (tmp_path / "c.json").write_text(json.dumps(raw))
+    assert TrainConfig.load(tmp_path / "c.json") == c
+    with pytest.raises(ValueError, match="unknown config fields"):
+        TrainConfig.from_dict({**c.to_dict(), "itertions": 3})
+    with pytest.raises(ValueError, match="unknown losses"):
+        TrainConfig(weights={"nll": 1.0, "kl": 1.0})
+    with pytest.raises(ValueError, match="lr_schedule"):
+        TrainConfig(lr_schedule="linear")
+    with pytest.raises(ValueError, match="at least one"):
+        TrainConfig(weights={"nll": 0.0})
+    c = TrainConfig(iterations=10, lr=1.0, lr_min=0.0, warmup=2)
+    lrs = [learning_rate(c, s) for s in range(10)]
+    assert lrs[0] == 0.5 and lrs[1] == 1.0 and lrs[2] == 1.0 and lrs[-1] < lrs[5] < 1.0
+
+
+# ---------------------------------------------------------------- the Trainer
+LOSS_KEYS = ("loss", "nll", "force_matching", "reverse_kl")
+
+
+def _train_entries(path):
+    return [e for e in Trainer.read_log(path) if e["kind"] == "train"]
+
+
+def test_training_log_checkpoint_export(tmp_path, target, dataset):
+    tr = make_trainer(tmp_path / "run", target, dataset)
+    summary = tr.train()
+    assert summary["completed"] and summary["steps"] == 6
+    log = Trainer.read_log(tmp_path / "run" / "log.jsonl")
+    train = [e for e in log if e["kind"] == "train"]
+    assert [e["step"] for e in train] == list(range(1, 7))
+    for e in train:
+        for k in LOSS_KEYS + ("lr", "grad_norm", "force_rmse", "rkl_invalid", "time"):
+            assert k in e and math.isfinite(e[k]), (k, e)
+        assert not e["skipped"]
+        w = tr.config.weights
+        assert e["loss"] == pytest.approx(w["nll"] * e["nll"] + w["force_matching"] *
+                                          e["force_matching"] + w["reverse_kl"] * e["reverse_kl"])
+    evals = [e for e in log if e["kind"] == "eval"]
+    assert [e["step"] for e in evals] == [0, 3, 6]
+    for e in evals:
+        assert {"test_nll", "test_force_rmse", "sampling_efficiency", "n_outside"} <= set(e)
+    assert train[0]["lr"] < train[1]["lr"]           # warmup
+    assert json.loads((tmp_path / "run" / "config.json").read_text()) == tr.config.to_dict()
+    ckpts = sorted(p.name for p in (tmp_path / "run" / "checkpoints").iterdir())
+    assert ckpts == ["step_00000004.pt", "step_00000006.pt"]
+    # export: a valid model file with the weights and the provenance
+    flow = load_model(tmp_path / "run" / "model.safetensors")
+    for k, v in tr.flow.state_dict().items():
+        assert torch.equal(flow.state_dict()[k], v)
+    _, meta, _ = read_model_bytes((tmp_path / "run" / "model.safetensors").read_bytes())
+    prov = json.loads(meta["training"])
+    assert prov["config"] == tr.config.to_dict() and prov["steps"] == 6 and prov["test"] is True
+    assert json.loads((tmp_path / "run" / "summary.json").read_text())["steps"] == 6
+    # the training changed the weights and the losses are deterministic
+    assert not all(torch.equal(a, b) for a, b in zip(flow.parameters(), make_flow().parameters()))
+
+
+def test_resume_is_bit_identical(tmp_path, target, dataset):
+    """Checkpoint + resume repeats the uninterrupted run exactly (same weights, same losses),
+    also after a crash that lost the newest checkpoint (the log is cut back and redone)."""
+    full = make_trainer(tmp_path / "full", target, dataset)
+    full.train()
+    ref = _train_entries(tmp_path / "full" / "log.jsonl")
+
+    part = make_trainer(tmp_path / "part", target, dataset)
+    s = part.train(stop_at=3)
+    assert not s["completed"] and not (tmp_path / "part" / "model.safetensors").exists()
+    # a new process: fresh objects, a differently initialized flow
+    more = make_trainer(tmp_path / "part", target, dataset, seed=9)
+    more.train(stop_at=5)
+    (tmp_path / "part" / "checkpoints" / "step_00000005.pt").unlink()   # lost in a crash
+    last = make_trainer(tmp_path / "part", target, dataset, seed=11)
+    last.train()
+    assert last.step == 6
+    for a, b in zip(full.flow.state_dict().values(), last.flow.state_dict().values()):
+        assert torch.equal(a, b)
+    got = _train_entries(tmp_path / "part" / "log.jsonl")
+    assert [e["step"] for e in got] == list(range(1, 7))
+    for e, r in zip(got, ref):
+        for k in LOSS_KEYS + ("lr", "grad_norm"):
+            assert e[k] == r[k], (k, e["step"])
+    # a changed training setting refuses to resume
+    changed = Trainer(make_flow(), small_config(lr=1e-2), tmp_path / "part",
+                      train_data=(dataset[0], dataset[1]), target=target)
+    with pytest.raises(ValueError, match="lr"):
+        changed.train()
+
+
+def test_trainer_skips_non_finite_steps(tmp_path, dataset):
+    """A target that is +inf everywhere gives a NaN reverse KL: the step is skipped, logged."""
+    x, f = dataset
+    inf_target = lambda y: torch.full((y.shape[0],), float("inf"), dtype=y.dtype) + 0 * y.sum()
+    tr = Trainer(make_flow(), small_config(iterations=2, eval_every=0, eval_samples=0,
+                                           weights={"nll": 1.0, "reverse_kl": 1.0}),
+                 tmp_path, train_data=(x, f), target=inf_target)
+    before = [p.detach().clone() for p in tr.flow.parameters()]
+    tr.train(export=False)
+    e = _train_entries(tmp_path / "log.jsonl")
+    assert all(r["skipped"] and r["rkl_invalid"] == 6 for r in e) and tr.n_skipped == 2
+    assert all(torch.equal(a, b) for a, b in zip(before, tr.flow.parameters()))
+
+
+@pytest.mark.parametrize("kind", ["spline", "affine", ["smooth", "spline", "affine", "smooth"]])
+def test_trainer_any_transform_kind(tmp_path, target, dataset, kind):
+    """The Trainer trains the baselines (and mixed stacks) with all three losses."""
+    try:
+        flow = testing.chain_flow(N, seed=0, n_layers=4, n_components=3, hidden=(8,),
+                                  directions="mixed", transform=kind)
+    except (TypeError, ValueError) as e:
+        pytest.skip(f"transform {kind} not available: {e}")
+    x, f = dataset
+    tr = Trainer(flow, small_config(iterations=2, eval_every=2, checkpoint_every=0),
+                 tmp_path, train_data=(x[:48], f[:48]), test_data=(x[48:], f[48:]),
+                 target=target)
+    before = [p.detach().clone() for p in flow.parameters()]
+    tr.train()
+    e = _train_entries(tmp_path / "log.jsonl")
+    assert len(e) == 2 and all(math.isfinite(r[k]) for r in e for k in LOSS_KEYS)
+    assert not any(r["skipped"] for r in e)
+    assert not all(torch.equal(a, b) for a, b in zip(before, flow.parameters()))
+    assert load_model(tmp_path / "model.safetensors").config() == flow.config()
+
+
+# ---------------------------------------------------------------- the alanine dipeptide script
+def test_alanine_layers_and_configs():
+    from alanine_dipeptide import train
+    cfgs = {n: json.loads((REPO / "studies/alanine_dipeptide/configs" / f"{n}.json").read_text())
+            for n in ("smooth", "spline", "affine", "tiny")}
+    for n, c in cfgs.items():
+        TrainConfig.from_dict({k: v for k, v in c.items() if not k.startswith("_")})
+    # the three flows differ only in their name and transform kind
+    strip = lambda c: {k: ({kk: vv for kk, vv in v.items() if kk != "transform"}
+                           if k == "model" else v)
+                       for k, v in c.items() if k not in ("name", "_comment")}
+    assert strip(cfgs["smooth"]) == strip(cfgs["spline"]) == strip(cfgs["affine"])
+    assert [cfgs[n]["model"]["transform"] for n in ("smooth", "spline", "affine")] == \
+        ["smooth", "spline", "affine"]
+    for scheme in train.SCHEMES:
+        layers = train.coupling_layers(22, {**cfgs["smooth"]["model"], "scheme": scheme})
+        covered = set()
+        for L in layers:
+            assert not set(L["transformed"]) & set(L["conditioning"])
+            covered |= set(L["transformed"])
+        assert covered == set(range(60))
+    layers = train.coupling_layers(22, cfgs["smooth"]["model"])
+    # phi (dim 43) and psi (dim 44) are in different torsion halves
+    assert (43 in layers[0]["transformed"]) != (44 in layers[0]["transformed"])
+    with pytest.raises(ValueError, match="unknown keys"):
+        train.coupling_layers(22, {"n_component": 4})
+
+
+def test_alanine_tiny_run(tmp_path):
+    from alanine_dipeptide import data, train
+    if not data.path("obc").exists():
+        pytest.skip("data/alanine_dipeptide/obc.npz is not generated")
+    train.main([str(REPO / "studies/alanine_dipeptide/configs/tiny.json"), "--out", str(tmp_path),
+                "--no-progress"])
+    log = Trainer.read_log(tmp_path / "log.jsonl")
+    train_entries = [e for e in log if e["kind"] == "train"]
+    assert len(train_entries) == 4
+    assert all(math.isfinite(e[k]) for e in train_entries for k in LOSS_KEYS)
+    flow = load_model(tmp_path / "model.safetensors")
+    assert flow.n_atoms == 22 and flow.atoms[8]["name"] == "CA"
