@@ -723,9 +723,11 @@ class Trainer:
                     timespec="seconds"),
                 **self.provenance}
 
-    def export(self, path=None) -> Path:
-        """Export the flow with its provenance (``training`` metadata) to ``model.safetensors``."""
+    def export(self, path=None, completed: bool = True) -> Path:
+        """Export the flow with its provenance (``training`` metadata) to ``model.safetensors``.
+
+        ``completed=False`` marks an interim model (a run stopped before ``iterations``)."""
         path = Path(path or self.model_path)
         export_model(self.flow, path,
-                     extra_metadata={"training": json.dumps(self.summary(), sort_keys=True)})
+                     extra_metadata={"training": json.dumps(self.summary(completed), sort_keys=True)})
         return path

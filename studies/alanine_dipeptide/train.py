@@ -226,6 +226,9 @@ def main(argv=None):
     ap.add_argument("--threads", type=int, help="override the config's torch threads")
     ap.add_argument("--no-progress", action="store_true", help="no progress bar")
     ap.add_argument("--data-dir", help="directory of <setting>.npz (default data/alanine_dipeptide)")
+    ap.add_argument("--export-interim", action="store_true",
+                    help="export model.safetensors and summary.json even when stopped before the end "
+                         "(their metadata says completed: false)")
     args = ap.parse_args(argv)
     cfg_path = resolve_config(args.config)
     config = TrainConfig.load(cfg_path)
@@ -245,6 +248,9 @@ def main(argv=None):
           f"writing {out}", file=sys.stderr)
     summary = trainer.train(resume=not args.restart, stop_at=args.stop_at,
                             max_seconds=None if args.max_minutes is None else 60 * args.max_minutes)
+    if args.export_interim and not summary["completed"]:
+        trainer.export(completed=False)
+        (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     state = "done" if summary["completed"] else f"stopped at step {summary['steps']} (rerun to resume)"
     print(json.dumps({"name": summary["name"], "state": state, "steps": summary["steps"],
                       "seconds_per_iteration": summary["seconds_per_iteration"],
