@@ -59,6 +59,41 @@ def load(setting: str = "obc", split: str = "train", data_dir=None) -> Frames:
     return Frames(pos[mask].astype(np.float64), frc[mask].astype(np.float64), ene[mask].astype(np.float64))
 
 
+@dataclass(frozen=True)
+class Reference:
+    """The compact, shipped summary of a data set: held-out frames and the backbone angles."""
+    test: Frames             # a subset of the held-out frames
+    phi: np.ndarray          # (n,) radians, every frame of the data set
+    psi: np.ndarray
+
+
+def reference_path(setting: str = "obc", data_dir=None) -> Path:
+    return Path(data_dir or DATA_DIR) / f"{setting}.reference.npz"
+
+
+def write_reference(setting: str = "obc", data_dir=None, n_test: int = 200) -> Path:
+    """Write <setting>.reference.npz (~0.5 MB) from the full data set: `n_test` held-out frames
+    evenly spaced over the test split, and phi/psi of every frame (float32)."""
+    test = load(setting, "test", data_dir)
+    idx = np.linspace(0, len(test) - 1, n_test).round().astype(int)
+    phi, psi = backbone_dihedrals(load(setting, "all", data_dir).positions)
+    out = reference_path(setting, data_dir)
+    np.savez(out, positions=test.positions[idx].astype(np.float32), forces=test.forces[idx].astype(np.float32),
+             energies=test.energies[idx].astype(np.float32), phi=phi.astype(np.float32), psi=psi.astype(np.float32))
+    return out
+
+
+def load_reference(setting: str = "obc", data_dir=None) -> Reference:
+    """The shipped reference summary (held-out frames and backbone angles)."""
+    f = reference_path(setting, data_dir)
+    if not f.exists():
+        raise FileNotFoundError(f"{f} does not exist: it is written by generate_data.py (or data.write_reference)")
+    with np.load(f) as d:
+        frames = Frames(d["positions"].astype(np.float64), d["forces"].astype(np.float64),
+                        d["energies"].astype(np.float64))
+        return Reference(frames, d["phi"].astype(np.float64), d["psi"].astype(np.float64))
+
+
 def torch_split(frames: Frames, dtype=None):
     """(positions, forces) as torch tensors (float64 by default)."""
     import torch

@@ -229,7 +229,8 @@ def main():
     models = {"smooth": Path(args.smooth), "spline": Path(args.spline)}
     potentials = [p for p in ("smooth", "spline") if models[p].exists()] + ["ff99SB-ILDN"]
     missing = [str(models[p]) for p in ("smooth", "spline") if not models[p].exists()]
-    test = data.load("obc", "test")
+    ref = data.load_reference("obc")
+    test = ref.test
     starts = [test.positions[i * (len(test) // args.starts)] for i in range(args.starts)]
     jobs = [(p, models, dt, args.ps, s, starts[s], 100 + s, 400, args.platform)
             for p in potentials for dt in args.dt_fs for s in range(args.starts)]
@@ -241,7 +242,7 @@ def main():
         langevin = lang.get()
     rows = summarize(runs)
     slopes = dt2_slopes(rows)
-    reference = data.backbone_dihedrals(data.load("obc", "all").positions)
+    reference = (ref.phi, ref.psi)
     commit = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"], capture_output=True,
                             text=True).stdout.strip()
     meta = {"date": datetime.datetime.now().isoformat(timespec="minutes"), "commit": commit,

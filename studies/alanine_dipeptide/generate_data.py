@@ -17,7 +17,8 @@ the frames are assembled into <out>/<setting>.npz:
     split (n,) uint8: 0 train, 1 test (the last 20 % of every chain: a fixed held-out split
     in time, so test frames are not near-copies of training frames)
 
-and a JSON summary with provenance, cost and the phi-basin populations.
+a JSON summary with provenance, cost and the phi-basin populations, and <setting>.reference.npz
+(~0.5 MB, shipped: 200 held-out frames and phi/psi of every frame) for the main job and tests.
 
 Usage: python -m alanine_dipeptide.generate_data --setting obc --ns 50 --chains 2
        (from studies/, or with studies/ on PYTHONPATH)
@@ -140,6 +141,8 @@ def assemble(setting: str, chain_files, interval_ps: float, out: Path, meta: dic
                                                     for c in range(len(chain_files))],
                    file=f"{setting}.npz", bytes=(out / f"{setting}.npz").stat().st_size)
     (out / f"{setting}.json").write_text(json.dumps(summary, indent=2) + "\n")
+    from .data import write_reference
+    write_reference(setting, out)
     return summary
 
 

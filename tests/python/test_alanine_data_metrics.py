@@ -101,3 +101,27 @@ def test_free_energy_profile_of_a_known_distribution():
     values = np.array([0.5] * 300 + [1.5] * 100)
     f = metrics.free_energy_profile(values, bins, kT=2.0)
     np.testing.assert_allclose(f, [0.0, 2.0 * np.log(3.0)])
+
+
+def test_reference_summary_round_trip(tmp_path):
+    n = 50
+    rng = np.random.default_rng(3)
+    pos = (molecule.standard_positions()[None] + 0.01 * rng.normal(size=(n, 22, 3))).astype(np.float32)
+    split = np.array([0] * 40 + [1] * 10, np.uint8)
+    np.savez(tmp_path / "obc.npz", positions=pos, forces=pos, energies=np.zeros(n, np.float32),
+             chain=np.zeros(n, np.int16), time_ps=np.arange(n, dtype=np.float32), split=split)
+    data.write_reference("obc", tmp_path, n_test=5)
+    ref = data.load_reference("obc", tmp_path)
+    assert len(ref.test) == 5 and ref.phi.shape == (n,)
+    phi, psi = data.backbone_dihedrals(pos.astype(np.float64))
+    np.testing.assert_allclose(ref.phi, phi, atol=1e-6)
+    np.testing.assert_allclose(ref.test.positions[-1], pos[-1], atol=1e-7)
+
+
+def test_shipped_reference_matches_its_provenance():
+    """The shipped summary (data/alanine_dipeptide/obc.reference.npz) agrees with obc.json."""
+    import json
+    ref = data.load_reference("obc")
+    meta = json.loads((data.DATA_DIR / "obc.json").read_text())
+    assert len(ref.phi) == meta["frames"]
+    assert np.mean(ref.phi > 0) == pytest.approx(meta["phi_positive_fraction"], abs=1e-4)
