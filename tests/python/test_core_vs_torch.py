@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 import torch
 
+from flow_comparison import assert_log_density_matches
 from smoothflow_core import CoreError, CoreModel, smooth_forward, smooth_inverse
 from smoothflow_torch import SmoothConstants, model_to_bytes, smooth_parameters
 from smoothflow_torch import smooth_forward as torch_smooth_forward
@@ -61,14 +62,7 @@ def test_internal_coordinates_match_torch():
 
 def test_log_density_and_gradient_match_torch():
     flow, core = _pair(SHAPES[3], seed=2)
-    u = torch.rand(flow.n_dims if hasattr(flow, "n_dims") else 3 * flow.n_atoms - 6,
-                   generator=torch.Generator().manual_seed(1), dtype=torch.float64)
-    u = (0.05 + 0.9 * u).requires_grad_(True)
-    lp = flow.log_prob_u(u[None])[0]
-    (g,) = torch.autograd.grad(lp, u)
-    lp_core, g_core = core.log_density(u.detach().numpy())
-    assert abs(lp_core - lp.item()) < 1e-10 * max(1.0, abs(lp.item()))
-    np.testing.assert_allclose(g_core, g.numpy(), rtol=1e-8, atol=1e-8 * np.abs(g.numpy()).max())
+    assert_log_density_matches(flow, core)
 
 
 def test_wall_policy_matches_torch():

@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 import torch
 
+from flow_comparison import assert_log_density_matches
 from smoothflow_core import CoreError, CoreModel, load_library
 from smoothflow_torch import (AffineConstants, SplineConstants, affine_forward, affine_inverse,
                               affine_parameters, model_to_bytes, spline_forward, spline_inverse,
@@ -95,14 +96,7 @@ def test_non_default_constants_match_torch(transform):
 def test_log_density_and_gradient_match_torch(transform):
     kinds = list(MIXED) * 2 if transform == "mixed" else transform
     flow, core = _pair((7, 6, 5, (12, 12), "silu", "mixed", kinds), seed=2)
-    D = 3 * flow.n_atoms - 6
-    u = torch.rand(D, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
-    u = (0.05 + 0.9 * u).requires_grad_(True)
-    lp = flow.log_prob_u(u[None])[0]
-    (g,) = torch.autograd.grad(lp, u)
-    lp_core, g_core = core.log_density(u.detach().numpy())
-    assert abs(lp_core - lp.item()) < 1e-10 * max(1.0, abs(lp.item()))
-    np.testing.assert_allclose(g_core, g.numpy(), rtol=1e-8, atol=1e-8 * np.abs(g.numpy()).max())
+    assert_log_density_matches(flow, core)
 
 
 def test_batch_equals_single_calls():
