@@ -135,6 +135,7 @@ def plot(rows, runs, langevin, reference, out: Path):
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    import matplotlib.ticker
     colors = {"smooth": "C0", "spline": "C1", "ff99SB-ILDN": "k"}
     fig, ax = plt.subplots(figsize=(5, 4))
     for p in sorted({r["potential"] for r in rows}):
@@ -147,6 +148,9 @@ def plot(rows, runs, langevin, reference, out: Path):
         ref = [r["ratio"] for r in rows if r["potential"] == "ff99SB-ILDN" and "ratio" in r]
         if ref:
             ax.loglog(d, ref[0] * (d / d[0]) ** 2, ":", color="gray", label="dt^2")
+    dts = sorted({r["dt_fs"] for r in rows})
+    ax.set_xticks(dts, [f"{v:g}" for v in dts])
+    ax.xaxis.set_minor_locator(matplotlib.ticker.NullLocator())
     ax.set_xlabel("time step (fs)")
     ax.set_ylabel("RMS dE_tot / RMS dE_kin")
     ax.legend()

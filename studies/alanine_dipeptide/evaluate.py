@@ -21,9 +21,10 @@ import openmm.unit as unit
 import torch
 from tqdm import tqdm
 
-from smoothflow_torch import load_model
+from . import repo_paths  # noqa: F401  (puts <repo>/pytorch on sys.path)
+from smoothflow_torch import load_model  # noqa: E402
 
-from . import data, forcefield, metrics, molecule
+from . import data, forcefield, metrics, molecule  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[2]
 PAPER = {"smooth": "42 %", "spline": "38 %", "affine": "< 1 %"}
@@ -51,7 +52,7 @@ def held_out_metrics(flow, frames: data.Frames, batch: int = 512) -> dict:
     for i in range(0, len(frames), batch):
         x = torch.from_numpy(frames.positions[i:i + batch])
         e, f = flow.energy_and_forces(x)
-        nll += float((-flow.log_prob(x)).sum())
+        nll += float((-flow.log_prob(x)).sum().detach())
         sq += float(((f.detach().numpy() - frames.forces[i:i + batch]) ** 2).sum())
         count += len(x)
     return {"nll_nats": nll / count, "force_rmse_kj_mol_nm": float(np.sqrt(sq / (count * molecule.N_ATOMS * 3)))}

@@ -58,11 +58,10 @@ from pathlib import Path
 
 import numpy as np
 
+from . import repo_paths  # noqa: F401  (puts <repo>/pytorch on sys.path)
+
 STUDY = Path(__file__).resolve().parent
-REPO = STUDY.parents[1]
-for p in (REPO / "pytorch", REPO / "studies"):
-    if str(p) not in sys.path:
-        sys.path.append(str(p))
+REPO = repo_paths.REPO
 
 import torch  # noqa: E402
 
