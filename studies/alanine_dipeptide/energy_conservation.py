@@ -117,7 +117,8 @@ def summarize(runs):
             row["ratio"] = float(np.mean([r["ratio"] for r in ok]))
             row["drift_kj_mol_ns"] = float(np.mean([r["drift_kj_mol_ns"] for r in ok]))
             row["drift_per_dof"] = row["drift_kj_mol_ns"] / DOF
-        row["errors"] = sorted({r["error"] for r in rs if r["error"]})
+        row["errors"] = [f"{potential} at {dt:g} fs, start {r['start']}: {r['error']}"
+                         for r in sorted(rs, key=lambda r: r["start"]) if r["error"]]
         rows.append(row)
     return rows
 
@@ -200,7 +201,7 @@ def report(rows, slopes, langevin, meta, out: Path):
         lines.append(f"| {r['potential']} | {r['dt_fs']:g} | {ratio} | {drift} | {per} | {r['failed']}/{r['runs']} |")
     lines += ["", "Log-log slope of the fluctuation ratio against dt (2 for a smooth potential under velocity Verlet): "
               + ", ".join(f"{p} {s:.2f}" for p, s in slopes.items()) + ".", ""]
-    errors = sorted({e for r in rows for e in r["errors"]})
+    errors = [e for r in rows for e in r["errors"]]
     if errors:
         lines += ["Failures:", ""] + [f"- {e}" for e in errors] + [""]
     for l in langevin:
@@ -217,16 +218,16 @@ def main():
     ap.add_argument("--smooth", default=str(MODELS / "smooth.safetensors"))
     ap.add_argument("--spline", default=str(MODELS / "spline.safetensors"))
     ap.add_argument("--dt-fs", type=float, nargs="+", default=[0.25, 0.5, 1.0, 2.0])
-    ap.add_argument("--ps", type=float, default=2.0, help="length of each NVE run")
-    ap.add_argument("--starts", type=int, default=2)
-    ap.add_argument("--langevin-ps", type=float, default=20.0)
-    ap.add_argument("--long", action="store_true", help="10x longer runs, 4 starts, 500 ps of Langevin")
+    ap.add_argument("--ps", type=float, default=10.0, help="length of each NVE run")
+    ap.add_argument("--starts", type=int, default=4)
+    ap.add_argument("--langevin-ps", type=float, default=200.0)
+    ap.add_argument("--long", action="store_true", help="10x longer NVE runs, 8 starts, 2 ns of Langevin")
     ap.add_argument("--platform", default="Reference")
     ap.add_argument("--jobs", type=int, default=os.cpu_count() or 1)
     ap.add_argument("--out", default=str(ROOT / "out" / "energy_conservation"))
     args = ap.parse_args()
     if args.long:
-        args.ps, args.starts, args.langevin_ps = 10 * args.ps, 4, 500.0
+        args.ps, args.starts, args.langevin_ps = 10 * args.ps, 8, 2000.0
     from tqdm import tqdm
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)

@@ -137,12 +137,12 @@ def write_report(results, meta, out: Path, report: Path):
     lines = ["# Alanine dipeptide: flows against Amber ff99SB-ILDN", "",
              f"Evaluated {meta['date']} at commit {meta['commit']} on {meta['machine']}; "
              f"{meta['samples']} flow samples per model; held-out frames: {meta['test_frames']} "
-             f"(setting {meta['setting']}).", "",
+             f"(setting {meta['setting']})." + (f" {meta['note']}" if meta.get("note") else ""), "",
              "| flow | NLL held-out (nats) | force RMSE (kJ/mol/nm) | ESS/n | paper ESS/n | KL phi/psi (flow) "
              "| KL phi/psi (reweighted) | phi > 0 (flow / reweighted / MD) |", "|---|---|---|---|---|---|---|---|"]
     for r in results:
         lines.append(f"| {r['transform']} | {r['nll_nats']:.2f} | {r['force_rmse_kj_mol_nm']:.1f} | "
-                     f"{100 * r['sampling_efficiency']:.1f} % | {PAPER.get(r['transform'], '-')} | "
+                     f"{100 * r['sampling_efficiency']:.2g} % | {PAPER.get(r['transform'], '-')} | "
                      f"{r['kl_phi_psi_flow']:.3f} | {r['kl_phi_psi_reweighted']:.3f} | "
                      f"{100 * r['phi_positive_fraction_flow']:.1f} % / "
                      f"{100 * r['phi_positive_fraction_reweighted']:.1f} % / "
@@ -162,6 +162,7 @@ def main():
     ap.add_argument("--bins", type=int, default=60)
     ap.add_argument("--out", default=str(ROOT / "docs" / "results"))
     ap.add_argument("--report", default=str(ROOT / "docs" / "results.md"))
+    ap.add_argument("--note", default="", help="a sentence for the report (e.g. the models' training state)")
     args = ap.parse_args()
     torch.manual_seed(args.seed)
     out = Path(args.out)
@@ -174,7 +175,7 @@ def main():
                             text=True).stdout.strip()
     meta = {"date": datetime.date.today().isoformat(), "commit": commit, "machine": "2-core x86-64 (CI class)",
             "samples": args.samples, "test_frames": len(test), "setting": args.setting,
-            "reference_phi_positive": float(np.mean(reference[0] > 0))}
+            "reference_phi_positive": float(np.mean(reference[0] > 0)), "note": args.note}
     plots(results, reference, out, args.bins)
     clean = [{k: v for k, v in r.items() if not k.startswith("_")} for r in results]
     (out / "evaluation.json").write_text(json.dumps({"meta": meta, "results": clean}, indent=2) + "\n")
