@@ -417,7 +417,28 @@ def smooth_inverse(y: torch.Tensor, params: SmoothParameters, circular: torch.Te
     return x, dF
 
 
-class SmoothTransformer(torch.nn.Module):
+class _MixtureTransformer(torch.nn.Module):
+    """What the smooth and spline transformers share: K, the circular flags, the constants,
+    and P from :func:`params_per_dim`."""
+
+    kind = ""
+
+    def __init__(self, n_components: int, circular, constants):
+        super().__init__()
+        if int(n_components) < 1:
+            raise ValueError(f"n_components must be >= 1, got {n_components}")
+        self.n_components = int(n_components)
+        self.constants = constants
+        self.register_buffer("circular", torch.as_tensor(list(circular), dtype=torch.bool),
+                             persistent=False)
+
+    @property
+    def params_per_dim(self) -> int:
+        """P of this kind (see :func:`params_per_dim`)."""
+        return params_per_dim(self.kind, self.n_components)
+
+
+class SmoothTransformer(_MixtureTransformer):
     """Elementwise smooth mixture transform driven by raw conditioner outputs.
 
     In the manner of bgflow's transformers: ``forward(x, raw, inverse=False)`` returns
@@ -433,20 +454,6 @@ class SmoothTransformer(torch.nn.Module):
     """
 
     kind = "smooth"
-
-    def __init__(self, n_components: int, circular, constants: SmoothConstants):
-        super().__init__()
-        if int(n_components) < 1:
-            raise ValueError(f"n_components must be >= 1, got {n_components}")
-        self.n_components = int(n_components)
-        self.constants = constants
-        self.register_buffer("circular", torch.as_tensor(list(circular), dtype=torch.bool),
-                             persistent=False)
-
-    @property
-    def params_per_dim(self) -> int:
-        """P = 4K + 2."""
-        return 4 * self.n_components + 2
 
     def parameters_from_raw(self, raw: torch.Tensor) -> SmoothParameters:
         """Constrained parameters from raw outputs of shape ``(B, n, P)``."""
@@ -751,7 +758,7 @@ def spline_inverse(y: torch.Tensor, params: SplineParameters, circular
     return _clamp01(x), logd
 
 
-class SplineTransformer(torch.nn.Module):
+class SplineTransformer(_MixtureTransformer):
     """Elementwise rational-quadratic spline driven by raw conditioner outputs.
 
     ``forward(x, raw, inverse=False)`` returns ``(y, dlogp)`` as
@@ -769,19 +776,8 @@ class SplineTransformer(torch.nn.Module):
     kind = "spline"
 
     def __init__(self, n_components: int, circular, constants: SplineConstants):
-        super().__init__()
-        if int(n_components) < 1:
-            raise ValueError(f"n_components must be >= 1, got {n_components}")
         constants.check(int(n_components))
-        self.n_components = int(n_components)
-        self.constants = constants
-        self.register_buffer("circular", torch.as_tensor(list(circular), dtype=torch.bool),
-                             persistent=False)
-
-    @property
-    def params_per_dim(self) -> int:
-        """P = 3K + 2."""
-        return 3 * self.n_components + 2
+        super().__init__(n_components, circular, constants)
 
     def parameters_from_raw(self, raw: torch.Tensor) -> SplineParameters:
         """Constrained parameters from raw outputs of shape ``(B, n, P)``."""

@@ -22,13 +22,13 @@ import torch
 from tqdm import tqdm
 
 from . import repo_paths  # noqa: F401  (puts <repo>/pytorch on sys.path)
-from smoothflow_torch import load_model  # noqa: E402
+from smoothflow_torch import MOLAR_GAS_CONSTANT, load_model  # noqa: E402
 
 from . import data, forcefield, metrics, molecule  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[2]
 PAPER = {"smooth": "42 %", "spline": "38 %", "affine": "< 1 %"}
-KT = 0.00831446261815324 * forcefield.TEMPERATURE
+KT = MOLAR_GAS_CONSTANT * forcefield.TEMPERATURE
 
 
 class ForceFieldEnergy:
@@ -73,7 +73,7 @@ def sample_flow(flow, n: int, seed: int, batch: int = 5000):
 def evaluate_model(path: Path, test: data.Frames, reference_phi_psi, ff: ForceFieldEnergy, n_samples: int,
                    seed: int, bins: int) -> dict:
     flow = load_model(path)
-    kind = json.loads(json.dumps(flow.config()))["layers"][0]["transform"]
+    kind = flow.config()["layers"][0]["transform"]
     result = {"model": str(path), "transform": kind}
     result.update(held_out_metrics(flow, test))
     x, log_q = sample_flow(flow, n_samples, seed)
