@@ -2,7 +2,7 @@
  * (docs/model-format.md section 7.2):
  *
  *     s = scale_max tanh(s~ / scale_max),   v = logit(x),   z = e^s v + t~
- *     T(x) = sigmoid(z),   log T'(x) = s + log sigma'(z) - log sigma'(v)
+ *     T(x) = sfU_sigmoid(z),   log T'(x) = s + log sigma'(z) - log sigma'(v)
  *
  * with sigma'(u) = sigma(u) sigma(-u) (= x (1 - x) at u = v).  Every
  * dimension, circular ones included, is treated as the open interval (0, 1).
@@ -12,8 +12,6 @@
 #include "sf_internal.h"
 
 #include <math.h>
-
-static double sigmoid(double v) { return v >= 0 ? 1.0 / (1.0 + exp(-v)) : exp(v) / (1.0 + exp(v)); }
 
 static double logit(double x) { return log(x) - log1p(-x); }
 
@@ -46,7 +44,7 @@ void sfA_prepare(const sf_affine_constants *c, const double *raw, sfA_params *p)
 void sfA_eval(const sfA_params *p, double x, double *y, double *dy, double *d2y, double *logdy)
 {
     double v = logit(x), z = p->e * v + p->t;
-    double ty = sigmoid(z), sx = x * (1 - x);
+    double ty = sfU_sigmoid(z), sx = x * (1 - x);
     double l = p->s + log_dsigmoid(z) - log_dsigmoid(v);
     *y = ty;
     double f1 = exp(l);
@@ -62,12 +60,12 @@ int sfA_step(const sfA_params *p, int generative, double in, double *out, double
     if (generative) {
         /* x = sigmoid((logit(y) - t) e^-s), logdet -log T'(x). */
         double z = logit(in), v = (z - p->t) * p->einv;
-        *out = sigmoid(v);
+        *out = sfU_sigmoid(v);
         *logdet = -(p->s + log_dsigmoid(z) - log_dsigmoid(v));
         return 0;
     }
     double v = logit(in), z = p->e * v + p->t;
-    *out = sigmoid(z);
+    *out = sfU_sigmoid(z);
     *logdet = p->s + log_dsigmoid(z) - log_dsigmoid(v);
     return 0;
 }
@@ -79,7 +77,7 @@ void sfA_adjoint(const sfA_params *p, int generative, double in, double abar, do
         /* in = y: z = logit(y), v = (z - t) e^-s, out = sigmoid(v),
          * logdet = -s - log sigma'(z) + log sigma'(v). */
         double z = logit(in), v = (z - p->t) * p->einv;
-        gv = abar * dsigmoid(v) + w * (1 - 2 * sigmoid(v));
+        gv = abar * dsigmoid(v) + w * (1 - 2 * sfU_sigmoid(v));
         gz = gv * p->einv - w * (1 - 2 * in);
         *gin = gz / (in * (1 - in));
         gt = -gv * p->einv;
@@ -88,7 +86,7 @@ void sfA_adjoint(const sfA_params *p, int generative, double in, double abar, do
         /* in = x: v = logit(x), z = e^s v + t, out = sigmoid(z),
          * logdet = s + log sigma'(z) - log sigma'(v). */
         double v = logit(in), z = p->e * v + p->t;
-        gz = abar * dsigmoid(z) + w * (1 - 2 * sigmoid(z));
+        gz = abar * dsigmoid(z) + w * (1 - 2 * sfU_sigmoid(z));
         gv = gz * p->e - w * (1 - 2 * in);
         *gin = gv / (in * (1 - in));
         gt = gz;

@@ -1,6 +1,6 @@
 /*
  * sf_internal.h -- private structures and helpers of the C core.
- * Prefixes: sfE_ errors, sfS_ safetensors container, sfM_ model,
+ * Prefixes: sfU_ numeric and string utilities, sfE_ errors, sfS_ safetensors container, sfM_ model,
  * sfZ_ internal coordinates, sfT_ smooth transform, sfR_ rational-quadratic
  * spline, sfA_ affine transform, sfN_ conditioner networks, sfF_ flow
  * layers, sfW_ workspace.
@@ -10,7 +10,10 @@
 
 #include "smoothflow.h"
 
+#include <math.h>
 #include <stddef.h>
+#include <stdlib.h>
+#include <string.h>
 
 #ifdef SF_DEBUG
 #include <assert.h>
@@ -21,6 +24,23 @@
 
 #define SF_GAS_CONSTANT 0.00831446261815324 /* kJ/mol/K */
 #define SF_PI 3.14159265358979323846
+
+/* ----------------------------------------------------- numeric utilities */
+
+/* The logistic function without overflow for either sign. */
+static inline double sfU_sigmoid(double v) { return v >= 0 ? 1.0 / (1.0 + exp(-v)) : exp(v) / (1.0 + exp(v)); }
+/* Exact softplus, log(1 + e^v), without cancellation or overflow. */
+static inline double sfU_softplus(double v) { return (v > 0 ? v : 0.0) + log1p(exp(-fabs(v))); }
+/* A point of the circle [0, 1). */
+static inline double sfU_wrap01(double v) { return v - floor(v); }
+/* A malloc'd copy of s, or NULL. */
+static inline char *sfU_strdup(const char *s)
+{
+    size_t n = strlen(s) + 1;
+    char *d = malloc(n);
+    if (d) memcpy(d, s, n);
+    return d;
+}
 
 /* ---------------------------------------------------------------- errors */
 

@@ -15,14 +15,12 @@
 #define SF_VECTOR_CLONES
 #endif
 
-static double sigmoid(double v) { return v >= 0 ? 1.0 / (1.0 + exp(-v)) : exp(v) / (1.0 + exp(v)); }
-
 static double activate(sf_activation a, double z)
 {
     switch (a) {
     case SF_ACT_TANH: return tanh(z);
-    case SF_ACT_SILU: return z * sigmoid(z);
-    case SF_ACT_SOFTPLUS: return (z > 0 ? z : 0.0) + log1p(exp(-fabs(z)));
+    case SF_ACT_SILU: return z * sfU_sigmoid(z);
+    case SF_ACT_SOFTPLUS: return sfU_softplus(z);
     }
     return z;
 }
@@ -32,8 +30,8 @@ static double activate_grad(sf_activation a, double z, double y)
 {
     switch (a) {
     case SF_ACT_TANH: return 1 - y * y;
-    case SF_ACT_SILU: { double s = sigmoid(z); return s * (1 + z * (1 - s)); }
-    case SF_ACT_SOFTPLUS: return sigmoid(z);
+    case SF_ACT_SILU: { double s = sfU_sigmoid(z); return s * (1 + z * (1 - s)); }
+    case SF_ACT_SOFTPLUS: return sfU_sigmoid(z);
     }
     return 1;
 }

@@ -35,14 +35,6 @@ static const char *json_string(const cJSON *obj, const char *key)
     return cJSON_IsString(v) ? v->valuestring : NULL;
 }
 
-static char *dup_string(const char *s)
-{
-    size_t n = strlen(s) + 1;
-    char *d = malloc(n);
-    if (d) memcpy(d, s, n);
-    return d;
-}
-
 /* Reads an array of ints into a fresh array; returns its length or -1. */
 static int json_int_array(const cJSON *arr, int **out)
 {
@@ -156,8 +148,8 @@ static sf_status read_atoms(sf_model *m, const cJSON *cfg, sf_error *err)
         int ri = 0;
         if (!name || !res || !json_int(it, "residue_index", 0, &ri))
             return sfE_set(err, SF_ERR_MODEL, "model config: atoms[%d] needs string 'name' and 'residue'", a);
-        m->atoms[a].name = dup_string(name);
-        m->atoms[a].residue = dup_string(res);
+        m->atoms[a].name = sfU_strdup(name);
+        m->atoms[a].residue = sfU_strdup(res);
         m->atoms[a].residue_index = ri;
         if (!m->atoms[a].name || !m->atoms[a].residue) return sfE_set(err, SF_ERR_NOMEM, "out of memory");
     }
@@ -449,7 +441,7 @@ sf_status sf_model_load_bytes(const void *data, size_t size, sf_model **out, sf_
     }
     if (rc == SF_OK) rc = read_config(m, st.metadata_config, err);
     if (rc == SF_OK) rc = read_tensors(m, &st, err);
-    if (rc == SF_OK && !(m->config_json = dup_string(st.metadata_config)))
+    if (rc == SF_OK && !(m->config_json = sfU_strdup(st.metadata_config)))
         rc = sfE_set(err, SF_ERR_NOMEM, "out of memory");
     sfS_free(&st);
     if (rc != SF_OK) {

@@ -8,14 +8,6 @@
 
 #define SF_MAX_HEADER (100u * 1024u * 1024u)
 
-static char *dup_string(const char *s)
-{
-    size_t n = strlen(s) + 1;
-    char *d = malloc(n);
-    if (d) memcpy(d, s, n);
-    return d;
-}
-
 void sfS_free(sf_safetensors *st)
 {
     if (!st) return;
@@ -61,7 +53,7 @@ static sf_status read_metadata(const cJSON *meta, sf_safetensors *st, sf_error *
         if (!v) continue;
         if (!cJSON_IsString(v))
             return sfE_set(err, SF_ERR_FORMAT, "model file header: metadata '%s' is not a string", keys[i]);
-        *dst[i] = dup_string(v->valuestring);
+        *dst[i] = sfU_strdup(v->valuestring);
         if (!*dst[i]) return sfE_set(err, SF_ERR_NOMEM, "out of memory reading metadata");
     }
     return SF_OK;
@@ -108,7 +100,7 @@ static sf_status read_tensor(const cJSON *item, const unsigned char *buffer, siz
                        end - begin, count * (double)elsize);
     t->data = buffer + begin;
     t->nbytes = end - begin;
-    t->name = dup_string(name);
+    t->name = sfU_strdup(name);
     if (!t->name) return sfE_set(err, SF_ERR_NOMEM, "out of memory");
     return SF_OK;
 }

@@ -11,11 +11,6 @@
 #define SF_SATURATE 700.0
 #define SF_MAX_NEWTON 100
 
-static double sigmoid(double v) { return v >= 0 ? 1.0 / (1.0 + exp(-v)) : exp(v) / (1.0 + exp(v)); }
-
-/* Exact softplus, log(1 + e^v), without cancellation or overflow. */
-static double softplus(double v) { return (v > 0 ? v : 0.0) + log1p(exp(-fabs(v))); }
-
 /* x^-n for a small positive integer n, without pow(). */
 static double inverse_power(double x, int n)
 {
@@ -65,14 +60,14 @@ void sfT_prepare(const sf_smooth_constants *c, int K, const double *raw, sfT_par
     for (int k = 0; k < K; k++) sum += (p->w[k] = exp(raw[k] - mx));
     for (int k = 0; k < K; k++) {
         p->w[k] /= sum;
-        p->b[k] = sigmoid(raw[K + k]);
-        p->s[k] = c->s_min + (1 - c->s_min) * sigmoid(raw[2 * K + k]);
-        p->alpha[k] = c->alpha_min + softplus(raw[3 * K + k]);
+        p->b[k] = sfU_sigmoid(raw[K + k]);
+        p->s[k] = c->s_min + (1 - c->s_min) * sfU_sigmoid(raw[2 * K + k]);
+        p->alpha[k] = c->alpha_min + sfU_softplus(raw[3 * K + k]);
         p->start[k] = p->b[k] * (1 - p->s[k]);
     }
     p->K = K;
     p->beta = c->beta;
-    p->c = c->c_max * sigmoid(raw[4 * K]);
+    p->c = c->c_max * sfU_sigmoid(raw[4 * K]);
     p->t = raw[4 * K + 1];
 }
 
@@ -117,7 +112,7 @@ void sfT_vjp(const sfT_params *p, const sf_smooth_constants *c, const double *ra
         double gs = gh * dh_ds - b * cc * w * r.s1 / (s * s);
         g[2 * K + k] += gs * (1 - c->s_min) * ss * (1 - ss);
         double galpha = cc * w * (a * r.a0 + b * r.a1 / s);
-        g[3 * K + k] += galpha * sigmoid(raw[3 * K + k]);
+        g[3 * K + k] += galpha * sfU_sigmoid(raw[3 * K + k]);
     }
     for (int k = 0; k < K; k++) g[k] -= p->w[k] * gw_mean;
     double gc = a * (S0 - x) + b * (S1 - 1);
@@ -162,14 +157,12 @@ int sfT_solve(const sfT_params *p, double y, double *x)
 
 /* ------------------------------------------------- the flow's operations */
 
-static double wrap01(double v) { return v - floor(v); }
-
 int sfT_step(const sfT_params *p, int circular, int generative, double in, double *out, double *logdet)
 {
     double f, f1;
     if (generative) {
         /* x = F^-1((y - t) mod 1), logdet -log F'(x). */
-        int it = sfT_solve(p, circular ? wrap01(in - p->t) : in, out);
+        int it = sfT_solve(p, circular ? sfU_wrap01(in - p->t) : in, out);
         if (it < 0) return -1;
         sfT_eval(p, *out, &f, &f1, NULL);
         *logdet = -log(f1);
@@ -177,7 +170,7 @@ int sfT_step(const sfT_params *p, int circular, int generative, double in, doubl
     }
     /* x = (F(y) + t) mod 1, logdet log F'(y). */
     sfT_eval(p, in, &f, &f1, NULL);
-    *out = circular ? wrap01(f + p->t) : f;
+    *out = circular ? sfU_wrap01(f + p->t) : f;
     *logdet = log(f1);
     return 0;
 }
@@ -216,7 +209,7 @@ void sf_smooth_forward(const sf_smooth_constants *c, int K, const double *raw, i
     sfT_params p;
     sfT_prepare(c, K, raw, &p);
     sfT_eval(&p, x, &f, &f1, &f2);
-    *y = circular ? wrap01(f + raw[4 * K + 1]) : f;
+    *y = circular ? sfU_wrap01(f + raw[4 * K + 1]) : f;
     if (dy) *dy = f1;
     if (d2y) *d2y = f2;
 }
@@ -225,6 +218,6 @@ int sf_smooth_inverse(const sf_smooth_constants *c, int K, const double *raw, in
 {
     sfT_params p;
     sfT_prepare(c, K, raw, &p);
-    if (circular) y = wrap01(y - p.t);
+    if (circular) y = sfU_wrap01(y - p.t);
     return sfT_solve(&p, y, x);
 }

@@ -18,13 +18,6 @@
 
 #include <math.h>
 
-static double sigmoid(double v) { return v >= 0 ? 1.0 / (1.0 + exp(-v)) : exp(v) / (1.0 + exp(v)); }
-
-/* Exact softplus, log(1 + e^v), without cancellation or overflow. */
-static double softplus(double v) { return (v > 0 ? v : 0.0) + log1p(exp(-fabs(v))); }
-
-static double wrap01(double v) { return v - floor(v); }
-
 /* The knots 0 = knot_0 < ... < knot_K = 1 (exactly) of the bin sizes
  * m + (1 - K m) softmax(raw), and each bin's size as the difference of its
  * knots: the same numbers up to rounding, but so S is continuous at every
@@ -53,7 +46,7 @@ void sfR_prepare(const sf_spline_constants *c, int K, const double *raw, int cir
     p->scale_h = 1 - K * c->min_bin_height;
     bins(raw, K, c->min_bin_width, p->scale_w, p->sw, p->W, p->x);
     bins(raw + K, K, c->min_bin_height, p->scale_h, p->sh, p->H, p->y);
-    for (int k = 0; k <= K; k++) p->delta[k] = c->min_derivative + softplus(raw[2 * K + k]);
+    for (int k = 0; k <= K; k++) p->delta[k] = c->min_derivative + sfU_softplus(raw[2 * K + k]);
     /* The circle matches the derivatives at the ends: d~_K is ignored. */
     if (circular) p->delta[K] = p->delta[0];
     p->t = raw[3 * K + 1];
@@ -162,8 +155,8 @@ void sfR_vjp(const sfR_params *p, const double *raw, double x, double a, double 
     }
     /* delta = m_d + softplus(d~); on the circle delta_K is delta_0. */
     int k1 = (p->circular && k + 1 == K) ? 0 : k + 1;
-    g[2 * K + k] += (a * dS_dd0 + b * dL_dd0) * sigmoid(raw[2 * K + k]);
-    g[2 * K + k1] += (a * dS_dd1 + b * dL_dd1) * sigmoid(raw[2 * K + k1]);
+    g[2 * K + k] += (a * dS_dd0 + b * dL_dd0) * sfU_sigmoid(raw[2 * K + k]);
+    g[2 * K + k1] += (a * dS_dd1 + b * dL_dd1) * sfU_sigmoid(raw[2 * K + k1]);
 }
 
 /* ------------------------------------------------- the flow's operations */
@@ -173,14 +166,14 @@ int sfR_step(const sfR_params *p, int generative, double in, double *out, double
     double f, f1;
     if (generative) {
         /* x = S^-1((y - t) mod 1), logdet -log S'(x). */
-        *out = sfR_solve(p, p->circular ? wrap01(in - p->t) : in);
+        *out = sfR_solve(p, p->circular ? sfU_wrap01(in - p->t) : in);
         sfR_eval(p, *out, &f, &f1, NULL);
         *logdet = -log(f1);
         return 0;
     }
     /* x = (S(y) + t) mod 1, logdet log S'(y). */
     sfR_eval(p, in, &f, &f1, NULL);
-    *out = p->circular ? wrap01(f + p->t) : f;
+    *out = p->circular ? sfU_wrap01(f + p->t) : f;
     *logdet = log(f1);
     return 0;
 }
@@ -215,7 +208,7 @@ void sf_spline_forward(const sf_spline_constants *c, int K, const double *raw, i
     double f, f1, l1;
     sfR_prepare(c, K, raw, circular, &p);
     sfR_eval(&p, x, &f, &f1, &l1);
-    *y = circular ? wrap01(f + p.t) : f;
+    *y = circular ? sfU_wrap01(f + p.t) : f;
     if (dy) *dy = f1;
     if (d2y) *d2y = f1 * l1;
 }
@@ -224,6 +217,6 @@ int sf_spline_inverse(const sf_spline_constants *c, int K, const double *raw, in
 {
     sfR_params p;
     sfR_prepare(c, K, raw, circular, &p);
-    *x = sfR_solve(&p, circular ? wrap01(y - p.t) : y);
+    *x = sfR_solve(&p, circular ? sfU_wrap01(y - p.t) : y);
     return 0;
 }
