@@ -10,7 +10,12 @@ Losses (``docs/flow-math.md`` section 8; ``docs/training.md``):
   reference forces. ``units="reduced"`` (default) divides both by kT first, so the loss is in
   (1/nm)^2 (forces in kT/nm), the scale on which it adds to the NLL; ``units="kJ/mol/nm"``
   gives (kJ/mol/nm)^2. The force RMSE in kJ/mol/nm is ``sqrt(loss) * kT`` (reduced) or
-  ``sqrt(loss)``.
+  ``sqrt(loss)``. With ``force_matching_noise`` = sigma > 0 (nm) the force-matching term is
+  taken instead at the batch's frames displaced by Gaussian noise of standard deviation
+  sigma per coordinate, against the target's forces there (``target.evaluate``; displaced
+  frames whose target evaluation fails are left out). The NLL stays on the clean frames. Why:
+  MD explores a thermal shell around the data, and matching forces only at the data leaves
+  the flow free to be rough in between, which velocity Verlet turns into heating.
 - :func:`reverse_kl`: ``mean over x ~ q of u_target(x) + log q(x)`` (the KL divergence
   KL(q || p_target) up to the target's log partition function), with ``x, log q`` from
   ``flow.sample(n, return_log_prob=True)`` (reparameterized, differentiable in the weights) and
@@ -140,6 +145,22 @@ def reverse_kl(flow, target: Callable[[torch.Tensor], torch.Tensor], n: int,
     return loss, {"n_invalid": int(n - n_ok), "n_cut": int(getattr(target, "last_n_cut", 0))}
 
 
+def _unpack_frames(frames, name: str):
+    """(positions, forces, weights or None) from a 2- or 3-tuple; weights as float64 >= 0."""
+    if len(frames) == 2:
+        (pos, frc), wts = frames, None
+    elif len(frames) == 3:
+        pos, frc, wts = frames
+    else:
+        raise ValueError(f"{name} must be (positions, forces) or (positions, forces, weights)")
+    if wts is not None:
+        wts = torch.as_tensor(wts, dtype=torch.float64)
+        if wts.shape != (len(pos),) or not bool(torch.isfinite(wts).all()) or bool((wts < 0).any()) \
+                or not float(wts.sum()) > 0:
+            raise ValueError(f"{name}: weights must be {len(pos)} finite values >= 0 with a positive sum")
+    return pos, frc, wts
+
+
 def weighted_loss(terms: Dict[str, torch.Tensor], weights: Dict[str, float]) -> torch.Tensor:
     """``sum_k weights[k] * terms[k]`` over the terms with a non-zero weight."""
     total = None
@@ -188,6 +209,7 @@ class TrainConfig:
     adam_betas: List[float] = dataclasses.field(default_factory=lambda: [0.9, 0.999])
     weight_decay: float = 0.0
     grad_clip: Optional[float] = 100.0
+    force_matching_noise: float = 0.0
     eval_every: int = 100
     eval_frames: int = 1000
     eval_batch_size: int = 250
@@ -237,6 +259,8 @@ class TrainConfig:
             raise ValueError(f"lr_schedule must be one of {LR_SCHEDULES}, got {self.lr_schedule!r}")
         if not (self.lr > 0 and self.lr_min >= 0 and self.lr_decay > 0):
             raise ValueError("lr must be > 0, lr_min >= 0, lr_decay > 0")
+        if not (self.force_matching_noise >= 0 and math.isfinite(self.force_matching_noise)):
+            raise ValueError(f"force_matching_noise must be finite and >= 0 nm, got {self.force_matching_noise}")
         if self.grad_clip is not None and not self.grad_clip > 0:
             raise ValueError(f"grad_clip must be > 0 or null, got {self.grad_clip}")
         if len(self.adam_betas) != 2:
@@ -331,11 +355,15 @@ class Trainer:
     out_dir : str or Path
         The run directory: ``config.json``, ``log.jsonl``, ``checkpoints/``,
         ``model.safetensors``, ``summary.json``.
-    train_data : (positions, forces), optional
+    train_data : (positions, forces) or (positions, forces, weights), optional
         ``(n, N, 3)`` tensors (nm, kJ/mol/nm); needed for the NLL and force-matching terms.
-        ``forces`` may be None when force matching is off.
-    test_data : (positions, forces), optional
-        Held-out frames for the periodic evaluation (NLL and force RMSE).
+        ``forces`` may be None when force matching is off. ``weights`` (``(n,)``, >= 0) are
+        importance weights of frames from biased sampling: batches are then drawn with
+        probability proportional to them, so every loss is an unbiased estimate of its
+        Boltzmann-weighted value.
+    test_data : (positions, forces) or (positions, forces, weights), optional
+        Held-out frames for the periodic evaluation (NLL and force RMSE, weighted means
+        when weights are given).
     target : callable, optional
         Reduced target energy for the reverse KL and the sampling-efficiency evaluation
         (:class:`~smoothflow_torch.openmm_bridge.OpenMMEnergy`). Its ``reduced_energy(x,
@@ -362,22 +390,26 @@ class Trainer:
         self.provenance = dict(provenance or {})
         w = config.weights
         dt = flow.dtype
-        self.train_positions = self.train_forces = None
+        self.train_positions = self.train_forces = self.train_weights = None
         if train_data is not None:
-            pos, frc = train_data
+            pos, frc, wts = _unpack_frames(train_data, "train_data")
             self.train_positions = torch.as_tensor(pos, dtype=dt)
             self.train_forces = None if frc is None else torch.as_tensor(frc, dtype=dt)
+            self.train_weights = wts
         if (w["nll"] or w["force_matching"]) and self.train_positions is None:
             raise ValueError("the nll and force_matching losses need train_data")
         if w["force_matching"] and self.train_forces is None:
             raise ValueError("force matching needs reference forces in train_data")
         if w["reverse_kl"] and target is None:
             raise ValueError("the reverse_kl loss needs a target energy")
-        self.test_positions = self.test_forces = None
+        if w["force_matching"] and config.force_matching_noise > 0 and not hasattr(target, "evaluate"):
+            raise ValueError("force_matching_noise needs a target with evaluate() (forces at displaced frames)")
+        self.test_positions = self.test_forces = self.test_weights = None
         if test_data is not None:
-            pos, frc = test_data
+            pos, frc, wts = _unpack_frames(test_data, "test_data")
             self.test_positions = torch.as_tensor(pos, dtype=dt)
             self.test_forces = None if frc is None else torch.as_tensor(frc, dtype=dt)
+            self.test_weights = wts
         self.optimizer = torch.optim.Adam(flow.parameters(), lr=config.lr,
                                           betas=tuple(config.adam_betas),
                                           weight_decay=config.weight_decay)
@@ -420,10 +452,25 @@ class Trainer:
         terms: Dict[str, torch.Tensor] = {}
         entry: Dict[str, Any] = {"kind": "train", "step": self.step + 1}
         if w["nll"] or w["force_matching"]:
-            idx = torch.randint(len(self.train_positions), (c.batch_size,),
-                                generator=self.data_generator)
+            if self.train_weights is None:
+                idx = torch.randint(len(self.train_positions), (c.batch_size,),
+                                    generator=self.data_generator)
+            else:
+                idx = torch.multinomial(self.train_weights, c.batch_size, replacement=True,
+                                        generator=self.data_generator)
             x = self.train_positions[idx]
-            if w["force_matching"]:
+            if w["force_matching"] and c.force_matching_noise > 0:
+                xn = x + c.force_matching_noise * torch.randn(x.shape, generator=self.data_generator,
+                                                              dtype=x.dtype)
+                _, f_ref, ok = self.target.evaluate(xn.detach().numpy())
+                ok_t = torch.from_numpy(ok)
+                fm = force_matching(flow, xn[ok_t], torch.from_numpy(f_ref[ok]), c.force_units)
+                entry["fm_invalid"] = int((~ok).sum())
+                nl = nll(flow, x)
+                terms["force_matching"] = fm
+                entry["force_rmse"] = float(fm.detach().sqrt()) * (
+                    flow.kT if c.force_units == "reduced" else 1.0)
+            elif w["force_matching"]:
                 fm, nl = force_matching(flow, x, self.train_forces[idx], c.force_units,
                                         return_nll=True)
                 terms["force_matching"] = fm
@@ -484,25 +531,28 @@ class Trainer:
             idx = torch.from_numpy(np.linspace(0, n - 1, m).round().astype(np.int64))
             x = self.test_positions[idx]
             f = None if self.test_forces is None else self.test_forces[idx]
+            wt = (torch.ones(m, dtype=torch.float64) if self.test_weights is None
+                  else self.test_weights[idx])
             with torch.no_grad():
                 u = flow.internal_coordinates(x)[:, :flow.n_interval]
             inside = ((u >= 0) & (u <= 1)).all(-1)
             out["n_frames"] = int(m)
             out["n_outside"] = int((~inside).sum())
-            x = x[inside]
+            x, wt = x[inside], wt[inside]
             f = None if f is None else f[inside]
-            nll_sum, sq_sum, count = 0.0, 0.0, 0
+            nll_sum, sq_sum, total = 0.0, 0.0, 0.0
             for s in range(0, len(x), c.eval_batch_size):
-                xb = x[s:s + c.eval_batch_size]
+                xb, wb = x[s:s + c.eval_batch_size], wt[s:s + c.eval_batch_size]
                 E, F = flow.energy_and_forces(xb)
-                nll_sum += float(((E - flow.energy_offset) / flow.kT).sum())
+                nll_sum += float((wb * (E - flow.energy_offset).double() / flow.kT).sum())
                 if f is not None:
-                    sq_sum += float(((F - f[s:s + c.eval_batch_size]) ** 2).sum())
-                count += len(xb)
-            if count:
-                out["test_nll"] = nll_sum / count
+                    sq_sum += float((wb * ((F - f[s:s + c.eval_batch_size]) ** 2)
+                                     .sum((1, 2)).double()).sum())
+                total += float(wb.sum())
+            if total > 0:
+                out["test_nll"] = nll_sum / total
                 if f is not None:
-                    out["test_force_rmse"] = math.sqrt(sq_sum / (count * flow.n_atoms * 3))
+                    out["test_force_rmse"] = math.sqrt(sq_sum / (total * flow.n_atoms * 3))
         if self.target is not None and c.eval_samples > 0:
             g = torch.Generator().manual_seed(c.seed + 1000003 * (self.step + 3))
             with torch.no_grad():

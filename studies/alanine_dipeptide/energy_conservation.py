@@ -133,8 +133,7 @@ def dt2_slopes(rows):
 
 
 def plot(rows, runs, langevin, reference, out: Path):
-    import matplotlib
-    matplotlib.use("Agg")
+    from . import plots
     import matplotlib.pyplot as plt
     import matplotlib.ticker
     colors = {"smooth": "C0", "spline": "C1", "ff99SB-ILDN": "k"}
@@ -172,19 +171,33 @@ def plot(rows, runs, langevin, reference, out: Path):
     fig.tight_layout()
     fig.savefig(out / "total_energy.png", dpi=120)
     plt.close(fig)
-    panels = [("ff99SB-ILDN (reference MD)", *reference)] + [
-        (f"{l['potential']} flow, Langevin {l['ps']:g} ps", np.array(l["phi"]), np.array(l["psi"])) for l in langevin]
+    panels = [("ff99SB-ILDN (reference MD, reweighted)", *reference)] + [
+        (f"{l['potential']} flow, Langevin {l['ps']:g} ps", np.array(l["phi"]), np.array(l["psi"]), None)
+        for l in langevin]
     fig, axes = plt.subplots(1, len(panels), figsize=(4 * len(panels), 4), squeeze=False)
-    for ax, (title, phi, psi) in zip(axes[0], panels):
-        if len(phi):
-            ax.hist2d(np.degrees(phi), np.degrees(psi), bins=60, range=[[-180, 180], [-180, 180]], cmin=1,
-                      norm=matplotlib.colors.LogNorm())
-        ax.set_title(title, fontsize=9)
-        ax.set_xlabel("phi (degrees)")
-        ax.set_ylabel("psi (degrees)")
+    for ax, (title, phi, psi, w) in zip(axes[0], panels):
+        plots.ramachandran_panel(ax, phi, psi, title, weights=w)
     fig.tight_layout()
     fig.savefig(out / "ramachandran.png", dpi=120)
     plt.close(fig)
+
+
+def goal_lines(rows) -> list:
+    """The study's goal, checked per time step: the smooth flow's fluctuation ratio within 2x of
+    the force field's, and below the spline flow's (a failed run counts as infinitely worse)."""
+    ratio = {(r["potential"], r["dt_fs"]): (r["ratio"] if "ratio" in r and not r["failed"] else float("inf"))
+             for r in rows}
+    dts = sorted({r["dt_fs"] for r in rows})
+    if not any(("smooth", dt) in ratio for dt in dts):
+        return []
+    out = ["Goal check (smooth within 2x of ff99SB-ILDN, and better than spline; failed runs count as worse):", "",
+           "| dt (fs) | smooth / ff99SB-ILDN | within 2x | smooth better than spline |", "|---|---|---|---|"]
+    for dt in dts:
+        sm, ff, sp = ratio.get(("smooth", dt)), ratio.get(("ff99SB-ILDN", dt)), ratio.get(("spline", dt))
+        rel = sm / ff if sm is not None and ff else float("nan")
+        better = "-" if sp is None else ("yes" if sm < sp or (np.isinf(sp) and not np.isinf(sm)) else "no")
+        out.append(f"| {dt:g} | {rel:.2f} | {'yes' if rel <= 2 else 'no'} | {better} |")
+    return out
 
 
 def report(rows, slopes, langevin, meta, out: Path):
@@ -199,6 +212,7 @@ def report(rows, slopes, langevin, meta, out: Path):
         drift = f"{r['drift_kj_mol_ns']:.2f}" if "drift_kj_mol_ns" in r else "-"
         per = f"{r['drift_per_dof']:.4f}" if "drift_per_dof" in r else "-"
         lines.append(f"| {r['potential']} | {r['dt_fs']:g} | {ratio} | {drift} | {per} | {r['failed']}/{r['runs']} |")
+    lines += [""] + goal_lines(rows)
     lines += ["", "Log-log slope of the fluctuation ratio against dt (2 for a smooth potential under velocity Verlet): "
               + ", ".join(f"{p} {s:.2f}" for p, s in slopes.items()) + ".", ""]
     errors = [e for r in rows for e in r["errors"]]
@@ -247,7 +261,7 @@ def main():
         langevin = lang.get()
     rows = summarize(runs)
     slopes = dt2_slopes(rows)
-    reference = (ref.phi, ref.psi)
+    reference = (ref.phi, ref.psi, ref.weights)
     commit = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"], capture_output=True,
                             text=True).stdout.strip()
     meta = {"date": datetime.datetime.now().isoformat(timespec="minutes"), "commit": commit,

@@ -1,7 +1,8 @@
 """Evaluate trained alanine dipeptide flows against ff99SB-ILDN (issue part 6).
 
 For each model file: NLL on the held-out frames (nats per molecule, over Cartesian
-coordinates modulo rigid motion), force RMSE against the stored reference forces, the
+coordinates modulo rigid motion), force RMSE against the stored reference forces (both
+Boltzmann-weighted means: the frames come from phi-biased chains, see phi_bias.py), the
 sampling efficiency ESS/n of flow samples reweighted to the force field, free energies along
 phi and psi and the Ramachandran plot against the reference MD, and the KL divergence of the
 phi/psi histograms.  Writes <out>/evaluation.json, PNG plots, and docs/results.md.
@@ -48,14 +49,16 @@ class ForceFieldEnergy:
 
 
 def held_out_metrics(flow, frames: data.Frames, batch: int = 512) -> dict:
-    nll, sq, count = 0.0, 0.0, 0
+    """Weighted mean NLL and force RMSE over held-out frames (weights: data.Frames.weights)."""
+    nll, sq, total = 0.0, 0.0, 0.0
     for i in range(0, len(frames), batch):
         x = torch.from_numpy(frames.positions[i:i + batch])
+        w = frames.weights[i:i + batch]
         e, f = flow.energy_and_forces(x)
-        nll += float((-flow.log_prob(x)).sum().detach())
-        sq += float(((f.detach().numpy() - frames.forces[i:i + batch]) ** 2).sum())
-        count += len(x)
-    return {"nll_nats": nll / count, "force_rmse_kj_mol_nm": float(np.sqrt(sq / (count * molecule.N_ATOMS * 3)))}
+        nll += float(np.sum(w * (-flow.log_prob(x)).detach().numpy()))
+        sq += float(np.sum(w * ((f.detach().numpy() - frames.forces[i:i + batch]) ** 2).sum((1, 2))))
+        total += float(w.sum())
+    return {"nll_nats": nll / total, "force_rmse_kj_mol_nm": float(np.sqrt(sq / (total * molecule.N_ATOMS * 3)))}
 
 
 def sample_flow(flow, n: int, seed: int, batch: int = 5000):
@@ -83,8 +86,8 @@ def evaluate_model(path: Path, test: data.Frames, reference_phi_psi, ff: ForceFi
     phi, psi = data.backbone_dihedrals(x)
     w = np.exp(log_w - log_w[np.isfinite(log_w)].max())
     w[~np.isfinite(w)] = 0
-    ref_phi, ref_psi = reference_phi_psi
-    h_ref = metrics.ramachandran_histogram(ref_phi, ref_psi, bins)
+    ref_phi, ref_psi, ref_w = reference_phi_psi
+    h_ref = metrics.ramachandran_histogram(ref_phi, ref_psi, bins, weights=ref_w)
     h_flow = metrics.ramachandran_histogram(phi, psi, bins)
     h_rew = metrics.ramachandran_histogram(phi, psi, bins, weights=w)
     result["kl_phi_psi_flow"] = metrics.histogram_kl(h_ref, h_flow)
@@ -96,15 +99,15 @@ def evaluate_model(path: Path, test: data.Frames, reference_phi_psi, ff: ForceFi
 
 
 def plots(results, reference_phi_psi, out: Path, bins: int):
-    import matplotlib
-    matplotlib.use("Agg")
+    from . import plots
     import matplotlib.pyplot as plt
     edges = np.linspace(-np.pi, np.pi, bins + 1)
     centers = np.degrees(0.5 * (edges[1:] + edges[:-1]))
-    ref_phi, ref_psi = reference_phi_psi
+    ref_phi, ref_psi, ref_w = reference_phi_psi
     fig, axes = plt.subplots(1, 2, figsize=(10, 4))
     for ax, name, ref, idx in ((axes[0], "phi", ref_phi, 0), (axes[1], "psi", ref_psi, 1)):
-        ax.plot(centers, metrics.free_energy_profile(ref, edges, kT=KT), "k-", lw=2, label="ff99SB-ILDN MD")
+        ax.plot(centers, metrics.free_energy_profile(ref, edges, weights=ref_w, kT=KT), "k-", lw=2,
+                label="ff99SB-ILDN MD (reweighted)")
         for r in results:
             phi, psi, w = r["_angles"]
             vals = phi if idx == 0 else psi
@@ -120,14 +123,10 @@ def plots(results, reference_phi_psi, out: Path, bins: int):
     plt.close(fig)
     n = len(results) + 1
     fig, axes = plt.subplots(1, n, figsize=(4 * n, 4), squeeze=False)
-    panels = [("ff99SB-ILDN MD", ref_phi, ref_psi, None)] + [(f"{r['transform']} flow", *r["_angles"][:2], None)
-                                                          for r in results]
-    for ax, (title, phi, psi, _) in zip(axes[0], panels):
-        ax.hist2d(np.degrees(phi), np.degrees(psi), bins=bins, range=[[-180, 180], [-180, 180]], cmin=1,
-                  cmap="viridis", norm=matplotlib.colors.LogNorm())
-        ax.set_title(title)
-        ax.set_xlabel("phi (degrees)")
-        ax.set_ylabel("psi (degrees)")
+    panels = [("ff99SB-ILDN MD (reweighted)", ref_phi, ref_psi, ref_w)] + [
+        (f"{r['transform']} flow", *r["_angles"][:2], None) for r in results]
+    for ax, (title, phi, psi, w) in zip(axes[0], panels):
+        plots.ramachandran_panel(ax, phi, psi, title, weights=w, bins=bins)
     fig.tight_layout()
     fig.savefig(out / "ramachandran.png", dpi=120)
     plt.close(fig)
@@ -168,14 +167,16 @@ def main():
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     test = data.load(args.setting, "test")
-    reference = data.backbone_dihedrals(data.load(args.setting, "all").positions)
+    every = data.load(args.setting, "all")
+    reference = (*data.backbone_dihedrals(every.positions), every.weights)
     ff = ForceFieldEnergy(args.setting)
     results = [evaluate_model(Path(m), test, reference, ff, args.samples, args.seed, args.bins) for m in args.models]
     commit = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"], capture_output=True,
                             text=True).stdout.strip()
     meta = {"date": datetime.date.today().isoformat(), "commit": commit, "machine": "2-core x86-64 (CI class)",
             "samples": args.samples, "test_frames": len(test), "setting": args.setting,
-            "reference_phi_positive": float(np.mean(reference[0] > 0)), "note": args.note}
+            "reference_phi_positive": float(np.average(reference[0] > 0, weights=reference[2])),
+            "note": args.note}
     plots(results, reference, out, args.bins)
     clean = [{k: v for k, v in r.items() if not k.startswith("_")} for r in results]
     (out / "evaluation.json").write_text(json.dumps({"meta": meta, "results": clean}, indent=2) + "\n")

@@ -179,13 +179,13 @@ def setup(config: TrainConfig, out_dir: Path, data_dir=None) -> Trainer:
     data_dir = data_dir or d["data_dir"]
     train = ad_data.load(d["setting"], "train", data_dir)
     test = ad_data.load(d["setting"], "test", data_dir)
-    pos, frc = train.positions, train.forces
+    pos, frc, wts = train.positions, train.forces, train.weights
     if d["max_train_frames"] and d["max_train_frames"] < len(pos):
         idx = np.linspace(0, len(pos) - 1, int(d["max_train_frames"])).round().astype(int)
-        pos, frc = pos[idx], frc[idx]
+        pos, frc, wts = pos[idx], frc[idx], wts[idx]
     flow = build_flow(config.model, pos, config.seed)
     target = None
-    if config.weights["reverse_kl"] or config.eval_samples:
+    if config.weights["reverse_kl"] or config.eval_samples or config.force_matching_noise:
         from smoothflow_torch.openmm_bridge import OpenMMEnergy
         target = OpenMMEnergy(forcefield.system(t["setting"]), temperature=flow.temperature,
                               platform=t["platform"], high_energy=t["high_energy"])
@@ -202,8 +202,9 @@ def setup(config: TrainConfig, out_dir: Path, data_dir=None) -> Trainer:
     summary = f.with_suffix(".json")
     if summary.exists():
         provenance["data"]["generation"] = json.loads(summary.read_text())
-    return Trainer(flow, config, out_dir, train_data=(torch.from_numpy(pos), torch.from_numpy(frc)),
-                   test_data=(torch.from_numpy(test.positions), torch.from_numpy(test.forces)),
+    return Trainer(flow, config, out_dir, train_data=(torch.from_numpy(pos), torch.from_numpy(frc), torch.from_numpy(wts)),
+                   test_data=(torch.from_numpy(test.positions), torch.from_numpy(test.forces),
+                              torch.from_numpy(test.weights)),
                    target=target, provenance=provenance)
 
 

@@ -115,7 +115,67 @@ def test_reference_summary_round_trip(tmp_path):
     assert len(ref.test) == 5 and ref.phi.shape == (n,)
     phi, psi = data.backbone_dihedrals(pos.astype(np.float64))
     np.testing.assert_allclose(ref.phi, phi, atol=1e-6)
-    np.testing.assert_allclose(ref.test.positions[-1], pos[-1], atol=1e-7)
+    np.testing.assert_allclose(ref.weights, 1.0)
+    # unbiased: systematic resampling picks held-out frames 0, 2, 4, 6, 8 (of 40..49)
+    np.testing.assert_allclose(ref.test.positions, pos[40:50:2], atol=1e-7)
+
+
+def test_biased_frames_carry_boltzmann_weights(tmp_path):
+    """Frames of phi-biased chains get w = exp(V/kT) (mean 1); weighted averages undo the bias."""
+    from alanine_dipeptide.generate_data import frame_weights, phi_population
+    kt = forcefield.MOLAR_GAS_CONSTANT * forcefield.TEMPERATURE
+    bias = np.array([0.0, -kt * np.log(4.0), 0.0, -kt * np.log(4.0)])
+    np.testing.assert_allclose(frame_weights(bias), [1.6, 0.4, 1.6, 0.4])
+    n = 4
+    pos = np.tile(molecule.standard_positions()[None], (n, 1, 1)).astype(np.float32)
+    np.savez(tmp_path / "obc.npz", positions=pos, forces=pos, energies=np.zeros(n, np.float32),
+             chain=np.zeros(n, np.int16), time_ps=np.arange(n, dtype=np.float32),
+             split=np.array([0, 0, 1, 1], np.uint8), bias=bias.astype(np.float32))
+    np.testing.assert_allclose(data.load("obc", "test", tmp_path).weights, [1.6, 0.4], rtol=1e-6)
+    # a biased chain that spends half its frames at phi > 0 with weight 1/4 there: 20 % unbiased
+    phi = np.array([-1.0, 1.0, -1.0, 1.0])
+    pop = phi_population(phi, frame_weights(bias), np.array([0, 0, 1, 1]))
+    assert pop["phi_positive_fraction"] == pytest.approx(0.2)
+    assert pop["phi_positive_fraction_per_chain"] == pytest.approx([0.2, 0.2])
+    assert pop["phi_positive_fraction_stderr"] == pytest.approx(0.0)
+    # resampling by weight: 5 of 6 picks land on the heavy frame
+    idx = data.boltzmann_indices(np.array([5.0, 1.0]), 6)
+    assert list(idx) == [0, 0, 0, 0, 0, 1]
+
+
+def test_static_phi_bias_is_its_table_and_stays_out_of_the_stored_forces(tmp_path):
+    """The bias force reproduces its table at phi, and a data chain stores the force field's
+    forces and energy alone, with the bias energy beside them."""
+    import openmm.unit as u
+    from alanine_dipeptide import generate_data, phi_bias
+    grid = np.linspace(-np.pi, np.pi, phi_bias.GRID)
+    table = 5.0 * np.cos(grid) - 5.0
+    system = forcefield.system("obc")
+    phi_bias.add_static_bias(system, table)
+    ctx = openmm.Context(system, openmm.VerletIntegrator(0.001), openmm.Platform.getPlatformByName("Reference"))
+    x = molecule.standard_positions()
+    ctx.setPositions(x * u.nanometer)
+    v = ctx.getState(getEnergy=True, groups={phi_bias.BIAS_GROUP}).getPotentialEnergy().value_in_unit(
+        u.kilojoule_per_mole)
+    phi = data.backbone_dihedrals(x[None])[0][0]
+    assert v == pytest.approx(5.0 * np.cos(phi) - 5.0, abs=1e-3)
+    with pytest.raises(ValueError, match="table"):
+        phi_bias.add_static_bias(system, table[:-1])
+    f = generate_data.run_chain("obc", 0, 0.004, 2.0, 1000.0, 2.0, tmp_path, False, table)
+    d = np.load(f)
+    assert len(d["positions"]) == 2
+    ff = openmm.Context(forcefield.system("obc"), openmm.VerletIntegrator(0.001),
+                        openmm.Platform.getPlatformByName("Reference"))
+    for k in range(2):
+        xk = d["positions"][k].astype(np.float64)
+        ff.setPositions(xk * u.nanometer)
+        s = ff.getState(getEnergy=True, getForces=True)
+        np.testing.assert_allclose(d["forces"][k], s.getForces(asNumpy=True).value_in_unit(
+            u.kilojoule_per_mole / u.nanometer), rtol=1e-4, atol=0.05)
+        assert d["energies"][k] == pytest.approx(s.getPotentialEnergy().value_in_unit(u.kilojoule_per_mole),
+                                                 abs=0.05)
+        phik = data.backbone_dihedrals(xk[None])[0][0]
+        assert d["bias"][k] == pytest.approx(5.0 * np.cos(phik) - 5.0, abs=1e-2)
 
 
 def test_shipped_reference_matches_its_provenance():
@@ -123,5 +183,6 @@ def test_shipped_reference_matches_its_provenance():
     import json
     ref = data.load_reference("obc")
     meta = json.loads((data.DATA_DIR / "obc.json").read_text())
-    assert len(ref.phi) == meta["frames"]
-    assert np.mean(ref.phi > 0) == pytest.approx(meta["phi_positive_fraction"], abs=1e-4)
+    assert len(ref.phi) == meta["frames"] == len(ref.weights)
+    assert np.average(ref.phi > 0, weights=ref.weights) == pytest.approx(meta["phi_positive_fraction"], abs=1e-4)
+    assert np.mean(ref.phi > 0) == pytest.approx(meta["phi_positive_fraction_biased"], abs=1e-4)

@@ -159,3 +159,31 @@ def test_core_torsion_sign_agrees_with_mdtraj():
     u = core.internal_coordinates(x)[2 * N - 3:]
     # mdtraj computes in float32
     np.testing.assert_allclose(np.angle(np.exp(1j * (2 * np.pi * u - np.pi - phi))), 0, atol=1e-5)
+
+
+def test_deep_well_constants_match_torch_and_invert():
+    """The stage-2 alanine constants (c_max = 0.99999: F' down to 1e-5, docs/design.md): the C
+    core still equals PyTorch, and the bracketed Newton inverse still recovers x where F' is
+    tiny (raw c~ = 12 pushes c to c_max)."""
+    deep = {"s_min": 0.01, "alpha_min": 0.1, "c_max": 0.99999, "beta": 1}
+    flow, core = _pair((7, 4, 4, (12, 12), "silu", "mixed"), seed=5, smooth=deep)
+    x = random_positions(flow, 6, seed=4)
+    e_torch, f_torch = flow.energy_and_forces(x)
+    e_core, f_core = core.evaluate(x.numpy())
+    np.testing.assert_allclose(e_core, e_torch.detach().numpy(), rtol=1e-10, atol=1e-9)
+    f_torch = f_torch.detach().numpy()
+    assert np.abs(f_core - f_torch).max() / np.abs(f_torch).max() < 1e-8
+    gen = torch.Generator().manual_seed(12)
+    constants = (0.01, 0.1, 0.99999, 1)
+    for K in (1, 4, 8):
+        raw = torch.randn(4 * K + 2, generator=gen, dtype=torch.float64) * 2.0
+        raw[4 * K] = 12.0                      # c~: c = c_max * sigmoid(12)
+        for xv in [0.0, 1e-7, 0.02, 0.37, 0.5, 0.97, 1 - 1e-7]:
+            y, dy, _ = smooth_forward(raw.numpy(), xv, False, constants)
+            assert dy >= 1e-5 * (1 - 1e-6)
+            if xv == 0.0:   # every window lies inside (0, 1): F'(0) = 1 - c
+                assert dy == pytest.approx(1 - 0.99999 / (1 + np.exp(-12.0)), rel=1e-9)
+            x_back, it = smooth_inverse(raw.numpy(), y, False, constants)
+            assert it >= 0
+            # |dx| <= |dy| / F'  and y is exact to ~1 ulp: allow 1e-9 where F' ~ 1e-5
+            assert abs(x_back - xv) < 1e-12 + 1e-15 / max(dy, 1e-300) * 10

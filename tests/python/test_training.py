@@ -314,14 +314,72 @@ def test_alanine_layers_and_configs():
 
 
 def test_alanine_tiny_run(tmp_path):
+    """The study's training script end to end (all three losses, noisy force matching,
+    frame weights) on a data file built from the shipped held-out frames, so the test needs
+    no generated data."""
     from alanine_dipeptide import data, train
-    if not data.path("obc").exists():
-        pytest.skip("data/alanine_dipeptide/obc.npz is not generated")
-    train.main([str(REPO / "studies/alanine_dipeptide/configs/tiny.json"), "--out", str(tmp_path),
-                "--no-progress"])
-    log = Trainer.read_log(tmp_path / "log.jsonl")
+    ref = data.load_reference("obc")
+    n = len(ref.test)
+    rng = np.random.default_rng(0)
+    bias = (-2.0 * rng.random(n)).astype(np.float32)   # some frames weigh less, as from biased chains
+    split = (np.arange(n) >= int(0.8 * n)).astype(np.uint8)
+    data_dir = tmp_path / "data"
+    data_dir.mkdir()
+    np.savez(data_dir / "obc.npz", positions=ref.test.positions.astype(np.float32),
+             forces=ref.test.forces.astype(np.float32), energies=ref.test.energies.astype(np.float32),
+             chain=np.zeros(n, np.int16), time_ps=np.arange(n, dtype=np.float32), split=split, bias=bias)
+    config = json.loads((REPO / "studies/alanine_dipeptide/configs/tiny.json").read_text())
+    config["data"]["data_dir"] = str(data_dir)
+    (tmp_path / "tiny.json").write_text(json.dumps(config))
+    train.main([str(tmp_path / "tiny.json"), "--out", str(tmp_path / "run"), "--no-progress"])
+    log = Trainer.read_log(tmp_path / "run" / "log.jsonl")
     train_entries = [e for e in log if e["kind"] == "train"]
     assert len(train_entries) == 4
     assert all(math.isfinite(e[k]) for e in train_entries for k in LOSS_KEYS)
-    flow = load_model(tmp_path / "model.safetensors")
+    assert all(e["fm_invalid"] == 0 for e in train_entries)
+    evals = [e for e in log if e["kind"] == "eval"]
+    assert evals and all(math.isfinite(e["test_nll"]) for e in evals)
+    flow = load_model(tmp_path / "run" / "model.safetensors")
     assert flow.n_atoms == 22 and flow.atoms[8]["name"] == "CA"
+
+
+def test_frame_weights_steer_batches_and_weight_the_evaluation(tmp_path, target, dataset):
+    """Batches are drawn in proportion to frame weights (a zero-weight frame is never drawn),
+    and the held-out NLL and force RMSE are weighted means."""
+    x, f = dataset
+    w = torch.zeros(48, dtype=torch.float64)
+    w[5] = 1.0                                       # every batch is frame 5 only
+    tw = torch.tensor([3.0] + [1.0] * 15, dtype=torch.float64)
+    tr = Trainer(make_flow(), small_config(iterations=1, eval_every=0, eval_samples=0, lr=1e-12,
+                                           weights={"nll": 1.0}, eval_frames=0),
+                 tmp_path, train_data=(x[:48], f[:48], w), test_data=(x[48:], f[48:], tw))
+    entry = tr.train_step()
+    expected = float(-tr.flow.log_prob(x[5:6]).mean().detach())
+    assert entry["nll"] == pytest.approx(expected, rel=1e-9)
+    ev = tr.evaluate()
+    with torch.no_grad():
+        per_frame = -tr.flow.log_prob(x[48:])
+    assert ev["test_nll"] == pytest.approx(float((tw * per_frame).sum() / tw.sum()), rel=1e-9)
+    with pytest.raises(ValueError, match="weights"):
+        Trainer(make_flow(), small_config(), tmp_path / "bad", train_data=(x, f, -torch.ones(64)),
+                target=target)
+
+
+def test_noisy_force_matching_uses_the_targets_forces_at_displaced_frames(tmp_path, target, dataset):
+    """With force_matching_noise the FM term compares against the target's forces at the
+    displaced frames: the logged RMSE equals one recomputed from the same noise draw."""
+    x, f = dataset
+    cfg = small_config(iterations=1, eval_every=0, eval_samples=0, lr=1e-12, batch_size=4,
+                       weights={"nll": 1.0, "force_matching": 1.0}, force_matching_noise=0.003)
+    tr = Trainer(make_flow(), cfg, tmp_path, train_data=(x[:48], f[:48]), target=target)
+    g = torch.Generator().manual_seed(cfg.seed + 1)
+    idx = torch.randint(48, (4,), generator=g)
+    xn = x[idx] + 0.003 * torch.randn(x[idx].shape, generator=g, dtype=x.dtype)
+    _, fn, ok = target.evaluate(xn.numpy())
+    _, F = tr.flow.energy_and_forces(xn)
+    rmse = float(((F.detach().numpy() - fn) ** 2).mean() ** 0.5)
+    entry = tr.train_step()
+    assert ok.all() and entry["fm_invalid"] == 0
+    assert entry["force_rmse"] == pytest.approx(rmse, rel=1e-6)
+    with pytest.raises(ValueError, match="force_matching_noise"):
+        Trainer(make_flow(), cfg, tmp_path / "no_target", train_data=(x, f))
