@@ -13,11 +13,17 @@ from smoothflow_torch import load_model
 
 MODELS = Path(__file__).resolve().parents[2] / "models" / "alanine_dipeptide"
 KINDS = ["smooth", "spline", "affine"]
+STAGES = ["final", "stage1"]   # models/alanine_dipeptide/ and its stage1/ (the starts of stage 2)
 
 
+def model_path(kind: str, stage: str) -> Path:
+    return (MODELS if stage == "final" else MODELS / stage) / f"{kind}.safetensors"
+
+
+@pytest.mark.parametrize("stage", STAGES)
 @pytest.mark.parametrize("kind", KINDS)
-def test_shipped_model_matches_pytorch_on_held_out_frames(kind):
-    path = MODELS / f"{kind}.safetensors"
+def test_shipped_model_matches_pytorch_on_held_out_frames(kind, stage):
+    path = model_path(kind, stage)
     assert path.exists(), f"{path} is missing"
     flow = load_model(path)
     assert {layer["transform"] for layer in flow.config()["layers"]} == {kind}
@@ -30,9 +36,10 @@ def test_shipped_model_matches_pytorch_on_held_out_frames(kind):
     assert np.abs(f_c - f_t).max() / np.abs(f_t).max() < 1e-8
 
 
+@pytest.mark.parametrize("stage", STAGES)
 @pytest.mark.parametrize("kind", KINDS)
-def test_shipped_model_carries_its_provenance_and_atoms(kind):
-    path = MODELS / f"{kind}.safetensors"
+def test_shipped_model_carries_its_provenance_and_atoms(kind, stage):
+    path = model_path(kind, stage)
     from safetensors import safe_open
     with safe_open(str(path), framework="numpy") as f:
         meta = f.metadata()
