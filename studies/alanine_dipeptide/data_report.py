@@ -66,7 +66,7 @@ def main():
     axes[1].set_xlabel("phi (degrees)")
     axes[1].set_ylabel("free energy (kJ/mol)")
     axes[1].legend(fontsize=7)
-    axes[1].set_title("free energy along phi, ff99SB-ILDN/OBC 300 K", fontsize=9)
+    axes[1].set_title(f"free energy along phi, ff99SB-ILDN ({args.setting}) 300 K", fontsize=9)
     plots.ramachandran_panel(axes[2], phi, psi, "frames as sampled (biased)")
     plots.ramachandran_panel(axes[3], phi, psi, "frames reweighted to 300 K", weights=w)
     fig.tight_layout()
