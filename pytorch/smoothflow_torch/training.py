@@ -145,8 +145,11 @@ def reverse_kl(flow, target: Callable[[torch.Tensor], torch.Tensor], n: int,
     return loss, {"n_invalid": int(n - n_ok), "n_cut": int(getattr(target, "last_n_cut", 0))}
 
 
-def _unpack_frames(frames, name: str):
-    """(positions, forces, weights or None) from a 2- or 3-tuple; weights as float64 >= 0."""
+def _frame_tensors(frames, name: str, dtype):
+    """(positions, forces or None, weights or None) as tensors from a 2- or 3-tuple (or three
+    Nones for no frames); positions and forces in ``dtype``, weights float64 >= 0."""
+    if frames is None:
+        return None, None, None
     if len(frames) == 2:
         (pos, frc), wts = frames, None
     elif len(frames) == 3:
@@ -158,7 +161,8 @@ def _unpack_frames(frames, name: str):
         if wts.shape != (len(pos),) or not bool(torch.isfinite(wts).all()) or bool((wts < 0).any()) \
                 or not float(wts.sum()) > 0:
             raise ValueError(f"{name}: weights must be {len(pos)} finite values >= 0 with a positive sum")
-    return pos, frc, wts
+    return (torch.as_tensor(pos, dtype=dtype), None if frc is None else torch.as_tensor(frc, dtype=dtype),
+            wts)
 
 
 def weighted_loss(terms: Dict[str, torch.Tensor], weights: Dict[str, float]) -> torch.Tensor:
@@ -390,12 +394,8 @@ class Trainer:
         self.provenance = dict(provenance or {})
         w = config.weights
         dt = flow.dtype
-        self.train_positions = self.train_forces = self.train_weights = None
-        if train_data is not None:
-            pos, frc, wts = _unpack_frames(train_data, "train_data")
-            self.train_positions = torch.as_tensor(pos, dtype=dt)
-            self.train_forces = None if frc is None else torch.as_tensor(frc, dtype=dt)
-            self.train_weights = wts
+        self.train_positions, self.train_forces, self.train_weights = _frame_tensors(
+            train_data, "train_data", dt)
         if (w["nll"] or w["force_matching"]) and self.train_positions is None:
             raise ValueError("the nll and force_matching losses need train_data")
         if w["force_matching"] and self.train_forces is None:
@@ -404,12 +404,8 @@ class Trainer:
             raise ValueError("the reverse_kl loss needs a target energy")
         if w["force_matching"] and config.force_matching_noise > 0 and not hasattr(target, "evaluate"):
             raise ValueError("force_matching_noise needs a target with evaluate() (forces at displaced frames)")
-        self.test_positions = self.test_forces = self.test_weights = None
-        if test_data is not None:
-            pos, frc, wts = _unpack_frames(test_data, "test_data")
-            self.test_positions = torch.as_tensor(pos, dtype=dt)
-            self.test_forces = None if frc is None else torch.as_tensor(frc, dtype=dt)
-            self.test_weights = wts
+        self.test_positions, self.test_forces, self.test_weights = _frame_tensors(
+            test_data, "test_data", dt)
         self.optimizer = torch.optim.Adam(flow.parameters(), lr=config.lr,
                                           betas=tuple(config.adam_betas),
                                           weight_decay=config.weight_decay)
@@ -467,17 +463,15 @@ class Trainer:
                 fm = force_matching(flow, xn[ok_t], torch.from_numpy(f_ref[ok]), c.force_units)
                 entry["fm_invalid"] = int((~ok).sum())
                 nl = nll(flow, x)
-                terms["force_matching"] = fm
-                entry["force_rmse"] = float(fm.detach().sqrt()) * (
-                    flow.kT if c.force_units == "reduced" else 1.0)
             elif w["force_matching"]:
                 fm, nl = force_matching(flow, x, self.train_forces[idx], c.force_units,
                                         return_nll=True)
+            else:
+                nl = nll(flow, x)
+            if w["force_matching"]:
                 terms["force_matching"] = fm
                 entry["force_rmse"] = float(fm.detach().sqrt()) * (
                     flow.kT if c.force_units == "reduced" else 1.0)
-            else:
-                nl = nll(flow, x)
             terms["nll"] = nl
         if w["reverse_kl"]:
             rkl, info = reverse_kl(flow, self.target, c.reverse_kl_batch_size,

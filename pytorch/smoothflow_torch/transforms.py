@@ -655,6 +655,12 @@ def _take(t: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
     return t.expand(k.shape[:-1] + t.shape[-1:]).gather(-1, k).squeeze(-1)
 
 
+def _bin_parameters(params: "SplineParameters", k: torch.Tensor):
+    """(x_k, W_k, y_k, H_k, delta_k, delta_k+1) of bin k, the values both directions use."""
+    return (_take(params.xknots, k), _take(params.widths, k), _take(params.yknots, k),
+            _take(params.heights, k), _take(params.derivatives, k), _take(params.derivatives, k + 1))
+
+
 def _spline_log_derivative(xi, s, H, d0, d1):
     """log S' in bin k at the bin coordinate xi (the same form forwards and backwards)."""
     om = xi * (1.0 - xi)
@@ -687,9 +693,7 @@ def rq_spline(x: torch.Tensor, params: SplineParameters
     S, log_dS : torch.Tensor
     """
     k = _bin_index(params.xknots, x)
-    xk, W = _take(params.xknots, k), _take(params.widths, k)
-    yk, H = _take(params.yknots, k), _take(params.heights, k)
-    d0, d1 = _take(params.derivatives, k), _take(params.derivatives, k + 1)
+    xk, W, yk, H, d0, d1 = _bin_parameters(params, k)
     s = H / W
     xi = (x - xk) / W
     om = xi * (1.0 - xi)
@@ -719,9 +723,7 @@ def rq_spline_inverse(y: torch.Tensor, params: SplineParameters
     x, log_dx : torch.Tensor
     """
     k = _bin_index(params.yknots, y)
-    xk, W = _take(params.xknots, k), _take(params.widths, k)
-    yk, H = _take(params.yknots, k), _take(params.heights, k)
-    d0, d1 = _take(params.derivatives, k), _take(params.derivatives, k + 1)
+    xk, W, yk, H, d0, d1 = _bin_parameters(params, k)
     s = H / W
     dy = y - yk
     c2 = d0 + d1 - 2.0 * s

@@ -59,13 +59,6 @@ def add_static_bias(system: openmm.System, table: np.ndarray) -> None:
     system.addForce(force)
 
 
-def evaluate(table: np.ndarray, phi: np.ndarray) -> np.ndarray:
-    """V at phi (radians) by linear interpolation of the table: only for reports and checks;
-    the weights of frames come from OpenMM's own bias energy, stored per frame."""
-    grid = np.linspace(-np.pi, np.pi, GRID)
-    return np.interp(np.asarray(phi), grid, table, period=2 * np.pi)
-
-
 def build(setting: str, ns: float, data_dir: Path, system_factory, seed: int = 999, progress: bool = True) -> dict:
     """Run well-tempered metadynamics along phi for `ns` and write the final bias table.
 
