@@ -125,6 +125,19 @@ static sf_status step_error(const sf_model *m, int code, int b, int l, int d, do
 
 /* ------------------------------------------------------------------ passes */
 
+/* log p_Z(z) of one point: 0 for the uniform prior; the truncated-normal prior adds a
+ * Gaussian term per interval dimension (torsions stay uniform on the circle). */
+static double log_prior(const sf_model *m, const double *z)
+{
+    if (!m->prior_mean) return 0.0;
+    double s = -m->prior_log_norm;
+    for (int d = 0; d < 2 * m->N - 3; d++) {
+        const double t = (z[d] - m->prior_mean[d]) / m->prior_sigma[d];
+        s -= 0.5 * t * t;
+    }
+    return s;
+}
+
 sf_status sfF_log_density(const sf_model *m, sf_workspace *ws, int B, const double *u, double *logp, int *max_iters,
                           sf_error *err)
 {
@@ -157,8 +170,8 @@ sf_status sfF_log_density(const sf_model *m, sf_workspace *ws, int B, const doub
             }
         }
     }
-    /* Uniform prior: log p_Z = 0 on the unit cube/torus. */
-    for (int b = 0; b < B; b++) logp[b] = ws->logdet[b];
+    const double *z = state_of(ws, 0, B);
+    for (int b = 0; b < B; b++) logp[b] = ws->logdet[b] + log_prior(m, z + (size_t)b * D);
     return SF_OK;
 }
 
@@ -167,6 +180,14 @@ void sfF_log_density_gradient(const sf_model *m, sf_workspace *ws, int B, const 
     const int D = m->D, NL = m->n_layers;
     double *g = ws->gstate; /* d(loss)/d(state l), starting at z */
     memset(g, 0, (size_t)B * D * sizeof(double));
+    if (m->prior_mean) { /* d(weight log p_Z)/dz of the truncated-normal prior */
+        const double *z = state_of(ws, 0, B);
+        for (int b = 0; b < B; b++)
+            for (int d = 0; d < 2 * m->N - 3; d++) {
+                const double sd = m->prior_sigma[d];
+                g[(size_t)b * D + d] = -weight[b] * (z[(size_t)b * D + d] - m->prior_mean[d]) / (sd * sd);
+            }
+    }
     for (int l = 0; l < NL; l++) {
         const sf_layer *L = &m->layers[l];
         const double *x = state_of(ws, l, B), *y = state_of(ws, l + 1, B);

@@ -87,6 +87,9 @@ struct sf_model {
     int (*zmatrix)[4];
     double *bond_lo, *bond_hi;  /* N - 1 */
     double log_scale_sum;       /* sum over dims of log(scale) */
+    /* Truncated-normal prior of the interval dims (NULL: uniform prior); 2N - 3 each. */
+    double *prior_mean, *prior_sigma;
+    double prior_log_norm;      /* sum over interval dims of log(sigma sqrt(2 pi) mass in [0, 1]) */
     sf_smooth_constants smooth;
     sf_spline_constants spline;
     sf_affine_constants affine;

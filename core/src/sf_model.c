@@ -84,6 +84,8 @@ void sf_model_free(sf_model *m)
     free(m->zmatrix);
     free(m->bond_lo);
     free(m->bond_hi);
+    free(m->prior_mean);
+    free(m->prior_sigma);
     free(m->config_json);
     free(m);
 }
@@ -156,11 +158,60 @@ static sf_status read_atoms(sf_model *m, const cJSON *cfg, sf_error *err)
     return SF_OK;
 }
 
-static sf_status read_constants(sf_model *m, const cJSON *cfg, sf_error *err)
+/* Reads an array of exactly n finite numbers into a fresh array; 1 on success. */
+static int json_number_array(const cJSON *arr, int n, double **out)
+{
+    *out = NULL;
+    if (!cJSON_IsArray(arr) || cJSON_GetArraySize(arr) != n) return 0;
+    *out = malloc((n > 0 ? (size_t)n : 1) * sizeof(double));
+    if (!*out) return 0;
+    int i = 0;
+    for (const cJSON *v = arr->child; v; v = v->next, i++) {
+        if (!cJSON_IsNumber(v) || !isfinite(v->valuedouble)) {
+            free(*out);
+            *out = NULL;
+            return 0;
+        }
+        (*out)[i] = v->valuedouble;
+    }
+    return 1;
+}
+
+static double normal_cdf(double x) { return 0.5 * erfc(-x / sqrt(2.0)); }
+
+/* "uniform" (log p_Z = 0), or {"kind": "truncated_normal", "mean": [...], "sigma": [...]}: a
+ * normal density per interval dimension (bonds, angles), truncated to [0, 1]; torsions stay
+ * uniform on the circle (docs/model-format.md). */
+static sf_status read_prior(sf_model *m, const cJSON *cfg, sf_error *err)
 {
     const cJSON *prior = cJSON_GetObjectItemCaseSensitive(cfg, "prior");
-    if (prior && !(cJSON_IsString(prior) && strcmp(prior->valuestring, "uniform") == 0))
-        return sfE_set(err, SF_ERR_MODEL, "model config: prior must be \"uniform\"");
+    if (!prior || (cJSON_IsString(prior) && strcmp(prior->valuestring, "uniform") == 0)) return SF_OK;
+    const char *kind = cJSON_IsObject(prior) ? json_string(prior, "kind") : NULL;
+    if (!kind || strcmp(kind, "truncated_normal") != 0)
+        return sfE_set(err, SF_ERR_MODEL,
+                       "model config: prior must be \"uniform\" or {\"kind\": \"truncated_normal\", ...}");
+    const int n = 2 * m->N - 3;
+    if (!json_number_array(cJSON_GetObjectItemCaseSensitive(prior, "mean"), n, &m->prior_mean) ||
+        !json_number_array(cJSON_GetObjectItemCaseSensitive(prior, "sigma"), n, &m->prior_sigma))
+        return sfE_set(err, SF_ERR_MODEL,
+                       "model config: prior 'mean' and 'sigma' must be arrays of 2 n_atoms - 3 = %d numbers", n);
+    double norm = 0.0;
+    for (int d = 0; d < n; d++) {
+        const double mu = m->prior_mean[d], sd = m->prior_sigma[d];
+        if (!(mu > 0 && mu < 1) || !(sd >= 1e-4 && sd <= 10))
+            return sfE_set(err, SF_ERR_MODEL,
+                           "model config: prior dimension %d has mean %g (need 0 < mean < 1) and sigma %g "
+                           "(need 1e-4 <= sigma <= 10)", d, mu, sd);
+        norm += log(sd * sqrt(2.0 * SF_PI) * (normal_cdf((1 - mu) / sd) - normal_cdf(-mu / sd)));
+    }
+    m->prior_log_norm = norm;
+    return SF_OK;
+}
+
+static sf_status read_constants(sf_model *m, const cJSON *cfg, sf_error *err)
+{
+    sf_status rc = read_prior(m, cfg, err);
+    if (rc != SF_OK) return rc;
     m->smooth = (sf_smooth_constants){0.01, 0.1, 0.99, 1};
     const cJSON *s = cJSON_GetObjectItemCaseSensitive(cfg, "smooth");
     if (s && (!json_number(s, "s_min", 0, &m->smooth.s_min) || !json_number(s, "alpha_min", 0, &m->smooth.alpha_min) ||

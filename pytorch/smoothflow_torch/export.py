@@ -16,6 +16,7 @@ import torch
 from .coupling import DIRECTIONS, TRANSFORMS
 from .conditioner import ACTIVATIONS
 from .flow import SUPPORT_POLICIES, SmoothFlow
+from .priors import check_prior
 from .transforms import params_per_dim
 
 __all__ = [
@@ -189,10 +190,10 @@ def validate_config(config: Mapping) -> dict:
                 _fail(f"config.atoms[{i}].residue_index must be an integer >= 0")
         out["atoms"] = [{k: a[k] for k in ("name", "residue", "residue_index", "element")}
                         for a in atoms]
-    prior = cfg.get("prior", "uniform")
-    if prior != "uniform":
-        _fail(f"config.prior must be 'uniform' in format version 1, got {prior!r}")
-    out["prior"] = prior
+    try:
+        out["prior"] = check_prior(cfg.get("prior", "uniform"), 2 * n - 3)
+    except ValueError as e:
+        _fail(f"config.{e}")
 
     layers = cfg.get("layers")
     if not isinstance(layers, list):

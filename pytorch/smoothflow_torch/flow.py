@@ -9,6 +9,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from . import priors
 from . import zmatrix as zm
 from .coupling import CouplingLayer
 from .transforms import TRANSFORMS, AffineConstants, SmoothConstants, SplineConstants
@@ -82,8 +83,9 @@ class SmoothFlow(nn.Module):
         Constants of the affine transform (scale_max, default 3). Keyword only.
     support : dict, optional
         ``policy`` (``error`` or ``wall``), ``margin`` (0.01), ``wall_constant`` (1000).
-    prior : str
-        ``uniform``.
+    prior : str or dict
+        ``"uniform"``, or ``{"kind": "truncated_normal", "mean": [...], "sigma": [...]}`` with
+        one mean and sigma per bond and angle (:mod:`smoothflow_torch.priors`).
     zero_init : bool
         Zero the conditioners' last linear maps (a new flow whose transforms do not
         depend on the conditioning inputs).
@@ -94,7 +96,7 @@ class SmoothFlow(nn.Module):
                  temperature: float = 300.0, energy_offset: float = 0.0,
                  atoms: Optional[Sequence[dict]] = None,
                  smooth: Union[SmoothConstants, dict, None] = None,
-                 support: Optional[dict] = None, prior: str = "uniform",
+                 support: Optional[dict] = None, prior: Union[str, dict] = "uniform",
                  zero_init: bool = True, dtype: torch.dtype = torch.float64, *,
                  spline: Union[SplineConstants, dict, None] = None,
                  affine: Union[AffineConstants, dict, None] = None):
@@ -127,9 +129,12 @@ class SmoothFlow(nn.Module):
         self.energy_offset = float(energy_offset)
         if not math.isfinite(self.energy_offset):
             raise ValueError("energy_offset must be finite")
-        if prior != "uniform":
-            raise ValueError(f"prior must be 'uniform' (format version 1), got {prior!r}")
-        self.prior = prior
+        self.prior = priors.check_prior(prior, 2 * N - 3)
+        normal = self.prior != "uniform"
+        self.register_buffer("prior_mean", torch.tensor(self.prior["mean"] if normal else [], dtype=dtype),
+                             persistent=False)
+        self.register_buffer("prior_sigma", torch.tensor(self.prior["sigma"] if normal else [], dtype=dtype),
+                             persistent=False)
         self.atoms = self._check_atoms(atoms, N)
         self.smooth = self._constants(smooth, SmoothConstants)
         self.spline = self._constants(spline, SplineConstants)
@@ -302,8 +307,11 @@ class SmoothFlow(nn.Module):
         return x, dlogp
 
     def log_prior(self, z: torch.Tensor) -> torch.Tensor:
-        """log p_Z(z): 0 for the uniform prior on the unit cube/torus."""
-        return z.new_zeros(z.shape[0])
+        """log p_Z(z) ``(B,)``: 0 for the uniform prior on the unit cube/torus; the truncated
+        normal prior's log density over the interval dims (torsions uniform)."""
+        if self.prior == "uniform":
+            return z.new_zeros(z.shape[0])
+        return priors.truncated_normal_log_prob(z[:, :self.n_interval], self.prior_mean, self.prior_sigma)
 
     def log_prob_u(self, u: torch.Tensor) -> torch.Tensor:
         """log p_U(u) of points ``(B, D)`` of the unit cube/torus, shape ``(B,)``."""
@@ -315,6 +323,9 @@ class SmoothFlow(nn.Module):
         """Draw u from the flow: returns ``(u, log p_U(u))``, differentiable in the weights."""
         z = torch.rand(n, self.n_dims, generator=generator, dtype=self.dtype,
                        device=self.bond_lo.device)
+        if self.prior != "uniform":
+            z = torch.cat([priors.truncated_normal_sample(n, self.prior_mean, self.prior_sigma, generator),
+                           z[:, self.n_interval:]], dim=1)
         u, dlogp = self.forward(z)
         return u, self.log_prior(z) - dlogp
 
@@ -483,7 +494,8 @@ class SmoothFlow(nn.Module):
                return_log_prob: bool = False):
         """Sample configurations from the flow.
 
-        z ~ U[0, 1]^D, u by the generative pass, then Cartesian positions in the
+        z from the prior (uniform on [0, 1]^D, or truncated normals for the bonds and
+        angles), u by the generative pass, then Cartesian positions in the
         canonical frame of :func:`zmatrix.cartesian`. Differentiable in the weights.
 
         Parameters

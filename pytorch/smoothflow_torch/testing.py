@@ -200,7 +200,8 @@ def random_flow(n_atoms: int = 6, zmatrix=None, n_layers: int = 4,
                 smooth: Optional[dict] = None, atoms=None, bond_lo=None, bond_hi=None,
                 dtype: torch.dtype = torch.float64,
                 transform: Union[str, Sequence[str]] = "smooth",
-                spline: Optional[dict] = None, affine: Optional[dict] = None) -> SmoothFlow:
+                spline: Optional[dict] = None, affine: Optional[dict] = None,
+                prior=None) -> SmoothFlow:
     """A flow with random non-zero weights, for tests.
 
     Parameters
@@ -226,6 +227,9 @@ def random_flow(n_atoms: int = 6, zmatrix=None, n_layers: int = 4,
         Bias the last layers towards narrow windows and sharp ramps.
     temperature, energy_offset, support, smooth, atoms, spline, affine
         Passed to :class:`SmoothFlow`.
+    prior : None, "uniform", "truncated_normal" or dict
+        ``"truncated_normal"``: random means in [0.3, 0.7] and sigmas in [0.05, 0.3] per bond
+        and angle; a dict is passed on as it is.
     bond_lo, bond_hi : array_like, optional
         Default: lo uniform in [0.09, 0.15] nm, hi = lo + [0.04, 0.1] nm.
     dtype : torch.dtype
@@ -244,9 +248,13 @@ def random_flow(n_atoms: int = 6, zmatrix=None, n_layers: int = 4,
         bond_hi = np.asarray(bond_lo) + rng.uniform(0.04, 0.1, N - 1)
     layers = _split_layers(D, n_layers, rng, n_components, hidden, activation, directions,
                            transform)
+    if prior == "truncated_normal":
+        prior = {"kind": "truncated_normal", "mean": rng.uniform(0.3, 0.7, 2 * N - 3).tolist(),
+                 "sigma": rng.uniform(0.05, 0.3, 2 * N - 3).tolist()}
     flow = SmoothFlow(Z, bond_lo, bond_hi, layers, temperature=temperature,
                       energy_offset=energy_offset, atoms=atoms, smooth=smooth,
-                      support=support, dtype=dtype, spline=spline, affine=affine)
+                      support=support, dtype=dtype, spline=spline, affine=affine,
+                      prior=prior or "uniform")
     return randomize_weights(flow, seed=seed + 1, weight_scale=weight_scale, steep=steep)
 
 

@@ -1,0 +1,92 @@
+"""The truncated-normal latent prior (smoothflow_torch.priors): its density is normalized, its
+samples follow it, the C core agrees with PyTorch, and bad prior configs are refused by both."""
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from flow_comparison import assert_log_density_matches
+from smoothflow_core import CoreError, CoreModel
+from smoothflow_torch import SmoothFlow, load_model_bytes, model_to_bytes, priors
+from smoothflow_torch.testing import chain_zmatrix, random_flow, random_positions
+
+torch.set_num_threads(1)
+
+
+def test_truncated_normal_is_normalized_and_sampled_by_its_cdf():
+    mean = torch.tensor([0.5, 0.2, 0.9], dtype=torch.float64)
+    sigma = torch.tensor([0.1, 0.3, 0.05], dtype=torch.float64)
+    grid = torch.linspace(0, 1, 20001, dtype=torch.float64)
+    for d in range(3):   # each factor integrates to 1 over [0, 1] (trapezoid rule)
+        lp = priors.truncated_normal_log_prob(grid[:, None], mean[d:d + 1], sigma[d:d + 1])
+        assert torch.trapezoid(lp.exp(), grid).item() == pytest.approx(1.0, abs=1e-7)
+    z = priors.truncated_normal_sample(200_000, mean, sigma, torch.Generator().manual_seed(0))
+    assert bool(((z >= 0) & (z <= 1)).all())
+    for d in range(3):   # sample mean against the density's mean by quadrature, 5 standard errors
+        p = priors.truncated_normal_log_prob(grid[:, None], mean[d:d + 1], sigma[d:d + 1]).exp()
+        mu = torch.trapezoid(grid * p, grid).item()
+        sd = math.sqrt(torch.trapezoid((grid - mu) ** 2 * p, grid).item())
+        assert abs(z[:, d].mean().item() - mu) < 5 * sd / math.sqrt(len(z))
+
+
+def test_flow_samples_carry_their_log_density():
+    """log q returned by sample() equals log_prob() of the samples (the prior enters both)."""
+    flow = random_flow(n_atoms=6, n_layers=3, directions="mixed", seed=4, prior="truncated_normal")
+    x, lq = flow.sample(64, generator=torch.Generator().manual_seed(2), return_log_prob=True)
+    np.testing.assert_allclose(lq.detach().numpy(), flow.log_prob(x).detach().numpy(), rtol=1e-9, atol=1e-9)
+
+
+def test_density_is_prior_at_z_times_jacobian():
+    """log p_U(u) = log p_Z(z(u)) + log |dz/du|, the prior's factors over bonds and angles."""
+    Z = chain_zmatrix(5)
+    layers = [{"transform": "smooth", "direction": "density", "transformed": [0, 2, 4, 6],
+               "conditioning": [1, 3, 5, 7, 8], "n_components": 2, "hidden": [4], "activation": "silu"}]
+    prior = {"kind": "truncated_normal", "mean": [0.4, 0.5, 0.6, 0.5, 0.45, 0.55, 0.5],
+             "sigma": [0.1, 0.2, 0.05, 0.1, 0.3, 0.1, 0.08]}
+    flow = SmoothFlow(Z, [0.1] * 4, [0.2] * 4, layers, prior=prior)
+    u = torch.rand(5, 9, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    m, s = torch.tensor(prior["mean"], dtype=torch.float64), torch.tensor(prior["sigma"], dtype=torch.float64)
+    z, ldj = flow.forward(u, inverse=True)
+    expect = priors.truncated_normal_log_prob(z[:, :7], m, s) + ldj
+    np.testing.assert_allclose(flow.log_prob_u(u).detach().numpy(), expect.detach().numpy(), rtol=1e-12)
+
+
+@pytest.mark.parametrize("directions", ["density", "mixed"])
+def test_core_matches_torch_with_the_normal_prior(directions):
+    flow = random_flow(n_atoms=7, n_layers=4, n_components=3, hidden=(12,), directions=directions,
+                       seed=11, prior="truncated_normal")
+    data = model_to_bytes(flow)
+    core = CoreModel.from_bytes(data, max_batch=6)
+    x = random_positions(flow, 6, seed=5)
+    e, f = flow.energy_and_forces(x)
+    e_core, f_core = core.evaluate(x.numpy())
+    np.testing.assert_allclose(e_core, e.detach().numpy(), rtol=1e-10, atol=1e-10)
+    assert np.abs(f_core - f.detach().numpy()).max() < 1e-8 * np.abs(f.detach().numpy()).max()
+    assert_log_density_matches(flow, core)
+    again = load_model_bytes(data)   # the prior survives the file round trip
+    assert again.config()["prior"] == flow.config()["prior"]
+
+
+def _with_prior(flow, prior) -> bytes:
+    """The model file of ``flow`` with its config's prior replaced (bypassing the exporter)."""
+    import safetensors.torch
+    cfg = flow.config()
+    cfg["prior"] = prior
+    meta = {"format": "openmm-smoothflow", "format_version": "1", "config": json.dumps(cfg)}
+    return safetensors.torch.save({k: v.contiguous() for k, v in flow.state_dict().items()}, metadata=meta)
+
+
+@pytest.mark.parametrize("prior, message", [
+    ("gaussian", "prior"),
+    ({"kind": "truncated_normal", "mean": [0.5] * 3, "sigma": [0.1] * 9}, "9 numbers"),
+    ({"kind": "truncated_normal", "mean": [0.5] * 9, "sigma": [0.0] * 9}, "sigma"),
+    ({"kind": "truncated_normal", "mean": [1.5] + [0.5] * 8, "sigma": [0.1] * 9}, "mean"),
+])
+def test_bad_priors_are_refused_by_both(prior, message):
+    flow = random_flow(n_atoms=6, n_layers=2, seed=1)
+    with pytest.raises(ValueError):
+        SmoothFlow(flow.zmatrix, flow.bond_lo, flow.bond_hi, [l.config() for l in flow.layers], prior=prior)
+    with pytest.raises(CoreError, match=message):
+        CoreModel.from_bytes(_with_prior(flow, prior))
