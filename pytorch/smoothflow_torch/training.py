@@ -24,11 +24,22 @@ Losses (``docs/flow-math.md`` section 8; ``docs/training.md``):
   terms (log |det du/dz|, the normalization scales and log J of the Z-matrix) are all inside
   log q, consistently with the energy. Samples with a non-finite target energy (u = +inf) or
   log q are left out of the mean and counted.
+- :func:`tail_matching`: energy differences off the data. Each frame of the batch gets one
+  bond or angle moved to a uniformly random point of its interval (inside the wall margin),
+  and the flow's energy rise ``dU_flow = (U(x') - U(x)) / kT`` is matched to the target's
+  ``du = u_target(x') - u_target(x)``: ``(dU_flow - du)^2`` where ``|du| < cap``; where the
+  target rises past the cap (kT) only a rise of at least the cap, ``relu(cap - dU_flow)^2``
+  (and a fall of at least the cap where it falls past it). Why: likelihood and force
+  matching see only the data, so beyond it a flow's potential is a plateau a few kT high
+  (``docs/design.md``, "Well depth"); bonds escape over it in MD, and flow samples land on it
+  (high-energy samples that cost sampling efficiency). The cap keeps the demand within what a
+  flow can represent (its potential is bounded, about kT log(1/(1 - c_max)) per layer).
 
 :class:`Trainer` runs Adam on the weighted sum
-``w_nll * nll + w_fm * force_matching + w_rkl * reverse_kl`` with a learning-rate schedule,
-gradient clipping, fixed seeds, a tqdm bar, a JSONL log of every loss at every step, periodic
-held-out evaluation, checkpoints that resume bit-identically, and export with provenance.
+``w_nll * nll + w_fm * force_matching + w_rkl * reverse_kl + w_tail * tail_matching`` with a
+learning-rate schedule, gradient clipping, fixed seeds, a tqdm bar, a JSONL log of every loss
+at every step, periodic held-out evaluation, checkpoints that resume bit-identically, and
+export with provenance.
 """
 
 from __future__ import annotations
@@ -51,12 +62,12 @@ import torch
 from .export import export_model
 
 __all__ = ["FORCE_UNITS", "LR_SCHEDULES", "LOSS_NAMES", "TrainConfig", "Trainer", "nll",
-           "force_matching", "reverse_kl", "weighted_loss", "learning_rate", "set_seed",
+           "force_matching", "reverse_kl", "tail_matching", "weighted_loss", "learning_rate", "set_seed",
            "sampling_efficiency", "git_info"]
 
 FORCE_UNITS = ("reduced", "kJ/mol/nm")
 LR_SCHEDULES = ("constant", "cosine", "step")
-LOSS_NAMES = ("nll", "force_matching", "reverse_kl")
+LOSS_NAMES = ("nll", "force_matching", "reverse_kl", "tail_matching")
 CHECKPOINT_FORMAT = "smoothflow-checkpoint"
 CHECKPOINT_VERSION = 1
 
@@ -145,6 +156,55 @@ def reverse_kl(flow, target: Callable[[torch.Tensor], torch.Tensor], n: int,
     return loss, {"n_invalid": int(n - n_ok), "n_cut": int(getattr(target, "last_n_cut", 0))}
 
 
+def tail_matching(flow, target: Callable[[torch.Tensor], torch.Tensor], positions: torch.Tensor,
+                  cap: float = 20.0, generator: Optional[torch.Generator] = None,
+                  return_info: bool = False):
+    """Energy-difference matching off the data (module docstring), in kT^2.
+
+    Parameters
+    ----------
+    flow : SmoothFlow
+    target : callable
+        Positions ``(B, N, 3)`` -> reduced energies ``(B,)``; ``reduced_energy(x, cut=False)``
+        is used when the target has it (the raw energies, not the linlog-cut ones).
+    positions : torch.Tensor
+        ``(B, N, 3)`` frames inside the support.
+    cap : float
+        kT; a target rise (fall) past it only asks the flow to rise (fall) at least this much.
+    generator : torch.Generator, optional
+        For the choice of coordinate and its new value.
+    return_info : bool
+        Also return ``{"n_invalid": pairs left out (non-finite target energy), "n_capped":
+        pairs above the cap}``.
+    """
+    if not cap > 0:
+        raise ValueError(f"tail_matching cap must be > 0 kT, got {cap}")
+    energy = getattr(target, "reduced_energy", None)
+    with torch.no_grad():
+        u = flow.internal_coordinates(positions)
+        B = u.shape[0]
+        d = torch.randint(flow.n_interval, (B,), generator=generator)
+        lo = 2 * flow.margin if flow.support_policy == "wall" else 0.0
+        moved = u.clone()
+        moved[torch.arange(B), d] = lo + (1 - 2 * lo) * torch.rand(B, generator=generator, dtype=u.dtype)
+        x = flow.to_cartesian(torch.cat([u, moved]))
+        ut = energy(x, cut=False) if energy is not None else target(x)
+        du = ut[B:] - ut[:B]
+    e = flow.energy(x) / flow.kT
+    df = e[B:] - e[:B]
+    ok = torch.isfinite(du)
+    du = torch.where(ok, du, torch.zeros_like(du))
+    up, down = ok & (du >= cap), ok & (du <= -cap)
+    capped = up | down
+    err = torch.where(up, torch.relu(cap - df), torch.where(down, torch.relu(df + cap), df - du))
+    n_ok = int(ok.sum())
+    loss = torch.where(ok, err ** 2, torch.zeros_like(err)).sum() / n_ok if n_ok else \
+        err.new_tensor(float("nan"))
+    if not return_info:
+        return loss
+    return loss, {"n_invalid": int(B - n_ok), "n_capped": int(capped.sum())}
+
+
 def _frame_tensors(frames, name: str, dtype):
     """(positions, forces or None, weights or None) as tensors from a 2- or 3-tuple (or three
     Nones for no frames); positions and forces in ``dtype``, weights float64 >= 0."""
@@ -214,6 +274,8 @@ class TrainConfig:
     weight_decay: float = 0.0
     grad_clip: Optional[float] = 100.0
     force_matching_noise: float = 0.0
+    force_matching_from: int = 0
+    tail_matching_cap: float = 20.0
     eval_every: int = 100
     eval_frames: int = 1000
     eval_batch_size: int = 250
@@ -248,7 +310,7 @@ class TrainConfig:
         if not any(self.weights.values()):
             raise ValueError("at least one loss weight must be > 0")
         for k in ("iterations", "eval_every", "eval_frames", "eval_samples", "checkpoint_every",
-                  "warmup", "threads"):
+                  "warmup", "threads", "force_matching_from"):
             v = getattr(self, k)
             if isinstance(v, bool) or not isinstance(v, int) or v < 0:
                 raise ValueError(f"{k} must be an integer >= 0, got {v!r}")
@@ -265,6 +327,8 @@ class TrainConfig:
             raise ValueError("lr must be > 0, lr_min >= 0, lr_decay > 0")
         if not (self.force_matching_noise >= 0 and math.isfinite(self.force_matching_noise)):
             raise ValueError(f"force_matching_noise must be finite and >= 0 nm, got {self.force_matching_noise}")
+        if not (self.tail_matching_cap > 0 and math.isfinite(self.tail_matching_cap)):
+            raise ValueError(f"tail_matching_cap must be finite and > 0 kT, got {self.tail_matching_cap}")
         if self.grad_clip is not None and not self.grad_clip > 0:
             raise ValueError(f"grad_clip must be > 0 or null, got {self.grad_clip}")
         if len(self.adam_betas) != 2:
@@ -402,6 +466,8 @@ class Trainer:
             raise ValueError("force matching needs reference forces in train_data")
         if w["reverse_kl"] and target is None:
             raise ValueError("the reverse_kl loss needs a target energy")
+        if w["tail_matching"] and (target is None or self.train_positions is None):
+            raise ValueError("the tail_matching loss needs train_data and a target energy")
         if w["force_matching"] and config.force_matching_noise > 0 and not hasattr(target, "evaluate"):
             raise ValueError("force_matching_noise needs a target with evaluate() (forces at displaced frames)")
         self.test_positions, self.test_forces, self.test_weights = _frame_tensors(
@@ -440,14 +506,17 @@ class Trainer:
     # ---------------------------------------------------------------- one step
     def train_step(self) -> dict:
         """One optimizer update; returns its log entry (without writing it)."""
-        c, w, flow = self.config, self.config.weights, self.flow
+        c, flow = self.config, self.flow
+        w = dict(c.weights)
+        if self.step < c.force_matching_from:   # likelihood first: see TrainConfig docs
+            w["force_matching"] = 0.0
         t0 = time.perf_counter()
         self._in_step = True
         flow.train()
         self.optimizer.zero_grad(set_to_none=True)
         terms: Dict[str, torch.Tensor] = {}
         entry: Dict[str, Any] = {"kind": "train", "step": self.step + 1}
-        if w["nll"] or w["force_matching"]:
+        if w["nll"] or w["force_matching"] or w["tail_matching"]:
             if self.train_weights is None:
                 idx = torch.randint(len(self.train_positions), (c.batch_size,),
                                     generator=self.data_generator)
@@ -455,6 +524,7 @@ class Trainer:
                 idx = torch.multinomial(self.train_weights, c.batch_size, replacement=True,
                                         generator=self.data_generator)
             x = self.train_positions[idx]
+        if w["nll"] or w["force_matching"]:
             if w["force_matching"] and c.force_matching_noise > 0:
                 xn = x + c.force_matching_noise * torch.randn(x.shape, generator=self.data_generator,
                                                               dtype=x.dtype)
@@ -473,6 +543,12 @@ class Trainer:
                 entry["force_rmse"] = float(fm.detach().sqrt()) * (
                     flow.kT if c.force_units == "reduced" else 1.0)
             terms["nll"] = nl
+        if w["tail_matching"]:
+            tm, info = tail_matching(flow, self.target, x, c.tail_matching_cap,
+                                     generator=self.data_generator, return_info=True)
+            terms["tail_matching"] = tm
+            entry["tail_invalid"] = info["n_invalid"]
+            entry["tail_capped"] = info["n_capped"]
         if w["reverse_kl"]:
             rkl, info = reverse_kl(flow, self.target, c.reverse_kl_batch_size,
                                    generator=self.sample_generator, return_info=True)

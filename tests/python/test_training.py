@@ -16,7 +16,7 @@ openmm = pytest.importorskip("openmm")
 from smoothflow_torch import load_model, read_model_bytes, testing  # noqa: E402
 from smoothflow_torch.openmm_bridge import OpenMMEnergy, linlog_cut  # noqa: E402
 from smoothflow_torch.training import (TrainConfig, Trainer, force_matching, learning_rate,  # noqa: E402
-                                       nll, reverse_kl, sampling_efficiency)
+                                       nll, reverse_kl, sampling_efficiency, tail_matching)
 
 torch.set_num_threads(1)
 REPO = Path(__file__).resolve().parents[2]
@@ -179,6 +179,7 @@ def test_config_round_trip(tmp_path):
 
 # ---------------------------------------------------------------- the Trainer
 LOSS_KEYS = ("loss", "nll", "force_matching", "reverse_kl")
+STUDY_LOSS_KEYS = LOSS_KEYS + ("tail_matching",)
 
 
 def _train_entries(path):
@@ -290,7 +291,7 @@ def test_alanine_layers_and_configs():
     from alanine_dipeptide import train
     cfgs = {n: json.loads((REPO / "studies/alanine_dipeptide/configs" / f"{n}.json").read_text())
             for n in ("smooth", "spline", "affine", "tiny", "smooth_stage2", "spline_stage2",
-                      "affine_stage2")}
+                      "affine_stage2", "smooth_v2", "spline_v2", "affine_v2")}
     for n, c in cfgs.items():
         TrainConfig.from_dict({k: v for k, v in c.items() if not k.startswith("_")})
     # the three flows differ only in their name and transform kind
@@ -298,6 +299,7 @@ def test_alanine_layers_and_configs():
                            if k == "model" else v)
                        for k, v in c.items() if k not in ("name", "_comment")}
     assert strip(cfgs["smooth"]) == strip(cfgs["spline"]) == strip(cfgs["affine"])
+    assert strip(cfgs["smooth_v2"]) == strip(cfgs["spline_v2"]) == strip(cfgs["affine_v2"])
     # stage 2: one budget for all three as well; each starts from its own stage-1 model
     strip2 = lambda c: strip({**c, "model": {k: v for k, v in c["model"].items() if k != "init_from"}})
     assert strip2(cfgs["smooth_stage2"]) == strip2(cfgs["spline_stage2"]) == strip2(cfgs["affine_stage2"])
@@ -318,6 +320,28 @@ def test_alanine_layers_and_configs():
     assert (43 in layers[0]["transformed"]) != (44 in layers[0]["transformed"])
     with pytest.raises(ValueError, match="unknown keys"):
         train.coupling_layers(22, {"n_component": 4})
+    # ic_coupled: each half of the angles (and of the bonds) is conditioned on the other half
+    bonds, angles, _ = train.dims(22)
+    for L in train.coupling_layers(22, cfgs["smooth_v2"]["model"]):
+        t = set(L["transformed"])
+        for group in (set(angles), set(bonds)):
+            if t <= group:
+                assert group - t <= set(L["conditioning"])
+
+
+def test_alanine_data_prior_is_the_datas_mean_and_width():
+    from alanine_dipeptide import data, train
+    x = data.load_reference("obc").test.positions
+    lo, hi = train.bond_bounds(x)
+    prior = train.data_prior({"kind": "truncated_normal", "width": 2.0}, x, lo, hi)
+    flow = train.build_flow({"prior": {"kind": "truncated_normal", "width": 2.0}}, x, seed=0)
+    u = flow.internal_coordinates(torch.from_numpy(x))[:, :41].numpy()
+    np.testing.assert_allclose(prior["mean"], u.mean(0), atol=1e-12)
+    np.testing.assert_allclose(prior["sigma"], 2.0 * u.std(0), rtol=1e-10)
+    assert flow.config()["prior"] == prior
+    assert train.data_prior("uniform", x, lo, hi) == "uniform"
+    with pytest.raises(ValueError, match="prior"):
+        train.data_prior({"kind": "normal"}, x, lo, hi)
 
 
 def test_alanine_tiny_run(tmp_path):
@@ -342,12 +366,13 @@ def test_alanine_tiny_run(tmp_path):
     log = Trainer.read_log(tmp_path / "run" / "log.jsonl")
     train_entries = [e for e in log if e["kind"] == "train"]
     assert len(train_entries) == 4
-    assert all(math.isfinite(e[k]) for e in train_entries for k in LOSS_KEYS)
-    assert all(e["fm_invalid"] == 0 for e in train_entries)
+    assert all(math.isfinite(e[k]) for e in train_entries for k in STUDY_LOSS_KEYS)
+    assert all(e["fm_invalid"] == 0 and e["tail_invalid"] == 0 for e in train_entries)
     evals = [e for e in log if e["kind"] == "eval"]
     assert evals and all(math.isfinite(e["test_nll"]) for e in evals)
     flow = load_model(tmp_path / "run" / "model.safetensors")
     assert flow.n_atoms == 22 and flow.atoms[8]["name"] == "CA"
+    assert flow.config()["prior"]["kind"] == "truncated_normal"
 
 
 def test_frame_weights_steer_batches_and_weight_the_evaluation(tmp_path, target, dataset):
@@ -390,3 +415,80 @@ def test_noisy_force_matching_uses_the_targets_forces_at_displaced_frames(tmp_pa
     assert entry["force_rmse"] == pytest.approx(rmse, rel=1e-6)
     with pytest.raises(ValueError, match="force_matching_noise"):
         Trainer(make_flow(), cfg, tmp_path / "no_target", train_data=(x, f))
+
+
+class _ScaledFlowEnergy:
+    """A target whose reduced energy is ``scale`` x the flow's own plus ``shift``: the answers
+    of tail_matching are then known (and an optional NaN for the first moved frame)."""
+
+    def __init__(self, flow, scale=1.0, shift=0.0, nan_first=False):
+        self.flow, self.scale, self.shift, self.nan_first = flow, scale, shift, nan_first
+
+    def reduced_energy(self, x, cut=False):
+        u = self.scale * self.flow.energy(x).detach() / self.flow.kT + self.shift
+        if self.nan_first:
+            u[len(u) // 2] = float("nan")
+        return u
+
+
+def test_tail_matching_known_answers(dataset):
+    """The flow's own energy as target gives zero loss (with and without the cap); a target
+    rising k times as fast gives (k - 1)^2 x the loss of a flat-relative one; NaN target
+    energies are left out and counted; the moved frames stay inside the wall margin."""
+    flow = make_flow()
+    flow.set_support("wall", margin=0.01)
+    x = dataset[0][:16]
+    gen = lambda: torch.Generator().manual_seed(4)
+    for cap in (1e6, 1e-3):
+        loss, info = tail_matching(flow, _ScaledFlowEnergy(flow, shift=3.0), x, cap=cap,
+                                   generator=gen(), return_info=True)
+        assert loss.item() == pytest.approx(0.0, abs=1e-16)
+        assert info["n_invalid"] == 0 and (info["n_capped"] > 0) == (cap < 1)
+    twice = tail_matching(flow, _ScaledFlowEnergy(flow, 2.0), x, cap=1e6, generator=gen())
+    thrice = tail_matching(flow, _ScaledFlowEnergy(flow, 3.0), x, cap=1e6, generator=gen())
+    assert twice.item() > 0
+    assert thrice.item() == pytest.approx(4 * twice.item(), rel=1e-9)
+    grads = torch.autograd.grad(twice, list(flow.parameters()), allow_unused=True)
+    assert any(g is not None and g.abs().sum() > 0 for g in grads)
+    loss, info = tail_matching(flow, _ScaledFlowEnergy(flow, 2.0, nan_first=True), x, cap=1e6,
+                               generator=gen(), return_info=True)
+    assert info["n_invalid"] == 1 and math.isfinite(loss.item())
+    # a capped pair asks only for a rise of at least the cap: a flat flow is penalized by cap^2
+    flat = tail_matching(flow, _ScaledFlowEnergy(flow, 0.0, shift=0.0), x, cap=1e6, generator=gen())
+    assert flat.item() == pytest.approx(twice.item(), rel=1e-9)   # both are mean(dU_flow^2)
+    with pytest.raises(ValueError, match="cap"):
+        tail_matching(flow, _ScaledFlowEnergy(flow), x, cap=0.0)
+
+
+def test_tail_matching_in_the_trainer_lowers_its_loss(tmp_path, target, dataset):
+    """Trained on tail matching alone against the chain's force field, the flow's energy
+    differences for moved bonds and angles move towards the force field's: the loss on a fixed
+    set of moves of the training frames falls (the gradient is wired into the Trainer)."""
+    x, f = dataset
+    cfg = small_config(iterations=60, eval_every=0, eval_samples=0, lr=1e-3, warmup=0, batch_size=32,
+                       weights={"nll": 0.0, "force_matching": 0.0, "tail_matching": 1.0},
+                       tail_matching_cap=4.0)
+    flow = make_flow()
+    flow.set_support("wall", margin=0.01)
+    tr = Trainer(flow, cfg, tmp_path, train_data=(x[:48], f[:48]), target=target)
+    probe = lambda: float(tail_matching(flow, target, x[:48].repeat(4, 1, 1), cap=4.0,
+                                        generator=torch.Generator().manual_seed(9)).detach())
+    before = probe()
+    entries = [tr.train_step() for _ in range(cfg.iterations)]
+    assert all("tail_matching" in e and e["tail_invalid"] == 0 for e in entries)
+    assert probe() < 0.9 * before
+    with pytest.raises(ValueError, match="tail_matching"):
+        Trainer(make_flow(), cfg, tmp_path / "no_target", train_data=(x, f))
+
+
+def test_force_matching_starts_at_force_matching_from(tmp_path, target, dataset):
+    x, f = dataset
+    cfg = small_config(iterations=4, eval_every=0, eval_samples=0, force_matching_from=2,
+                       weights={"nll": 1.0, "force_matching": 1e-3})
+    tr = Trainer(make_flow(), cfg, tmp_path, train_data=(x[:48], f[:48]), target=target)
+    entries = [tr.train_step() for _ in range(4)]
+    assert ["force_matching" in e for e in entries] == [False, False, True, True]
+    assert entries[0]["loss"] == pytest.approx(entries[0]["nll"], rel=1e-12)
+    assert entries[3]["loss"] == pytest.approx(entries[3]["nll"] + 1e-3 * entries[3]["force_matching"], rel=1e-12)
+    with pytest.raises(ValueError, match="force_matching_from"):
+        small_config(force_matching_from=-1)
