@@ -61,6 +61,55 @@ def held_out_metrics(flow, frames: data.Frames, batch: int = 512) -> dict:
     return {"nll_nats": nll / total, "force_rmse_kj_mol_nm": float(np.sqrt(sq / (total * molecule.N_ATOMS * 3)))}
 
 
+def _scan(u0: torch.Tensor, d: int, values: torch.Tensor) -> torch.Tensor:
+    """Copies of the point ``u0`` with coordinate ``d`` set to each of ``values``."""
+    batch = u0.repeat(len(values), 1)
+    batch[:, d] = values
+    return batch
+
+
+def well_depths(flow, frames: data.Frames, n_frames: int = 10, grid: int = 97) -> dict:
+    """Depth (kJ/mol, metrics.well_depth) of the flow potential's well along each bond and angle,
+    scanning one normalized coordinate u over [0.02, 0.98] with the others held at a held-out
+    frame; the smallest depth over ``n_frames`` evenly spaced frames per coordinate.  A flow's
+    well is finite (docs/design.md, "Well depth"): a bond that gains more energy than this in MD
+    leaves the well."""
+    idx = np.linspace(0, len(frames) - 1, n_frames).round().astype(int)
+    scan = torch.linspace(0.02, 0.98, grid, dtype=flow.dtype)
+    depths = np.full(flow.n_interval, np.inf)
+    with torch.no_grad():
+        for u in flow.internal_coordinates(torch.from_numpy(frames.positions[idx])):
+            for d in range(flow.n_interval):
+                energy = -flow.kT * flow.log_prob_u(_scan(u, d, scan)).numpy()
+                depths[d] = min(depths[d], metrics.well_depth(energy))
+    n_bonds = molecule.N_ATOMS - 1
+    worst = int(np.argmin(depths))
+    return {"well_depth_bonds_kj_mol": float(depths[:n_bonds].min()),
+            "well_depth_angles_kj_mol": float(depths[n_bonds:].min()),
+            "well_depth_median_kj_mol": float(np.median(depths)),
+            "shallowest_well": flow.describe_dimension(worst)}
+
+
+def stiffness_ratios(flow, frames: data.Frames, ff: "ForceFieldEnergy", n_frames: int = 4) -> dict:
+    """Curvature of the flow potential along each bond and angle (the others held at a held-out
+    frame) over the force field's, from quadratic fits over +-0.06 in u around the frame's value;
+    medians over frames and coordinates.  1 is right; below 1 the flow's conditional
+    density of that coordinate is too wide, which costs sampling efficiency."""
+    idx = np.linspace(0, len(frames) - 1, n_frames).round().astype(int)
+    ratios = np.empty((n_frames, flow.n_interval))
+    with torch.no_grad():
+        for f, u in enumerate(flow.internal_coordinates(torch.from_numpy(frames.positions[idx]))):
+            for d in range(flow.n_interval):
+                near = u[d] + torch.linspace(-0.06, 0.06, 13, dtype=flow.dtype)
+                x = flow.to_cartesian(_scan(u, d, near))
+                e_flow, e_ff = flow.energy(x).numpy(), ff(x.numpy())
+                h = near.numpy()
+                ratios[f, d] = np.polyfit(h, e_flow, 2)[0] / np.polyfit(h, e_ff, 2)[0]
+    n_bonds = molecule.N_ATOMS - 1
+    return {"stiffness_ratio_bonds": float(np.median(ratios[:, :n_bonds])),
+            "stiffness_ratio_angles": float(np.median(ratios[:, n_bonds:]))}
+
+
 def sample_flow(flow, n: int, seed: int, batch: int = 5000):
     """n samples (positions, log q) from the flow, in batches."""
     gen = torch.Generator().manual_seed(seed)
@@ -79,6 +128,8 @@ def evaluate_model(path: Path, test: data.Frames, reference_phi_psi, ff: ForceFi
     kind = flow.config()["layers"][0]["transform"]
     result = {"model": str(path), "transform": kind}
     result.update(held_out_metrics(flow, test))
+    result.update(well_depths(flow, test))
+    result.update(stiffness_ratios(flow, test, ff))
     x, log_q = sample_flow(flow, n_samples, seed)
     u = ff(x, progress="force-field energies") / KT
     log_w = metrics.log_weights(u, log_q)
@@ -146,6 +197,16 @@ def write_report(results, meta, out: Path, report: Path):
                      f"{100 * r['phi_positive_fraction_flow']:.1f} % / "
                      f"{100 * r['phi_positive_fraction_reweighted']:.1f} % / "
                      f"{100 * meta['reference_phi_positive']:.1f} % |")
+    lines += ["", "The flow potential's shape along single bonds and angles (the rest held at held-out frames): "
+              "the shallowest well, i.e. the energy a coordinate needs to leave it (docs/design.md, \"Well depth\"; "
+              "a harmonic bond needs about 100 kJ/mol or more for 2 fs, docs/bounded_wells/report.md), and the "
+              "curvature relative to ff99SB-ILDN (1 is right; below 1 the flow's conditional density is too wide).", "",
+              "| flow | shallowest bond well (kJ/mol) | shallowest angle well (kJ/mol) | median well (kJ/mol) "
+              "| shallowest | stiffness bonds / ff | stiffness angles / ff |", "|---|---|---|---|---|---|---|"]
+    for r in results:
+        lines.append(f"| {r['transform']} | {r['well_depth_bonds_kj_mol']:.0f} | {r['well_depth_angles_kj_mol']:.0f} | "
+                     f"{r['well_depth_median_kj_mol']:.0f} | {r['shallowest_well']} | "
+                     f"{r['stiffness_ratio_bonds']:.2f} | {r['stiffness_ratio_angles']:.2f} |")
     rel = lambda p: Path(p).relative_to(report.parent) if Path(p).is_relative_to(report.parent) else p
     lines += ["", f"![free energy along phi and psi]({rel(out / 'free_energy_phi_psi.png')})", "",
               f"![Ramachandran plots]({rel(out / 'ramachandran.png')})", ""]

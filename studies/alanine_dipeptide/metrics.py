@@ -57,3 +57,14 @@ def ramachandran_histogram(phi: np.ndarray, psi: np.ndarray, n_bins: int = 60, w
     edges = np.linspace(-np.pi, np.pi, n_bins + 1)
     h, _, _ = np.histogram2d(phi, psi, bins=[edges, edges], weights=weights)
     return h
+
+
+def well_depth(profile: np.ndarray) -> float:
+    """How far an energy profile rises from its minimum before it can escape on either side:
+    min(highest point left of the minimum, highest point right of it) - minimum.  A profile
+    along one bond of a flow potential is a well with a plateau on each side (docs/design.md,
+    "Well depth"); this is the energy a bond needs to leave the well.  Infinite profiles count
+    as infinitely high (the support wall)."""
+    p = np.asarray(profile, float)
+    i = int(np.argmin(p))
+    return float(min(p[:i + 1].max(), p[i:].max()) - p[i])

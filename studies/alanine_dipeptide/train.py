@@ -73,7 +73,7 @@ from . import forcefield, molecule  # noqa: E402
 from .zmatrix import ZMATRIX  # noqa: E402
 
 RUNS = REPO / "runs"
-SCHEMES = ("ic_hierarchy", "random_halves")
+SCHEMES = ("ic_hierarchy", "ic_coupled", "random_halves")
 #: model-section keys and their defaults
 MODEL_DEFAULTS = {
     "transform": "smooth", "direction": "density", "scheme": "ic_hierarchy",
@@ -81,7 +81,7 @@ MODEL_DEFAULTS = {
     "n_components": 8, "hidden": [64, 64], "activation": "silu",
     "bond_padding": 1.0, "min_bond_lo": 0.05, "temperature": forcefield.TEMPERATURE,
     "energy_offset": 0.0, "support": {"policy": "wall", "margin": 0.01, "wall_constant": 1000.0},
-    "init_from": None,
+    "prior": "uniform", "init_from": None,
 }
 #: transform constants passed through to SmoothFlow when present
 CONSTANT_KEYS = ("smooth", "spline", "affine")
@@ -117,6 +117,17 @@ def coupling_layers(n_atoms: int, model: dict) -> list:
         for _ in range(int(m["n_angle_blocks"])):
             pairs += [(bonds, angles), (angles, bonds)]
         pairs += [(angles, torsions), (bonds, angles + torsions)]
+    elif m["scheme"] == "ic_coupled":
+        # as ic_hierarchy for the torsions, but angles and bonds are split in halves that
+        # condition on each other, so correlated angles (around one atom) can be learned
+        t_even, t_odd = torsions[0::2], torsions[1::2]
+        a_even, a_odd = angles[0::2], angles[1::2]
+        b_even, b_odd = bonds[0::2], bonds[1::2]
+        for _ in range(int(m["n_torsion_blocks"])):
+            pairs += [(t_even, t_odd), (t_odd, t_even)]
+        for _ in range(int(m["n_angle_blocks"])):
+            pairs += [(a_even, a_odd + torsions), (a_odd, a_even + torsions)]
+        pairs += [(b_even, b_odd + angles + torsions), (b_odd, b_even + angles + torsions)]
     elif m["scheme"] == "random_halves":
         rng = np.random.default_rng(int(m["split_seed"]))
         D = 3 * n_atoms - 6
@@ -142,6 +153,28 @@ def bond_bounds(positions: np.ndarray, padding: float = 1.0, min_lo: float = 0.0
     return np.maximum(lo - padding * width, min_lo), hi + padding * width
 
 
+def data_prior(prior, train_positions: np.ndarray, lo, hi, max_frames: int = 20000):
+    """The flow's latent prior from a model section's ``prior``: ``"uniform"``, or
+    ``{"kind": "truncated_normal", "width": w}``, a normal per bond and angle with the training
+    data's mean and w times its standard deviation of the normalized coordinate u (unweighted:
+    the phi bias barely moves bond and angle marginals)."""
+    if prior == "uniform":
+        return "uniform"
+    if not isinstance(prior, dict) or prior.get("kind") != "truncated_normal" or set(prior) - {"kind", "width"}:
+        raise ValueError(f"model.prior must be 'uniform' or {{'kind': 'truncated_normal', 'width': w}}, got {prior!r}")
+    width = float(prior.get("width", 1.0))
+    if not width > 0:
+        raise ValueError(f"model.prior.width must be > 0, got {width}")
+    x = np.asarray(train_positions, dtype=np.float64)
+    x = x[np.linspace(0, len(x) - 1, min(len(x), max_frames)).round().astype(int)]
+    b = np.linalg.norm(x[:, ZMATRIX[1:, 0]] - x[:, ZMATRIX[1:, 1]], axis=-1)
+    v1 = x[:, ZMATRIX[2:, 0]] - x[:, ZMATRIX[2:, 1]]
+    v2 = x[:, ZMATRIX[2:, 2]] - x[:, ZMATRIX[2:, 1]]
+    cos = (v1 * v2).sum(-1) / (np.linalg.norm(v1, axis=-1) * np.linalg.norm(v2, axis=-1))
+    u = np.concatenate([(b - lo) / (hi - lo), np.arccos(np.clip(cos, -1, 1)) / np.pi], axis=1)
+    return {"kind": "truncated_normal", "mean": u.mean(0).tolist(), "sigma": (width * u.std(0)).tolist()}
+
+
 def build_flow(model: dict, train_positions: np.ndarray, seed: int) -> SmoothFlow:
     """The alanine dipeptide SmoothFlow of a model section (weights seeded by ``seed``)."""
     m = _section(model, MODEL_DEFAULTS, "model", CONSTANT_KEYS)
@@ -150,7 +183,8 @@ def build_flow(model: dict, train_positions: np.ndarray, seed: int) -> SmoothFlo
     kwargs = {k: m[k] for k in CONSTANT_KEYS if k in m}
     flow = SmoothFlow(ZMATRIX, lo, hi, coupling_layers(molecule.N_ATOMS, m),
                       temperature=float(m["temperature"]), energy_offset=float(m["energy_offset"]),
-                      atoms=molecule.atoms_metadata(), support=m["support"], **kwargs)
+                      atoms=molecule.atoms_metadata(), support=m["support"],
+                      prior=data_prior(m["prior"], train_positions, lo, hi), **kwargs)
     if m["init_from"]:
         # a later stage (e.g. reverse KL fine-tuning) starting from an exported model; its
         # weights and bond bounds replace the fresh ones, the architecture must match
@@ -185,7 +219,8 @@ def setup(config: TrainConfig, out_dir: Path, data_dir=None) -> Trainer:
         pos, frc, wts = pos[idx], frc[idx], wts[idx]
     flow = build_flow(config.model, pos, config.seed)
     target = None
-    if config.weights["reverse_kl"] or config.eval_samples or config.force_matching_noise:
+    if config.weights["reverse_kl"] or config.weights["tail_matching"] or config.eval_samples \
+            or config.force_matching_noise:
         from smoothflow_torch.openmm_bridge import OpenMMEnergy
         target = OpenMMEnergy(forcefield.system(t["setting"]), temperature=flow.temperature,
                               platform=t["platform"], high_energy=t["high_energy"])

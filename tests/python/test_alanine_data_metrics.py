@@ -186,3 +186,34 @@ def test_shipped_reference_matches_its_provenance():
     assert len(ref.phi) == meta["frames"] == len(ref.weights)
     assert np.average(ref.phi > 0, weights=ref.weights) == pytest.approx(meta["phi_positive_fraction"], abs=1e-4)
     assert np.mean(ref.phi > 0) == pytest.approx(meta["phi_positive_fraction_biased"], abs=1e-4)
+
+
+def test_well_depth_of_known_profiles():
+    r = np.linspace(-1, 1, 401)
+    assert metrics.well_depth(30.0 * np.tanh(5 * r) ** 2) == pytest.approx(30.0 * np.tanh(5.0) ** 2, rel=1e-12)
+    # the lower side decides: a Morse well can be left towards long bonds only
+    morse = 50.0 * (1 - np.exp(-3 * r)) ** 2
+    assert metrics.well_depth(morse) == pytest.approx(morse[-1])
+    assert metrics.well_depth(np.where(np.abs(r) < 0.5, r ** 2, np.inf)) == np.inf
+    assert metrics.well_depth(r ** 2 + 7.0) == pytest.approx(1.0)
+
+
+def test_stiffness_ratio_of_the_flow_against_itself_and_a_scaled_copy():
+    """The evaluation's curvature ratio is 1 when the 'force field' is the flow itself and 1/2
+    when it is twice the flow (up to a constant)."""
+    import torch
+    from alanine_dipeptide import evaluate
+    from smoothflow_torch import load_model
+    from pathlib import Path
+    flow = load_model(Path(__file__).resolve().parents[2] / "models/alanine_dipeptide/smooth.safetensors")
+    frames = data.load_reference("obc").test
+    itself = lambda x: flow.energy(torch.from_numpy(x)).detach().numpy() + 3.0
+    twice = lambda x: 2 * flow.energy(torch.from_numpy(x)).detach().numpy()
+    one = evaluate.stiffness_ratios(flow, frames, itself, n_frames=1)
+    half = evaluate.stiffness_ratios(flow, frames, twice, n_frames=1)
+    assert one["stiffness_ratio_bonds"] == pytest.approx(1.0, rel=1e-9)
+    assert one["stiffness_ratio_angles"] == pytest.approx(1.0, rel=1e-9)
+    assert half["stiffness_ratio_angles"] == pytest.approx(0.5, rel=1e-9)
+    depths = evaluate.well_depths(flow, frames, n_frames=1, grid=25)
+    assert 0 < depths["well_depth_bonds_kj_mol"] <= depths["well_depth_median_kj_mol"] < 200
+    assert depths["shallowest_well"].startswith(("bond", "angle"))
