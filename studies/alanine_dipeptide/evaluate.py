@@ -28,6 +28,7 @@ from smoothflow_torch import MOLAR_GAS_CONSTANT, load_model  # noqa: E402
 from . import data, forcefield, metrics, molecule  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[2]
+MODELS = ROOT / "models" / "alanine_dipeptide"
 PAPER = {"smooth": "42 %", "spline": "38 %", "affine": "< 1 %"}
 KT = MOLAR_GAS_CONSTANT * forcefield.TEMPERATURE
 
@@ -126,7 +127,10 @@ def evaluate_model(path: Path, test: data.Frames, reference_phi_psi, ff: ForceFi
                    seed: int, bins: int) -> dict:
     flow = load_model(path)
     kind = flow.config()["layers"][0]["transform"]
-    result = {"model": str(path), "transform": kind}
+    # a shipped model is named by its kind; one from a subfolder (v1/, stage1/) or a run by
+    # kind and folder
+    label = kind if path.parent.resolve() == MODELS.resolve() else f"{kind} ({path.parent.name})"
+    result = {"model": str(path), "transform": kind, "label": label}
     result.update(held_out_metrics(flow, test))
     result.update(well_depths(flow, test))
     result.update(stiffness_ratios(flow, test, ff))
@@ -162,9 +166,9 @@ def plots(results, reference_phi_psi, out: Path, bins: int):
         for r in results:
             phi, psi, w = r["_angles"]
             vals = phi if idx == 0 else psi
-            ax.plot(centers, metrics.free_energy_profile(vals, edges, kT=KT), "--", label=f"{r['transform']} flow")
+            ax.plot(centers, metrics.free_energy_profile(vals, edges, kT=KT), "--", label=f"{r['label']} flow")
             ax.plot(centers, metrics.free_energy_profile(vals, edges, weights=w, kT=KT), ":",
-                    label=f"{r['transform']} reweighted")
+                    label=f"{r['label']} reweighted")
         ax.set_xlabel(f"{name} (degrees)")
         ax.set_ylabel("free energy (kJ/mol)")
         ax.set_ylim(0, 40)
@@ -175,7 +179,7 @@ def plots(results, reference_phi_psi, out: Path, bins: int):
     n = len(results) + 1
     fig, axes = plt.subplots(1, n, figsize=(4 * n, 4), squeeze=False)
     panels = [("ff99SB-ILDN MD (reweighted)", ref_phi, ref_psi, ref_w)] + [
-        (f"{r['transform']} flow", *r["_angles"][:2], None) for r in results]
+        (f"{r['label']} flow", *r["_angles"][:2], None) for r in results]
     for ax, (title, phi, psi, w) in zip(axes[0], panels):
         plots.ramachandran_panel(ax, phi, psi, title, weights=w, bins=bins)
     fig.tight_layout()
@@ -191,7 +195,7 @@ def write_report(results, meta, out: Path, report: Path):
              "| flow | NLL held-out (nats) | force RMSE (kJ/mol/nm) | ESS/n | paper ESS/n | KL phi/psi (flow) "
              "| KL phi/psi (reweighted) | phi > 0 (flow / reweighted / MD) |", "|---|---|---|---|---|---|---|---|"]
     for r in results:
-        lines.append(f"| {r['transform']} | {r['nll_nats']:.2f} | {r['force_rmse_kj_mol_nm']:.1f} | "
+        lines.append(f"| {r['label']} | {r['nll_nats']:.2f} | {r['force_rmse_kj_mol_nm']:.1f} | "
                      f"{100 * r['sampling_efficiency']:.2g} % | {PAPER.get(r['transform'], '-')} | "
                      f"{r['kl_phi_psi_flow']:.3f} | {r['kl_phi_psi_reweighted']:.3f} | "
                      f"{100 * r['phi_positive_fraction_flow']:.1f} % / "
@@ -204,7 +208,7 @@ def write_report(results, meta, out: Path, report: Path):
               "| flow | shallowest bond well (kJ/mol) | shallowest angle well (kJ/mol) | median well (kJ/mol) "
               "| shallowest | stiffness bonds / ff | stiffness angles / ff |", "|---|---|---|---|---|---|---|"]
     for r in results:
-        lines.append(f"| {r['transform']} | {r['well_depth_bonds_kj_mol']:.0f} | {r['well_depth_angles_kj_mol']:.0f} | "
+        lines.append(f"| {r['label']} | {r['well_depth_bonds_kj_mol']:.0f} | {r['well_depth_angles_kj_mol']:.0f} | "
                      f"{r['well_depth_median_kj_mol']:.0f} | {r['shallowest_well']} | "
                      f"{r['stiffness_ratio_bonds']:.2f} | {r['stiffness_ratio_angles']:.2f} |")
     rel = lambda p: Path(p).relative_to(report.parent) if Path(p).is_relative_to(report.parent) else p

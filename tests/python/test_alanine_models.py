@@ -13,15 +13,18 @@ from smoothflow_torch import load_model
 
 MODELS = Path(__file__).resolve().parents[2] / "models" / "alanine_dipeptide"
 KINDS = ["smooth", "spline", "affine"]
-STAGES = ["final", "stage1"]   # models/alanine_dipeptide/ and its stage1/ (the starts of stage 2)
+STAGES = ["final", "stage1", "v2"]   # models/alanine_dipeptide/, its stage1/ (the starts of stage 2) and v2/
+
+
+# the v2 affine flow diverged in training (docs/alanine-dipeptide.md), so v2/ has no affine model
+CASES = [(k, s) for s in STAGES for k in KINDS if not (s == "v2" and k == "affine")]
 
 
 def model_path(kind: str, stage: str) -> Path:
     return (MODELS if stage == "final" else MODELS / stage) / f"{kind}.safetensors"
 
 
-@pytest.mark.parametrize("stage", STAGES)
-@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("kind, stage", CASES)
 def test_shipped_model_matches_pytorch_on_held_out_frames(kind, stage):
     path = model_path(kind, stage)
     assert path.exists(), f"{path} is missing"
@@ -36,8 +39,7 @@ def test_shipped_model_matches_pytorch_on_held_out_frames(kind, stage):
     assert np.abs(f_c - f_t).max() / np.abs(f_t).max() < 1e-8
 
 
-@pytest.mark.parametrize("stage", STAGES)
-@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("kind, stage", CASES)
 def test_shipped_model_carries_its_provenance_and_atoms(kind, stage):
     path = model_path(kind, stage)
     from safetensors import safe_open
