@@ -291,7 +291,8 @@ def test_alanine_layers_and_configs():
     from alanine_dipeptide import train
     cfgs = {n: json.loads((REPO / "studies/alanine_dipeptide/configs" / f"{n}.json").read_text())
             for n in ("smooth", "spline", "affine", "tiny", "smooth_stage2", "spline_stage2",
-                      "affine_stage2", "smooth_v2", "spline_v2", "affine_v2")}
+                      "affine_stage2", "smooth_v2", "spline_v2", "affine_v2", "smooth_v2_stage2",
+                      "spline_v2_stage2", "affine_v2_stage2")}
     for n, c in cfgs.items():
         TrainConfig.from_dict({k: v for k, v in c.items() if not k.startswith("_")})
     # the three flows differ only in their name and transform kind
@@ -303,6 +304,7 @@ def test_alanine_layers_and_configs():
     # stage 2: one budget for all three as well; each starts from its own stage-1 model
     strip2 = lambda c: strip({**c, "model": {k: v for k, v in c["model"].items() if k != "init_from"}})
     assert strip2(cfgs["smooth_stage2"]) == strip2(cfgs["spline_stage2"]) == strip2(cfgs["affine_stage2"])
+    assert strip2(cfgs["smooth_v2_stage2"]) == strip2(cfgs["spline_v2_stage2"]) == strip2(cfgs["affine_v2_stage2"])
     for n in ("smooth", "spline", "affine"):
         start = REPO / cfgs[f"{n}_stage2"]["model"]["init_from"]
         assert start.exists() and load_model(start).config()["layers"][0]["transform"] == n
