@@ -12,7 +12,7 @@ from . import zmatrix as zm
 from .flow import SmoothFlow
 
 __all__ = ["random_zmatrix", "chain_zmatrix", "random_flow", "randomize_weights",
-           "random_u", "random_positions", "random_rotation", "chain_flow"]
+           "random_u", "random_positions", "random_rotation", "chain_flow", "unchecked_model_bytes"]
 
 
 def random_zmatrix(n_atoms: int, seed: int = 0) -> np.ndarray:
@@ -316,3 +316,19 @@ def chain_flow(n_atoms: int = 6, seed: int = 0, n_layers: int = 4, n_components:
                        directions=directions, seed=seed, atoms=atoms,
                        bond_lo=[0.13] * (n_atoms - 1), bond_hi=[0.18] * (n_atoms - 1),
                        **kwargs)
+
+
+def unchecked_model_bytes(config: dict, tensors: dict, metadata: Optional[dict] = None) -> bytes:
+    """A model file written without the exporter's validation, for bad-input tests: the
+    format's metadata around ``config``, ``metadata`` entries replacing or adding keys, and the
+    tensors (numpy arrays or torch tensors) as they are."""
+    import json
+
+    from safetensors.numpy import save
+
+    from .export import FORMAT, FORMAT_VERSION
+    meta = {"format": FORMAT, "format_version": str(FORMAT_VERSION), "config": json.dumps(config)}
+    meta.update(metadata or {})
+    arrays = {k: (v.detach().cpu().numpy() if isinstance(v, torch.Tensor) else np.asarray(v))
+              for k, v in tensors.items()}
+    return save({k: np.ascontiguousarray(v) for k, v in arrays.items()}, metadata=meta)

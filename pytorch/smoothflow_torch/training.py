@@ -119,6 +119,22 @@ def force_matching(flow, positions: torch.Tensor, forces: torch.Tensor,
     return loss
 
 
+def _mean_where(values: torch.Tensor, ok: torch.Tensor):
+    """(mean of ``values`` where ``ok``, count): NaN when none is ok. where(), not indexing,
+    so that the left-out entries get an exactly zero gradient."""
+    n_ok = int(ok.sum())
+    if not n_ok:
+        return values.new_tensor(float("nan")), 0
+    return torch.where(ok, values, torch.zeros_like(values)).sum() / n_ok, n_ok
+
+
+def _raw_reduced_energy(target, positions: torch.Tensor) -> torch.Tensor:
+    """The target's reduced energies without its linlog cut (``reduced_energy(x, cut=False)``)
+    when it has one, else ``target(x)``."""
+    energy = getattr(target, "reduced_energy", None)
+    return energy(positions, cut=False) if energy is not None else target(positions)
+
+
 def reverse_kl(flow, target: Callable[[torch.Tensor], torch.Tensor], n: int,
                generator: Optional[torch.Generator] = None, return_info: bool = False):
     """Reverse KL ``mean over x ~ q of u_target(x) + log q(x)``, nats (up to log Z_target).
@@ -147,10 +163,7 @@ def reverse_kl(flow, target: Callable[[torch.Tensor], torch.Tensor], n: int,
     u = target(x)
     total = u + log_q
     ok = torch.isfinite(total)
-    n_ok = int(ok.sum())
-    # where(), not indexing, so that the left-out samples get an exactly zero gradient
-    loss = torch.where(ok, total, torch.zeros_like(total)).sum() / n_ok if n_ok else \
-        total.new_tensor(float("nan"))
+    loss, n_ok = _mean_where(total, ok)
     if not return_info:
         return loss
     return loss, {"n_invalid": int(n - n_ok), "n_cut": int(getattr(target, "last_n_cut", 0))}
@@ -179,7 +192,6 @@ def tail_matching(flow, target: Callable[[torch.Tensor], torch.Tensor], position
     """
     if not cap > 0:
         raise ValueError(f"tail_matching cap must be > 0 kT, got {cap}")
-    energy = getattr(target, "reduced_energy", None)
     with torch.no_grad():
         u = flow.internal_coordinates(positions)
         B = u.shape[0]
@@ -188,7 +200,7 @@ def tail_matching(flow, target: Callable[[torch.Tensor], torch.Tensor], position
         moved = u.clone()
         moved[torch.arange(B), d] = lo + (1 - 2 * lo) * torch.rand(B, generator=generator, dtype=u.dtype)
         x = flow.to_cartesian(torch.cat([u, moved]))
-        ut = energy(x, cut=False) if energy is not None else target(x)
+        ut = _raw_reduced_energy(target, x)
         du = ut[B:] - ut[:B]
     e = flow.energy(x) / flow.kT
     df = e[B:] - e[:B]
@@ -197,9 +209,7 @@ def tail_matching(flow, target: Callable[[torch.Tensor], torch.Tensor], position
     up, down = ok & (du >= cap), ok & (du <= -cap)
     capped = up | down
     err = torch.where(up, torch.relu(cap - df), torch.where(down, torch.relu(df + cap), df - du))
-    n_ok = int(ok.sum())
-    loss = torch.where(ok, err ** 2, torch.zeros_like(err)).sum() / n_ok if n_ok else \
-        err.new_tensor(float("nan"))
+    loss, n_ok = _mean_where(err ** 2, ok)
     if not return_info:
         return loss
     return loss, {"n_invalid": int(B - n_ok), "n_capped": int(capped.sum())}
@@ -627,10 +637,7 @@ class Trainer:
             g = torch.Generator().manual_seed(c.seed + 1000003 * (self.step + 3))
             with torch.no_grad():
                 xs, log_q = flow.sample(c.eval_samples, generator=g, return_log_prob=True)
-            energy = getattr(self.target, "reduced_energy", None)
-            u_t = energy(xs, cut=False) if energy is not None else self.target(xs)
-            u_t = u_t.detach()
-            log_w = -u_t - log_q
+            log_w = -_raw_reduced_energy(self.target, xs).detach() - log_q
             ok = torch.isfinite(log_w)
             out["sampling_efficiency"] = sampling_efficiency(log_w)
             out["sample_invalid"] = int((~ok).sum())

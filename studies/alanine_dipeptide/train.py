@@ -66,6 +66,7 @@ REPO = repo_paths.REPO
 import torch  # noqa: E402
 
 from smoothflow_torch import SmoothFlow  # noqa: E402
+from smoothflow_torch import zmatrix as zm  # noqa: E402
 from smoothflow_torch.training import TrainConfig, Trainer, set_seed  # noqa: E402
 
 from . import data as ad_data  # noqa: E402
@@ -110,21 +111,19 @@ def coupling_layers(n_atoms: int, model: dict) -> list:
               "activation": m["activation"]}
     bonds, angles, torsions = dims(n_atoms)
     pairs = []   # (transformed, conditioning)
-    if m["scheme"] == "ic_hierarchy":
+    if m["scheme"] in ("ic_hierarchy", "ic_coupled"):
         t_even, t_odd = torsions[0::2], torsions[1::2]
         for _ in range(int(m["n_torsion_blocks"])):
             pairs += [(t_even, t_odd), (t_odd, t_even)]
+    if m["scheme"] == "ic_hierarchy":
         for _ in range(int(m["n_angle_blocks"])):
             pairs += [(bonds, angles), (angles, bonds)]
         pairs += [(angles, torsions), (bonds, angles + torsions)]
     elif m["scheme"] == "ic_coupled":
         # as ic_hierarchy for the torsions, but angles and bonds are split in halves that
         # condition on each other, so correlated angles (around one atom) can be learned
-        t_even, t_odd = torsions[0::2], torsions[1::2]
         a_even, a_odd = angles[0::2], angles[1::2]
         b_even, b_odd = bonds[0::2], bonds[1::2]
-        for _ in range(int(m["n_torsion_blocks"])):
-            pairs += [(t_even, t_odd), (t_odd, t_even)]
         for _ in range(int(m["n_angle_blocks"])):
             pairs += [(a_even, a_odd + torsions), (a_odd, a_even + torsions)]
         pairs += [(b_even, b_odd + angles + torsions), (b_odd, b_even + angles + torsions)]
@@ -166,12 +165,9 @@ def data_prior(prior, train_positions: np.ndarray, lo, hi, max_frames: int = 200
     if not width > 0:
         raise ValueError(f"model.prior.width must be > 0, got {width}")
     x = np.asarray(train_positions, dtype=np.float64)
-    x = x[np.linspace(0, len(x) - 1, min(len(x), max_frames)).round().astype(int)]
-    b = np.linalg.norm(x[:, ZMATRIX[1:, 0]] - x[:, ZMATRIX[1:, 1]], axis=-1)
-    v1 = x[:, ZMATRIX[2:, 0]] - x[:, ZMATRIX[2:, 1]]
-    v2 = x[:, ZMATRIX[2:, 2]] - x[:, ZMATRIX[2:, 1]]
-    cos = (v1 * v2).sum(-1) / (np.linalg.norm(v1, axis=-1) * np.linalg.norm(v2, axis=-1))
-    u = np.concatenate([(b - lo) / (hi - lo), np.arccos(np.clip(cos, -1, 1)) / np.pi], axis=1)
+    x = torch.from_numpy(x[np.linspace(0, len(x) - 1, min(len(x), max_frames)).round().astype(int)])
+    u = zm.normalize(*zm.internal_coordinates(x, ZMATRIX), torch.as_tensor(lo), torch.as_tensor(hi))
+    u = u[:, :2 * molecule.N_ATOMS - 3].numpy()
     return {"kind": "truncated_normal", "mean": u.mean(0).tolist(), "sigma": (width * u.std(0)).tolist()}
 
 

@@ -1,6 +1,5 @@
 """The truncated-normal latent prior (smoothflow_torch.priors): its density is normalized, its
 samples follow it, the C core agrees with PyTorch, and bad prior configs are refused by both."""
-import json
 import math
 
 import numpy as np
@@ -10,7 +9,7 @@ import torch
 from flow_comparison import assert_log_density_matches
 from smoothflow_core import CoreError, CoreModel
 from smoothflow_torch import SmoothFlow, load_model_bytes, model_to_bytes, priors
-from smoothflow_torch.testing import chain_zmatrix, random_flow, random_positions
+from smoothflow_torch.testing import chain_zmatrix, random_flow, random_positions, unchecked_model_bytes
 
 torch.set_num_threads(1)
 
@@ -71,11 +70,7 @@ def test_core_matches_torch_with_the_normal_prior(directions):
 
 def _with_prior(flow, prior) -> bytes:
     """The model file of ``flow`` with its config's prior replaced (bypassing the exporter)."""
-    import safetensors.torch
-    cfg = flow.config()
-    cfg["prior"] = prior
-    meta = {"format": "openmm-smoothflow", "format_version": "1", "config": json.dumps(cfg)}
-    return safetensors.torch.save({k: v.contiguous() for k, v in flow.state_dict().items()}, metadata=meta)
+    return unchecked_model_bytes({**flow.config(), "prior": prior}, flow.state_dict())
 
 
 @pytest.mark.parametrize("prior, message", [

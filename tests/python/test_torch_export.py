@@ -9,7 +9,6 @@ import numpy as np
 import pytest
 import torch
 from safetensors import safe_open
-from safetensors.numpy import save as np_save
 from safetensors.numpy import save_file as np_save_file
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "pytorch"))
@@ -130,10 +129,7 @@ def test_handwritten_file_loads(tmp_path):
     np.testing.assert_array_equal(raw[0].reshape(-1).detach().numpy(), tensors["layers.1.net.0.bias"])
 
 
-def _file(config, tensors, metadata=None):
-    meta = {"format": "openmm-smoothflow", "format_version": "1", "config": json.dumps(config)}
-    meta.update(metadata or {})
-    return np_save(tensors, metadata=meta)
+_file = T.unchecked_model_bytes
 
 
 def _valid(flow):
