@@ -535,24 +535,18 @@ class Trainer:
                                         generator=self.data_generator)
             x = self.train_positions[idx]
         if w["nll"] or w["force_matching"]:
-            if w["force_matching"] and c.force_matching_noise > 0:
-                xn = x + c.force_matching_noise * torch.randn(x.shape, generator=self.data_generator,
-                                                              dtype=x.dtype)
-                _, f_ref, ok = self.target.evaluate(xn.detach().numpy())
-                ok_t = torch.from_numpy(ok)
-                fm = force_matching(flow, xn[ok_t], torch.from_numpy(f_ref[ok]), c.force_units)
-                entry["fm_invalid"] = int((~ok).sum())
-                nl = nll(flow, x)
-            elif w["force_matching"]:
-                fm, nl = force_matching(flow, x, self.train_forces[idx], c.force_units,
-                                        return_nll=True)
-            else:
-                nl = nll(flow, x)
-            if w["force_matching"]:
-                terms["force_matching"] = fm
-                entry["force_rmse"] = float(fm.detach().sqrt()) * (
-                    flow.kT if c.force_units == "reduced" else 1.0)
-            terms["nll"] = nl
+            f_ref = self.train_forces[idx] if w["force_matching"] else None
+            data_terms = self._data_terms(x, f_ref, w, entry)
+            if not all(math.isfinite(float(t.detach())) for t in data_terms.values()):
+                # Leave the frames with a non-finite energy or force out of the step rather
+                # than lose the whole batch (a run whose every batch has one such frame
+                # would otherwise stop learning); the step is skipped only if none is left.
+                ok = self._finite_frames(x, bool(w["force_matching"]))
+                entry["data_invalid"] = int((~ok).sum())
+                if bool(ok.any()) and not bool(ok.all()):
+                    data_terms = self._data_terms(x[ok], None if f_ref is None else f_ref[ok],
+                                                  w, entry)
+            terms.update(data_terms)
         if w["tail_matching"]:
             tm, info = tail_matching(flow, self.target, x, c.tail_matching_cap,
                                      generator=self.data_generator, return_info=True)
@@ -591,6 +585,38 @@ class Trainer:
         self._in_step = False
         entry["dt"] = round(time.perf_counter() - t0, 6)
         return entry
+
+    def _data_terms(self, x: torch.Tensor, f_ref: Optional[torch.Tensor], w: dict,
+                    entry: dict) -> Dict[str, torch.Tensor]:
+        """The likelihood and (with a weight) force-matching terms on the frames ``x``."""
+        c, flow = self.config, self.flow
+        terms: Dict[str, torch.Tensor] = {}
+        if w["force_matching"] and c.force_matching_noise > 0:
+            xn = x + c.force_matching_noise * torch.randn(x.shape, generator=self.data_generator,
+                                                          dtype=x.dtype)
+            _, f_noisy, ok = self.target.evaluate(xn.detach().numpy())
+            ok_t = torch.from_numpy(ok)
+            fm = force_matching(flow, xn[ok_t], torch.from_numpy(f_noisy[ok]), c.force_units)
+            entry["fm_invalid"] = int((~ok).sum())
+            nl = nll(flow, x)
+        elif w["force_matching"]:
+            fm, nl = force_matching(flow, x, f_ref, c.force_units, return_nll=True)
+        else:
+            nl = nll(flow, x)
+        if w["force_matching"]:
+            terms["force_matching"] = fm
+            entry["force_rmse"] = float(fm.detach().sqrt()) * (
+                flow.kT if c.force_units == "reduced" else 1.0)
+        terms["nll"] = nl
+        return terms
+
+    def _finite_frames(self, x: torch.Tensor, with_forces: bool) -> torch.Tensor:
+        """Mask of the frames whose flow energy (and, if asked, forces) are finite."""
+        if with_forces:
+            E, F = self.flow.energy_and_forces(x)
+            return torch.isfinite(E) & torch.isfinite(F.detach()).flatten(1).all(1)
+        with torch.no_grad():
+            return torch.isfinite(self.flow.energy(x))
 
     # ---------------------------------------------------------------- evaluation
     def evaluate(self) -> dict:

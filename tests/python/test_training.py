@@ -265,6 +265,54 @@ def test_trainer_skips_non_finite_steps(tmp_path, dataset):
     assert all(torch.equal(a, b) for a, b in zip(before, tr.flow.parameters()))
 
 
+def _poison_translated_frames(flow, seen):
+    """Make the flow's density exactly zero (energy +inf, forces finite) at frames translated
+    by +50 nm in x, and record every batch it is asked about. Translation does not change
+    internal coordinates, so the other frames are untouched."""
+    original = flow.reduced_terms
+
+    def poisoned(positions, box=None):
+        seen.append(torch.as_tensor(positions).detach().clone())
+        t = dict(original(positions, box))
+        far = torch.as_tensor(positions)[:, 0, 0].detach() > 25.0
+        t["log_prob_u"] = t["log_prob_u"] + torch.where(far, float("-inf"), 0.0)
+        return t
+    flow.reduced_terms = poisoned
+
+
+@pytest.mark.parametrize("all_bad", [False, True])
+def test_trainer_leaves_non_finite_frames_out_of_the_step(tmp_path, dataset, all_bad):
+    """A frame with infinite energy costs the step that frame, not the whole batch: the logged
+    likelihood is the untouched flow's mean over the batch's other frames; a batch with none
+    left is skipped with the weights unchanged."""
+    x, f = dataset
+    x = x[:48].clone()
+    bad = torch.ones(48, dtype=torch.bool) if all_bad else torch.arange(48) % 2 == 0
+    x[bad, :, 0] += 50.0
+    flow, seen = make_flow(), []
+    _poison_translated_frames(flow, seen)
+    tr = Trainer(flow, small_config(iterations=1, eval_every=0, eval_samples=0,
+                                    weights={"nll": 1.0, "force_matching": 1e-3}),
+                 tmp_path, train_data=(x, f[:48]))
+    before = [p.detach().clone() for p in make_flow().parameters()]
+    tr.train(export=False)
+    (e,) = _train_entries(tmp_path / "log.jsonl")
+    batch = seen[0]
+    n_bad = int((batch[:, 0, 0] > 25.0).sum())
+    assert e["data_invalid"] == n_bad and n_bad >= 1
+    if all_bad:
+        assert e["skipped"] and tr.n_skipped == 1
+        assert all(torch.equal(a, b) for a, b in zip(before, tr.flow.parameters()))
+        return
+    assert not e["skipped"] and n_bad < len(batch)
+    good = batch[batch[:, 0, 0] <= 25.0]
+    with torch.no_grad():
+        expected = -make_flow().log_prob(good).mean()
+    assert e["nll"] == pytest.approx(float(expected), rel=1e-12)
+    assert math.isfinite(e["force_matching"]) and math.isfinite(e["grad_norm"])
+    assert not all(torch.equal(a, b) for a, b in zip(before, tr.flow.parameters()))
+
+
 @pytest.mark.parametrize("kind", ["spline", "affine", ["smooth", "spline", "affine", "smooth"]])
 def test_trainer_any_transform_kind(tmp_path, target, dataset, kind):
     """The Trainer trains the baselines (and mixed stacks) with all three losses."""
