@@ -97,6 +97,11 @@ class CouplingLayer(nn.Module):
         P = self.transformer.params_per_dim
         self.net = MLPConditioner([circular[i] for i in conditioning], self.hidden,
                                   len(transformed) * P, activation, zero_init, dtype)
+        if zero_init:
+            # The zeroed last map's bias sets every new transform; the smooth kind needs
+            # distinct components there (SmoothTransformer.initial_raw).
+            with torch.no_grad():
+                self.net[-1].bias.copy_(self.transformer.initial_raw(dtype).repeat(len(transformed)))
 
     def config(self) -> dict:
         """The layer's entry of the model file's ``layers`` list."""

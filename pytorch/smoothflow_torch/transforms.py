@@ -437,6 +437,11 @@ class _MixtureTransformer(torch.nn.Module):
         """P of this kind (see :func:`params_per_dim`)."""
         return params_per_dim(self.kind, self.n_components)
 
+    def initial_raw(self, dtype: torch.dtype = torch.float64) -> torch.Tensor:
+        """Raw parameters ``(P,)`` of a new transform (the bias of a zero-initialized
+        conditioner's last map): zeros."""
+        return torch.zeros(self.params_per_dim, dtype=dtype)
+
 
 class SmoothTransformer(_MixtureTransformer):
     """Elementwise smooth mixture transform driven by raw conditioner outputs.
@@ -454,6 +459,21 @@ class SmoothTransformer(_MixtureTransformer):
     """
 
     kind = "smooth"
+
+    def initial_raw(self, dtype: torch.dtype = torch.float64) -> torch.Tensor:
+        """Raw parameters ``(P,)`` of a new transform: zeros, except the window positions
+        b_k = (k + 1/2) / K.
+
+        With all raw values equal the K components are exchangeable: each gets the same
+        gradient, so training never tells them apart and the mixture stays one component
+        (seen in trained alanine dipeptide flows: most layers' components identical to the
+        last bit). Distinct positions break that symmetry.
+        """
+        K = self.n_components
+        raw = torch.zeros(self.params_per_dim, dtype=dtype)
+        b = (torch.arange(K, dtype=dtype) + 0.5) / K
+        raw[K:2 * K] = torch.log(b) - torch.log1p(-b)
+        return raw
 
     def parameters_from_raw(self, raw: torch.Tensor) -> SmoothParameters:
         """Constrained parameters from raw outputs of shape ``(B, n, P)``."""
@@ -895,6 +915,10 @@ class AffineTransformer(torch.nn.Module):
         super().__init__()
         self.n_components = int(n_components)
         self.constants = constants
+
+    def initial_raw(self, dtype: torch.dtype = torch.float64) -> torch.Tensor:
+        """Raw parameters ``(2,)`` of a new transform: zeros (the identity)."""
+        return torch.zeros(self.params_per_dim, dtype=dtype)
 
     def parameters_from_raw(self, raw: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
         """``(s, t)`` from raw outputs of shape ``(B, n, 2)``."""

@@ -12,6 +12,7 @@ Usage: python -m alanine_dipeptide.evaluate runs/smooth/model.safetensors runs/s
 """
 import argparse
 import datetime
+import hashlib
 import json
 import subprocess
 from pathlib import Path
@@ -123,14 +124,17 @@ def sample_flow(flow, n: int, seed: int, batch: int = 5000):
     return np.concatenate(xs), np.concatenate(lqs)
 
 
+def model_label(path: Path, kind: str) -> str:
+    """A shipped model is named by its kind; one from a subfolder (v1/, stage1/) or a run by
+    kind and folder."""
+    return kind if Path(path).parent.resolve() == MODELS.resolve() else f"{kind} ({Path(path).parent.name})"
+
+
 def evaluate_model(path: Path, test: data.Frames, reference_phi_psi, ff: ForceFieldEnergy, n_samples: int,
                    seed: int, bins: int) -> dict:
     flow = load_model(path)
     kind = flow.config()["layers"][0]["transform"]
-    # a shipped model is named by its kind; one from a subfolder (v1/, stage1/) or a run by
-    # kind and folder
-    label = kind if path.parent.resolve() == MODELS.resolve() else f"{kind} ({path.parent.name})"
-    result = {"model": str(path), "transform": kind, "label": label}
+    result = {"model": str(path), "transform": kind, "label": model_label(path, kind)}
     result.update(held_out_metrics(flow, test))
     result.update(well_depths(flow, test))
     result.update(stiffness_ratios(flow, test, ff))
@@ -150,6 +154,37 @@ def evaluate_model(path: Path, test: data.Frames, reference_phi_psi, ff: ForceFi
     result["phi_positive_fraction_flow"] = float(np.mean(phi > 0))
     result["phi_positive_fraction_reweighted"] = float(np.sum(w * (phi > 0)) / np.sum(w))
     result["_angles"] = (phi, psi, w)
+    return result
+
+
+def _cache_key(path: Path, n_samples: int, seed: int, bins: int, setting: str) -> str:
+    """The model file's bytes, the sampling settings and this code: a changed metric or model
+    never reuses an old result."""
+    h = hashlib.sha256(Path(path).read_bytes())
+    for src in (Path(__file__), Path(metrics.__file__)):
+        h.update(src.read_bytes())
+    h.update(json.dumps([n_samples, seed, bins, setting]).encode())
+    return h.hexdigest()[:32]
+
+
+def evaluate_cached(path: Path, cache: Path, setting: str, *args) -> dict:
+    """evaluate_model, reusing an earlier result for the same model file and settings
+    (``cache``: a folder outside the repository's tracked files, e.g. runs/)."""
+    n_samples, seed, bins = args[-3:]
+    key = _cache_key(path, n_samples, seed, bins, setting)
+    hit = cache / f"{key}.npz"
+    if hit.exists():
+        d = np.load(hit)
+        result = json.loads(str(d["result"]))
+        label = model_label(path, result["transform"])
+        result.update(model=str(path), label=label, _angles=(d["phi"], d["psi"], d["w"]))
+        print(f"{path}: reusing the evaluation in {hit}")
+        return result
+    result = evaluate_model(path, *args)
+    cache.mkdir(parents=True, exist_ok=True)
+    phi, psi, w = result["_angles"]
+    clean = {k: v for k, v in result.items() if not k.startswith("_")}
+    np.savez(hit, result=json.dumps(clean), phi=phi, psi=psi, w=w)
     return result
 
 
@@ -227,6 +262,9 @@ def main():
     ap.add_argument("--out", default=str(ROOT / "docs" / "results"))
     ap.add_argument("--report", default=str(ROOT / "docs" / "results.md"))
     ap.add_argument("--note", default="", help="a sentence for the report (e.g. the models' training state)")
+    ap.add_argument("--cache", default=str(ROOT / "runs" / "evaluation_cache"),
+                    help="reuse results of a model file evaluated before with the same settings and code "
+                         "('' to always recompute)")
     args = ap.parse_args()
     torch.manual_seed(args.seed)
     out = Path(args.out)
@@ -235,7 +273,12 @@ def main():
     every = data.load(args.setting, "all")
     reference = (*data.backbone_dihedrals(every.positions), every.weights)
     ff = ForceFieldEnergy(args.setting)
-    results = [evaluate_model(Path(m), test, reference, ff, args.samples, args.seed, args.bins) for m in args.models]
+    if args.cache:
+        results = [evaluate_cached(Path(m), Path(args.cache), args.setting, test, reference, ff, args.samples,
+                                   args.seed, args.bins) for m in args.models]
+    else:
+        results = [evaluate_model(Path(m), test, reference, ff, args.samples, args.seed, args.bins)
+                   for m in args.models]
     commit = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"], capture_output=True,
                             text=True).stdout.strip()
     meta = {"date": datetime.date.today().isoformat(), "commit": commit, "machine": "2-core x86-64 (CI class)",

@@ -217,3 +217,27 @@ def test_stiffness_ratio_of_the_flow_against_itself_and_a_scaled_copy():
     depths = evaluate.well_depths(flow, frames, n_frames=1, grid=25)
     assert 0 < depths["well_depth_bonds_kj_mol"] <= depths["well_depth_median_kj_mol"] < 200
     assert depths["shallowest_well"].startswith(("bond", "angle"))
+
+
+def test_evaluation_cache_reuses_only_the_same_model_and_settings(tmp_path, monkeypatch):
+    """evaluate_cached computes once per model file and settings, and recomputes when either
+    changes; a reused result carries the angles the plots need."""
+    from alanine_dipeptide import evaluate
+    calls = []
+
+    def fake(path, test, reference, ff, n_samples, seed, bins):
+        calls.append((path.read_bytes(), n_samples))
+        return {"transform": "smooth", "label": "x", "model": str(path), "sampling_efficiency": 0.5,
+                "_angles": (np.arange(3.0), np.arange(3.0) + 1, np.ones(3))}
+    monkeypatch.setattr(evaluate, "evaluate_model", fake)
+    model, cache = tmp_path / "a.safetensors", tmp_path / "cache"
+    model.write_bytes(b"one")
+    args = (None, None, None, 10, 7, 60)
+    first = evaluate.evaluate_cached(model, cache, "obc", *args)
+    again = evaluate.evaluate_cached(model, cache, "obc", *args)
+    assert len(calls) == 1 and again["sampling_efficiency"] == 0.5
+    assert np.array_equal(again["_angles"][1], first["_angles"][1])
+    evaluate.evaluate_cached(model, cache, "obc", None, None, None, 20, 7, 60)   # other sample count
+    model.write_bytes(b"two")                                                     # other model
+    evaluate.evaluate_cached(model, cache, "obc", *args)
+    assert [c for c in calls] == [(b"one", 10), (b"one", 20), (b"two", 10)]

@@ -326,3 +326,32 @@ def test_encoding_and_conditioner():
     empty = MLPConditioner([], [4], 6, "silu", zero_init=False)
     out = empty(torch.zeros(3, 0, dtype=DT))
     assert out.shape == (3, 6) and torch.equal(out[0], out[2])
+
+
+def _component_grad_spread(layer, K):
+    """Largest difference between the K components' gradients (b~ slots of the last bias)
+    after one NLL-like backward pass on random inputs."""
+    torch.manual_seed(0)
+    x = torch.rand(64, 4, dtype=torch.float64)
+    layer.zero_grad()
+    _, logdet = layer(x, inverse=True)
+    (-logdet.mean()).backward()
+    g = layer.net[-1].bias.grad.reshape(2, -1)[:, K:2 * K]    # 2 transformed dims
+    return float((g - g[:, :1]).abs().max())
+
+
+def test_new_smooth_layers_have_distinct_components():
+    """All-zero raw parameters make the K smooth components exchangeable: identical gradients,
+    so training never separates them (K = 1 in effect). A new layer places the windows at
+    b_k = (k + 1/2)/K instead, and its components get different gradients."""
+    from smoothflow_torch import CouplingLayer
+    K = 4
+    layer = CouplingLayer([0, 2], [1, 3], [False, True, False, True], n_components=K,
+                          hidden=(8,), direction="density")
+    raw = layer.raw_parameters(torch.rand(3, 4, dtype=torch.float64))
+    b = layer.transformer.parameters_from_raw(raw).b
+    assert torch.allclose(b, (torch.arange(K, dtype=torch.float64) + 0.5) / K, atol=1e-15)
+    assert _component_grad_spread(layer, K) > 1e-3
+    with torch.no_grad():
+        layer.net[-1].bias.zero_()
+    assert _component_grad_spread(layer, K) == 0.0

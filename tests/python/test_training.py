@@ -340,7 +340,7 @@ def test_alanine_layers_and_configs():
     cfgs = {n: json.loads((REPO / "studies/alanine_dipeptide/configs" / f"{n}.json").read_text())
             for n in ("smooth", "spline", "affine", "tiny", "smooth_stage2", "spline_stage2",
                       "affine_stage2", "smooth_v2", "spline_v2", "affine_v2", "smooth_v2_stage2",
-                      "spline_v2_stage2", "affine_v2_stage2")}
+                      "spline_v2_stage2", "affine_v2_stage2", "smooth_v3", "smooth_v3_stage2")}
     for n, c in cfgs.items():
         TrainConfig.from_dict({k: v for k, v in c.items() if not k.startswith("_")})
     # the three flows differ only in their name and transform kind
@@ -353,6 +353,14 @@ def test_alanine_layers_and_configs():
     strip2 = lambda c: strip({**c, "model": {k: v for k, v in c["model"].items() if k != "init_from"}})
     assert strip2(cfgs["smooth_stage2"]) == strip2(cfgs["spline_stage2"]) == strip2(cfgs["affine_stage2"])
     assert strip2(cfgs["smooth_v2_stage2"]) == strip2(cfgs["spline_v2_stage2"]) == strip2(cfgs["affine_v2_stage2"])
+    # v3 is v2 with the smooth transform's alpha_min raised; it is a smooth-only constant, so
+    # the spline and affine v3 flows are the v2 runs
+    no_alpha_min = lambda c: strip2({**c, "model": {**c["model"], "smooth": {
+        k: v for k, v in c["model"]["smooth"].items() if k != "alpha_min"}}})
+    for v3, v2 in (("smooth_v3", "smooth_v2"), ("smooth_v3_stage2", "smooth_v2_stage2")):
+        assert cfgs[v3]["model"]["smooth"]["alpha_min"] == 1.0
+        assert cfgs[v2]["model"]["smooth"]["alpha_min"] == 0.1
+        assert no_alpha_min(cfgs[v3]) == no_alpha_min(cfgs[v2])
     for n in ("smooth", "spline", "affine"):
         start = REPO / cfgs[f"{n}_stage2"]["model"]["init_from"]
         assert start.exists() and load_model(start).config()["layers"][0]["transform"] == n
