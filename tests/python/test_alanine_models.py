@@ -13,10 +13,11 @@ from smoothflow_torch import load_model
 
 MODELS = Path(__file__).resolve().parents[2] / "models" / "alanine_dipeptide"
 KINDS = ["smooth", "spline", "affine"]
-STAGES = ["final", "stage1", "v2", "v2_stage2"]   # models/alanine_dipeptide/, its stage1/ (v1's starts of stage 2), v2/, v2_stage2/
-
-
-CASES = [(k, s) for s in STAGES for k in KINDS]
+# models/alanine_dipeptide/ (the shipped set), v1/ and its stage1/, v2/, v2_stage2/, and v3/
+# (stage 1 of the v3 smooth flow; v3's spline and affine flows are v2's)
+STAGES = {"final": KINDS, "v1": KINDS, "v1/stage1": KINDS, "v2": KINDS, "v2_stage2": KINDS,
+          "v3": ["smooth"]}
+CASES = [(k, s) for s, kinds in STAGES.items() for k in kinds]
 
 
 def model_path(kind: str, stage: str) -> Path:
@@ -65,3 +66,16 @@ def test_smooth_model_runs_in_openmm_from_a_topology():
     e_core, _ = CoreModel.from_file(MODELS / "smooth.safetensors").evaluate(x)
     assert e == pytest.approx(e_core, rel=1e-12)
     assert force.getNumModelAtoms() == 22
+
+
+def test_shipped_set_is_the_v3_family():
+    """The shipped spline and affine flows are the v2 stage-2 runs (v3 changed only smooth
+    layers), and the shipped smooth flow is the v3 stage 2 of the v3 model in v3/."""
+    for kind in ("spline", "affine"):
+        assert model_path(kind, "final").read_bytes() == model_path(kind, "v2_stage2").read_bytes()
+    from safetensors import safe_open
+    with safe_open(str(model_path("smooth", "final")), framework="numpy") as f:
+        training = json.loads(f.metadata()["training"])
+    assert training["config"]["name"] == "smooth_v3_stage2"
+    assert training["config"]["model"]["init_from"] == "models/alanine_dipeptide/v3/smooth.safetensors"
+    assert training["config"]["model"]["smooth"]["alpha_min"] == 1.0
