@@ -142,6 +142,7 @@ def evaluate_model(path: Path, test: data.Frames, reference_phi_psi, ff: ForceFi
     u = ff(x, progress="force-field energies") / KT
     log_w = metrics.log_weights(u, log_q)
     result["sampling_efficiency"] = metrics.sampling_efficiency(log_w)
+    result["sampling_efficiency_95"] = list(metrics.sampling_efficiency_interval(log_w))
     phi, psi = data.backbone_dihedrals(x)
     w = np.exp(log_w - log_w[np.isfinite(log_w)].max())
     w[~np.isfinite(w)] = 0
@@ -222,16 +223,22 @@ def plots(results, reference_phi_psi, out: Path, bins: int):
     plt.close(fig)
 
 
+def _percent(v: float) -> str:
+    return f"{100 * v:.3g} %" if v >= 0.01 else f"{100 * v:.2g} %"
+
+
 def write_report(results, meta, out: Path, report: Path):
     lines = ["# Alanine dipeptide: flows against Amber ff99SB-ILDN", "",
              f"Evaluated {meta['date']} at commit {meta['commit']} on {meta['machine']}; "
              f"{meta['samples']} flow samples per model; held-out frames: {meta['test_frames']} "
              f"(setting {meta['setting']})." + (f" {meta['note']}" if meta.get("note") else ""), "",
-             "| flow | NLL held-out (nats) | force RMSE (kJ/mol/nm) | ESS/n | paper ESS/n | KL phi/psi (flow) "
-             "| KL phi/psi (reweighted) | phi > 0 (flow / reweighted / MD) |", "|---|---|---|---|---|---|---|---|"]
+             "| flow | NLL held-out (nats) | force RMSE (kJ/mol/nm) | ESS/n (95 % bootstrap) | paper ESS/n "
+             "| KL phi/psi (flow) | KL phi/psi (reweighted) | phi > 0 (flow / reweighted / MD) |",
+             "|---|---|---|---|---|---|---|---|"]
     for r in results:
         lines.append(f"| {r['label']} | {r['nll_nats']:.2f} | {r['force_rmse_kj_mol_nm']:.1f} | "
-                     f"{100 * r['sampling_efficiency']:.2g} % | {PAPER.get(r['transform'], '-')} | "
+                     f"{_percent(r['sampling_efficiency'])} ({_percent(r['sampling_efficiency_95'][0])[:-2]}-"
+                     f"{_percent(r['sampling_efficiency_95'][1])}) | {PAPER.get(r['transform'], '-')} | "
                      f"{r['kl_phi_psi_flow']:.3f} | {r['kl_phi_psi_reweighted']:.3f} | "
                      f"{100 * r['phi_positive_fraction_flow']:.1f} % / "
                      f"{100 * r['phi_positive_fraction_reweighted']:.1f} % / "

@@ -29,6 +29,17 @@ def sampling_efficiency(log_w: np.ndarray) -> float:
     return effective_sample_size(lw) / lw.size if lw.size else 0.0
 
 
+def sampling_efficiency_interval(log_w: np.ndarray, n_boot: int = 200, seed: int = 0,
+                                 level: float = 0.95):
+    """Bootstrap interval of ESS / n: the samples resampled with replacement ``n_boot`` times;
+    returns the ``(1 - level) / 2`` and ``(1 + level) / 2`` quantiles."""
+    lw = np.asarray(log_w, float)
+    rng = np.random.default_rng(seed)
+    values = [sampling_efficiency(lw[rng.integers(0, lw.size, lw.size)]) for _ in range(n_boot)]
+    lo, hi = np.quantile(values, [(1 - level) / 2, (1 + level) / 2])
+    return float(lo), float(hi)
+
+
 def free_energy_profile(values: np.ndarray, bins: np.ndarray, weights=None, kT: float = 1.0):
     """F(bin) = -kT log p(bin), shifted to min 0; empty bins are +inf."""
     hist, _ = np.histogram(values, bins=bins, weights=weights)

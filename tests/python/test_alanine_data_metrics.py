@@ -242,3 +242,26 @@ def test_evaluation_cache_reuses_only_the_same_model_and_settings(tmp_path, monk
     model.write_bytes(b"two")                                                     # other model
     evaluate.evaluate_cached(model, cache, "obc", *args)
     assert [c for c in calls] == [(b"one", 10), (b"one", 20), (b"two", 10)]
+
+
+def test_sampling_efficiency_interval_brackets_the_estimate_and_is_exact_for_equal_weights():
+    equal = np.zeros(500)
+    assert metrics.sampling_efficiency_interval(equal) == pytest.approx((1.0, 1.0))
+    lw = np.random.default_rng(1).normal(0.0, 1.0, 20000)      # ESS/n = exp(-1) for n -> inf
+    lo, hi = metrics.sampling_efficiency_interval(lw, n_boot=100)
+    assert lo < metrics.sampling_efficiency(lw) < hi and lo < np.exp(-1.0) < hi and hi - lo < 0.05
+
+
+def test_report_lists_the_sampling_efficiency_with_its_interval(tmp_path):
+    from alanine_dipeptide import evaluate
+    r = {"label": "smooth", "transform": "smooth", "nll_nats": -218.5, "force_rmse_kj_mol_nm": 73.6,
+         "sampling_efficiency": 0.4139, "sampling_efficiency_95": [0.3911, 0.4389],
+         "kl_phi_psi_flow": 0.03, "kl_phi_psi_reweighted": 0.04, "phi_positive_fraction_flow": 0.018,
+         "phi_positive_fraction_reweighted": 0.022, "well_depth_bonds_kj_mol": 160.0,
+         "well_depth_angles_kj_mol": 320.0, "well_depth_median_kj_mol": 229.0, "shallowest_well": "bond 12-10",
+         "stiffness_ratio_bonds": 1.0, "stiffness_ratio_angles": 0.93}
+    meta = {"date": "d", "commit": "c", "machine": "m", "samples": 10, "test_frames": 5, "setting": "obc",
+            "reference_phi_positive": 0.02}
+    evaluate.write_report([r], meta, tmp_path, tmp_path / "results.md")
+    row = next(l for l in (tmp_path / "results.md").read_text().splitlines() if l.startswith("| smooth | -218.50"))
+    assert "| 41.4 % (39.1-43.9 %) | 42 % |" in row
