@@ -28,7 +28,7 @@ import openmm
 import openmm.unit as unit
 from tqdm import tqdm
 
-from . import data, forcefield
+from . import data, energy_conservation, forcefield
 
 ROOT = Path(__file__).resolve().parents[2]
 SHAPES = {"tanh2": "D*tanh(a*(r-r0))^2; a=sqrt(k/(2*D))",
@@ -71,9 +71,7 @@ def nve(job) -> dict:
     system = bounded_system(shape, depth)
     bonds = bonds_of(forcefield.system("obc"))
     integrator = openmm.VerletIntegrator(dt_fs * unit.femtoseconds)
-    context = openmm.Context(system, integrator, openmm.Platform.getPlatformByName("Reference"))
-    context.setPositions(positions * unit.nanometer)
-    context.setVelocitiesToTemperature(forcefield.TEMPERATURE * unit.kelvin, seed)
+    context = energy_conservation.thermalized_context(system, integrator, positions, seed, "Reference")
     every = max(1, int(round(25 / dt_fs)))     # a sample every 25 fs
     etot, ekin, failed = [], [], False
     for _ in range(int(round(ps * 1000 / (every * dt_fs)))):
@@ -168,9 +166,9 @@ def main():
         return replot(out)
     out.mkdir(parents=True, exist_ok=True)
     test = data.load_reference("obc").test
-    starts = [test.positions[i * (len(test) // args.starts)] for i in range(args.starts)]
+    starts = energy_conservation.start_frames(test, args.starts)
     cases = [("harmonic", 0.0)] + [(s, d) for s in SHAPES for d in DEPTHS]
-    jobs = [(s, d, dt, args.ps, k, starts[k], 100 + k) for s, d in cases for dt in args.dt_fs
+    jobs = [(s, d, dt, args.ps, k, starts[k], energy_conservation.NVE_SEED + k) for s, d in cases for dt in args.dt_fs
             for k in range(args.starts)]
     with multiprocessing.Pool(min(len(jobs), multiprocessing.cpu_count())) as pool:
         runs = list(tqdm(pool.imap(nve, jobs), total=len(jobs), desc="NVE runs", unit="run"))

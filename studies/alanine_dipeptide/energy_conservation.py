@@ -47,14 +47,30 @@ def make_system(potential: str, models: dict) -> openmm.System:
     return flow_system(models[potential])
 
 
+#: NVE run from start k draws its velocities with seed NVE_SEED + k
+NVE_SEED = 100
+
+
+def start_frames(test: data.Frames, n_starts: int) -> list:
+    """The thermalized starts: held-out frames evenly spaced through the test set."""
+    return [test.positions[i * (len(test) // n_starts)] for i in range(n_starts)]
+
+
+def thermalized_context(system: openmm.System, integrator, positions, seed: int,
+                        platform: str) -> openmm.Context:
+    """A context at ``positions`` (nm) with velocities drawn at the study's temperature."""
+    context = openmm.Context(system, integrator, openmm.Platform.getPlatformByName(platform))
+    context.setPositions(positions * unit.nanometer)
+    context.setVelocitiesToTemperature(forcefield.TEMPERATURE * unit.kelvin, seed)
+    return context
+
+
 def nve_run(job) -> dict:
     """One NVE run; returns its energy series and summary numbers."""
     potential, models, dt_fs, ps, start, positions, seed, samples, platform = job
     system = make_system(potential, models)
     integrator = openmm.VerletIntegrator(dt_fs * unit.femtoseconds)
-    context = openmm.Context(system, integrator, openmm.Platform.getPlatformByName(platform))
-    context.setPositions(positions * unit.nanometer)
-    context.setVelocitiesToTemperature(forcefield.TEMPERATURE * unit.kelvin, seed)
+    context = thermalized_context(system, integrator, positions, seed, platform)
     steps = int(round(ps * 1000 / dt_fs))
     every = max(1, steps // samples)
     rows, t0, error = [], time.time(), None
@@ -88,9 +104,7 @@ def langevin_run(job) -> dict:
     integrator = openmm.LangevinMiddleIntegrator(forcefield.TEMPERATURE * unit.kelvin, 1 / unit.picosecond,
                                                  0.5 * unit.femtoseconds)
     integrator.setRandomNumberSeed(seed)
-    context = openmm.Context(system, integrator, openmm.Platform.getPlatformByName(platform))
-    context.setPositions(positions * unit.nanometer)
-    context.setVelocitiesToTemperature(forcefield.TEMPERATURE * unit.kelvin, seed)
+    context = thermalized_context(system, integrator, positions, seed, platform)
     frames, error = [], None
     try:
         for _ in range(int(ps * 10)):  # a frame every 0.1 ps
@@ -250,8 +264,8 @@ def main():
     missing = [str(models[p]) for p in ("smooth", "spline") if not models[p].exists()]
     ref = data.load_reference("obc")
     test = ref.test
-    starts = [test.positions[i * (len(test) // args.starts)] for i in range(args.starts)]
-    jobs = [(p, models, dt, args.ps, s, starts[s], 100 + s, 400, args.platform)
+    starts = start_frames(test, args.starts)
+    jobs = [(p, models, dt, args.ps, s, starts[s], NVE_SEED + s, 400, args.platform)
             for p in potentials for dt in args.dt_fs for s in range(args.starts)]
     t0 = time.time()
     with multiprocessing.Pool(args.jobs) as pool:

@@ -158,6 +158,11 @@ def evaluate_model(path: Path, test: data.Frames, reference_phi_psi, ff: ForceFi
     return result
 
 
+def public_fields(result: dict) -> dict:
+    """The result without its ``_``-prefixed working arrays (what JSON and the cache keep)."""
+    return {k: v for k, v in result.items() if not k.startswith("_")}
+
+
 def _cache_key(path: Path, n_samples: int, seed: int, bins: int, setting: str) -> str:
     """The model file's bytes, the sampling settings and this code: a changed metric or model
     never reuses an old result."""
@@ -184,8 +189,7 @@ def evaluate_cached(path: Path, cache: Path, setting: str, *args) -> dict:
     result = evaluate_model(path, *args)
     cache.mkdir(parents=True, exist_ok=True)
     phi, psi, w = result["_angles"]
-    clean = {k: v for k, v in result.items() if not k.startswith("_")}
-    np.savez(hit, result=json.dumps(clean), phi=phi, psi=psi, w=w)
+    np.savez(hit, result=json.dumps(public_fields(result)), phi=phi, psi=psi, w=w)
     return result
 
 
@@ -293,7 +297,7 @@ def main():
             "reference_phi_positive": float(np.average(reference[0] > 0, weights=reference[2])),
             "note": args.note}
     plots(results, reference, out, args.bins)
-    clean = [{k: v for k, v in r.items() if not k.startswith("_")} for r in results]
+    clean = [public_fields(r) for r in results]
     (out / "evaluation.json").write_text(json.dumps({"meta": meta, "results": clean}, indent=2) + "\n")
     write_report(results, meta, out, Path(args.report))
     print(json.dumps(clean, indent=2))

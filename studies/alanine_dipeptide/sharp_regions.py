@@ -30,16 +30,15 @@ from . import data, energy_conservation  # noqa: E402
 
 def trace_nve(model: Path, dt_fs: float, ps: float, start: int, n_starts: int = 4,
               platform: str = "Reference"):
-    """One main-job NVE run (start frame ``start`` of ``n_starts``, seed 100 + start), every
-    step: total energies ``(steps,)`` kJ/mol and positions ``(steps, N, 3)`` nm."""
+    """One main-job NVE run (its start ``start`` of ``n_starts``, and its seed), every step:
+    total energies ``(steps,)`` kJ/mol and positions ``(steps, N, 3)`` nm."""
     import openmm
     import openmm.unit as unit
-    test = data.load_reference("obc").test
-    system = energy_conservation.flow_system(model)
+    ec = energy_conservation
     integrator = openmm.VerletIntegrator(dt_fs * unit.femtoseconds)
-    context = openmm.Context(system, integrator, openmm.Platform.getPlatformByName(platform))
-    context.setPositions(test.positions[start * (len(test) // n_starts)] * unit.nanometer)
-    context.setVelocitiesToTemperature(300 * unit.kelvin, 100 + start)
+    context = ec.thermalized_context(ec.flow_system(model), integrator,
+                                     ec.start_frames(data.load_reference("obc").test, n_starts)[start],
+                                     ec.NVE_SEED + start, platform)
     energies, positions = [], []
     for _ in range(int(round(ps * 1000 / dt_fs))):
         integrator.step(1)
