@@ -340,7 +340,9 @@ def test_alanine_layers_and_configs():
     cfgs = {n: json.loads((REPO / "studies/alanine_dipeptide/configs" / f"{n}.json").read_text())
             for n in ("smooth", "spline", "affine", "tiny", "smooth_stage2", "spline_stage2",
                       "affine_stage2", "smooth_v2", "spline_v2", "affine_v2", "smooth_v2_stage2",
-                      "spline_v2_stage2", "affine_v2_stage2", "smooth_v3", "smooth_v3_stage2")}
+                      "spline_v2_stage2", "affine_v2_stage2", "smooth_v3", "smooth_v3_stage2",
+                      "smooth_v4", "spline_v4", "affine_v4", "smooth_v4_stage2", "spline_v4_stage2",
+                      "affine_v4_stage2", "smooth_v4_stage3", "spline_v4_stage3", "affine_v4_stage3")}
     for n, c in cfgs.items():
         TrainConfig.from_dict({k: v for k, v in c.items() if not k.startswith("_")})
     # the three flows differ only in their name and transform kind
@@ -361,6 +363,22 @@ def test_alanine_layers_and_configs():
         assert cfgs[v3]["model"]["smooth"]["alpha_min"] == 1.0
         assert cfgs[v2]["model"]["smooth"]["alpha_min"] == 0.1
         assert no_alpha_min(cfgs[v3]) == no_alpha_min(cfgs[v2])
+    # v4 continues each flow's v3-family stage 1 (smooth v3, spline and affine v2) with a second
+    # cosine cycle, then repeats that family's stage 2: one budget again
+    # (alpha_min: a smooth-only constant, 1 in the smooth configs since v3)
+    for stage in ("v4", "v4_stage2", "v4_stage3"):
+        assert no_alpha_min(cfgs[f"smooth_{stage}"]) == no_alpha_min(cfgs[f"spline_{stage}"]) == \
+            no_alpha_min(cfgs[f"affine_{stage}"])
+    continued = ("seed", "iterations", "lr", "warmup", "force_matching_from")
+    for n, stage1 in (("smooth", "smooth_v3"), ("spline", "spline_v2"), ("affine", "affine_v2")):
+        v4, s1 = cfgs[f"{n}_v4"], cfgs[stage1]
+        assert v4["model"]["init_from"] == f"models/alanine_dipeptide/{'v3' if n == 'smooth' else 'v2'}/{n}.safetensors"
+        assert no_alpha_min({k: v for k, v in v4.items() if k not in continued}) == \
+            no_alpha_min({k: v for k, v in s1.items() if k not in continued})
+        assert no_alpha_min(cfgs[f"{n}_v4_stage2"]) == no_alpha_min(cfgs[f"{n}_v2_stage2"])
+        assert cfgs[f"{n}_v4_stage2"]["model"]["init_from"] == f"models/alanine_dipeptide/v4/{n}.safetensors"
+        assert cfgs[f"{n}_v4_stage3"]["model"]["init_from"] == f"models/alanine_dipeptide/v4_stage2/{n}.safetensors"
+        assert cfgs[f"{n}_v4_stage3"]["weights"]["force_matching"] == 5 * cfgs[f"{n}_v4_stage2"]["weights"]["force_matching"]
     for n in ("smooth", "spline", "affine"):
         start = REPO / cfgs[f"{n}_stage2"]["model"]["init_from"]
         assert start.exists() and load_model(start).config()["layers"][0]["transform"] == n
