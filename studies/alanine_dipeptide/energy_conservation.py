@@ -12,6 +12,7 @@ Usage (from studies/): python -m alanine_dipeptide.energy_conservation [--long] 
 """
 import argparse
 import datetime
+import hashlib
 import json
 import multiprocessing
 import os
@@ -214,13 +215,27 @@ def goal_lines(rows) -> list:
     return out
 
 
+def model_identity(path: Path) -> dict:
+    """Which model file a run used: its path (relative to the repository when inside it) and
+    the first 16 hex digits of its SHA-256, so a report names its models beyond doubt."""
+    path = Path(path).resolve()
+    try:
+        shown = str(path.relative_to(ROOT.resolve()))
+    except ValueError:
+        shown = str(path)
+    return {"path": shown, "sha256": hashlib.sha256(path.read_bytes()).hexdigest()[:16]}
+
+
 def report(rows, slopes, langevin, meta, out: Path):
     lines = ["# Energy conservation: flows as MD potentials against Amber ff99SB-ILDN", "",
              f"{meta['date']}, commit {meta['commit']}, {meta['cpus']} cores, platform {meta['platform']}; "
              f"{meta['starts']} thermalized starts per potential and time step, {meta['ps']} ps each "
-             f"(NVE velocity Verlet, no constraints, standard masses); {meta['seconds']:.0f} s in all.", "",
-             "| potential | dt (fs) | RMS dE_tot / RMS dE_kin | drift (kJ/mol/ns) | drift per dof | failed runs |",
-             "|---|---|---|---|---|---|"]
+             f"(NVE velocity Verlet, no constraints, standard masses); {meta['seconds']:.0f} s in all.", ""]
+    if meta.get("models"):
+        lines += ["Models: " + "; ".join(f"{p} `{m['path']}` (sha256 {m['sha256']})"
+                                        for p, m in meta["models"].items()) + ".", ""]
+    lines += ["| potential | dt (fs) | RMS dE_tot / RMS dE_kin | drift (kJ/mol/ns) | drift per dof | failed runs |",
+              "|---|---|---|---|---|---|"]
     for r in rows:
         ratio = f"{r['ratio']:.5f}" if "ratio" in r else "-"
         drift = f"{r['drift_kj_mol_ns']:.2f}" if "drift_kj_mol_ns" in r else "-"
@@ -280,7 +295,8 @@ def main():
                             text=True).stdout.strip()
     meta = {"date": datetime.datetime.now().isoformat(timespec="minutes"), "commit": commit,
             "cpus": os.cpu_count(), "platform": args.platform, "starts": args.starts, "ps": args.ps,
-            "seconds": time.time() - t0, "missing_models": missing}
+            "seconds": time.time() - t0, "missing_models": missing,
+            "models": {p: model_identity(models[p]) for p in ("smooth", "spline") if p in potentials}}
     plot(rows, runs, langevin, reference, out)
     text = report(rows, slopes, langevin, meta, out)
     (out / "results.json").write_text(json.dumps({"meta": meta, "summary": rows, "slopes": slopes}, indent=2) + "\n")

@@ -34,6 +34,23 @@ def test_summary_slope_and_goal_check_on_known_runs():
     assert cells[2.0] == ["2.25", "no", "-"]        # no spline runs at 2 fs
 
 
+def test_report_names_its_model_files(tmp_path):
+    import hashlib
+    model = tmp_path / "flow.safetensors"
+    model.write_bytes(b"not a real model, only bytes to hash")
+    identity = ec.model_identity(model)
+    assert identity == {"path": str(model.resolve()),
+                        "sha256": hashlib.sha256(model.read_bytes()).hexdigest()[:16]}
+    shipped = ec.model_identity(ec.MODELS / "smooth.safetensors")
+    assert shipped["path"] == "models/alanine_dipeptide/smooth.safetensors"
+    rows = ec.summarize([_run("ff99SB-ILDN", 1.0, 0, 0.04), _run("smooth", 1.0, 0, 0.05)])
+    meta = {"date": "2026-11-25T00:00", "commit": "abc1234", "cpus": 2, "platform": "Reference",
+            "starts": 1, "ps": 1.0, "seconds": 1.0, "models": {"smooth": identity}}
+    text = ec.report(rows, ec.dt2_slopes(rows), [], meta, tmp_path)
+    assert f"Models: smooth `{model.resolve()}` (sha256 {identity['sha256']})." in text.splitlines()
+    assert (tmp_path / "report.md").read_text() == text + "\n"
+
+
 def test_force_field_nve_conserves_energy_at_a_small_step():
     start = data.load_reference("obc").test.positions[0]
     r = ec.nve_run(("ff99SB-ILDN", {}, 0.25, 0.2, 0, start, 100, 40, "Reference"))
