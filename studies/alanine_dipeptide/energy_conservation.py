@@ -12,7 +12,6 @@ Usage (from studies/): python -m alanine_dipeptide.energy_conservation [--long] 
 """
 import argparse
 import datetime
-import hashlib
 import json
 import multiprocessing
 import os
@@ -24,7 +23,7 @@ import numpy as np
 import openmm
 import openmm.unit as unit
 
-from . import data, forcefield, molecule
+from . import data, forcefield, molecule, repo_paths
 
 ROOT = Path(__file__).resolve().parents[2]
 MODELS = ROOT / "models" / "alanine_dipeptide"
@@ -219,11 +218,7 @@ def model_identity(path: Path) -> dict:
     """Which model file a run used: its path (relative to the repository when inside it) and
     the first 16 hex digits of its SHA-256, so a report names its models beyond doubt."""
     path = Path(path).resolve()
-    try:
-        shown = str(path.relative_to(ROOT.resolve()))
-    except ValueError:
-        shown = str(path)
-    return {"path": shown, "sha256": hashlib.sha256(path.read_bytes()).hexdigest()[:16]}
+    return {"path": repo_paths.repo_relative(path), "sha256": repo_paths.sha256_of(path)[:16]}
 
 
 def report(rows, slopes, langevin, meta, out: Path):

@@ -50,7 +50,6 @@ The data (``data`` section): ``data.load(setting, "train" / "test")``, optionall
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import sys
 import time
@@ -194,14 +193,6 @@ def build_flow(model: dict, train_positions: np.ndarray, seed: int) -> SmoothFlo
     return flow
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def setup(config: TrainConfig, out_dir: Path, data_dir=None) -> Trainer:
     """Data, flow and target of a config, as a Trainer writing to ``out_dir``."""
     d = _section(config.data, DATA_DEFAULTS, "data")
@@ -222,8 +213,7 @@ def setup(config: TrainConfig, out_dir: Path, data_dir=None) -> Trainer:
                               platform=t["platform"], high_energy=t["high_energy"])
     f = ad_data.path(d["setting"], data_dir)
     provenance = {"study": "alanine_dipeptide",
-                  "data": {"file": str(f.relative_to(REPO)) if f.is_relative_to(REPO) else str(f),
-                           "sha256": _sha256(f), "train_frames": int(len(pos)),
+                  "data": {"file": repo_paths.repo_relative(f), "sha256": repo_paths.sha256_of(f), "train_frames": int(len(pos)),
                            "test_frames": int(len(test)), "setting": d["setting"]},
                   "target": {"force_field": "amber99sbildn.xml" + (
                       " + amber99_obc.xml" if t["setting"] == "obc" else " (vacuum)"),
