@@ -227,8 +227,9 @@ def plots(results, reference_phi_psi, out: Path, bins: int):
     plt.close(fig)
 
 
-def _percent(v: float) -> str:
-    return f"{100 * v:.3g} %" if v >= 0.01 else f"{100 * v:.2g} %"
+def _percent_number(v: float) -> str:
+    """A fraction as a percentage number: 3 significant digits, 2 below 1 %."""
+    return f"{100 * v:.3g}" if v >= 0.01 else f"{100 * v:.2g}"
 
 
 def write_report(results, meta, out: Path, report: Path):
@@ -240,9 +241,10 @@ def write_report(results, meta, out: Path, report: Path):
              "| KL phi/psi (flow) | KL phi/psi (reweighted) | phi > 0 (flow / reweighted / MD) |",
              "|---|---|---|---|---|---|---|---|"]
     for r in results:
+        lo, hi = r["sampling_efficiency_95"]
         lines.append(f"| {r['label']} | {r['nll_nats']:.2f} | {r['force_rmse_kj_mol_nm']:.1f} | "
-                     f"{_percent(r['sampling_efficiency'])} ({_percent(r['sampling_efficiency_95'][0])[:-2]}-"
-                     f"{_percent(r['sampling_efficiency_95'][1])}) | {PAPER.get(r['transform'], '-')} | "
+                     f"{_percent_number(r['sampling_efficiency'])} % ({_percent_number(lo)}-{_percent_number(hi)} %) | "
+                     f"{PAPER.get(r['transform'], '-')} | "
                      f"{r['kl_phi_psi_flow']:.3f} | {r['kl_phi_psi_reweighted']:.3f} | "
                      f"{100 * r['phi_positive_fraction_flow']:.1f} % / "
                      f"{100 * r['phi_positive_fraction_reweighted']:.1f} % / "
