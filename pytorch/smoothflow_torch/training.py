@@ -299,8 +299,9 @@ class TrainConfig:
     data: Dict[str, Any] = dataclasses.field(default_factory=dict)
     target: Dict[str, Any] = dataclasses.field(default_factory=dict)
 
-    #: fields that may change between a checkpoint and its resumption
-    RESUMABLE_CHANGES = ("iterations", "eval_every", "eval_frames", "eval_batch_size",
+    #: fields that may change between a checkpoint and its resumption (``name`` is a label:
+    #: the seeds come from ``seed``, so a pilot run may be continued under its final name)
+    RESUMABLE_CHANGES = ("name", "iterations", "eval_every", "eval_frames", "eval_batch_size",
                          "eval_samples", "checkpoint_every", "keep_checkpoints", "threads",
                          "progress", "notes")
 

@@ -222,7 +222,8 @@ def test_training_log_checkpoint_export(tmp_path, target, dataset):
 
 def test_resume_is_bit_identical(tmp_path, target, dataset):
     """Checkpoint + resume repeats the uninterrupted run exactly (same weights, same losses),
-    also after a crash that lost the newest checkpoint (the log is cut back and redone)."""
+    also after a crash that lost the newest checkpoint (the log is cut back and redone) and
+    under a new run name (a pilot continued as the real run)."""
     full = make_trainer(tmp_path / "full", target, dataset)
     full.train()
     ref = _train_entries(tmp_path / "full" / "log.jsonl")
@@ -234,7 +235,7 @@ def test_resume_is_bit_identical(tmp_path, target, dataset):
     more = make_trainer(tmp_path / "part", target, dataset, seed=9)
     more.train(stop_at=5)
     (tmp_path / "part" / "checkpoints" / "step_00000005.pt").unlink()   # lost in a crash
-    last = make_trainer(tmp_path / "part", target, dataset, seed=11)
+    last = make_trainer(tmp_path / "part", target, dataset, seed=11, name="renamed")
     last.train()
     assert last.step == 6
     for a, b in zip(full.flow.state_dict().values(), last.flow.state_dict().values()):
@@ -342,7 +343,9 @@ def test_alanine_layers_and_configs():
                       "affine_stage2", "smooth_v2", "spline_v2", "affine_v2", "smooth_v2_stage2",
                       "spline_v2_stage2", "affine_v2_stage2", "smooth_v3", "smooth_v3_stage2",
                       "smooth_v4", "spline_v4", "affine_v4", "smooth_v4_stage2", "spline_v4_stage2",
-                      "affine_v4_stage2", "smooth_v4_stage3", "spline_v4_stage3", "affine_v4_stage3")}
+                      "affine_v4_stage2", "smooth_v4_stage3", "spline_v4_stage3", "affine_v4_stage3",
+                      "smooth_v5", "spline_v5", "affine_v5", "smooth_v5_stage2", "spline_v5_stage2",
+                      "affine_v5_stage2")}
     for n, c in cfgs.items():
         TrainConfig.from_dict({k: v for k, v in c.items() if not k.startswith("_")})
     # the three flows differ only in their name and transform kind
@@ -379,6 +382,19 @@ def test_alanine_layers_and_configs():
         assert cfgs[f"{n}_v4_stage2"]["model"]["init_from"] == f"models/alanine_dipeptide/v4/{n}.safetensors"
         assert cfgs[f"{n}_v4_stage3"]["model"]["init_from"] == f"models/alanine_dipeptide/v4_stage2/{n}.safetensors"
         assert cfgs[f"{n}_v4_stage3"]["weights"]["force_matching"] == 5 * cfgs[f"{n}_v4_stage2"]["weights"]["force_matching"]
+    # v5 is the v3 family (stage 1 and stage 2) with four angle blocks instead of two, again
+    # one budget for all three
+    angles = lambda c, n: {**c, "model": {**c["model"], "n_angle_blocks": n}}
+    for stage in ("v5", "v5_stage2"):
+        assert no_alpha_min(cfgs[f"smooth_{stage}"]) == no_alpha_min(cfgs[f"spline_{stage}"]) == \
+            no_alpha_min(cfgs[f"affine_{stage}"])
+    for n, s1, s2 in (("smooth", "smooth_v3", "smooth_v3_stage2"), ("spline", "spline_v2", "spline_v2_stage2"),
+                      ("affine", "affine_v2", "affine_v2_stage2")):
+        assert cfgs[s1]["model"]["n_angle_blocks"] == 2
+        assert no_alpha_min(angles(cfgs[f"{n}_v5"], 2)) == no_alpha_min(cfgs[s1])
+        v5s2 = cfgs[f"{n}_v5_stage2"]
+        assert v5s2["model"]["init_from"] == f"models/alanine_dipeptide/v5/{n}.safetensors"
+        assert no_alpha_min(angles(v5s2, 2)) == no_alpha_min(cfgs[s2])
     for n in ("smooth", "spline", "affine"):
         start = REPO / cfgs[f"{n}_stage2"]["model"]["init_from"]
         assert start.exists() and load_model(start).config()["layers"][0]["transform"] == n
