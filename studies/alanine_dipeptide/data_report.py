@@ -17,7 +17,7 @@ import numpy as np
 
 from . import data, forcefield, metrics, phi_bias, plots
 
-KT = forcefield.MOLAR_GAS_CONSTANT * forcefield.TEMPERATURE
+KT = forcefield.KT
 
 
 def phi_profiles(phi, weights, chain, edges):

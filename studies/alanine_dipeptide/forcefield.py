@@ -10,6 +10,7 @@ from . import molecule
 SETTINGS = ("obc", "vacuum")
 TEMPERATURE = 300.0  # K
 MOLAR_GAS_CONSTANT = 0.00831446261815324  # kJ/mol/K (CODATA 2018, as OpenMM)
+KT = MOLAR_GAS_CONSTANT * TEMPERATURE  # kJ/mol
 
 
 def forcefield(setting: str = "obc") -> app.ForceField:

@@ -253,7 +253,7 @@ def test_sampling_efficiency_interval_brackets_the_estimate_and_is_exact_for_equ
 
 
 def test_report_lists_the_sampling_efficiency_with_its_interval(tmp_path):
-    from alanine_dipeptide import evaluate
+    from alanine_dipeptide import results_report
     r = {"label": "smooth", "transform": "smooth", "nll_nats": -218.5, "force_rmse_kj_mol_nm": 73.6,
          "sampling_efficiency": 0.4139, "sampling_efficiency_95": [0.3911, 0.4389],
          "kl_phi_psi_flow": 0.03, "kl_phi_psi_reweighted": 0.04, "phi_positive_fraction_flow": 0.018,
@@ -262,6 +262,6 @@ def test_report_lists_the_sampling_efficiency_with_its_interval(tmp_path):
          "stiffness_ratio_bonds": 1.0, "stiffness_ratio_angles": 0.93}
     meta = {"date": "d", "commit": "c", "machine": "m", "samples": 10, "test_frames": 5, "setting": "obc",
             "reference_phi_positive": 0.02}
-    evaluate.write_report([r], meta, tmp_path, tmp_path / "results.md")
+    results_report.write_report([r], meta, tmp_path, tmp_path / "results.md")
     row = next(l for l in (tmp_path / "results.md").read_text().splitlines() if l.startswith("| smooth | -218.50"))
     assert "| 41.4 % (39.1-43.9 %) | 42 % |" in row
