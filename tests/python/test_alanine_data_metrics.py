@@ -1,4 +1,6 @@
 """Alanine dipeptide: the molecule and Z-matrix, the force field, the data loader, the metrics."""
+from pathlib import Path
+
 import numpy as np
 import openmm
 import openmm.unit as unit
@@ -242,6 +244,24 @@ def test_evaluation_cache_reuses_only_the_same_model_and_settings(tmp_path, monk
     model.write_bytes(b"two")                                                     # other model
     evaluate.evaluate_cached(model, cache, "obc", *args)
     assert [c for c in calls] == [(b"one", 10), (b"one", 20), (b"two", 10)]
+
+
+def test_evaluation_cache_key_follows_the_computing_code_not_the_report(tmp_path, monkeypatch):
+    """A change to evaluate.py or metrics.py gives a new key; the report's layout
+    (results_report.py) is not part of it."""
+    from alanine_dipeptide import evaluate, results_report
+    model = tmp_path / "a.safetensors"
+    model.write_bytes(b"one")
+    key = lambda: evaluate._cache_key(model, 10, 7, 60, "obc")
+    before = key()
+    for module in (evaluate, metrics, results_report):
+        copy = tmp_path / Path(module.__file__).name
+        copy.write_text(Path(module.__file__).read_text() + "\n# changed\n")
+        monkeypatch.setattr(module, "__file__", str(copy))
+        changed = key()
+        monkeypatch.undo()
+        assert (changed != before) == (module is not results_report), module.__name__
+    assert key() == before
 
 
 def test_sampling_efficiency_interval_brackets_the_estimate_and_is_exact_for_equal_weights():
