@@ -345,7 +345,7 @@ def test_alanine_layers_and_configs():
                       "smooth_v4", "spline_v4", "affine_v4", "smooth_v4_stage2", "spline_v4_stage2",
                       "affine_v4_stage2", "smooth_v4_stage3", "spline_v4_stage3", "affine_v4_stage3",
                       "smooth_v5", "spline_v5", "affine_v5", "smooth_v5_stage2", "spline_v5_stage2",
-                      "affine_v5_stage2")}
+                      "affine_v5_stage2", "smooth_v5_stage3", "spline_v5_stage3", "affine_v5_stage3")}
     for n, c in cfgs.items():
         TrainConfig.from_dict({k: v for k, v in c.items() if not k.startswith("_")})
     # the three flows differ only in their name and transform kind
@@ -382,10 +382,10 @@ def test_alanine_layers_and_configs():
         assert cfgs[f"{n}_v4_stage2"]["model"]["init_from"] == f"models/alanine_dipeptide/v4/{n}.safetensors"
         assert cfgs[f"{n}_v4_stage3"]["model"]["init_from"] == f"models/alanine_dipeptide/v4_stage2/{n}.safetensors"
         assert cfgs[f"{n}_v4_stage3"]["weights"]["force_matching"] == 5 * cfgs[f"{n}_v4_stage2"]["weights"]["force_matching"]
-    # v5 is the v3 family (stage 1 and stage 2) with four angle blocks instead of two, again
-    # one budget for all three
+    # v5 is the v3 family (stage 1 and stage 2) with four angle blocks instead of two, and v4's
+    # stage 3; again one budget for all three
     angles = lambda c, n: {**c, "model": {**c["model"], "n_angle_blocks": n}}
-    for stage in ("v5", "v5_stage2"):
+    for stage in ("v5", "v5_stage2", "v5_stage3"):
         assert no_alpha_min(cfgs[f"smooth_{stage}"]) == no_alpha_min(cfgs[f"spline_{stage}"]) == \
             no_alpha_min(cfgs[f"affine_{stage}"])
     for n, s1, s2 in (("smooth", "smooth_v3", "smooth_v3_stage2"), ("spline", "spline_v2", "spline_v2_stage2"),
@@ -395,6 +395,9 @@ def test_alanine_layers_and_configs():
         v5s2 = cfgs[f"{n}_v5_stage2"]
         assert v5s2["model"]["init_from"] == f"models/alanine_dipeptide/v5/{n}.safetensors"
         assert no_alpha_min(angles(v5s2, 2)) == no_alpha_min(cfgs[s2])
+        v5s3 = cfgs[f"{n}_v5_stage3"]
+        assert v5s3["model"]["init_from"] == f"models/alanine_dipeptide/v5_stage2/{n}.safetensors"
+        assert no_alpha_min(angles(v5s3, 2)) == no_alpha_min(cfgs[f"{n}_v4_stage3"])
     for n in ("smooth", "spline", "affine"):
         start = REPO / cfgs[f"{n}_stage2"]["model"]["init_from"]
         assert start.exists() and load_model(start).config()["layers"][0]["transform"] == n
