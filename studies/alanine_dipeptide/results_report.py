@@ -11,6 +11,7 @@ from . import metrics
 from .forcefield import KT
 
 PAPER = {"smooth": "42 %", "spline": "38 %", "affine": "< 1 %"}
+RAMACHANDRAN_COLUMNS = 5  # panels per row of ramachandran.png
 
 
 def plots(results, reference_phi_psi, out: Path, bins: int):
@@ -37,12 +38,15 @@ def plots(results, reference_phi_psi, out: Path, bins: int):
     fig.tight_layout()
     fig.savefig(out / "free_energy_phi_psi.png", dpi=120)
     plt.close(fig)
-    n = len(results) + 1
-    fig, axes = plt.subplots(1, n, figsize=(4 * n, 4), squeeze=False)
     panels = [("ff99SB-ILDN MD (reweighted)", ref_phi, ref_psi, ref_w)] + [
         (f"{r['label']} flow", *r["_angles"][:2], None) for r in results]
-    for ax, (title, phi, psi, w) in zip(axes[0], panels):
+    cols = min(len(panels), RAMACHANDRAN_COLUMNS)
+    rows = -(-len(panels) // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(4 * cols, 4 * rows), squeeze=False)
+    for ax, (title, phi, psi, w) in zip(axes.flat, panels):
         plots.ramachandran_panel(ax, phi, psi, title, weights=w, bins=bins)
+    for ax in axes.flat[len(panels):]:
+        ax.axis("off")
     fig.tight_layout()
     fig.savefig(out / "ramachandran.png", dpi=120)
     plt.close(fig)
