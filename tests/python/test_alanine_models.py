@@ -14,10 +14,11 @@ from smoothflow_torch import load_model
 MODELS = Path(__file__).resolve().parents[2] / "models" / "alanine_dipeptide"
 KINDS = ["smooth", "spline", "affine"]
 # models/alanine_dipeptide/ (the shipped set), v1/ and its stage1/, v2/, v2_stage2/, v3/
-# (stage 1 of the v3 smooth flow; v3's spline and affine flows are v2's), and the v4 experiment's
-# smooth and spline flows after stages 2 and 3 (not shipped; docs/alanine-dipeptide.md)
+# (stage 1 of the v3 smooth flow; v3's spline and affine flows are v2's), and the v4 and v5
+# experiments' flows (not shipped; docs/alanine-dipeptide.md)
 STAGES = {"final": KINDS, "v1": KINDS, "v1/stage1": KINDS, "v2": KINDS, "v2_stage2": KINDS,
-          "v3": ["smooth"], "v4_stage2": ["smooth", "spline"], "v4_stage3": ["smooth", "spline"]}
+          "v3": ["smooth"], "v4_stage2": ["smooth", "spline"], "v4_stage3": ["smooth", "spline"],
+          "v5_stage2": ["smooth"], "v5_stage3": ["smooth", "spline"], "v5_stage3b": ["smooth"]}
 CASES = [(k, s) for s, kinds in STAGES.items() for k in kinds]
 
 

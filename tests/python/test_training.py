@@ -345,7 +345,8 @@ def test_alanine_layers_and_configs():
                       "smooth_v4", "spline_v4", "affine_v4", "smooth_v4_stage2", "spline_v4_stage2",
                       "affine_v4_stage2", "smooth_v4_stage3", "spline_v4_stage3", "affine_v4_stage3",
                       "smooth_v5", "spline_v5", "affine_v5", "smooth_v5_stage2", "spline_v5_stage2",
-                      "affine_v5_stage2", "smooth_v5_stage3", "spline_v5_stage3", "affine_v5_stage3")}
+                      "affine_v5_stage2", "smooth_v5_stage3", "spline_v5_stage3", "affine_v5_stage3",
+                      "smooth_v5_stage3b", "spline_v5_stage3b", "affine_v5_stage3b")}
     for n, c in cfgs.items():
         TrainConfig.from_dict({k: v for k, v in c.items() if not k.startswith("_")})
     # the three flows differ only in their name and transform kind
@@ -385,7 +386,7 @@ def test_alanine_layers_and_configs():
     # v5 is the v3 family (stage 1 and stage 2) with four angle blocks instead of two, and v4's
     # stage 3; again one budget for all three
     angles = lambda c, n: {**c, "model": {**c["model"], "n_angle_blocks": n}}
-    for stage in ("v5", "v5_stage2", "v5_stage3"):
+    for stage in ("v5", "v5_stage2", "v5_stage3", "v5_stage3b"):
         assert no_alpha_min(cfgs[f"smooth_{stage}"]) == no_alpha_min(cfgs[f"spline_{stage}"]) == \
             no_alpha_min(cfgs[f"affine_{stage}"])
     for n, s1, s2 in (("smooth", "smooth_v3", "smooth_v3_stage2"), ("spline", "spline_v2", "spline_v2_stage2"),
@@ -398,6 +399,10 @@ def test_alanine_layers_and_configs():
         v5s3 = cfgs[f"{n}_v5_stage3"]
         assert v5s3["model"]["init_from"] == f"models/alanine_dipeptide/v5_stage2/{n}.safetensors"
         assert no_alpha_min(angles(v5s3, 2)) == no_alpha_min(cfgs[f"{n}_v4_stage3"])
+        # stage 3b: stage 3 at twice stage 2's force matching instead of five times
+        v5s3b = cfgs[f"{n}_v5_stage3b"]
+        assert v5s3b["weights"]["force_matching"] == 2 * v5s2["weights"]["force_matching"]
+        assert strip2({**v5s3b, "weights": v5s3["weights"]}) == strip2(v5s3)
     for n in ("smooth", "spline", "affine"):
         start = REPO / cfgs[f"{n}_stage2"]["model"]["init_from"]
         assert start.exists() and load_model(start).config()["layers"][0]["transform"] == n
