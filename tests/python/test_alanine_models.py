@@ -18,7 +18,7 @@ KINDS = ["smooth", "spline", "affine"]
 # experiments' flows (not shipped; docs/alanine-dipeptide.md)
 STAGES = {"final": KINDS, "v1": KINDS, "v1/stage1": KINDS, "v2": KINDS, "v2_stage2": KINDS,
           "v3": ["smooth"], "v4_stage2": ["smooth", "spline"], "v4_stage3": ["smooth", "spline"],
-          "v5_stage2": ["smooth"], "v5_stage3": ["smooth", "spline"], "v5_stage3b": ["smooth"]}
+          "v5_stage2": ["smooth"], "v5_stage3": ["smooth", "spline"], "v5_stage3b": KINDS}
 CASES = [(k, s) for s, kinds in STAGES.items() for k in kinds]
 
 
