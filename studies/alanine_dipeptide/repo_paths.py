@@ -15,10 +15,11 @@ for _p in (REPO / "pytorch", REPO / "studies"):
         sys.path.append(str(_p))
 
 
-def repo_relative(path) -> str:
-    """``path`` relative to the repository when it lies inside it, else as given."""
+def repo_relative(path, base: Path = REPO) -> str:
+    """``path`` relative to ``base`` (the repository by default) when it lies inside it, else
+    as given."""
     path = Path(path)
-    return str(path.relative_to(REPO)) if path.is_relative_to(REPO) else str(path)
+    return str(path.relative_to(base)) if path.is_relative_to(base) else str(path)
 
 
 def sha256_of(path) -> str:

@@ -9,6 +9,7 @@ import numpy as np
 
 from . import metrics
 from .forcefield import KT
+from .repo_paths import repo_relative
 
 PAPER = {"smooth": "42 %", "spline": "38 %", "affine": "< 1 %"}
 RAMACHANDRAN_COLUMNS = 5  # panels per row of ramachandran.png
@@ -85,7 +86,7 @@ def write_report(results, meta, out: Path, report: Path):
         lines.append(f"| {r['label']} | {r['well_depth_bonds_kj_mol']:.0f} | {r['well_depth_angles_kj_mol']:.0f} | "
                      f"{r['well_depth_median_kj_mol']:.0f} | {r['shallowest_well']} | "
                      f"{r['stiffness_ratio_bonds']:.2f} | {r['stiffness_ratio_angles']:.2f} |")
-    rel = lambda p: Path(p).relative_to(report.parent) if Path(p).is_relative_to(report.parent) else p
+    rel = lambda p: repo_relative(p, base=report.parent)
     lines += ["", f"![free energy along phi and psi]({rel(out / 'free_energy_phi_psi.png')})", "",
               f"![Ramachandran plots]({rel(out / 'ramachandran.png')})", ""]
     report.write_text("\n".join(lines) + "\n")
