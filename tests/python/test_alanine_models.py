@@ -13,12 +13,14 @@ from smoothflow_torch import load_model
 
 MODELS = Path(__file__).resolve().parents[2] / "models" / "alanine_dipeptide"
 KINDS = ["smooth", "spline", "affine"]
-# models/alanine_dipeptide/ (the shipped set), v1/ and its stage1/, v2/, v2_stage2/, v3/
-# (stage 1 of the v3 smooth flow; v3's spline and affine flows are v2's), and the v4 and v5
-# experiments' flows (not shipped; docs/alanine-dipeptide.md)
+# models/alanine_dipeptide/ (the shipped set: the v5 stage-3b flows) and every stage it was
+# trained through (v5/, v5_stage2/, v5_stage3b/); v1/ and its stage1/, v2/, v2_stage2/, v3/ and
+# v3_stage2/ (the smooth flow shipped before v5; v3's spline and affine flows were v2's); the v4
+# experiment's flows and v5 stage 3 (docs/alanine-dipeptide.md)
 STAGES = {"final": KINDS, "v1": KINDS, "v1/stage1": KINDS, "v2": KINDS, "v2_stage2": KINDS,
-          "v3": ["smooth"], "v4_stage2": ["smooth", "spline"], "v4_stage3": ["smooth", "spline"],
-          "v5_stage2": ["smooth"], "v5_stage3": ["smooth", "spline"], "v5_stage3b": KINDS}
+          "v3": ["smooth"], "v3_stage2": ["smooth"], "v4_stage2": ["smooth", "spline"],
+          "v4_stage3": ["smooth", "spline"], "v5": KINDS, "v5_stage2": KINDS,
+          "v5_stage3": ["smooth", "spline"], "v5_stage3b": KINDS}
 CASES = [(k, s) for s, kinds in STAGES.items() for k in kinds]
 
 
@@ -70,14 +72,42 @@ def test_smooth_model_runs_in_openmm_from_a_topology():
     assert force.getNumModelAtoms() == 22
 
 
-def test_shipped_set_is_the_v3_family():
-    """The shipped spline and affine flows are the v2 stage-2 runs (v3 changed only smooth
-    layers), and the shipped smooth flow is the v3 stage 2 of the v3 model in v3/."""
-    for kind in ("spline", "affine"):
-        assert model_path(kind, "final").read_bytes() == model_path(kind, "v2_stage2").read_bytes()
+def _training(path: Path) -> dict:
     from safetensors import safe_open
-    with safe_open(str(model_path("smooth", "final")), framework="numpy") as f:
-        training = json.loads(f.metadata()["training"])
-    assert training["config"]["name"] == "smooth_v3_stage2"
-    assert training["config"]["model"]["init_from"] == "models/alanine_dipeptide/v3/smooth.safetensors"
-    assert training["config"]["model"]["smooth"]["alpha_min"] == 1.0
+    with safe_open(str(path), framework="numpy") as f:
+        return json.loads(f.metadata()["training"])
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_shipped_set_is_the_v5_stage3b_family(kind):
+    """The shipped flows are byte copies of the v5 stage-3b runs: one config family, one budget,
+    each continued from its own kind's v5 stage 2 with force matching at 4e-3."""
+    assert model_path(kind, "final").read_bytes() == model_path(kind, "v5_stage3b").read_bytes()
+    config = _training(model_path(kind, "final"))["config"]
+    assert config["name"] == f"{kind}_v5_stage3b"
+    assert config["model"]["init_from"] == f"models/alanine_dipeptide/v5_stage2/{kind}.safetensors"
+    assert config["model"]["n_angle_blocks"] == 4
+    assert config["weights"]["force_matching"] == 0.004
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_shipped_flows_training_chain_is_in_the_repository(kind):
+    """Every stage the shipped flow was continued from is committed, so each stage's config
+    retrains from a clean clone (stage 1 from scratch, the later ones from the file before)."""
+    root = MODELS.parents[1]
+    names, path = [], model_path(kind, "final")
+    while True:
+        config = _training(path)["config"]
+        names.append(config["name"])
+        if not config["model"].get("init_from"):
+            break
+        path = root / config["model"]["init_from"]
+        assert path.exists(), f"{names[-1]} was continued from {path}, which is not in the repository"
+    assert names == [f"{kind}_v5_stage3b", f"{kind}_v5_stage2", f"{kind}_v5"]
+
+
+def test_previously_shipped_smooth_flow_is_kept():
+    """v3_stage2/ holds the smooth flow shipped before v5 (the comparison in docs/results.md)."""
+    config = _training(model_path("smooth", "v3_stage2"))["config"]
+    assert config["name"] == "smooth_v3_stage2"
+    assert config["model"]["init_from"] == "models/alanine_dipeptide/v3/smooth.safetensors"
