@@ -13,32 +13,54 @@ from .repo_paths import repo_relative
 
 PAPER = {"smooth": "42 %", "spline": "38 %", "affine": "< 1 %"}
 RAMACHANDRAN_COLUMNS = 5  # panels per row of ramachandran.png
+FREE_ENERGY_FLOWS_PER_ROW = 3  # flows per row of free_energy_phi_psi.png (two panels each)
 
 
 def plots(results, reference_phi_psi, out: Path, bins: int):
     """free_energy_phi_psi.png and ramachandran.png in ``out``."""
-    from . import plots
+    import matplotlib.pyplot as plt
+    for name, figure in (("free_energy_phi_psi.png", _free_energy_figure(results, reference_phi_psi, bins)),
+                         ("ramachandran.png", _ramachandran_figure(results, reference_phi_psi, bins))):
+        figure.savefig(out / name, dpi=120)
+        plt.close(figure)
+
+
+def _free_energy_figure(results, reference_phi_psi, bins: int):
+    """One pair of panels (phi, psi) per flow, each against the reference MD: with a dozen
+    flows on one axis the curves cannot be told apart."""
     import matplotlib.pyplot as plt
     edges = np.linspace(-np.pi, np.pi, bins + 1)
     centers = np.degrees(0.5 * (edges[1:] + edges[:-1]))
     ref_phi, ref_psi, ref_w = reference_phi_psi
-    fig, axes = plt.subplots(1, 2, figsize=(10, 4))
-    for ax, name, ref, idx in ((axes[0], "phi", ref_phi, 0), (axes[1], "psi", ref_psi, 1)):
-        ax.plot(centers, metrics.free_energy_profile(ref, edges, weights=ref_w, kT=KT), "k-", lw=2,
-                label="ff99SB-ILDN MD (reweighted)")
-        for r in results:
-            phi, psi, w = r["_angles"]
-            vals = phi if idx == 0 else psi
-            ax.plot(centers, metrics.free_energy_profile(vals, edges, kT=KT), "--", label=f"{r['label']} flow")
-            ax.plot(centers, metrics.free_energy_profile(vals, edges, weights=w, kT=KT), ":",
-                    label=f"{r['label']} reweighted")
-        ax.set_xlabel(f"{name} (degrees)")
-        ax.set_ylabel("free energy (kJ/mol)")
-        ax.set_ylim(0, 40)
-        ax.legend(fontsize=7)
+    reference = [metrics.free_energy_profile(v, edges, weights=ref_w, kT=KT) for v in (ref_phi, ref_psi)]
+    cols = min(len(results), FREE_ENERGY_FLOWS_PER_ROW)
+    rows = -(-len(results) // cols)
+    fig, axes = plt.subplots(rows, 2 * cols, figsize=(3.5 * cols * 2, 2.7 * rows), squeeze=False)
+    for i, r in enumerate(results):
+        phi, psi, w = r["_angles"]
+        for j, (angle, vals) in enumerate((("phi", phi), ("psi", psi))):
+            ax = axes.flat[2 * i + j]
+            ax.plot(centers, reference[j], "k-", lw=2, label="ff99SB-ILDN MD (reweighted)")
+            ax.plot(centers, metrics.free_energy_profile(vals, edges, kT=KT), "C0--", label="flow samples")
+            ax.plot(centers, metrics.free_energy_profile(vals, edges, weights=w, kT=KT), "C1:", lw=2,
+                    label="flow samples reweighted")
+            ax.set_title(f"{r['label']}: {angle}", fontsize=9)
+            ax.set_xlabel(f"{angle} (degrees)")
+            ax.set_ylabel("free energy (kJ/mol)")
+            ax.set_xlim(-180, 180)
+            ax.set_ylim(0, 40)
+    for ax in axes.flat[2 * len(results):]:
+        ax.axis("off")
+    axes.flat[0].legend(fontsize=7, loc="upper center")
     fig.tight_layout()
-    fig.savefig(out / "free_energy_phi_psi.png", dpi=120)
-    plt.close(fig)
+    return fig
+
+
+def _ramachandran_figure(results, reference_phi_psi, bins: int):
+    """The reference MD's histogram, then one panel per flow (its unweighted samples)."""
+    from . import plots
+    import matplotlib.pyplot as plt
+    ref_phi, ref_psi, ref_w = reference_phi_psi
     panels = [("ff99SB-ILDN MD (reweighted)", ref_phi, ref_psi, ref_w)] + [
         (f"{r['label']} flow", *r["_angles"][:2], None) for r in results]
     cols = min(len(panels), RAMACHANDRAN_COLUMNS)
@@ -49,8 +71,7 @@ def plots(results, reference_phi_psi, out: Path, bins: int):
     for ax in axes.flat[len(panels):]:
         ax.axis("off")
     fig.tight_layout()
-    fig.savefig(out / "ramachandran.png", dpi=120)
-    plt.close(fig)
+    return fig
 
 
 def _percent_number(v: float) -> str:

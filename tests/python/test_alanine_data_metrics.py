@@ -285,3 +285,17 @@ def test_report_lists_the_sampling_efficiency_with_its_interval(tmp_path):
     results_report.write_report([r], meta, tmp_path, tmp_path / "results.md")
     row = next(l for l in (tmp_path / "results.md").read_text().splitlines() if l.startswith("| smooth | -218.50"))
     assert "| 41.4 % (39.1-43.9 %) | 42 % |" in row
+
+
+def test_free_energy_figure_gives_each_flow_its_own_phi_and_psi_panels():
+    """Four flows: eight titled panels, each with the reference, the flow and its reweighting
+    (three curves), and the grid's spare panels hidden."""
+    from alanine_dipeptide import results_report
+    rng = np.random.default_rng(0)
+    angles = lambda n: (rng.uniform(-np.pi, np.pi, n), rng.uniform(-np.pi, np.pi, n), np.ones(n))
+    results = [{"label": f"flow {i}", "_angles": angles(2000)} for i in range(4)]
+    fig = results_report._free_energy_figure(results, angles(2000), bins=12)
+    shown = [ax for ax in fig.axes if ax.axison]
+    assert [ax.get_title() for ax in shown] == [f"flow {i}: {a}" for i in range(4) for a in ("phi", "psi")]
+    assert all(len(ax.get_lines()) == 3 for ax in shown)
+    assert len(fig.axes) == 2 * results_report.FREE_ENERGY_FLOWS_PER_ROW * 2   # two rows of three flows
