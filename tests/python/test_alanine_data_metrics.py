@@ -299,3 +299,21 @@ def test_free_energy_figure_gives_each_flow_its_own_phi_and_psi_panels():
     assert [ax.get_title() for ax in shown] == [f"flow {i}: {a}" for i in range(4) for a in ("phi", "psi")]
     assert all(len(ax.get_lines()) == 3 for ax in shown)
     assert len(fig.axes) == 2 * results_report.FREE_ENERGY_FLOWS_PER_ROW * 2   # two rows of three flows
+
+
+def test_nll_gap_is_zero_on_the_same_frames_and_subsets_draw_without_replacement():
+    """nll_gap compares a training subset with the held-out frames: with both the same frames
+    the gap is exactly 0, and a subset holds distinct frames of the set it came from."""
+    from alanine_dipeptide import nll_gap
+    from smoothflow_torch import load_model
+    from pathlib import Path
+    flow = load_model(Path(__file__).resolve().parents[2] / "models/alanine_dipeptide/smooth.safetensors")
+    frames = data.load_reference("obc").test
+    r = nll_gap.nll_gap(flow, frames, frames, n_frames=len(frames), seed=0)
+    assert r["gap"] == 0.0 and r["train_force_rmse"] == r["test_force_rmse"]
+    part = nll_gap.subset(frames, 50, seed=3)
+    rows = {tuple(np.round(x.ravel()[:6], 6)) for x in part.positions}
+    assert len(part) == 50 and len(rows) == 50
+    assert all(any(np.array_equal(x, y) for y in frames.positions) for x in part.positions[:5])
+    r = nll_gap.nll_gap(flow, part, frames, n_frames=50, seed=0)
+    assert np.isfinite(r["gap"]) and r["gap"] != 0.0

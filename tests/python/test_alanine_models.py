@@ -16,11 +16,12 @@ KINDS = ["smooth", "spline", "affine"]
 # models/alanine_dipeptide/ (the shipped set: the v5 stage-3b flows) and every stage it was
 # trained through (v5/, v5_stage2/, v5_stage3b/); v1/ and its stage1/, v2/, v2_stage2/, v3/ and
 # v3_stage2/ (the smooth flow shipped before v5; v3's spline and affine flows were v2's); the v4
-# experiment's flows and v5 stage 3 (docs/alanine-dipeptide.md)
+# experiment's flows, v5 stage 3 and the 12-chain data pilot (docs/alanine-dipeptide.md)
 STAGES = {"final": KINDS, "v1": KINDS, "v1/stage1": KINDS, "v2": KINDS, "v2_stage2": KINDS,
           "v3": ["smooth"], "v3_stage2": ["smooth"], "v4_stage2": ["smooth", "spline"],
           "v4_stage3": ["smooth", "spline"], "v5": KINDS, "v5_stage2": KINDS,
-          "v5_stage3": ["smooth", "spline"], "v5_stage3b": KINDS}
+          "v5_stage3": ["smooth", "spline"], "v5_stage3b": KINDS,
+          "pilot_data12": ["smooth"]}
 CASES = [(k, s) for s, kinds in STAGES.items() for k in kinds]
 
 

@@ -346,7 +346,8 @@ def test_alanine_layers_and_configs():
                       "affine_v4_stage2", "smooth_v4_stage3", "spline_v4_stage3", "affine_v4_stage3",
                       "smooth_v5", "spline_v5", "affine_v5", "smooth_v5_stage2", "spline_v5_stage2",
                       "affine_v5_stage2", "smooth_v5_stage3", "spline_v5_stage3", "affine_v5_stage3",
-                      "smooth_v5_stage3b", "spline_v5_stage3b", "affine_v5_stage3b")}
+                      "smooth_v5_stage3b", "spline_v5_stage3b", "affine_v5_stage3b", "pilot_data6",
+                      "pilot_data12")}
     for n, c in cfgs.items():
         TrainConfig.from_dict({k: v for k, v in c.items() if not k.startswith("_")})
     # the three flows differ only in their name and transform kind
@@ -355,6 +356,10 @@ def test_alanine_layers_and_configs():
                        for k, v in c.items() if k not in ("name", "_comment")}
     assert strip(cfgs["smooth"]) == strip(cfgs["spline"]) == strip(cfgs["affine"])
     assert strip(cfgs["smooth_v2"]) == strip(cfgs["spline_v2"]) == strip(cfgs["affine_v2"])
+    # the two data pilots differ only in their name and data (docs/alanine-dipeptide.md)
+    pilot = lambda c: strip({**c, "data": {k: v for k, v in c["data"].items() if k != "data_dir"}})
+    assert pilot(cfgs["pilot_data6"]) == pilot(cfgs["pilot_data12"])
+    assert cfgs["pilot_data6"]["data"]["data_dir"] is None and cfgs["pilot_data12"]["data"]["data_dir"]
     # stage 2: one budget for all three as well; each starts from its own stage-1 model
     strip2 = lambda c: strip({**c, "model": {k: v for k, v in c["model"].items() if k != "init_from"}})
     assert strip2(cfgs["smooth_stage2"]) == strip2(cfgs["spline_stage2"]) == strip2(cfgs["affine_stage2"])
