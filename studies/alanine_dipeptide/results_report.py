@@ -28,18 +28,15 @@ def plots(results, reference_phi_psi, out: Path, bins: int):
 def _free_energy_figure(results, reference_phi_psi, bins: int):
     """One pair of panels (phi, psi) per flow, each against the reference MD: with a dozen
     flows on one axis the curves cannot be told apart."""
-    import matplotlib.pyplot as plt
     edges = np.linspace(-np.pi, np.pi, bins + 1)
     centers = np.degrees(0.5 * (edges[1:] + edges[:-1]))
     ref_phi, ref_psi, ref_w = reference_phi_psi
     reference = [metrics.free_energy_profile(v, edges, weights=ref_w, kT=KT) for v in (ref_phi, ref_psi)]
-    cols = min(len(results), FREE_ENERGY_FLOWS_PER_ROW)
-    rows = -(-len(results) // cols)
-    fig, axes = plt.subplots(rows, 2 * cols, figsize=(3.5 * cols * 2, 2.7 * rows), squeeze=False)
+    fig, axes = _panel_grid(2 * len(results), 2 * FREE_ENERGY_FLOWS_PER_ROW, 3.5, 2.7)
     for i, r in enumerate(results):
         phi, psi, w = r["_angles"]
         for j, (angle, vals) in enumerate((("phi", phi), ("psi", psi))):
-            ax = axes.flat[2 * i + j]
+            ax = axes[2 * i + j]
             ax.plot(centers, reference[j], "k-", lw=2, label="ff99SB-ILDN MD (reweighted)")
             ax.plot(centers, metrics.free_energy_profile(vals, edges, kT=KT), "C0--", label="flow samples")
             ax.plot(centers, metrics.free_energy_profile(vals, edges, weights=w, kT=KT), "C1:", lw=2,
@@ -49,9 +46,7 @@ def _free_energy_figure(results, reference_phi_psi, bins: int):
             ax.set_ylabel("free energy (kJ/mol)")
             ax.set_xlim(-180, 180)
             ax.set_ylim(0, 40)
-    for ax in axes.flat[2 * len(results):]:
-        ax.axis("off")
-    axes.flat[0].legend(fontsize=7, loc="upper center")
+    axes[0].legend(fontsize=7, loc="upper center")
     fig.tight_layout()
     return fig
 
@@ -59,19 +54,26 @@ def _free_energy_figure(results, reference_phi_psi, bins: int):
 def _ramachandran_figure(results, reference_phi_psi, bins: int):
     """The reference MD's histogram, then one panel per flow (its unweighted samples)."""
     from . import plots
-    import matplotlib.pyplot as plt
     ref_phi, ref_psi, ref_w = reference_phi_psi
     panels = [("ff99SB-ILDN MD (reweighted)", ref_phi, ref_psi, ref_w)] + [
         (f"{r['label']} flow", *r["_angles"][:2], None) for r in results]
-    cols = min(len(panels), RAMACHANDRAN_COLUMNS)
-    rows = -(-len(panels) // cols)
-    fig, axes = plt.subplots(rows, cols, figsize=(4 * cols, 4 * rows), squeeze=False)
-    for ax, (title, phi, psi, w) in zip(axes.flat, panels):
+    fig, axes = _panel_grid(len(panels), RAMACHANDRAN_COLUMNS, 4, 4)
+    for ax, (title, phi, psi, w) in zip(axes, panels):
         plots.ramachandran_panel(ax, phi, psi, title, weights=w, bins=bins)
-    for ax in axes.flat[len(panels):]:
-        ax.axis("off")
     fig.tight_layout()
     return fig
+
+
+def _panel_grid(n_panels: int, per_row: int, width: float, height: float):
+    """A figure with ``n_panels`` axes of width x height inches, ``per_row`` to a row; the
+    grid's spare axes are hidden, and the n_panels in use come back in reading order."""
+    import matplotlib.pyplot as plt
+    cols = min(n_panels, per_row)
+    rows = -(-n_panels // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(width * cols, height * rows), squeeze=False)
+    for ax in axes.flat[n_panels:]:
+        ax.axis("off")
+    return fig, list(axes.flat[:n_panels])
 
 
 def _percent_number(v: float) -> str:

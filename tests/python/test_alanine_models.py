@@ -29,6 +29,13 @@ def model_path(kind: str, stage: str) -> Path:
     return (MODELS if stage == "final" else MODELS / stage) / f"{kind}.safetensors"
 
 
+def _metadata(path: Path) -> dict:
+    """The model file's safetensors metadata (JSON strings: config, training, ...)."""
+    from safetensors import safe_open
+    with safe_open(str(path), framework="numpy") as f:
+        return f.metadata()
+
+
 @pytest.mark.parametrize("kind, stage", CASES)
 def test_shipped_model_matches_pytorch_on_held_out_frames(kind, stage):
     path = model_path(kind, stage)
@@ -46,10 +53,7 @@ def test_shipped_model_matches_pytorch_on_held_out_frames(kind, stage):
 
 @pytest.mark.parametrize("kind, stage", CASES)
 def test_shipped_model_carries_its_provenance_and_atoms(kind, stage):
-    path = model_path(kind, stage)
-    from safetensors import safe_open
-    with safe_open(str(path), framework="numpy") as f:
-        meta = f.metadata()
+    meta = _metadata(model_path(kind, stage))
     training = json.loads(meta["training"])
     assert training["config"]["model"]["transform"] == kind and training["steps"] > 0
     config = json.loads(meta["config"])
@@ -74,9 +78,7 @@ def test_smooth_model_runs_in_openmm_from_a_topology():
 
 
 def _training(path: Path) -> dict:
-    from safetensors import safe_open
-    with safe_open(str(path), framework="numpy") as f:
-        return json.loads(f.metadata()["training"])
+    return json.loads(_metadata(path)["training"])
 
 
 @pytest.mark.parametrize("kind", KINDS)
