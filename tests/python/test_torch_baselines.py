@@ -2,19 +2,15 @@
 
 import json
 import math
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "pytorch"))
-
-from smoothflow_torch import (ModelFormatError, SmoothFlow, load_model_bytes,  # noqa: E402
+from smoothflow_torch import (ModelFormatError, SmoothFlow, load_model_bytes,
                               model_to_bytes)
-from smoothflow_torch import testing as T  # noqa: E402
-from smoothflow_torch import transforms as tf  # noqa: E402
+from smoothflow_torch import testing as T
+from smoothflow_torch import transforms as tf
 
 torch.set_num_threads(1)
 DT = torch.float64

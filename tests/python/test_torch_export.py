@@ -2,8 +2,6 @@
 
 import json
 import struct
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -11,11 +9,9 @@ import torch
 from safetensors import safe_open
 from safetensors.numpy import save_file as np_save_file
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "pytorch"))
-
-from smoothflow_torch import (ModelFormatError, SmoothFlow, export_model, load_model,  # noqa: E402
+from smoothflow_torch import (ModelFormatError, SmoothFlow, export_model, load_model,
                               load_model_bytes, model_to_bytes)
-from smoothflow_torch import testing as T  # noqa: E402
+from smoothflow_torch import testing as T
 
 torch.set_num_threads(1)
 DT = torch.float64

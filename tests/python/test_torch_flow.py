@@ -1,19 +1,15 @@
 """Tests of the SmoothFlow model: densities, energies, forces, support policies, sampling."""
 
 import math
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "pytorch"))
-
-from smoothflow_torch import SmoothFlow, wall_clamp  # noqa: E402
-from smoothflow_torch import testing as T  # noqa: E402
-from smoothflow_torch import zmatrix as zm  # noqa: E402
-from smoothflow_torch.flow import MOLAR_GAS_CONSTANT  # noqa: E402
+from smoothflow_torch import SmoothFlow, wall_clamp
+from smoothflow_torch import testing as T
+from smoothflow_torch import zmatrix as zm
+from smoothflow_torch.flow import MOLAR_GAS_CONSTANT
 
 torch.set_num_threads(1)
 DT = torch.float64

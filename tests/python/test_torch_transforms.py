@@ -1,17 +1,13 @@
 """Tests of the smooth mixture transform (docs/flow-math.md sections 4 and 5)."""
 
 import math
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "pytorch"))
-
-from smoothflow_torch import transforms as tf  # noqa: E402
-from smoothflow_torch.conditioner import MLPConditioner, activation_function, encode  # noqa: E402
+from smoothflow_torch import transforms as tf
+from smoothflow_torch.conditioner import MLPConditioner, activation_function, encode
 
 torch.set_num_threads(1)
 DT = torch.float64

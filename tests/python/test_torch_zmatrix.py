@@ -1,18 +1,14 @@
 """Tests of the Z-matrix internal coordinates (docs/model-format.md section 3)."""
 
 import math
-import sys
-from pathlib import Path
 
 import mdtraj as md
 import numpy as np
 import pytest
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "pytorch"))
-
-from smoothflow_torch import testing as T  # noqa: E402
-from smoothflow_torch import zmatrix as zm  # noqa: E402
+from smoothflow_torch import testing as T
+from smoothflow_torch import zmatrix as zm
 
 torch.set_num_threads(1)
 DT = torch.float64
