@@ -1,6 +1,6 @@
 """Training a SmoothFlow: losses, a JSON run configuration, and a resumable Trainer.
 
-Losses (``docs/flow-math.md`` section 8; ``docs/training.md``):
+Losses (``docs/flow-math.md`` section 8; ``studies/alanine_dipeptide/training.md``):
 
 - :func:`nll`: maximum likelihood, ``mean(-log q(r))`` over data, nats per molecule, where
   ``log q(r) = log p_U(u(r)) - sum log scale - log J(r)`` is the flow's density over positions
@@ -261,7 +261,7 @@ def sampling_efficiency(log_w: torch.Tensor) -> float:
 # ====================================================================== config
 @dataclasses.dataclass
 class TrainConfig:
-    """One training run. Saved as JSON beside the run's outputs (``docs/training.md``).
+    """One training run. Saved as JSON beside the run's outputs (``studies/alanine_dipeptide/training.md``).
 
     ``model``, ``data`` and ``target`` are free-form sections the study script interprets
     (architecture, data set, target force field); the Trainer only stores them.

@@ -1,0 +1,99 @@
+"""The alanine-dipeptide training configs: each is named for what it produces, the three
+flow kinds share one budget at every stage, each stage starts from the one before it, the
+shipped model was trained with exactly the settings of its config, and the coupling layers
+they build cover every dimension."""
+import json
+from pathlib import Path
+
+import pytest
+from safetensors import safe_open
+
+from alanine_dipeptide import train
+from smoothflow_torch.training import TrainConfig
+
+REPO = Path(__file__).resolve().parents[2]
+CONFIGS = REPO / "studies" / "alanine_dipeptide" / "configs"
+KINDS = ("smooth", "spline", "affine")
+# the shipped flow <kind>.safetensors comes from three stages: <kind>_stage1, <kind>_stage2, <kind>
+STAGES = ("{}_stage1", "{}_stage2", "{}")
+
+
+def _config(name):
+    return json.loads((CONFIGS / f"{name}.json").read_text())
+
+
+def _without(c, *model_keys, top=("name", "_comment")):
+    """The config less its name, comment and the given model keys."""
+    return {k: ({kk: vv for kk, vv in v.items() if kk not in model_keys} if k == "model" else v)
+            for k, v in c.items() if k not in top}
+
+
+def test_every_config_is_valid_and_named_for_its_run():
+    names = sorted(p.stem for p in CONFIGS.glob("*.json"))
+    assert names == sorted([s.format(k) for k in KINDS for s in STAGES] + ["tiny"])
+    for name in names:
+        c = _config(name)
+        TrainConfig.from_dict({k: v for k, v in c.items() if not k.startswith("_")})
+        assert c["name"] == name, f"{name}.json trains a run named {c['name']!r}"
+
+
+@pytest.mark.parametrize("stage", STAGES)
+def test_the_three_kinds_share_one_budget(stage):
+    cfgs = [_config(stage.format(k)) for k in KINDS]
+    assert [c["model"]["transform"] for c in cfgs] == list(KINDS)
+    # alpha_min is a smooth-transform constant (1 for the smooth flow, the default 0.1 where
+    # no layer reads it): it cannot change the spline or affine flows
+    plain = [_without(c, "transform", "init_from") for c in cfgs]
+    for p in plain:
+        p["model"]["smooth"] = {k: v for k, v in p["model"]["smooth"].items() if k != "alpha_min"}
+    assert plain[0] == plain[1] == plain[2]
+    assert cfgs[0]["model"]["smooth"]["alpha_min"] == 1.0
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_each_stage_starts_from_the_run_before(kind):
+    first, second, last = (_config(s.format(kind)) for s in STAGES)
+    assert not first["model"].get("init_from")
+    assert second["model"]["init_from"] == f"runs/{first['name']}/model.safetensors"
+    assert last["model"]["init_from"] == f"runs/{second['name']}/model.safetensors"
+    # later stages refine with more force matching and a lower learning rate
+    fm = [c["weights"]["force_matching"] for c in (first, second, last)]
+    lr = [c["lr"] for c in (first, second, last)]
+    assert fm == sorted(fm) and lr == sorted(lr, reverse=True)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_shipped_model_was_trained_with_its_config(kind):
+    """The shipped file's own provenance (its `training` metadata) holds the settings it was
+    trained with; they equal configs/<kind>.json but for the run's name and where its start
+    came from (the run was named <kind>_v5_stage3b and started from a committed file)."""
+    with safe_open(str(REPO / "models" / "alanine_dipeptide" / f"{kind}.safetensors"), framework="numpy") as f:
+        recorded = json.loads(f.metadata()["training"])["config"]
+    current = TrainConfig.from_dict({k: v for k, v in _config(kind).items() if not k.startswith("_")}).to_dict()
+    # (progress: whether a progress bar was drawn, which cannot change the run)
+    top = ("name", "_comment", "progress")
+    assert _without(recorded, "init_from", top=top) == _without(current, "init_from", top=top)
+
+
+def test_coupling_layers_cover_every_dimension():
+    model = _config("smooth")["model"]
+    for scheme in train.SCHEMES:
+        covered = set()
+        for L in train.coupling_layers(22, {**model, "scheme": scheme}):
+            assert not set(L["transformed"]) & set(L["conditioning"])
+            covered |= set(L["transformed"])
+        assert covered == set(range(60)), scheme
+    layers = train.coupling_layers(22, {**model, "scheme": "ic_hierarchy"})
+    # phi (dim 43) and psi (dim 44) are in different torsion halves
+    assert (43 in layers[0]["transformed"]) != (44 in layers[0]["transformed"])
+    with pytest.raises(ValueError, match="unknown keys"):
+        train.coupling_layers(22, {"n_component": 4})
+    # ic_coupled (the shipped scheme): each half of the angles (and of the bonds) is
+    # conditioned on the other half
+    assert model["scheme"] == "ic_coupled"
+    bonds, angles, _ = train.dims(22)
+    for L in train.coupling_layers(22, model):
+        t = set(L["transformed"])
+        for group in (set(angles), set(bonds)):
+            if t <= group:
+                assert group - t <= set(L["conditioning"])
