@@ -28,6 +28,26 @@
 
 #include <stddef.h>
 
+/* SF_API marks the public functions.  libsmoothflow is built with hidden
+ * visibility, so the functions declared here are all it exports; the
+ * internal helpers (sfE_, sfM_, ... in src/sf_internal.h) stay private.  SF_BUILDING_LIBRARY is
+ * defined only while the library itself is compiled (it selects dllexport on
+ * Windows); SF_STATIC by a program that compiles the core's sources into
+ * itself. */
+#if defined(SF_STATIC)
+#  define SF_API
+#elif defined(_WIN32) || defined(__CYGWIN__)
+#  if defined(SF_BUILDING_LIBRARY)
+#    define SF_API __declspec(dllexport)
+#  else
+#    define SF_API __declspec(dllimport)
+#  endif
+#elif defined(__GNUC__) && __GNUC__ >= 4
+#  define SF_API __attribute__((visibility("default")))
+#else
+#  define SF_API
+#endif
+
 #ifdef __cplusplus
 extern "C" {
 #endif
@@ -69,7 +89,7 @@ typedef struct sf_error {
 } sf_error;
 
 /* A short static description of a status code ("model file is corrupt"). */
-const char *sf_status_string(sf_status code);
+SF_API const char *sf_status_string(sf_status code);
 
 /* ------------------------------------------------------------------ model */
 
@@ -92,43 +112,43 @@ typedef enum sf_support_policy {
 
 /* Load a model from a file, or from a copy of `size` bytes at `data`.
  * On success *out owns a new model (free with sf_model_free). */
-sf_status sf_model_load_file(const char *path, sf_model **out, sf_error *err);
-sf_status sf_model_load_bytes(const void *data, size_t size, sf_model **out, sf_error *err);
-void sf_model_free(sf_model *model); /* NULL: does nothing */
+SF_API sf_status sf_model_load_file(const char *path, sf_model **out, sf_error *err);
+SF_API sf_status sf_model_load_bytes(const void *data, size_t size, sf_model **out, sf_error *err);
+SF_API void sf_model_free(sf_model *model); /* NULL: does nothing */
 
 /* Read-only facts about a loaded model. */
-int sf_model_num_atoms(const sf_model *model);        /* N                    */
-int sf_model_num_dims(const sf_model *model);         /* D = 3N - 6           */
-int sf_model_num_layers(const sf_model *model);
-double sf_model_temperature(const sf_model *model);   /* K                    */
-double sf_model_kT(const sf_model *model);            /* kJ/mol               */
-double sf_model_energy_offset(const sf_model *model); /* U0, kJ/mol           */
-int sf_model_format_version(const sf_model *model);
-sf_support_policy sf_model_support_policy(const sf_model *model);
+SF_API int sf_model_num_atoms(const sf_model *model);        /* N                    */
+SF_API int sf_model_num_dims(const sf_model *model);         /* D = 3N - 6           */
+SF_API int sf_model_num_layers(const sf_model *model);
+SF_API double sf_model_temperature(const sf_model *model);   /* K                    */
+SF_API double sf_model_kT(const sf_model *model);            /* kJ/mol               */
+SF_API double sf_model_energy_offset(const sf_model *model); /* U0, kJ/mol           */
+SF_API int sf_model_format_version(const sf_model *model);
+SF_API sf_support_policy sf_model_support_policy(const sf_model *model);
 /* Z-matrix row r (r = 0..N-1) as model atom indices; -1 where unused. */
-void sf_model_zmatrix_row(const sf_model *model, int r, int out[4]);
+SF_API void sf_model_zmatrix_row(const sf_model *model, int r, int out[4]);
 /* The header's "atoms" entry for model atom a, or NULL where the file has
  * none.  Strings live as long as the model. */
-const char *sf_model_atom_name(const sf_model *model, int a);
-const char *sf_model_atom_residue(const sf_model *model, int a);
-int sf_model_atom_residue_index(const sf_model *model, int a);
+SF_API const char *sf_model_atom_name(const sf_model *model, int a);
+SF_API const char *sf_model_atom_residue(const sf_model *model, int a);
+SF_API int sf_model_atom_residue_index(const sf_model *model, int a);
 /* The model's configuration JSON exactly as stored in the file. */
-const char *sf_model_config_json(const sf_model *model);
+SF_API const char *sf_model_config_json(const sf_model *model);
 
 /* ------------------------------------------------------------- workspace */
 
 typedef struct sf_workspace sf_workspace;
 
 /* Bytes a workspace for batches of up to max_batch molecules needs. */
-size_t sf_workspace_size(const sf_model *model, int max_batch);
+SF_API size_t sf_workspace_size(const sf_model *model, int max_batch);
 /* Lay a workspace out in `memory` (caller-owned, sf_workspace_size bytes,
  * aligned to 16 bytes) or, with sf_workspace_new, in memory the core
  * allocates once.  Neither is touched by evaluation other than as scratch. */
-sf_status sf_workspace_init(const sf_model *model, int max_batch, void *memory,
-                            size_t size, sf_workspace **out, sf_error *err);
-sf_status sf_workspace_new(const sf_model *model, int max_batch,
-                           sf_workspace **out, sf_error *err);
-void sf_workspace_free(sf_workspace *ws); /* only for sf_workspace_new; NULL: nothing */
+SF_API sf_status sf_workspace_init(const sf_model *model, int max_batch, void *memory,
+                                   size_t size, sf_workspace **out, sf_error *err);
+SF_API sf_status sf_workspace_new(const sf_model *model, int max_batch,
+                                  sf_workspace **out, sf_error *err);
+SF_API void sf_workspace_free(sf_workspace *ws); /* only for sf_workspace_new; NULL: nothing */
 
 /* ------------------------------------------------------------ evaluation */
 
@@ -152,20 +172,20 @@ typedef struct sf_eval_info {
  * configuration outside the support under the "error" policy, and on
  * degenerate geometry; the message names the molecule, coordinate, atoms and
  * value. */
-sf_status sf_evaluate(const sf_model *model, sf_workspace *ws, int batch,
-                      const double *positions, const double *box,
-                      double *energies, double *forces, sf_eval_info *info,
-                      sf_error *err);
+SF_API sf_status sf_evaluate(const sf_model *model, sf_workspace *ws, int batch,
+                             const double *positions, const double *box,
+                             double *energies, double *forces, sf_eval_info *info,
+                             sf_error *err);
 
 /* The normalized internal coordinates u in [0,1]^D (bonds, angles,
  * torsions; docs/model-format.md) of one molecule, for tests and tools. */
-sf_status sf_internal_coordinates(const sf_model *model, const double *positions,
-                                  const double *box, double *u, sf_error *err);
+SF_API sf_status sf_internal_coordinates(const sf_model *model, const double *positions,
+                                         const double *box, double *u, sf_error *err);
 
 /* log p_U(u) of one point of the unit cube/torus, and optionally its
  * gradient (D doubles).  Uses the workspace as scratch (batch 1). */
-sf_status sf_log_density(const sf_model *model, sf_workspace *ws, const double *u,
-                         double *log_density, double *gradient, sf_error *err);
+SF_API sf_status sf_log_density(const sf_model *model, sf_workspace *ws, const double *u,
+                                double *log_density, double *gradient, sf_error *err);
 
 /* ------------------------------------------------ one-dimensional pieces */
 
@@ -178,12 +198,12 @@ typedef struct sf_smooth_constants {
 } sf_smooth_constants;
 
 /* y = T(x) with T'(x) and T''(x). */
-void sf_smooth_forward(const sf_smooth_constants *c, int K, const double *raw,
-                       int circular, double x, double *y, double *dy, double *d2y);
+SF_API void sf_smooth_forward(const sf_smooth_constants *c, int K, const double *raw,
+                              int circular, double x, double *y, double *dy, double *d2y);
 /* x = T^{-1}(y); returns the Newton iterations used, or -1 when the
  * bracketed iteration did not converge (x is then the best bracket point). */
-int sf_smooth_inverse(const sf_smooth_constants *c, int K, const double *raw,
-                      int circular, double y, double *x);
+SF_API int sf_smooth_inverse(const sf_smooth_constants *c, int K, const double *raw,
+                             int circular, double y, double *x);
 
 /* The rational-quadratic spline of docs/model-format.md section 7.1.  raw
  * holds 3K+2 values (w~[K], h~[K], d~[K+1], t~); on the circle d~_K and
@@ -193,11 +213,11 @@ typedef struct sf_spline_constants {
     double min_bin_width, min_bin_height, min_derivative;
 } sf_spline_constants;
 
-void sf_spline_forward(const sf_spline_constants *c, int K, const double *raw,
-                       int circular, double x, double *y, double *dy, double *d2y);
+SF_API void sf_spline_forward(const sf_spline_constants *c, int K, const double *raw,
+                              int circular, double x, double *y, double *dy, double *d2y);
 /* x = T^{-1}(y), analytic; returns 0. */
-int sf_spline_inverse(const sf_spline_constants *c, int K, const double *raw,
-                      int circular, double y, double *x);
+SF_API int sf_spline_inverse(const sf_spline_constants *c, int K, const double *raw,
+                             int circular, double y, double *x);
 
 /* The affine transform of docs/model-format.md section 7.2, on (0, 1):
  * T(x) = sigmoid(e^s logit(x) + t~), s = scale_max tanh(s~ / scale_max);
@@ -208,9 +228,9 @@ typedef struct sf_affine_constants {
     double scale_max;
 } sf_affine_constants;
 
-int sf_affine_forward(const sf_affine_constants *c, const double *raw, double x,
-                      double *y, double *dy, double *d2y);
-int sf_affine_inverse(const sf_affine_constants *c, const double *raw, double y, double *x);
+SF_API int sf_affine_forward(const sf_affine_constants *c, const double *raw, double x,
+                             double *y, double *dy, double *d2y);
+SF_API int sf_affine_inverse(const sf_affine_constants *c, const double *raw, double y, double *x);
 
 #ifdef __cplusplus
 }

@@ -8,7 +8,8 @@
 #include <string>
 #include <vector>
 
-// The core's model handle (smoothflow.h); only kernels look inside.
+// The C core's model handle, opaque here.  It is defined by smoothflow.h,
+// which is installed with the plugin; only getModel() hands it out.
 struct sf_model;
 
 namespace SmoothFlowPlugin {
@@ -166,8 +167,13 @@ public:
      */
     long long getWallCount(OpenMM::Context& context) const;
     /**
-     * Get the loaded model, shared and immutable.  For kernels.
-     * @private
+     * Get the loaded model as the C core's handle, shared and immutable: the
+     * one part of this API that exposes a core type.  Platform kernels pass it
+     * to sf_evaluate, and a C++ program may call any function of smoothflow.h
+     * on it (include <smoothflow.h>, link libsmoothflow: the CMake target
+     * smoothflow::smoothflow or pkg-config smoothflow).  It stays valid as long
+     * as a copy of the pointer is held; never free it.  Not available from
+     * Python.
      */
     std::shared_ptr<const sf_model> getModel() const;
 protected:

@@ -1,5 +1,5 @@
 #include "SmoothFlowForce.h"
-#include "internal/SmoothFlowCoreError.h"
+#include "SmoothFlowCoreError.h"
 #include "internal/SmoothFlowForceImpl.h"
 #include "openmm/OpenMMException.h"
 #include "smoothflow.h"

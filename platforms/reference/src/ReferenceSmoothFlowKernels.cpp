@@ -1,5 +1,5 @@
 #include "ReferenceSmoothFlowKernels.h"
-#include "internal/SmoothFlowCoreError.h"
+#include "SmoothFlowCoreError.h"
 #include "openmm/internal/ContextImpl.h"
 #include "openmm/reference/ReferencePlatform.h"
 

@@ -1,6 +1,9 @@
 #ifndef OPENMM_SMOOTHFLOW_CORE_ERROR_H_
 #define OPENMM_SMOOTHFLOW_CORE_ERROR_H_
 
+// Private to the plugin's own libraries (not installed): it includes the
+// core's smoothflow.h, which the public headers do not need.
+
 #include "openmm/OpenMMException.h"
 #include "smoothflow.h"
 #include <string>
