@@ -3,7 +3,7 @@
 An alanine-dipeptide-sized model (N = 22 atoms, D = 60, 19 circular dims), 8 coupling
 layers, conditioners 2 x 128 SiLU, K = 8 components, random weights, is exported once by
 the trainer's exporter and evaluated on the same configurations by
-  - the C core (ctypes binding, one molecule per call, and a batch of 64 in one call),
+  - the C core (cffi binding, one molecule per call, and a batch of 64 in one call),
   - PyTorch autograd (float64, one molecule per call, and a batch of 64),
   - an OpenMM Context on the Reference platform (when the plugin is installed).
 Writes benchmarks/results/energy_forces.json and .md with machine, date and commit.
@@ -16,19 +16,16 @@ import json
 import os
 import platform
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
+from smoothflow_core import CoreModel
+from smoothflow_torch import model_to_bytes
+from smoothflow_torch.testing import random_flow, random_positions
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path[:0] = [str(ROOT / "pytorch"), str(ROOT / "wrappers" / "python")]
-
-from smoothflow_core import CoreModel  # noqa: E402
-from smoothflow_torch import model_to_bytes  # noqa: E402
-from smoothflow_torch.testing import random_flow, random_positions  # noqa: E402
 
 
 def machine() -> dict:

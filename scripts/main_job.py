@@ -26,11 +26,12 @@ import numpy as np
 import openmm
 import openmm.app as app
 import openmm.unit as unit
+import openmmsmoothflow
+
+# demo_chain lies beside this script: Python looks for imports in a script's own folder first.
+import demo_chain
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "scripts"))
-import demo_chain  # noqa: E402
-import openmmsmoothflow  # noqa: E402
 
 
 def run_nve(system, positions, dt_fs, steps, report, platform, seed, temperature):

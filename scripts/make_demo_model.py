@@ -17,7 +17,6 @@ Takes about two minutes on 2 cores.  Usage: python scripts/make_demo_model.py [-
 """
 import argparse
 import json
-import sys
 import time
 from pathlib import Path
 
@@ -26,14 +25,14 @@ import openmm
 import openmm.app as app
 import openmm.unit as unit
 import torch
+from smoothflow_torch import SmoothFlow, export_model
+from smoothflow_torch.testing import chain_zmatrix
 from tqdm import tqdm
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path[:0] = [str(ROOT / "pytorch"), str(ROOT / "scripts")]
+# demo_chain lies beside this script: Python looks for imports in a script's own folder first.
+import demo_chain
 
-import demo_chain  # noqa: E402
-from smoothflow_torch import SmoothFlow, export_model  # noqa: E402
-from smoothflow_torch.testing import chain_zmatrix  # noqa: E402
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def sample(n_frames: int, interval: int, seed: int):

@@ -7,5 +7,4 @@ set -euo pipefail
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 venv=$("$here/scripts/setup.sh" | tail -n 1)
 "$here/scripts/build.sh" "$venv" >/dev/null
-cd "$here/studies"
 exec "$venv/bin/python" -m alanine_dipeptide.energy_conservation "$@"

@@ -4,7 +4,11 @@
 #      OpenCL on the CPU through PoCL, valgrind);
 #   2. a Python virtual environment from PyPI with the pins of requirements.txt,
 #      kept outside the clone under ~/.cache and keyed by a hash of those pins,
-#      so a second run (or a fresh clone) reuses it in seconds.
+#      so a second run (or a fresh clone) reuses it in seconds;
+#   3. the project's own Python packages, installed editable into it on every
+#      run (smoothflow_torch from pytorch/, alanine_dipeptide from studies/,
+#      smoothflow_core from wrappers/python/): the environment is shared between
+#      clones, so it points at the clone whose setup ran last.
 # Prints nothing but progress; the last line is the environment's path.
 # Usage: scripts/setup.sh [--quiet]
 set -euo pipefail
@@ -12,7 +16,7 @@ here=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 quiet=${1:-}
 log() { [ "$quiet" = "--quiet" ] || echo "[setup] $*" >&2; }
 
-debs=(build-essential cmake swig libcjson-dev ocl-icd-opencl-dev opencl-headers
+debs=(build-essential cmake swig libcjson-dev pkgconf ocl-icd-opencl-dev opencl-headers
       ocl-icd-libopencl1 pocl-opencl-icd clinfo valgrind)
 missing=()
 for p in "${debs[@]}"; do
@@ -29,16 +33,27 @@ python=${SMOOTHFLOW_PYTHON:-python3}
 pyver=$("$python" -c 'import sys; print("%d.%d" % sys.version_info[:2])')
 hash=$( (cat "$here/requirements.txt"; echo "$pyver") | sha256sum | cut -c1-12)
 venv=${SMOOTHFLOW_VENV:-$HOME/.cache/openmm-smoothflow/venv-$hash}
+mkdir -p "$(dirname "$venv")"
+# Runs of this script in parallel (several clones, several shells) share the
+# environment: one builds or updates it at a time.
+exec 9>"$venv.lock"
+flock 9
 if [ ! -f "$venv/.complete" ]; then
     log "creating Python environment $venv (first run: several minutes, torch is large)"
     rm -rf "$venv"
-    mkdir -p "$(dirname "$venv")"
     "$python" -m venv "$venv"
     "$venv/bin/pip" install -q --upgrade pip >/dev/null
     "$venv/bin/pip" install -q -r "$here/requirements.txt"
-    "$venv/bin/python" -c "import openmm, torch, safetensors, mdtraj, openmmml" 
+    "$venv/bin/python" -c "import openmm, torch, safetensors, mdtraj, openmmml, cffi, jsonschema"
     touch "$venv/.complete"
 else
     log "reusing Python environment $venv"
 fi
+# Editable: the packages' code stays in this clone, so edits need no reinstall.
+pipLog=$(mktemp)
+"$venv/bin/pip" install -q --no-deps --no-build-isolation \
+    -e "$here/pytorch" -e "$here/studies" -e "$here/wrappers/python" >"$pipLog" 2>&1 \
+    || { cat "$pipLog" >&2; rm -f "$pipLog"; echo "[setup] installing the project's Python packages failed" >&2; exit 1; }
+rm -f "$pipLog"
+flock -u 9
 echo "$venv"

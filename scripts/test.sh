@@ -6,10 +6,13 @@ set -uo pipefail
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 venv=$("$here/scripts/setup.sh" | tail -n 1) || exit 1
 "$here/scripts/build.sh" "$venv" >/dev/null || exit 1
+build=${SMOOTHFLOW_BUILD_DIR:-$here/build}
 export PATH="$venv/bin:$PATH"
 status=0
 echo "=== ctest ==="
-(cd "$here/build" && ctest --output-on-failure -j "${SMOOTHFLOW_JOBS:-$(nproc)}") || status=1
+(cd "$build" && ctest --output-on-failure -j "${SMOOTHFLOW_JOBS:-$(nproc)}") || status=1
 echo "=== pytest ==="
-(cd "$here" && "$venv/bin/python" -m pytest -q tests/python) || status=1
+# The core's Python binding finds <clone>/build/lib by itself; name the library
+# for a build folder elsewhere.
+(cd "$here" && SMOOTHFLOW_CORE_LIB="$build/lib/libsmoothflow.so" "$venv/bin/python" -m pytest -q tests/python) || status=1
 exit $status

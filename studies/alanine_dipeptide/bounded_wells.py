@@ -12,7 +12,7 @@ same curvature k at the minimum, but depth D:
 then runs the energy-conservation protocol of the main job (NVE from the same held-out starts,
 velocities at 300 K) and counts how often a bond leaves its well (stretched more than 0.1 nm)
 or the run blows up, with the fluctuation ratio RMS(dE_tot)/RMS(dE_kin) of the runs that stay
-intact.  Output: report.md and bounded_wells.png in one folder (default docs/bounded_wells).
+intact.  Output: report.md and bounded_wells.png in one folder (default results/bounded_wells beside this module).
 
 Usage (from studies/): python -m alanine_dipeptide.bounded_wells [--ps 10] [--starts 4] [--out DIR]
 """
@@ -158,7 +158,7 @@ def main():
     ap.add_argument("--ps", type=float, default=10.0)
     ap.add_argument("--starts", type=int, default=4)
     ap.add_argument("--dt-fs", type=float, nargs="+", default=[1.0, 2.0])
-    ap.add_argument("--out", default=str(ROOT / "docs" / "bounded_wells"))
+    ap.add_argument("--out", default=str(Path(__file__).resolve().parent / "results" / "bounded_wells"))
     ap.add_argument("--replot", action="store_true", help="only redraw plot and report from <out>/bounded_wells.json")
     args = ap.parse_args()
     out = Path(args.out)

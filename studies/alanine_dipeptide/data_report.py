@@ -7,7 +7,7 @@ reweighted Ramachandran histograms.  Prints a markdown table of the phi > 0 popu
 chain.  Everything comes from data.load (weights included) and the shipped bias table.
 
 Usage (from studies/): python -m alanine_dipeptide.data_report [--setting obc]
-       [--unbiased ../data/alanine_dipeptide/obc.unbiased.npz] [--out ../docs/results/data_obc.png]
+       [--unbiased ../data/alanine_dipeptide/obc.unbiased.npz] [--out alanine_dipeptide/results/evaluation/data_obc.png]
 """
 import argparse
 import json
@@ -32,7 +32,7 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--setting", default="obc")
     ap.add_argument("--unbiased", help="an unbiased data file (.npz of the same layout) to compare with")
-    ap.add_argument("--out", default=str(data.DATA_DIR.parents[1] / "docs" / "results" / "data_obc.png"))
+    ap.add_argument("--out", default=str(Path(__file__).resolve().parent / "results" / "evaluation" / "data_obc.png"))
     args = ap.parse_args()
     import matplotlib.pyplot as plt
 

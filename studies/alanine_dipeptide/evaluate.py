@@ -5,10 +5,10 @@ coordinates modulo rigid motion), force RMSE against the stored reference forces
 Boltzmann-weighted means: the frames come from phi-biased chains, see phi_bias.py), the
 sampling efficiency ESS/n of flow samples reweighted to the force field, free energies along
 phi and psi and the Ramachandran plot against the reference MD, and the KL divergence of the
-phi/psi histograms.  Writes <out>/evaluation.json, PNG plots, and docs/results.md.
+phi/psi histograms.  Writes <out>/evaluation.json, PNG plots, and results/evaluation.md (beside this module).
 
 Usage: python -m alanine_dipeptide.evaluate runs/smooth/model.safetensors runs/spline/model.safetensors ...
-       [--samples 100000] [--out docs/results]
+       [--samples 100000] [--out studies/alanine_dipeptide/results/evaluation]
 """
 import argparse
 import datetime
@@ -21,15 +21,14 @@ import numpy as np
 import openmm
 import openmm.unit as unit
 import torch
+from smoothflow_torch import load_model
 from tqdm import tqdm
 
-from . import repo_paths  # noqa: F401  (puts <repo>/pytorch on sys.path)
-from smoothflow_torch import load_model  # noqa: E402
-
-from . import data, forcefield, metrics, molecule, results_report  # noqa: E402
+from . import data, forcefield, metrics, molecule, results_report
 
 ROOT = Path(__file__).resolve().parents[2]
 MODELS = ROOT / "models" / "alanine_dipeptide"
+RESULTS = Path(__file__).resolve().parent / "results"   # the study's current results
 KT = forcefield.KT
 
 
@@ -200,8 +199,8 @@ def main():
     ap.add_argument("--setting", default="obc")
     ap.add_argument("--seed", type=int, default=7)
     ap.add_argument("--bins", type=int, default=60)
-    ap.add_argument("--out", default=str(ROOT / "docs" / "results"))
-    ap.add_argument("--report", default=str(ROOT / "docs" / "results.md"))
+    ap.add_argument("--out", default=str(RESULTS / "evaluation"))
+    ap.add_argument("--report", default=str(RESULTS / "evaluation.md"))
     ap.add_argument("--note", default="", help="a sentence for the report (e.g. the models' training state)")
     ap.add_argument("--cache", default=str(ROOT / "runs" / "evaluation_cache"),
                     help="reuse results of a model file evaluated before with the same settings and code "

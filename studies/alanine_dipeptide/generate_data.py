@@ -30,7 +30,7 @@ Boltzmann-resampled held-out frames, phi/psi and weight of every frame) for the 
 tests.  <setting>.bias.npz (the bias table, shipped) is reused when present.
 
 Usage: python -m alanine_dipeptide.generate_data --setting obc [--ns 20 --chains 6 --bias-ns 10]
-       (from studies/, or with studies/ on PYTHONPATH)
+       (the study package is installed by scripts/setup.sh)
 """
 import argparse
 import json

@@ -12,12 +12,10 @@ import argparse
 
 import numpy as np
 import torch
+from smoothflow_torch import load_model
 
-from . import repo_paths  # noqa: F401  (puts <repo>/pytorch on sys.path)
-from smoothflow_torch import load_model  # noqa: E402
-
-from . import data  # noqa: E402
-from .evaluate import held_out_metrics  # noqa: E402
+from . import data
+from .evaluate import held_out_metrics
 
 
 def subset(frames: data.Frames, n: int, seed: int) -> data.Frames:

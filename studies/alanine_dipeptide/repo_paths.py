@@ -1,18 +1,13 @@
-"""The repository's paths: make its PyTorch package importable when a study script runs from a
-checkout, and name a file the way provenance records do.
+"""The repository's paths: where a study script finds the checkout it runs from, and how
+provenance records name a file.
 
-`smoothflow_torch` lives in <repo>/pytorch and is not installed into the environment; the
-scripts that need it (training, evaluation) import this module first.
+The study package is installed editable (scripts/setup.sh), so ``REPO`` is the checkout that
+holds this file.
 """
 import hashlib
-import sys
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
-
-for _p in (REPO / "pytorch", REPO / "studies"):
-    if str(_p) not in sys.path:
-        sys.path.append(str(_p))
 
 
 def repo_relative(path, base: Path = REPO) -> str:

@@ -1,4 +1,4 @@
-"""docs/results.md and its plots from evaluated flows (evaluate.py computes the numbers).
+"""results/evaluation.md and its plots from evaluated flows (evaluate.py computes the numbers).
 
 Kept apart from evaluate.py so that a change to the report's layout does not invalidate the
 evaluation cache, whose key covers the code that computes the numbers.
@@ -101,7 +101,7 @@ def write_report(results, meta, out: Path, report: Path):
                      f"{100 * meta['reference_phi_positive']:.1f} % |")
     lines += ["", "The flow potential's shape along single bonds and angles (the rest held at held-out frames): "
               "the shallowest well, i.e. the energy a coordinate needs to leave it (docs/design.md, \"Well depth\"; "
-              "a harmonic bond needs about 100 kJ/mol or more for 2 fs, docs/bounded_wells/report.md), and the "
+              "a harmonic bond needs about 100 kJ/mol or more for 2 fs, bounded_wells/report.md), and the "
               "curvature relative to ff99SB-ILDN (1 is right; below 1 the flow's conditional density is too wide).", "",
               "| flow | shallowest bond well (kJ/mol) | shallowest angle well (kJ/mol) | median well (kJ/mol) "
               "| shallowest | stiffness bonds / ff | stiffness angles / ff |", "|---|---|---|---|---|---|---|"]

@@ -21,11 +21,9 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from smoothflow_torch import load_model
 
-from . import repo_paths  # noqa: F401  (puts <repo>/pytorch on sys.path)
-from smoothflow_torch import load_model  # noqa: E402
-
-from . import data, energy_conservation  # noqa: E402
+from . import data, energy_conservation
 
 
 def trace_nve(model: Path, dt_fs: float, ps: float, start: int, n_starts: int = 4,

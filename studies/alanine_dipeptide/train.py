@@ -1,7 +1,7 @@
 """Train the alanine dipeptide flows: ``python -m alanine_dipeptide.train configs/<name>.json``.
 
 Run from studies/ (or with studies/ and pytorch/ on the path). One JSON config per run
-(`docs/training.md` has the schema); outputs go to ``<repo>/runs/<name>/``: ``config.json``
+(`studies/alanine_dipeptide/training.md` has the schema); outputs go to ``<repo>/runs/<name>/``: ``config.json``
 (the config as run), ``log.jsonl`` (every loss at every step, and the evaluations),
 ``checkpoints/step_XXXXXXXX.pt``, and when the run completes ``model.safetensors`` (with
 provenance in its ``training`` metadata) and ``summary.json``. Rerunning the same command
@@ -56,21 +56,17 @@ import time
 from pathlib import Path
 
 import numpy as np
+import torch
+from smoothflow_torch import SmoothFlow
+from smoothflow_torch import zmatrix as zm
+from smoothflow_torch.training import TrainConfig, Trainer, set_seed
 
-from . import repo_paths  # noqa: F401  (puts <repo>/pytorch on sys.path)
+from . import data as ad_data
+from . import forcefield, molecule, repo_paths
+from .zmatrix import ZMATRIX
 
 STUDY = Path(__file__).resolve().parent
 REPO = repo_paths.REPO
-
-import torch  # noqa: E402
-
-from smoothflow_torch import SmoothFlow  # noqa: E402
-from smoothflow_torch import zmatrix as zm  # noqa: E402
-from smoothflow_torch.training import TrainConfig, Trainer, set_seed  # noqa: E402
-
-from . import data as ad_data  # noqa: E402
-from . import forcefield, molecule  # noqa: E402
-from .zmatrix import ZMATRIX  # noqa: E402
 
 RUNS = REPO / "runs"
 SCHEMES = ("ic_hierarchy", "ic_coupled", "random_halves")

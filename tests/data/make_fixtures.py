@@ -19,18 +19,12 @@ then per configuration a line with the energy (kJ/mol) and N lines
 """
 import json
 import os
-import sys
 
 import numpy as np
 import torch
+from smoothflow_torch import export_model, testing
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-try:
-    import smoothflow_torch
-except ImportError:
-    sys.path.insert(0, os.path.join(HERE, '..', '..', 'pytorch'))
-    import smoothflow_torch
-from smoothflow_torch import export_model, testing
 
 
 def tiny_flow():

@@ -1,16 +1,15 @@
 """Shared fixtures of the Python tests.
 
 The OpenMM plugin's tests (test_openmm_*.py) import openmmsmoothflow: installed
-(cmake --build build --target PythonInstall) or from a build tree
-(PYTHONPATH=build/python; <repo>/build/python is tried by default).  Without it
-they are skipped, unless SMOOTHFLOW_REQUIRE_PLUGIN=1 (as ctest sets), where
-that is an error.  Tests that compare with PyTorch need smoothflow_torch
-(installed, or <repo>/pytorch) and are skipped without it.
+(scripts/build.sh, or cmake --build build --target PythonInstall) or from a build
+tree through PYTHONPATH=<build>/python (as ctest sets it).  Without it they are
+skipped, unless SMOOTHFLOW_REQUIRE_PLUGIN=1 (as ctest sets), where that is an
+error.  smoothflow_torch, smoothflow_core and alanine_dipeptide are installed
+into the environment by scripts/setup.sh.
 """
 import importlib
 import json
 import os
-import sys
 
 import pytest
 
@@ -18,35 +17,22 @@ REPO = os.path.abspath(os.path.join(os.path.dirname(__file__), '..', '..'))
 DATA_DIR = os.path.join(REPO, 'tests', 'data')
 
 
-def _import(name, fallbackPath):
-    try:
-        return importlib.import_module(name)
-    except ImportError:
-        if not os.path.isdir(fallbackPath):
-            raise
-        sys.path.insert(0, fallbackPath)
-        return importlib.import_module(name)
-
-
 @pytest.fixture(scope='session')
 def sf():
     """The openmmsmoothflow package."""
     try:
-        return _import('openmmsmoothflow', os.path.join(REPO, 'build', 'python'))
+        return importlib.import_module('openmmsmoothflow')
     except ImportError as e:
         if os.environ.get('SMOOTHFLOW_REQUIRE_PLUGIN'):
             raise
         pytest.skip(f'openmmsmoothflow is not built or installed ({e}); build it with '
-                    f'"cmake --build build --target PythonInstall" or set PYTHONPATH=build/python')
+                    f'scripts/build.sh or set PYTHONPATH=<build>/python')
 
 
 @pytest.fixture(scope='session')
 def sftorch():
-    """The PyTorch reference package smoothflow_torch."""
-    try:
-        return _import('smoothflow_torch', os.path.join(REPO, 'pytorch'))
-    except ImportError as e:
-        pytest.skip(f'smoothflow_torch is not importable yet ({e})')
+    """The PyTorch reference package smoothflow_torch (installed by scripts/setup.sh)."""
+    return importlib.import_module('smoothflow_torch')
 
 
 @pytest.fixture(scope='session')
