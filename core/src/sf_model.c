@@ -9,23 +9,103 @@
 #include <string.h>
 
 /* ------------------------------------------------------------ JSON reads */
+/* The rules are those of pytorch/smoothflow_torch/model_config.schema.json and
+ * the list in its description ([json-syntax], [zmatrix-order], ...); the
+ * PyTorch reader enforces the same, and tests/data/config_corpus/ runs both. */
 
-/* Each getter returns 1 on success; a missing optional key keeps *out. */
+#define SF_MAX_ATOMS 1000000
+#define SF_MAX_HIDDEN_WIDTH (1 << 20)
+#define SF_MAX_INDEX 999999 /* residue_index */
+
+/* [json-syntax]: what cJSON tolerates and RFC 8259 does not (a number with a
+ * leading zero or '+', raw control characters, other bytes outside strings).
+ * Returns NULL or what is wrong; cJSON checks the rest of the grammar. */
+static const char *json_syntax_problem(const char *s)
+{
+    for (const char *p = s; *p;) {
+        unsigned char c = (unsigned char)*p;
+        if (c == '"') {
+            for (p++; *p && *p != '"'; p++) {
+                if ((unsigned char)*p < 0x20) return "a raw control character inside a string";
+                if (*p == '\\' && p[1]) p++;
+            }
+            if (*p) p++;
+        } else if (c == '-' || (c >= '0' && c <= '9')) {
+            const char *q = p + (c == '-');
+            if (*q == '0') q++;
+            else if (*q >= '1' && *q <= '9') while (*q >= '0' && *q <= '9') q++;
+            else return "a number without digits";
+            if (*q == '.') {
+                if (!(q[1] >= '0' && q[1] <= '9')) return "a number with no digit after '.'";
+                for (q++; *q >= '0' && *q <= '9'; q++) {}
+            }
+            if (*q == 'e' || *q == 'E') {
+                q += (q[1] == '+' || q[1] == '-') ? 2 : 1;
+                if (!(*q >= '0' && *q <= '9')) return "a number with an empty exponent";
+                while (*q >= '0' && *q <= '9') q++;
+            }
+            if ((*q >= '0' && *q <= '9') || *q == '.' || *q == 'e' || *q == 'E' || *q == '+' || *q == '-')
+                return "a number not in JSON syntax (a leading zero or a second '.' or exponent)";
+            p = q;
+        } else if (c == ' ' || c == '\t' || c == '\n' || c == '\r' || strchr("{}[]:,", c) ||
+                   (c >= 'a' && c <= 'z')) {
+            p++; /* structure, or the words true/false/null that cJSON checks */
+        } else {
+            return "a character JSON does not allow outside strings (NaN and Infinity are not JSON)";
+        }
+    }
+    return NULL;
+}
+
+/* [duplicate-keys] and [finite-numbers], anywhere in the tree. */
+static sf_status json_tree_check(const cJSON *v, const char *key, sf_error *err)
+{
+    if (cJSON_IsNumber(v) && !isfinite(v->valuedouble))
+        return sfE_set(err, SF_ERR_FORMAT, "model config: '%.100s' holds a number that is not a finite double",
+                       key ? key : "(array item)");
+    /* No object of the format has more than 11 keys: a larger one repeats a key or holds an
+     * unknown one, so it is refused without the quadratic search below. */
+    if (cJSON_IsObject(v) && cJSON_GetArraySize(v) > 64)
+        return sfE_set(err, SF_ERR_MODEL, "model config: an object with %d keys repeats a key or holds unknown ones",
+                       cJSON_GetArraySize(v));
+    for (const cJSON *c = v->child; c; c = c->next) {
+        if (cJSON_IsObject(v))
+            for (const cJSON *d = v->child; d != c; d = d->next)
+                if (strcmp(d->string, c->string) == 0)
+                    return sfE_set(err, SF_ERR_FORMAT, "model config: an object holds the key '%.100s' twice",
+                                   c->string);
+        sf_status rc = json_tree_check(c, cJSON_IsObject(v) ? c->string : key, err);
+        if (rc != SF_OK) return rc;
+    }
+    return SF_OK;
+}
+
+/* An object's keys must be among `allowed` (NULL-terminated): a reader cannot
+ * know what another key means. */
+static sf_status json_known_keys(const cJSON *obj, const char *where, const char *const *allowed, sf_error *err)
+{
+    for (const cJSON *c = obj->child; c; c = c->next) {
+        const char *const *a = allowed;
+        while (*a && strcmp(*a, c->string) != 0) a++;
+        if (!*a) return sfE_set(err, SF_ERR_MODEL, "model config: %s has the unknown key '%.100s'", where, c->string);
+    }
+    return SF_OK;
+}
+
+/* 1 where v is a number with no fraction in lo..hi. */
+static int json_is_int(const cJSON *v, double lo, double hi)
+{
+    return cJSON_IsNumber(v) && v->valuedouble == floor(v->valuedouble) && v->valuedouble >= lo &&
+           v->valuedouble <= hi;
+}
+
+/* A number: a missing optional key keeps *out; 1 on success. */
 static int json_number(const cJSON *obj, const char *key, int required, double *out)
 {
     const cJSON *v = cJSON_GetObjectItemCaseSensitive(obj, key);
     if (!v) return !required;
-    if (!cJSON_IsNumber(v) || !isfinite(v->valuedouble)) return 0;
+    if (!cJSON_IsNumber(v)) return 0;
     *out = v->valuedouble;
-    return 1;
-}
-
-static int json_int(const cJSON *obj, const char *key, int required, int *out)
-{
-    double d = *out;
-    if (!json_number(obj, key, required, &d)) return 0;
-    if (d != floor(d) || fabs(d) > 1e9) return 0;
-    *out = (int)d;
     return 1;
 }
 
@@ -35,8 +115,8 @@ static const char *json_string(const cJSON *obj, const char *key)
     return cJSON_IsString(v) ? v->valuestring : NULL;
 }
 
-/* Reads an array of ints into a fresh array; returns its length or -1. */
-static int json_int_array(const cJSON *arr, int **out)
+/* An array of integers in lo..hi into a fresh array; its length, or -1. */
+static int json_int_array(const cJSON *arr, int lo, int hi, int **out)
 {
     *out = NULL;
     if (!cJSON_IsArray(arr)) return -1;
@@ -45,7 +125,7 @@ static int json_int_array(const cJSON *arr, int **out)
     if (!*out) return -1;
     int i = 0;
     for (const cJSON *v = arr->child; v; v = v->next, i++) {
-        if (!cJSON_IsNumber(v) || v->valuedouble != floor(v->valuedouble) || fabs(v->valuedouble) > 1e9) {
+        if (!json_is_int(v, lo, hi)) {
             free(*out);
             *out = NULL;
             return -1;
@@ -95,6 +175,7 @@ void sf_model_free(sf_model *m)
 static sf_status read_zmatrix(sf_model *m, const cJSON *cfg, sf_error *err)
 {
     const cJSON *zm = cJSON_GetObjectItemCaseSensitive(cfg, "zmatrix");
+    if (!zm) return sfE_set(err, SF_ERR_MODEL, "model config: the required key 'zmatrix' is missing");
     if (!cJSON_IsArray(zm) || cJSON_GetArraySize(zm) != m->N)
         return sfE_set(err, SF_ERR_MODEL, "model config: 'zmatrix' must be an array of n_atoms = %d rows", m->N);
     m->zmatrix = calloc((size_t)m->N, sizeof *m->zmatrix);
@@ -103,7 +184,7 @@ static sf_status read_zmatrix(sf_model *m, const cJSON *cfg, sf_error *err)
     int r = 0;
     for (const cJSON *row = zm->child; rc == SF_OK && row; row = row->next, r++) {
         int *v = NULL;
-        if (json_int_array(row, &v) != 4) {
+        if (json_int_array(row, -1000000000, 1000000000, &v) != 4) {
             rc = sfE_set(err, SF_ERR_MODEL, "model config: zmatrix row %d is not 4 integers", r);
         } else {
             int need = r < 3 ? r : 3; /* references this row must have */
@@ -121,8 +202,8 @@ static sf_status read_zmatrix(sf_model *m, const cJSON *cfg, sf_error *err)
                     rc = sfE_set(err, SF_ERR_MODEL,
                                  "model config: zmatrix row %d refers to atom %d before it is placed", r, a);
                 }
-                for (int c2 = 0; c2 < c && rc == SF_OK; c2++)
-                    if (c <= need && v[c2] == a)
+                for (int c2 = 0; c2 < c && c <= need && rc == SF_OK; c2++)
+                    if (v[c2] == a)
                         rc = sfE_set(err, SF_ERR_MODEL, "model config: zmatrix row %d repeats atom %d", r, a);
             }
             if (rc == SF_OK) {
@@ -138,6 +219,7 @@ static sf_status read_zmatrix(sf_model *m, const cJSON *cfg, sf_error *err)
 
 static sf_status read_atoms(sf_model *m, const cJSON *cfg, sf_error *err)
 {
+    static const char *const keys[] = {"name", "residue", "residue_index", "element", NULL};
     const cJSON *atoms = cJSON_GetObjectItemCaseSensitive(cfg, "atoms");
     if (!atoms) return SF_OK;
     if (!cJSON_IsArray(atoms) || cJSON_GetArraySize(atoms) != m->N)
@@ -146,19 +228,27 @@ static sf_status read_atoms(sf_model *m, const cJSON *cfg, sf_error *err)
     if (!m->atoms) return sfE_set(err, SF_ERR_NOMEM, "out of memory");
     int a = 0;
     for (const cJSON *it = atoms->child; it; it = it->next, a++) {
+        char where[32];
+        snprintf(where, sizeof where, "atoms[%d]", a);
+        if (!cJSON_IsObject(it))
+            return sfE_set(err, SF_ERR_MODEL, "model config: %s must be an object", where);
+        sf_status rc = json_known_keys(it, where, keys, err);
+        if (rc != SF_OK) return rc;
         const char *name = json_string(it, "name"), *res = json_string(it, "residue");
-        int ri = 0;
-        if (!name || !res || !json_int(it, "residue_index", 0, &ri))
-            return sfE_set(err, SF_ERR_MODEL, "model config: atoms[%d] needs string 'name' and 'residue'", a);
+        const cJSON *ri = cJSON_GetObjectItemCaseSensitive(it, "residue_index");
+        if (!name || !res || !json_string(it, "element") || !json_is_int(ri, 0, SF_MAX_INDEX))
+            return sfE_set(err, SF_ERR_MODEL,
+                           "model config: %s needs strings 'name', 'residue', 'element' and an integer "
+                           "'residue_index' in 0..%d", where, SF_MAX_INDEX);
         m->atoms[a].name = sfU_strdup(name);
         m->atoms[a].residue = sfU_strdup(res);
-        m->atoms[a].residue_index = ri;
+        m->atoms[a].residue_index = (int)ri->valuedouble;
         if (!m->atoms[a].name || !m->atoms[a].residue) return sfE_set(err, SF_ERR_NOMEM, "out of memory");
     }
     return SF_OK;
 }
 
-/* Reads an array of exactly n finite numbers into a fresh array; 1 on success. */
+/* Reads an array of exactly n numbers into a fresh array; 1 on success. */
 static int json_number_array(const cJSON *arr, int n, double **out)
 {
     *out = NULL;
@@ -167,7 +257,7 @@ static int json_number_array(const cJSON *arr, int n, double **out)
     if (!*out) return 0;
     int i = 0;
     for (const cJSON *v = arr->child; v; v = v->next, i++) {
-        if (!cJSON_IsNumber(v) || !isfinite(v->valuedouble)) {
+        if (!cJSON_IsNumber(v)) {
             free(*out);
             *out = NULL;
             return 0;
@@ -184,12 +274,15 @@ static double normal_cdf(double x) { return 0.5 * erfc(-x / sqrt(2.0)); }
  * uniform on the circle (docs/model-format.md). */
 static sf_status read_prior(sf_model *m, const cJSON *cfg, sf_error *err)
 {
+    static const char *const keys[] = {"kind", "mean", "sigma", NULL};
     const cJSON *prior = cJSON_GetObjectItemCaseSensitive(cfg, "prior");
     if (!prior || (cJSON_IsString(prior) && strcmp(prior->valuestring, "uniform") == 0)) return SF_OK;
     const char *kind = cJSON_IsObject(prior) ? json_string(prior, "kind") : NULL;
     if (!kind || strcmp(kind, "truncated_normal") != 0)
         return sfE_set(err, SF_ERR_MODEL,
                        "model config: prior must be \"uniform\" or {\"kind\": \"truncated_normal\", ...}");
+    sf_status rc = json_known_keys(prior, "'prior'", keys, err);
+    if (rc != SF_OK) return rc;
     const int n = 2 * m->N - 3;
     if (!json_number_array(cJSON_GetObjectItemCaseSensitive(prior, "mean"), n, &m->prior_mean) ||
         !json_number_array(cJSON_GetObjectItemCaseSensitive(prior, "sigma"), n, &m->prior_sigma))
@@ -208,24 +301,69 @@ static sf_status read_prior(sf_model *m, const cJSON *cfg, sf_error *err)
     return SF_OK;
 }
 
-static sf_status read_constants(sf_model *m, const cJSON *cfg, sf_error *err)
+/* A constants section: absent (NULL, *rc SF_OK), or an object with known keys. */
+static const cJSON *section(const cJSON *cfg, const char *name, const char *const *keys, sf_status *rc,
+                            sf_error *err)
 {
-    sf_status rc = read_prior(m, cfg, err);
+    const cJSON *s = cJSON_GetObjectItemCaseSensitive(cfg, name);
+    *rc = SF_OK;
+    if (!s) return NULL;
+    char where[32];
+    snprintf(where, sizeof where, "'%s'", name);
+    if (!cJSON_IsObject(s))
+        *rc = sfE_set(err, SF_ERR_MODEL, "model config: '%s' must be an object, not a %s", name,
+                      cJSON_IsString(s) ? "string" : cJSON_IsNumber(s) ? "number" : cJSON_IsArray(s) ? "list"
+                                                                                         : "literal");
+    else
+        *rc = json_known_keys(s, where, keys, err);
+    return s;
+}
+
+/* smooth: required with smooth layers, every key required (no defaults). */
+static sf_status read_smooth(sf_model *m, const cJSON *cfg, int has_smooth_layer, sf_error *err)
+{
+    static const char *const keys[] = {"s_min", "alpha_min", "c_max", "beta", NULL};
+    sf_status rc;
+    const cJSON *s = section(cfg, "smooth", keys, &rc, err);
     if (rc != SF_OK) return rc;
-    m->smooth = (sf_smooth_constants){0.01, 0.1, 0.99, 1};
-    const cJSON *s = cJSON_GetObjectItemCaseSensitive(cfg, "smooth");
-    if (s && (!json_number(s, "s_min", 0, &m->smooth.s_min) || !json_number(s, "alpha_min", 0, &m->smooth.alpha_min) ||
-              !json_number(s, "c_max", 0, &m->smooth.c_max) || !json_int(s, "beta", 0, &m->smooth.beta)))
+    m->smooth = (sf_smooth_constants){0.01, 0.1, 0.99, 1}; /* placeholders for models without smooth layers */
+    if (!s) {
+        if (has_smooth_layer)
+            return sfE_set(err, SF_ERR_MODEL,
+                           "model config: 'smooth' (s_min, alpha_min, c_max, beta) is required with smooth layers");
+        return SF_OK;
+    }
+    for (const char *const *k = keys; *k; k++)
+        if (!cJSON_GetObjectItemCaseSensitive(s, *k))
+            return sfE_set(err, SF_ERR_MODEL, "model config: 'smooth' lacks the required key '%s'", *k);
+    const cJSON *beta = cJSON_GetObjectItemCaseSensitive(s, "beta");
+    if (!json_number(s, "s_min", 1, &m->smooth.s_min) || !json_number(s, "alpha_min", 1, &m->smooth.alpha_min) ||
+        !json_number(s, "c_max", 1, &m->smooth.c_max) || !json_is_int(beta, -1e9, 1e9))
         return sfE_set(err, SF_ERR_MODEL, "model config: 'smooth' constants must be numbers (beta an integer)");
+    m->smooth.beta = (int)beta->valuedouble;
     if (!(m->smooth.s_min > 0 && m->smooth.s_min < 1) || !(m->smooth.alpha_min > 0) ||
         !(m->smooth.c_max > 0 && m->smooth.c_max < 1) || m->smooth.beta < 1 || m->smooth.beta > 8)
         return sfE_set(err, SF_ERR_MODEL,
                        "model config: smooth constants out of range (s_min=%g in (0,1), alpha_min=%g > 0, "
                        "c_max=%g in (0,1), beta=%d in 1..8)",
                        m->smooth.s_min, m->smooth.alpha_min, m->smooth.c_max, m->smooth.beta);
+    return SF_OK;
+}
+
+/* spline, affine, support: optional sections, each key optional with its default. */
+static sf_status read_constants(sf_model *m, const cJSON *cfg, int has_smooth_layer, sf_error *err)
+{
+    static const char *const spline_keys[] = {"min_bin_width", "min_bin_height", "min_derivative", NULL};
+    static const char *const affine_keys[] = {"scale_max", NULL};
+    static const char *const support_keys[] = {"policy", "margin", "wall_constant", NULL};
+    sf_status rc = read_prior(m, cfg, err);
+    if (rc == SF_OK) rc = read_smooth(m, cfg, has_smooth_layer, err);
+    if (rc != SF_OK) return rc;
+
     m->spline = (sf_spline_constants){1e-3, 1e-3, 1e-3};
-    const cJSON *sp = cJSON_GetObjectItemCaseSensitive(cfg, "spline");
-    if (sp && (!cJSON_IsObject(sp) || !json_number(sp, "min_bin_width", 0, &m->spline.min_bin_width) ||
+    const cJSON *sp = section(cfg, "spline", spline_keys, &rc, err);
+    if (rc != SF_OK) return rc;
+    if (sp && (!json_number(sp, "min_bin_width", 0, &m->spline.min_bin_width) ||
                !json_number(sp, "min_bin_height", 0, &m->spline.min_bin_height) ||
                !json_number(sp, "min_derivative", 0, &m->spline.min_derivative)))
         return sfE_set(err, SF_ERR_MODEL, "model config: 'spline' constants must be numbers");
@@ -235,55 +373,84 @@ static sf_status read_constants(sf_model *m, const cJSON *cfg, sf_error *err)
                        "model config: spline constants out of range (min_bin_width=%g and min_bin_height=%g in "
                        "(0,1), min_derivative=%g > 0)",
                        m->spline.min_bin_width, m->spline.min_bin_height, m->spline.min_derivative);
+
     m->affine = (sf_affine_constants){3.0};
-    const cJSON *af = cJSON_GetObjectItemCaseSensitive(cfg, "affine");
-    if (af && (!cJSON_IsObject(af) || !json_number(af, "scale_max", 0, &m->affine.scale_max)))
+    const cJSON *af = section(cfg, "affine", affine_keys, &rc, err);
+    if (rc != SF_OK) return rc;
+    if (af && !json_number(af, "scale_max", 0, &m->affine.scale_max))
         return sfE_set(err, SF_ERR_MODEL, "model config: 'affine' constant scale_max must be a number");
     if (!(m->affine.scale_max > 0))
         return sfE_set(err, SF_ERR_MODEL, "model config: affine scale_max=%g must be > 0", m->affine.scale_max);
+
     m->policy = SF_SUPPORT_ERROR;
     m->margin = 0.01;
     m->wall_constant = 1000.0;
-    const cJSON *sup = cJSON_GetObjectItemCaseSensitive(cfg, "support");
-    if (sup) {
-        const char *policy = json_string(sup, "policy");
-        if (policy && strcmp(policy, "wall") == 0) m->policy = SF_SUPPORT_WALL;
-        else if (policy && strcmp(policy, "error") != 0)
-            return sfE_set(err, SF_ERR_MODEL, "model config: support policy '%s' is neither \"error\" nor \"wall\"",
-                           policy);
-        if (!json_number(sup, "margin", 0, &m->margin) || !json_number(sup, "wall_constant", 0, &m->wall_constant) ||
-            !(m->margin > 0 && m->margin < 0.25) || !(m->wall_constant >= 0))
-            return sfE_set(err, SF_ERR_MODEL,
-                           "model config: support margin must be in (0, 0.25) and wall_constant >= 0");
+    const cJSON *sup = section(cfg, "support", support_keys, &rc, err);
+    if (rc != SF_OK || !sup) return rc;
+    const cJSON *policy = cJSON_GetObjectItemCaseSensitive(sup, "policy");
+    if (policy && cJSON_IsString(policy) && strcmp(policy->valuestring, "wall") == 0)
+        m->policy = SF_SUPPORT_WALL;
+    else if (policy && !(cJSON_IsString(policy) && strcmp(policy->valuestring, "error") == 0))
+        return sfE_set(err, SF_ERR_MODEL, "model config: support policy must be the string \"error\" or \"wall\"%s%.60s%s",
+                       cJSON_IsString(policy) ? ", not '" : "", cJSON_IsString(policy) ? policy->valuestring : "",
+                       cJSON_IsString(policy) ? "'" : "");
+    if (!json_number(sup, "margin", 0, &m->margin) || !json_number(sup, "wall_constant", 0, &m->wall_constant) ||
+        !(m->margin > 0 && m->margin < 0.25) || !(m->wall_constant >= 0))
+        return sfE_set(err, SF_ERR_MODEL,
+                       "model config: support margin must be a number in (0, 0.25) and wall_constant a number >= 0");
+    return SF_OK;
+}
+
+/* A layer's transformed or conditioning list: integers in 0..D-1, no repeats. */
+static sf_status read_dims(const cJSON *layer, const char *key, int D, int l, int **out, int *n, sf_error *err)
+{
+    const cJSON *arr = cJSON_GetObjectItemCaseSensitive(layer, key);
+    if (!arr) return sfE_set(err, SF_ERR_MODEL, "model config: layer %d lacks the required key '%s'", l, key);
+    *n = json_int_array(arr, -1000000000, 1000000000, out);
+    if (*n < 0) return sfE_set(err, SF_ERR_MODEL, "model config: layer %d '%s' must be an array of integers", l, key);
+    for (int i = 0; i < *n; i++) {
+        if ((*out)[i] < 0 || (*out)[i] >= D)
+            return sfE_set(err, SF_ERR_MODEL, "model config: layer %d '%s' names dimension %d, outside 0..%d", l, key,
+                           (*out)[i], D - 1);
+        for (int j = 0; j < i; j++)
+            if ((*out)[j] == (*out)[i])
+                return sfE_set(err, SF_ERR_MODEL, "model config: layer %d '%s' repeats dimension %d", l, key,
+                               (*out)[i]);
     }
     return SF_OK;
 }
 
-static sf_status read_dims(const cJSON *layer, const char *key, int D, int l, int **out, int *n, sf_error *err)
+/* The layer's kind, or -1 where its transform is not a known string. */
+static int layer_transform(const cJSON *js)
 {
-    *n = json_int_array(cJSON_GetObjectItemCaseSensitive(layer, key), out);
-    if (*n < 0) return sfE_set(err, SF_ERR_MODEL, "model config: layer %d '%s' must be an array of integers", l, key);
-    for (int i = 0; i < *n; i++)
-        if ((*out)[i] < 0 || (*out)[i] >= D)
-            return sfE_set(err, SF_ERR_MODEL, "model config: layer %d '%s' names dimension %d, outside 0..%d", l, key,
-                           (*out)[i], D - 1);
-    return SF_OK;
+    const char *t = cJSON_IsObject(js) ? json_string(js, "transform") : NULL;
+    if (!t) return -1;
+    if (strcmp(t, "smooth") == 0) return SF_TRANSFORM_SMOOTH;
+    if (strcmp(t, "spline") == 0) return SF_TRANSFORM_SPLINE;
+    if (strcmp(t, "affine") == 0) return SF_TRANSFORM_AFFINE;
+    return -1;
 }
 
 static sf_status read_layer(sf_model *m, const cJSON *js, int l, sf_error *err)
 {
+    static const char *const keys[] = {"transform",    "direction", "transformed", "conditioning",
+                                       "n_components", "hidden",    "activation",  NULL};
     sf_layer *L = &m->layers[l];
+    char where[32];
+    snprintf(where, sizeof where, "layer %d", l);
+    if (!cJSON_IsObject(js)) return sfE_set(err, SF_ERR_MODEL, "model config: layer %d must be an object", l);
+    sf_status rc = json_known_keys(js, where, keys, err);
+    if (rc != SF_OK) return rc;
     const char *transform = json_string(js, "transform"), *direction = json_string(js, "direction");
     const char *activation = json_string(js, "activation");
     if (!transform)
         return sfE_set(err, SF_ERR_MODEL, "model config: layer %d has no 'transform' (\"smooth\", \"spline\" or "
                        "\"affine\")", l);
-    if (strcmp(transform, "smooth") == 0) L->transform = SF_TRANSFORM_SMOOTH;
-    else if (strcmp(transform, "spline") == 0) L->transform = SF_TRANSFORM_SPLINE;
-    else if (strcmp(transform, "affine") == 0) L->transform = SF_TRANSFORM_AFFINE;
-    else
+    int kind = layer_transform(js);
+    if (kind < 0)
         return sfE_set(err, SF_ERR_MODEL, "model config: layer %d transform '%.100s' is unknown to this reader "
                        "(it knows \"smooth\", \"spline\" and \"affine\")", l, transform);
+    L->transform = (sf_transform_kind)kind;
     if (direction && strcmp(direction, "generative") == 0) L->direction = SF_DIR_GENERATIVE;
     else if (direction && strcmp(direction, "density") == 0) L->direction = SF_DIR_DENSITY;
     else return sfE_set(err, SF_ERR_MODEL, "model config: layer %d direction must be \"generative\" or \"density\"", l);
@@ -291,28 +458,24 @@ static sf_status read_layer(sf_model *m, const cJSON *js, int l, sf_error *err)
     else if (activation && strcmp(activation, "silu") == 0) L->activation = SF_ACT_SILU;
     else if (activation && strcmp(activation, "softplus") == 0) L->activation = SF_ACT_SOFTPLUS;
     else return sfE_set(err, SF_ERR_MODEL, "model config: layer %d activation must be tanh, silu or softplus", l);
-    sf_status rc;
     if ((rc = read_dims(js, "transformed", m->D, l, &L->trans, &L->n_trans, err)) != SF_OK) return rc;
     if ((rc = read_dims(js, "conditioning", m->D, l, &L->cond, &L->n_cond, err)) != SF_OK) return rc;
     if (L->n_trans == 0) return sfE_set(err, SF_ERR_MODEL, "model config: layer %d transforms no dimension", l);
-    char *seen = calloc((size_t)m->D, 1);
-    if (!seen) return sfE_set(err, SF_ERR_NOMEM, "out of memory");
-    for (int i = 0; i < L->n_trans + L->n_cond && rc == SF_OK; i++) {
-        int d = i < L->n_trans ? L->trans[i] : L->cond[i - L->n_trans];
-        if (seen[d]++)
-            rc = sfE_set(err, SF_ERR_MODEL, "model config: layer %d uses dimension %d twice (transformed and "
-                         "conditioning sets must be disjoint)", l, d);
-    }
-    free(seen);
-    if (rc != SF_OK) return rc;
+    for (int i = 0; i < L->n_trans; i++)
+        for (int j = 0; j < L->n_cond; j++)
+            if (L->trans[i] == L->cond[j])
+                return sfE_set(err, SF_ERR_MODEL, "model config: layer %d uses dimension %d twice (transformed and "
+                               "conditioning sets must be disjoint)", l, L->trans[i]);
+    /* n_components: required by smooth and spline; affine ignores it but a given one must be valid too. */
+    const cJSON *K = cJSON_GetObjectItemCaseSensitive(js, "n_components");
+    if ((K || L->transform != SF_TRANSFORM_AFFINE) && !json_is_int(K, 1, SF_MAX_COMPONENTS))
+        return sfE_set(err, SF_ERR_MODEL, "model config: layer %d n_components must be an integer in 1..%d", l,
+                       SF_MAX_COMPONENTS);
     if (L->transform == SF_TRANSFORM_AFFINE) {
-        L->K = 1; /* n_components is ignored */
+        L->K = 1;
         L->P = 2;
     } else {
-        L->K = 0;
-        if (!json_int(js, "n_components", 1, &L->K) || L->K < 1 || L->K > SF_MAX_COMPONENTS)
-            return sfE_set(err, SF_ERR_MODEL, "model config: layer %d n_components must be an integer in 1..%d", l,
-                           SF_MAX_COMPONENTS);
+        L->K = (int)K->valuedouble;
         L->P = L->transform == SF_TRANSFORM_SMOOTH ? 4 * L->K + 2 : 3 * L->K + 2;
     }
     if (L->transform == SF_TRANSFORM_SPLINE &&
@@ -322,8 +485,11 @@ static sf_status read_layer(sf_model *m, const cJSON *js, int l, sf_error *err)
                        "min_bin_height=%g (K times each must be < 1)",
                        l, L->K, m->spline.min_bin_width, m->spline.min_bin_height);
     int *hidden = NULL;
-    int n_hidden = json_int_array(cJSON_GetObjectItemCaseSensitive(js, "hidden"), &hidden);
-    if (n_hidden < 0) return sfE_set(err, SF_ERR_MODEL, "model config: layer %d 'hidden' must be an integer array", l);
+    const cJSON *hj = cJSON_GetObjectItemCaseSensitive(js, "hidden");
+    int n_hidden = json_int_array(hj, 1, SF_MAX_HIDDEN_WIDTH, &hidden);
+    if (n_hidden < 0)
+        return sfE_set(err, SF_ERR_MODEL, "model config: layer %d 'hidden' must be an array of widths in 1..%d", l,
+                       SF_MAX_HIDDEN_WIDTH);
     L->n_linear = n_hidden + 1;
     L->width = malloc((size_t)(n_hidden + 2) * sizeof(int));
     if (!L->width) { free(hidden); return sfE_set(err, SF_ERR_NOMEM, "out of memory"); }
@@ -332,9 +498,6 @@ static sf_status read_layer(sf_model *m, const cJSON *js, int l, sf_error *err)
     for (int i = 0; i < n_hidden; i++) L->width[i + 1] = hidden[i];
     L->width[n_hidden + 1] = L->n_trans * L->P;
     free(hidden);
-    for (int i = 1; i <= n_hidden; i++)
-        if (L->width[i] < 1 || L->width[i] > 1 << 20)
-            return sfE_set(err, SF_ERR_MODEL, "model config: layer %d hidden width %d is invalid", l, L->width[i]);
     for (int i = 0; i <= L->n_linear; i++)
         if (L->width[i] > m->max_width) m->max_width = L->width[i];
     if (L->n_trans * L->P > m->max_params) m->max_params = L->n_trans * L->P;
@@ -343,36 +506,48 @@ static sf_status read_layer(sf_model *m, const cJSON *js, int l, sf_error *err)
 
 static sf_status read_config(sf_model *m, const char *text, sf_error *err)
 {
-    cJSON *cfg = cJSON_Parse(text);
+    static const char *const keys[] = {"n_atoms", "temperature", "energy_offset", "zmatrix", "atoms", "prior",
+                                       "smooth",  "spline",      "affine",        "support", "layers", NULL};
+    const char *syntax = json_syntax_problem(text);
+    cJSON *cfg = syntax ? NULL : cJSON_ParseWithOpts(text, NULL, 1);
     if (!cJSON_IsObject(cfg)) {
         cJSON_Delete(cfg);
-        return sfE_set(err, SF_ERR_FORMAT, "model file: metadata 'config' is not a JSON object");
+        return sfE_set(err, SF_ERR_FORMAT, "model file: metadata 'config' is not a JSON object%s%s",
+                       syntax ? ": it holds " : "", syntax ? syntax : "");
     }
-    sf_status rc = SF_OK;
+    sf_status rc = json_tree_check(cfg, NULL, err);
+    if (rc == SF_OK) rc = json_known_keys(cfg, "the top level", keys, err);
     m->energy_offset = 0.0;
-    if (!json_int(cfg, "n_atoms", 1, &m->N) || m->N < 3 || m->N > 1000000)
-        rc = sfE_set(err, SF_ERR_MODEL, "model config: 'n_atoms' must be an integer >= 3");
-    else if (!json_number(cfg, "temperature", 1, &m->temperature) || !(m->temperature > 0))
-        rc = sfE_set(err, SF_ERR_MODEL, "model config: 'temperature' must be a positive number (kelvin)");
-    else if (!json_number(cfg, "energy_offset", 0, &m->energy_offset))
-        rc = sfE_set(err, SF_ERR_MODEL, "model config: 'energy_offset' must be a finite number (kJ/mol)");
+    const cJSON *n_atoms = cJSON_GetObjectItemCaseSensitive(cfg, "n_atoms");
+    if (rc == SF_OK && !json_is_int(n_atoms, 3, SF_MAX_ATOMS))
+        rc = sfE_set(err, SF_ERR_MODEL, "model config: 'n_atoms' must be an integer in 3..%d", SF_MAX_ATOMS);
+    if (rc == SF_OK) {
+        m->N = (int)n_atoms->valuedouble;
+        if (!json_number(cfg, "temperature", 1, &m->temperature) || !(m->temperature > 0))
+            rc = sfE_set(err, SF_ERR_MODEL, "model config: 'temperature' must be a positive number (kelvin)");
+        else if (!json_number(cfg, "energy_offset", 0, &m->energy_offset))
+            rc = sfE_set(err, SF_ERR_MODEL, "model config: 'energy_offset' must be a number (kJ/mol)");
+    }
     if (rc == SF_OK) {
         m->D = 3 * m->N - 6;
         m->kT = SF_GAS_CONSTANT * m->temperature;
         rc = read_zmatrix(m, cfg, err);
     }
     if (rc == SF_OK) rc = read_atoms(m, cfg, err);
-    if (rc == SF_OK) rc = read_constants(m, cfg, err);
     const cJSON *layers = cJSON_GetObjectItemCaseSensitive(cfg, "layers");
     if (rc == SF_OK && (!cJSON_IsArray(layers) || cJSON_GetArraySize(layers) < 1))
         rc = sfE_set(err, SF_ERR_MODEL, "model config: 'layers' must be a non-empty array");
+    int has_smooth_layer = 0;
+    for (const cJSON *js = rc == SF_OK ? layers->child : NULL; js; js = js->next)
+        has_smooth_layer |= layer_transform(js) == SF_TRANSFORM_SMOOTH;
+    if (rc == SF_OK) rc = read_constants(m, cfg, has_smooth_layer, err);
     if (rc == SF_OK) {
         m->n_layers = cJSON_GetArraySize(layers);
         m->layers = calloc((size_t)m->n_layers, sizeof *m->layers);
         if (!m->layers) rc = sfE_set(err, SF_ERR_NOMEM, "out of memory");
     }
     int l = 0;
-    for (const cJSON *js = layers ? layers->child : NULL; rc == SF_OK && js; js = js->next, l++)
+    for (const cJSON *js = rc == SF_OK ? layers->child : NULL; rc == SF_OK && js; js = js->next, l++)
         rc = read_layer(m, js, l, err);
     cJSON_Delete(cfg);
     return rc;

@@ -10,12 +10,11 @@ import struct
 import uuid
 from typing import Dict, Mapping, Optional, Tuple
 
+import jsonschema
 import numpy as np
 import torch
 
-from .coupling import DIRECTIONS, TRANSFORMS
-from .conditioner import ACTIVATIONS
-from .flow import SUPPORT_POLICIES, SmoothFlow
+from .flow import SmoothFlow
 from .priors import check_prior
 from .transforms import params_per_dim
 
@@ -30,7 +29,10 @@ __all__ = [
     "read_model_bytes",
     "flow_from_config",
     "validate_config",
+    "parse_config",
     "expected_tensor_shapes",
+    "CONFIG_SCHEMA",
+    "SCHEMA_PATH",
 ]
 
 FORMAT = "openmm-smoothflow"
@@ -38,8 +40,6 @@ FORMAT = "openmm-smoothflow"
 FORMAT_VERSION = 1
 _MAX_HEADER = 100_000_000
 _DTYPES = {"F64": np.dtype("<f8"), "F32": np.dtype("<f4")}
-#: Largest K (``n_components``) of format version 1.
-MAX_COMPONENTS = 64
 
 
 class ModelFormatError(ValueError):
@@ -114,35 +114,105 @@ def export_model(flow: SmoothFlow, path, extra_metadata: Optional[Mapping[str, s
 
 
 # ---------------------------------------------------------------- config
+#: The JSON Schema of ``config`` (format version 1): with the rules listed in its
+#: description, the one statement of what a valid configuration is. The C reader
+#: (core/src/sf_model.c) enforces the same; tests/data/config_corpus/ runs both.
+SCHEMA_PATH = os.path.join(os.path.dirname(os.path.abspath(__file__)), "model_config.schema.json")
+with open(SCHEMA_PATH, encoding="utf-8") as _f:
+    CONFIG_SCHEMA = json.load(_f)
+_VALIDATOR = jsonschema.Draft202012Validator(CONFIG_SCHEMA)
+#: Largest K (``n_components``) of format version 1.
+MAX_COMPONENTS = CONFIG_SCHEMA["$defs"]["layer"]["properties"]["n_components"]["maximum"]
+_SPLINE_DEFAULTS = {"min_bin_width": 1e-3, "min_bin_height": 1e-3, "min_derivative": 1e-3}
+_AFFINE_DEFAULTS = {"scale_max": 3.0}
+_SUPPORT_DEFAULTS = {"policy": "error", "margin": 0.01, "wall_constant": 1000.0}
+
+
 def _fail(msg: str):
     raise ModelFormatError(msg)
 
 
-def _number(cfg, key, default=None, where="config"):
-    if key not in cfg:
-        if default is None:
-            _fail(f"{where} lacks the required field {key!r}")
-        return float(default)
-    v = cfg[key]
-    if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
-        _fail(f"{where}.{key} must be a finite number, got {v!r}")
-    return float(v)
+def _where(path) -> str:
+    return "config" + "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in path)
 
 
-def _integer(v, what):
-    if isinstance(v, bool) or not isinstance(v, (int, float)) or not float(v).is_integer():
-        _fail(f"{what} must be an integer, got {v!r}")
-    return int(v)
+def _pairs_without_repeats(pairs):
+    # [duplicate-keys]: parsers disagree on which of two equal keys wins
+    out = {}
+    for k, v in pairs:
+        if k in out:
+            _fail(f"config: an object holds the key {k!r} twice")
+        out[k] = v
+    return out
 
 
-def _int_list(v, what):
-    if not isinstance(v, list):
-        _fail(f"{what} must be a list of integers, got {v!r}")
-    return [_integer(x, what) for x in v]
+def _no_constant(name):
+    _fail(f"config: {name} is not a JSON number")
+
+
+def _finite_float(text):
+    v = float(text)
+    if not math.isfinite(v):      # [finite-numbers]: 1e999 overflows
+        _fail(f"config: the number {text} is not a finite double")
+    return v
+
+
+def _finite_int(text):
+    # beyond 309 digits no integer is a finite double (and int() refuses 4300)
+    if len(text.lstrip("-")) <= 309:
+        v = int(text)
+        try:
+            float(v)
+            return v
+        except OverflowError:
+            pass
+    _fail(f"config: the number {text[:40]}... is not a finite double")
+
+
+def parse_config(text: str) -> dict:
+    """The ``config`` metadata string as a JSON object, parsed strictly (the schema's
+    [json-syntax], [duplicate-keys] and [finite-numbers] rules).
+
+    Raises
+    ------
+    ModelFormatError
+    """
+    try:
+        config = json.loads(text, object_pairs_hook=_pairs_without_repeats,
+                            parse_constant=_no_constant, parse_float=_finite_float,
+                            parse_int=_finite_int)
+    except json.JSONDecodeError as e:
+        _fail(f"metadata config is not valid JSON: {e}")
+    except RecursionError:
+        _fail("metadata config is not valid JSON: nested too deeply")
+    if not isinstance(config, dict):
+        _fail("metadata config is not a JSON object")
+    if not _unicode(config):
+        _fail("metadata config is not valid JSON: a string holds an unpaired surrogate (\\ud800-\\udfff)")
+    return config
+
+
+def _unicode(v) -> bool:
+    """Whether every string (key or value) in a JSON value is valid Unicode: json.loads lets an
+    unpaired surrogate escape through, which no UTF-8 text can hold."""
+    if isinstance(v, str):
+        try:
+            v.encode("utf-8")
+        except UnicodeEncodeError:
+            return False
+        return True
+    if isinstance(v, dict):
+        return all(_unicode(k) and _unicode(x) for k, x in v.items())
+    if isinstance(v, list):
+        return all(_unicode(x) for x in v)
+    return True
 
 
 def validate_config(config: Mapping) -> dict:
     """Check a ``config`` object and return it with defaults filled in.
+
+    First against the JSON Schema (:data:`SCHEMA_PATH`), then the rules the schema
+    cannot express (the list in its description).
 
     Raises
     ------
@@ -152,148 +222,82 @@ def validate_config(config: Mapping) -> dict:
     if not isinstance(config, Mapping):
         _fail("config must be a JSON object")
     cfg = dict(config)
-    out = {}
-    n = _integer(cfg.get("n_atoms"), "config.n_atoms") if "n_atoms" in cfg else \
-        _fail("config lacks the required field 'n_atoms'")
-    if n < 3:
-        _fail(f"config.n_atoms must be >= 3, got {n}")
-    out["n_atoms"] = n
+    error = jsonschema.exceptions.best_match(_VALIDATOR.iter_errors(cfg))
+    if error is not None:
+        _fail(f"{_where(error.absolute_path)}: {error.message}")
+    bad = _non_finite(cfg)
+    if bad is not None:       # [finite-numbers]; the schema cannot see infinities
+        _fail(f"config: {bad!r} holds a number that is not a finite double")
+
+    n = int(cfg["n_atoms"])
     D = 3 * n - 6
-    T = _number(cfg, "temperature")
-    if not T > 0:
-        _fail(f"config.temperature must be > 0, got {T}")
-    out["temperature"] = T
-    out["energy_offset"] = _number(cfg, "energy_offset", 0.0)
-    if "zmatrix" not in cfg:
-        _fail("config lacks the required field 'zmatrix'")
+    out = {"n_atoms": n, "temperature": float(cfg["temperature"]),
+           "energy_offset": float(cfg.get("energy_offset", 0.0))}
     from .zmatrix import validate_zmatrix
-    zrows = cfg["zmatrix"]
-    if not isinstance(zrows, list):
-        _fail("config.zmatrix must be a list of rows")
-    try:
-        out["zmatrix"] = validate_zmatrix(
-            [_int_list(r, f"config.zmatrix[{i}]") for i, r in enumerate(zrows)], n).tolist()
+    try:      # [zmatrix-rows], [zmatrix-atoms], [zmatrix-order]
+        out["zmatrix"] = validate_zmatrix(cfg["zmatrix"], n).tolist()
     except ValueError as e:
         _fail(f"config.zmatrix: {e}")
-    if cfg.get("atoms") is not None:
-        atoms = cfg["atoms"]
-        if not isinstance(atoms, list) or len(atoms) != n:
-            _fail(f"config.atoms must be a list of n_atoms = {n} objects")
-        for i, a in enumerate(atoms):
-            if not isinstance(a, dict):
-                _fail(f"config.atoms[{i}] must be an object")
-            for k in ("name", "residue", "element"):
-                if not isinstance(a.get(k), str):
-                    _fail(f"config.atoms[{i}].{k} must be a string")
-            ri = a.get("residue_index")
-            if isinstance(ri, bool) or not isinstance(ri, int) or ri < 0:
-                _fail(f"config.atoms[{i}].residue_index must be an integer >= 0")
-        out["atoms"] = [{k: a[k] for k in ("name", "residue", "residue_index", "element")}
-                        for a in atoms]
-    try:
+    if "atoms" in cfg:
+        if len(cfg["atoms"]) != n:            # [atoms-count]
+            _fail(f"config.atoms must list n_atoms = {n} entries, got {len(cfg['atoms'])}")
+        out["atoms"] = [{"name": a["name"], "residue": a["residue"],
+                         "residue_index": int(a["residue_index"]), "element": a["element"]}
+                        for a in cfg["atoms"]]
+    try:      # [prior-length]
         out["prior"] = check_prior(cfg.get("prior", "uniform"), 2 * n - 3)
     except ValueError as e:
         _fail(f"config.{e}")
 
-    layers = cfg.get("layers")
-    if not isinstance(layers, list):
-        _fail("config.layers must be a list")
+    if "smooth" in cfg:
+        sm = cfg["smooth"]
+        out["smooth"] = {"s_min": float(sm["s_min"]), "alpha_min": float(sm["alpha_min"]),
+                         "c_max": float(sm["c_max"]), "beta": int(sm["beta"])}
+    spline = {k: float(cfg.get("spline", {}).get(k, d)) for k, d in _SPLINE_DEFAULTS.items()}
     out_layers = []
-    for i, L in enumerate(layers):
+    for i, L in enumerate(cfg["layers"]):
         w = f"config.layers[{i}]"
-        if not isinstance(L, dict):
-            _fail(f"{w} must be an object")
-        tr = L.get("transform")
-        if tr not in TRANSFORMS:
-            _fail(f"{w}.transform {tr!r} is not a transform this reader knows "
-                  f"(one of {TRANSFORMS})")
-        if L.get("direction") not in DIRECTIONS:
-            _fail(f"{w}.direction must be one of {DIRECTIONS}, got {L.get('direction')!r}")
-        t = _int_list(L.get("transformed"), f"{w}.transformed")
-        c = _int_list(L.get("conditioning"), f"{w}.conditioning")
-        if not t:
-            _fail(f"{w}.transformed must not be empty")
+        t, c = [int(d) for d in L["transformed"]], [int(d) for d in L["conditioning"]]
         for name, idx in (("transformed", t), ("conditioning", c)):
-            if len(set(idx)) != len(idx):
-                _fail(f"{w}.{name} has repeated dimensions")
-            if any(not 0 <= d < D for d in idx):
+            if any(not 0 <= d < D for d in idx):      # [layer-dims]
                 _fail(f"{w}.{name} has dimensions outside 0..{D - 1} (D = 3 n_atoms - 6)")
-        if set(t) & set(c):
+        if set(t) & set(c):                           # [layer-disjoint]
             _fail(f"{w}: transformed and conditioning overlap in {sorted(set(t) & set(c))}")
-        if tr == "affine" and "n_components" not in L:
-            K = 1      # ignored by affine
-        else:
-            K = _integer(L.get("n_components"), f"{w}.n_components")
-        if not 1 <= K <= MAX_COMPONENTS:
-            _fail(f"{w}.n_components must lie in 1..{MAX_COMPONENTS}, got {K}")
-        hidden = _int_list(L.get("hidden"), f"{w}.hidden")
-        if any(h < 1 for h in hidden):
-            _fail(f"{w}.hidden widths must be >= 1")
-        if L.get("activation") not in ACTIVATIONS:
-            _fail(f"{w}.activation must be one of {ACTIVATIONS}, got {L.get('activation')!r}")
-        out_layers.append({"transform": tr, "direction": L["direction"], "transformed": t,
-                           "conditioning": c, "n_components": K, "hidden": hidden,
+        K = int(L.get("n_components", 1))        # affine ignores it
+        if L["transform"] == "spline":                # [spline-bins]
+            for key in ("min_bin_width", "min_bin_height"):
+                if not K * spline[key] < 1:
+                    _fail(f"{w}: a spline with n_components = {K} needs K * spline.{key} < 1, "
+                          f"got {key} = {spline[key]}")
+        out_layers.append({"transform": L["transform"], "direction": L["direction"],
+                           "transformed": t, "conditioning": c, "n_components": K,
+                           "hidden": [int(h) for h in L["hidden"]],
                            "activation": L["activation"]})
     used = {L["transform"] for L in out_layers}
-    if "smooth" in used or "smooth" in cfg:
-        sm = cfg.get("smooth")
-        if not isinstance(sm, dict):
-            _fail("config.smooth (s_min, alpha_min, c_max, beta) is required with smooth layers")
-        s_min = _number(sm, "s_min", where="config.smooth")
-        alpha_min = _number(sm, "alpha_min", where="config.smooth")
-        c_max = _number(sm, "c_max", where="config.smooth")
-        beta = _integer(sm.get("beta"), "config.smooth.beta")
-        if not 0 < s_min < 1:
-            _fail(f"config.smooth.s_min must lie in (0, 1), got {s_min}")
-        if not alpha_min > 0:
-            _fail(f"config.smooth.alpha_min must be > 0, got {alpha_min}")
-        if not 0 < c_max < 1:
-            _fail(f"config.smooth.c_max must lie in (0, 1), got {c_max}")
-        if beta < 1:
-            _fail(f"config.smooth.beta must be >= 1, got {beta}")
-        out["smooth"] = {"s_min": s_min, "alpha_min": alpha_min, "c_max": c_max, "beta": beta}
     if "spline" in used or "spline" in cfg:
-        sp = cfg.get("spline", {})
-        if not isinstance(sp, dict):
-            _fail("config.spline must be an object")
-        vals = {}
-        for key in ("min_bin_width", "min_bin_height", "min_derivative"):
-            vals[key] = _number(sp, key, 1e-3, "config.spline")
-            if not vals[key] > 0 or (key != "min_derivative" and not vals[key] < 1):
-                _fail(f"config.spline.{key} must be > 0"
-                      f"{'' if key == 'min_derivative' else ' and < 1'}, got {vals[key]}")
-        for i, L in enumerate(out_layers):
-            if L["transform"] != "spline":
-                continue
-            K = L["n_components"]
-            for key in ("min_bin_width", "min_bin_height"):
-                if not K * vals[key] < 1:
-                    _fail(f"config.layers[{i}]: a spline with n_components = {K} needs "
-                          f"K * spline.{key} < 1, got {key} = {vals[key]}")
-        out["spline"] = vals
+        out["spline"] = spline
     if "affine" in used or "affine" in cfg:
-        af = cfg.get("affine", {})
-        if not isinstance(af, dict):
-            _fail("config.affine must be an object")
-        scale_max = _number(af, "scale_max", 3.0, "config.affine")
-        if not scale_max > 0:
-            _fail(f"config.affine.scale_max must be > 0, got {scale_max}")
-        out["affine"] = {"scale_max": scale_max}
+        out["affine"] = {k: float(cfg.get("affine", {}).get(k, d))
+                         for k, d in _AFFINE_DEFAULTS.items()}
     sup = cfg.get("support", {})
-    if not isinstance(sup, dict):
-        _fail("config.support must be an object")
-    policy = sup.get("policy", "error")
-    if policy not in SUPPORT_POLICIES:
-        _fail(f"config.support.policy must be one of {SUPPORT_POLICIES}, got {policy!r}")
-    margin = _number(sup, "margin", 0.01, "config.support")
-    k = _number(sup, "wall_constant", 1000.0, "config.support")
-    if not 0 < margin < 0.25:
-        _fail(f"config.support.margin must lie in (0, 0.25), got {margin}")
-    if not k >= 0:
-        _fail(f"config.support.wall_constant must be >= 0, got {k}")
-    out["support"] = {"policy": policy, "margin": margin, "wall_constant": k}
+    out["support"] = {k: sup.get(k, d) if k == "policy" else float(sup.get(k, d))
+                      for k, d in _SUPPORT_DEFAULTS.items()}
     out["layers"] = out_layers
     return out
+
+
+def _non_finite(v, key="config"):
+    """The key of the first number in a JSON value that is not a finite double, or None."""
+    if isinstance(v, dict):
+        return next((b for b in (_non_finite(x, k) for k, x in v.items()) if b is not None), None)
+    if isinstance(v, list):
+        return next((b for b in (_non_finite(x, key) for x in v) if b is not None), None)
+    if isinstance(v, (int, float)) and not isinstance(v, bool):
+        try:
+            return None if math.isfinite(v) else key
+        except OverflowError:         # an int beyond the doubles
+            return key
+    return None
 
 
 def expected_tensor_shapes(config: Mapping) -> Dict[str, Tuple[int, ...]]:
@@ -357,11 +361,7 @@ def read_model_bytes(data: bytes) -> Tuple[dict, Dict[str, str], Dict[str, np.nd
         _fail(f"model format version {int(ver)} does not exist")
     if "config" not in meta:
         _fail("metadata lacks 'config'")
-    try:
-        raw_config = json.loads(meta["config"])
-    except json.JSONDecodeError as e:
-        _fail(f"metadata config is not valid JSON: {e}")
-    config = validate_config(raw_config)
+    config = validate_config(parse_config(meta["config"]))
 
     buf = memoryview(data)[8 + n:]
     tensors = {}

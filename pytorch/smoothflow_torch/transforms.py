@@ -134,8 +134,10 @@ class SmoothConstants:
             raise ValueError(f"smooth.alpha_min must be > 0, got {self.alpha_min!r}")
         if not (0.0 < self.c_max < 1.0):
             raise ValueError(f"smooth.c_max must lie in (0, 1), got {self.c_max!r}")
-        if isinstance(self.beta, bool) or int(self.beta) != self.beta or self.beta < 1:
-            raise ValueError(f"smooth.beta must be an integer >= 1, got {self.beta!r}")
+        # 1..8: the model format's range (model_config.schema.json), so a flow that trains
+        # also exports
+        if isinstance(self.beta, bool) or int(self.beta) != self.beta or not 1 <= self.beta <= 8:
+            raise ValueError(f"smooth.beta must be an integer in 1..8, got {self.beta!r}")
         object.__setattr__(self, "beta", int(self.beta))
 
     def to_dict(self) -> dict:
