@@ -17,6 +17,7 @@
 #include <cmath>
 #include <iostream>
 #include <limits>
+#include <map>
 #include <memory>
 #include <set>
 
@@ -231,22 +232,160 @@ static void testPeriodic() {
     }
 }
 
-/** The wall policy counts coordinates in its zone; the error policy never does. */
+/* ---- configurations built from chosen internal coordinates (wall count) ---- */
+
+/** Dihedral angle a-b-c-d in (-pi, pi] (IUPAC sign). */
+static double dihedral(Vec3 a, Vec3 b, Vec3 c, Vec3 d) {
+    Vec3 b1 = b - a, b2 = c - b, b3 = d - c;
+    Vec3 n1 = b1.cross(b2), n2 = b2.cross(b3);
+    return atan2(b2.dot(n1.cross(n2)) / sqrt(b2.dot(b2)), n1.dot(n2));
+}
+
+/** Internal coordinates q (nm, radians) of a model's Z-matrix: bonds, angles, torsions. */
+static vector<double> internalCoordinates(const sf_model* model, const vector<Vec3>& x) {
+    int n = sf_model_num_atoms(model);
+    vector<double> q(3 * n - 6);
+    for (int r = 1; r < n; r++) {
+        int row[4];
+        sf_model_zmatrix_row(model, r, row);
+        Vec3 ij = x[row[0]] - x[row[1]];
+        q[r - 1] = sqrt(ij.dot(ij));
+        if (r >= 2) {
+            Vec3 kj = x[row[2]] - x[row[1]];
+            q[n - 1 + r - 2] = acos(ij.dot(kj) / sqrt(ij.dot(ij) * kj.dot(kj)));
+        }
+        if (r >= 3)
+            q[2 * n - 3 + r - 3] = dihedral(x[row[0]], x[row[1]], x[row[2]], x[row[3]]);
+    }
+    return q;
+}
+
+/** Positions with internal coordinates q (the inverse of internalCoordinates, up to a rigid motion). */
+static vector<Vec3> cartesian(const sf_model* model, const vector<double>& q) {
+    int n = sf_model_num_atoms(model);
+    vector<Vec3> x(n);
+    for (int r = 0; r < n; r++) {
+        int row[4];
+        sf_model_zmatrix_row(model, r, row);
+        if (r == 0)
+            continue;
+        double bond = q[r - 1], angle = r >= 2 ? q[n - 1 + r - 2] : 0, torsion = r >= 3 ? q[2 * n - 3 + r - 3] : 0;
+        Vec3 j = x[row[1]], k = r >= 2 ? x[row[2]] : j + Vec3(1, 0, 0), l = r >= 3 ? x[row[3]] : k + Vec3(0, 1, 0);
+        // NeRF: i at distance bond from j, angle i-j-k, dihedral i-j-k-l.
+        Vec3 bc = (j - k) / sqrt((j - k).dot(j - k)), nrm = (k - l).cross(bc);
+        nrm = nrm / sqrt(nrm.dot(nrm));
+        Vec3 m = nrm.cross(bc);
+        x[row[0]] = j + bc * (-bond * cos(angle)) + m * (bond * sin(angle) * cos(torsion)) + nrm * (bond * sin(angle) * sin(torsion));
+    }
+    return x;
+}
+
+/**
+ * Configurations with exactly the wanted internal coordinates in the wall
+ * zone (u < 2 margin or u > 1 - 2 margin; bonds and angles only): start from
+ * a fixture configuration, set the chosen coordinates' u, rebuild the
+ * positions.  A bond's u = (q - lo) / (hi - lo): lo and hi are fitted from two
+ * configurations of the fixture.
+ */
+class WallZoneBuilder {
+public:
+    WallZoneBuilder(const sf_model* model, const vector<Vec3>& x0, const vector<Vec3>& x1) : model(model), x0(x0) {
+        int n = sf_model_num_atoms(model);
+        q0 = internalCoordinates(model, x0);
+        vector<double> q1 = internalCoordinates(model, x1);
+        u0 = uOf(x0);
+        vector<double> u1 = uOf(x1);
+        for (int d = 0; d < n - 1; d++) {
+            scale.push_back((q1[d] - q0[d]) / (u1[d] - u0[d]));
+            offset.push_back(q0[d] - u0[d] * scale[d]);
+        }
+    }
+    vector<double> uOf(const vector<Vec3>& x) const {
+        vector<double> flat, u(3 * x.size() - 6);
+        for (const Vec3& p : x)
+            flat.insert(flat.end(), {p[0], p[1], p[2]});
+        ASSERT_EQUAL(SF_OK, sf_internal_coordinates(model, flat.data(), nullptr, u.data(), nullptr));
+        return u;
+    }
+    /** x0 with coordinate d (bond or angle) set to u = value[d] for every entry of value. */
+    vector<Vec3> build(const map<int, double>& value) const {
+        int n = sf_model_num_atoms(model);
+        vector<double> q = q0;
+        for (const auto& entry : value)
+            q[entry.first] = entry.first < n - 1 ? offset[entry.first] + entry.second * scale[entry.first] : M_PI * entry.second;
+        vector<Vec3> x = cartesian(model, q);
+        // The construction did what it claims: these coordinates moved, no other.
+        vector<double> u = uOf(x);
+        for (size_t d = 0; d < u.size(); d++) {
+            double want = value.count(d) ? value.at(d) : u0[d];
+            double gap = fabs(u[d] - want);
+            if (d >= (size_t) 2 * n - 3)
+                gap = min(gap, 1 - gap);
+            if (!(gap < 1e-9))
+                throwException(__FILE__, __LINE__, "built u[" + to_string(d) + "] = " + to_string(u[d]) + ", wanted " + to_string(want));
+        }
+        return x;
+    }
+    vector<double> u0;
+private:
+    const sf_model* model;
+    vector<Vec3> x0;
+    vector<double> q0, scale, offset;
+};
+
+/** The wall policy counts, per evaluation, exactly the bonds and angles in its zone; the error policy never counts. */
 static void testWallCount() {
     vector<Configuration> reference = readReference(dataFile("wall.reference.txt"));
     SmoothFlowForce* force = new SmoothFlowForce(dataFile("wall.safetensors"));
-    unique_ptr<System> system(createSystem(8, force));
+    const int n = force->getNumModelAtoms();
+    unique_ptr<System> system(createSystem(n, force));
     VerletIntegrator integrator(0.001);
     Context context(*system, integrator, Platform::getPlatformByName("Reference"));
+    WallZoneBuilder builder(force->getModel().get(), reference[0].positions, reference[1].positions);
+    // make_fixtures.py: margin 0.05, so the zone is u < 0.1 or u > 0.9;
+    // configuration 0 has every u in [0.1, 0.9].
+    for (int d = 0; d < 2 * n - 3; d++)
+        ASSERT(builder.u0[d] > 0.1 && builder.u0[d] < 0.9);
     ASSERT_EQUAL(0, force->getWallCount(context));
-    evaluate(context, reference[0].positions);  // margin 0.1 from the edges: outside the zone
+    evaluate(context, reference[0].positions);
     ASSERT_EQUAL(0, force->getWallCount(context));
-    evaluate(context, reference[3].positions);  // bond 0 at u = 0.03
-    long long count = force->getWallCount(context);
-    ASSERT(count >= 1);
-    State beyond = evaluate(context, reference[4].positions);  // bond 0 at u = 1.3
-    ASSERT(force->getWallCount(context) >= count + 1);
-    ASSERT_EQUAL_TOL(reference[4].energy, beyond.getPotentialEnergy(), 1e-10);
+    const int angle = n - 1;  // the first angle's dimension
+    struct Case {
+        map<int, double> u;
+        int inZone;
+    };
+    const vector<Case> cases = {
+        {{{0, 0.05}}, 1},                                           // one bond near its lower bound
+        {{{0, 0.05}, {3, 0.97}, {5, 0.02}}, 3},                     // three bonds, both ends
+        {{{1, 1.3}, {2, -0.2}}, 2},                                 // two bonds beyond the support
+        {{{2, 0.095}, {4, 0.105}, {6, 0.5}}, 1},                    // just inside and just outside the zone
+        {{{angle, 0.95}, {angle + 2, 0.06}}, 2},                    // two angles (171 and 11 degrees)
+        {{{0, 1.2}, {angle + 1, 0.93}, {angle + 3, 0.5}}, 2},       // a bond and an angle
+    };
+    long long before = force->getWallCount(context);
+    for (const Case& c : cases) {
+        vector<Vec3> x = builder.build(c.u);
+        evaluate(context, x);
+        ASSERT_EQUAL(before + c.inZone, force->getWallCount(context));
+        before = force->getWallCount(context);
+        // An energy-only evaluation counts as well.
+        context.getState(State::Energy);
+        ASSERT_EQUAL(before + c.inZone, force->getWallCount(context));
+        before = force->getWallCount(context);
+    }
+
+    // Under the error policy nothing is ever counted, even at u inside what
+    // would be the zone (tiny's margin is 0.01 by default: u < 0.02).
+    SmoothFlowForce* tiny = new SmoothFlowForce(dataFile("tiny.safetensors"));
+    vector<Configuration> tinyReference = readReference(dataFile("tiny.reference.txt"));
+    unique_ptr<System> tinySystem(createSystem(6, tiny));
+    VerletIntegrator tinyIntegrator(0.001);
+    Context tinyContext(*tinySystem, tinyIntegrator, Platform::getPlatformByName("Reference"));
+    WallZoneBuilder tinyBuilder(tiny->getModel().get(), tinyReference[0].positions, tinyReference[1].positions);
+    for (const map<int, double>& u : {map<int, double>{{0, 0.005}}, map<int, double>{{1, 0.995}, {5, 0.01}}}) {
+        evaluate(tinyContext, tinyBuilder.build(u));
+        ASSERT_EQUAL(0, tiny->getWallCount(tinyContext));
+    }
 }
 
 static void testModelErrors() {

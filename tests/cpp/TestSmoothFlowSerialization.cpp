@@ -1,8 +1,10 @@
 /*
  * XML round trip of SmoothFlowForce: every getter agrees and a Context built
- * from the copy gives identical energies and forces.
+ * from the copy gives identical energies and forces.  The base64 codec that
+ * embeds the model in the XML, on the RFC 4648 test vectors.
  */
 
+#include "Base64.h"
 #include "ReferenceSmoothFlowKernelFactory.h"
 #include "SmoothFlowForce.h"
 #include "SmoothFlowTestUtilities.h"
@@ -126,9 +128,45 @@ static void testCorruptEmbeddedModel() {
     ASSERT_THROWS(delete XmlSerializer::deserialize<SmoothFlowForce>(corrupt), "not valid base64");
 }
 
+static vector<char> bytesOf(const string& s) {
+    return vector<char>(s.begin(), s.end());
+}
+
+/** RFC 4648 section 10: every padding case, both directions; all 256 byte values round trip. */
+static void testBase64Vectors() {
+    const vector<pair<string, string>> vectors = {
+        {"", ""}, {"f", "Zg=="}, {"fo", "Zm8="}, {"foo", "Zm9v"},
+        {"foob", "Zm9vYg=="}, {"fooba", "Zm9vYmE="}, {"foobar", "Zm9vYmFy"}};
+    for (const auto& v : vectors) {
+        ASSERT_EQUAL(v.second, base64Encode(bytesOf(v.first)));
+        ASSERT(base64Decode(v.second) == bytesOf(v.first));
+    }
+    // Whitespace (XML line breaks) is skipped.
+    ASSERT(base64Decode(" Zm9v\nYmE=\r\n") == bytesOf("fooba"));
+    // The whole alphabet: bytes 0..255 and back, and a known prefix ("AAECAwQF" encodes 0..5).
+    vector<char> all;
+    for (int i = 0; i < 256; i++)
+        all.push_back((char) i);
+    string text = base64Encode(all);
+    ASSERT_EQUAL(344, (int) text.size());
+    ASSERT_EQUAL("AAECAwQF", text.substr(0, 8));
+    ASSERT_EQUAL("+/w==", text.substr(339));  // 0xfe 0xff: '+' and '/' appear
+    ASSERT(base64Decode(text) == all);
+}
+
+/** Invalid input is refused: characters outside the alphabet, misplaced padding, truncation. */
+static void testBase64Rejects() {
+    for (const string& bad : {"Zm9v!", "Zm-v", "Zm_v", "Zm9\x80", "Zg=a", "Z===", "====", "Zg==Zg==", "Zm=v"})
+        ASSERT_THROWS(base64Decode(bad), "not valid base64");
+    for (const string& truncated : {"Z", "Zm", "Zm9", "Zm9vY", "Zm9vYg", "Zm9vYg="})
+        ASSERT_THROWS(base64Decode(truncated), "truncated");
+}
+
 int main() {
     try {
         registerSmoothFlowReferenceKernelFactories();
+        testBase64Vectors();
+        testBase64Rejects();
         testRoundTrip("tiny", false);
         testRoundTrip("wall", true);
         testDefaultMolecules();

@@ -140,31 +140,84 @@ def test_periodic_translation_by_box_vectors(sf, fixtures, makeContext, evaluate
         assertForcesClose(f0, f)
 
 
-def test_wall_count(sf, fixtures, makeContext, evaluate):
+# Coordinates to put in the wall zone (u < 2 margin or u > 1 - 2 margin; bonds and
+# angles only) and how many of them are in it.  The wall fixture has 8 atoms
+# (bonds 0..6, angles 7..12) and margin 0.05: the zone is u < 0.1 or u > 0.9.
+WALL_CASES = [
+    ({0: 0.05}, 1),
+    ({0: 0.05, 3: 0.97, 5: 0.02}, 3),
+    ({1: 1.3, 2: -0.2}, 2),                   # beyond the support
+    ({2: 0.095, 4: 0.105, 6: 0.5}, 1),        # just inside and just outside the zone
+    ({7: 0.95, 9: 0.06}, 2),                  # two angles
+    ({0: 1.2, 8: 0.93, 10: 0.5}, 2),          # a bond and an angle
+]
+
+
+def _with_u(flow, x0, chosen):
+    """x0 with the chosen coordinates set to the given u (built by the PyTorch
+    reference's own internal coordinates), checked to have moved only those."""
+    import torch
+
+    u = flow.internal_coordinates(torch.as_tensor(x0, dtype=torch.float64)[None])[0].clone()
+    for d, value in chosen.items():
+        u[d] = value
+    x = flow.to_cartesian(u[None])[0]
+    back = flow.internal_coordinates(x[None])[0]
+    gap = (back - u).abs()
+    n = flow.n_atoms
+    gap[2 * n - 3:] = torch.minimum(gap[2 * n - 3:], 1 - gap[2 * n - 3:])  # torsions live on the circle
+    assert gap.max() < 1e-9
+    return x.numpy()
+
+
+def test_wall_count(sf, sftorch, fixtures, makeContext, evaluate):
+    """Each evaluation adds exactly the number of bonds and angles in the wall zone."""
     ref = fixtures['wall']
+    flow = sftorch.load_model(ref['path'])
+    assert flow.support_policy == 'wall' and flow.margin == 0.05
     force = sf.SmoothFlowForce(ref['path'])
     context = makeContext(force, ref['n_atoms'])
     assert force.getWallCount(context) == 0
-    evaluate(context, ref['positions'][0])
+    evaluate(context, ref['positions'][0])  # every u in [0.1, 0.9]
     assert force.getWallCount(context) == 0
-    evaluate(context, ref['positions'][3])  # one bond in the wall zone
-    assert force.getWallCount(context) >= 1
+    total = 0
+    for chosen, in_zone in WALL_CASES:
+        evaluate(context, _with_u(flow, ref['positions'][0], chosen))
+        total += in_zone
+        assert force.getWallCount(context) == total, chosen
 
 
-def test_molecular_dynamics_runs(sf, fixtures, makeContext):
-    """A few Langevin steps under the wall policy: the integrator drives the kernel."""
-    ref = fixtures['wall']
+def test_wall_count_is_zero_under_the_error_policy(sf, sftorch, fixtures, makeContext, evaluate):
+    """The error policy clamps nothing and counts nothing, even at u where a wall would act."""
+    ref = fixtures['tiny']
+    flow = sftorch.load_model(ref['path'])
     force = sf.SmoothFlowForce(ref['path'])
+    context = makeContext(force, ref['n_atoms'])
+    for chosen in ({0: 0.005}, {1: 0.995, 5: 0.01}):
+        evaluate(context, _with_u(flow, ref['positions'][0], chosen))
+        assert force.getWallCount(context) == 0
+
+
+def test_integrator_moves_atoms_by_the_force(sf, fixtures):
+    """An integrator drives the kernel: from rest, one leapfrog Verlet step moves each atom by
+    dt^2 F / m with F the force PyTorch computed (the wall fixture's configuration 3, in the
+    wall zone)."""
+    ref = fixtures['wall']
+    mass, dt = 12.0, 0.0002
     system = openmm.System()
     for _ in range(ref['n_atoms']):
-        system.addParticle(12.0)
-    system.addForce(force)
-    integrator = openmm.LangevinMiddleIntegrator(300, 1.0, 0.0002)
+        system.addParticle(mass)
+    system.addForce(sf.SmoothFlowForce(ref['path']))
+    integrator = openmm.VerletIntegrator(dt)
     context = openmm.Context(system, integrator, openmm.Platform.getPlatformByName('Reference'))
-    context.setPositions(np.array(ref['positions'][0]))
-    integrator.step(20)
-    energy = context.getState(getEnergy=True).getPotentialEnergy()
-    assert np.isfinite(energy.value_in_unit(openmm.unit.kilojoule_per_mole))
+    x0 = np.array(ref['positions'][3])
+    context.setPositions(x0)
+    context.setVelocities(np.zeros_like(x0))
+    integrator.step(1)
+    state = context.getState(getPositions=True)
+    moved = state.getPositions(asNumpy=True).value_in_unit(openmm.unit.nanometer) - x0
+    expected = dt * dt * np.array(ref['forces'][3]) / mass
+    np.testing.assert_allclose(moved, expected, rtol=1e-6, atol=1e-12)
 
 
 def test_plugin_does_not_import_torch(sf, fixtures):
