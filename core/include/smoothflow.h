@@ -6,7 +6,7 @@
  *
  *     U(r) = -kT [ log p_U(u(q(r))) - sum log(scale) - log J(q(r)) ] + U0
  *
- * (docs/flow-math.md in the shared docs, refined by docs/design.md).  The
+ * (docs/flow-math.md and docs/model-format.md; choices in docs/design.md).  The
  * model comes from a safetensors file written by the PyTorch trainer
  * (docs/model-format.md).
  *
@@ -107,7 +107,7 @@ typedef enum sf_transform_kind {
 /* What happens when a bond or angle leaves the flow's support. */
 typedef enum sf_support_policy {
     SF_SUPPORT_ERROR = 0,  /* evaluation fails with SF_ERR_SUPPORT              */
-    SF_SUPPORT_WALL = 1    /* smooth clamp plus harmonic wall (docs/design.md) */
+    SF_SUPPORT_WALL = 1    /* smooth clamp plus harmonic wall (docs/model-format.md 5.2) */
 } sf_support_policy;
 
 /* Load a model from a file, or from a copy of `size` bytes at `data`.
@@ -178,7 +178,8 @@ SF_API sf_status sf_evaluate(const sf_model *model, sf_workspace *ws, int batch,
                              sf_error *err);
 
 /* The normalized internal coordinates u in [0,1]^D (bonds, angles,
- * torsions; docs/model-format.md) of one molecule, for tests and tools. */
+ * torsions; docs/model-format.md) of one molecule, for tests and tools.
+ * Torsions lie in [0, 1): a torsion of exactly +-180 degrees is u = 0. */
 SF_API sf_status sf_internal_coordinates(const sf_model *model, const double *positions,
                                          const double *box, double *u, sf_error *err);
 

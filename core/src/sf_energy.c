@@ -23,7 +23,21 @@ static void dim_scale(const sf_model *m, int d, double *offset, double *scale)
     }
 }
 
-/* The wall policy's smooth clamp c(u) and c'(u) (docs/design.md). */
+/* u of dimension d from its coordinate q.  A torsion's u is a point of the
+ * circle [0, 1): (phi + pi) / (2 pi) = 1, which atan2's phi = +pi gives (and
+ * phi an ulp below pi, by rounding), is taken as u = 0, the same point as
+ * phi = -pi.  One representative matters: a transform that is only C1 on the
+ * circle (the spline) has different one-sided forces at u = 0 and u = 1. */
+static double normalized(const sf_model *m, int d, double q)
+{
+    double offset, scale;
+    dim_scale(m, d, &offset, &scale);
+    double v = (q - offset) / scale;
+    if (sfM_is_circular(m, d) && v >= 1) v -= 1;
+    return v;
+}
+
+/* The wall policy's smooth clamp c(u) and c'(u) (docs/model-format.md 5.2). */
 static double smooth_clamp(double u, double margin, double *slope)
 {
     if (u < 2 * margin) {
@@ -89,7 +103,7 @@ static sf_status prepare_molecule(const sf_model *m, sf_workspace *ws, int b, co
     for (int d = 0; d < D; d++) {
         double offset, scale, unused;
         dim_scale(m, d, &offset, &scale);
-        double v = (q[d] - offset) / scale;
+        double v = normalized(m, d, q[d]);
         slope[d] = 1;
         if (d < 2 * m->N - 3) {
             if (m->policy == SF_SUPPORT_WALL) {
@@ -195,11 +209,7 @@ sf_status sf_internal_coordinates(const sf_model *m, const double *positions, co
     if (!g) return sfE_set(err, SF_ERR_NOMEM, "out of memory");
     sf_status rc = sfZ_compute(m, positions, box, u, g, 0, err);
     free(g);
-    for (int d = 0; rc == SF_OK && d < m->D; d++) {
-        double offset, scale;
-        dim_scale(m, d, &offset, &scale);
-        u[d] = (u[d] - offset) / scale;
-    }
+    for (int d = 0; rc == SF_OK && d < m->D; d++) u[d] = normalized(m, d, u[d]);
     return rc;
 }
 

@@ -7,7 +7,8 @@ every later row ``[a, j, k, l]`` (bond, angle and torsion a-j-k-l).
 
 The coordinates of a batch are returned as bonds ``(B, N-1)`` of rows 1..N-1, angles
 ``(B, N-2)`` of rows 2..N-1 in (0, pi), and torsions ``(B, N-3)`` of rows 3..N-1 in
-(-pi, pi], with the IUPAC sign (that of ``mdtraj.compute_dihedrals``):
+[-pi, pi] (atan2 may return either end for a planar trans torsion; :func:`normalize` maps
+both to u = 0), with the IUPAC sign (that of ``mdtraj.compute_dihedrals``):
 
     b1 = r_j - r_a, b2 = r_k - r_j, b3 = r_l - r_k
     phi = atan2(|b2| b1 . (b2 x b3), (b1 x b2) . (b2 x b3))
@@ -208,11 +209,15 @@ def normalize(bonds, angles, torsions, bond_lo, bond_hi) -> torch.Tensor:
     """Map internal coordinates to u in the unit cube/torus, ``(B, D)``.
 
     bonds: ``(b - lo) / (hi - lo)``; angles: ``theta / pi``; torsions:
-    ``(phi + pi) / (2 pi)``.
+    ``(phi + pi) / (2 pi)``, a point of the circle [0, 1): where that is 1 (phi = +pi, or
+    an ulp below by rounding) u is 0, the point phi = -pi, as in the C core. On a circle
+    where the flow is only C1 (the spline) u = 0 and u = 1 have different one-sided
+    forces, so every implementation must pick the same one (``docs/model-format.md`` 3).
     """
     ub = (bonds - bond_lo) / (bond_hi - bond_lo)
     ua = angles / math.pi
     ut = (torsions + math.pi) / (2.0 * math.pi)
+    ut = torch.where(ut >= 1.0, ut - 1.0, ut)
     return torch.cat([ub, ua, ut], dim=-1)
 
 
