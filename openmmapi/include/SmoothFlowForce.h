@@ -48,7 +48,7 @@ public:
     enum SupportPolicy {
         /** Evaluation fails with an exception naming the coordinate. */
         SupportError = 0,
-        /** A smooth clamp plus a harmonic wall keeps the energy finite (docs/design.md). */
+        /** A smooth clamp plus a harmonic wall keeps the energy finite (docs/model-format.md section 5.2). */
         SupportWall = 1
     };
     /**

@@ -18,13 +18,13 @@ __all__ = ["MOLAR_GAS_CONSTANT", "SUPPORT_POLICIES", "SmoothFlow", "wall_clamp"]
 
 #: R in kJ/mol/K; kT = R T.
 MOLAR_GAS_CONSTANT = 0.00831446261815324
-#: Policies for configurations outside the flow's support (``docs/design.md``).
+#: Policies for configurations outside the flow's support (``docs/model-format.md`` 5.2).
 SUPPORT_POLICIES = ("error", "wall")
 _ATOM_KEYS = ("name", "residue", "residue_index", "element")
 
 
 def wall_clamp(u: torch.Tensor, margin: float) -> torch.Tensor:
-    """The smooth clamp c(u) of the ``wall`` policy (``docs/design.md``).
+    """The smooth clamp c(u) of the ``wall`` policy (``docs/model-format.md`` 5.2).
 
     ``c(u) = u`` on [2m, 1 - 2m], ``m + m (1 + tanh((u - 2m) / m))`` below,
     ``1 - c(1 - u)`` above. C2 at the joins; c maps the real line into (m, 1 - m).
@@ -214,7 +214,7 @@ class SmoothFlow(nn.Module):
         ----------
         policy : str
             ``error``: raise ValueError naming the coordinate. ``wall``: smooth clamp of
-            the interval coordinates plus a harmonic wall (``docs/design.md``).
+            the interval coordinates plus a harmonic wall (``docs/model-format.md`` 5.2).
         margin : float
             m in (0, 0.25).
         wall_constant : float
@@ -434,7 +434,7 @@ class SmoothFlow(nn.Module):
             ci = wall_clamp(ui, self.margin)
             u_flow = torch.cat([ci, u[:, nI:]], dim=-1)
             wall = 0.5 * self.wall_constant * ((ui - ci) ** 2).sum(-1)
-            # The Jacobian term too is taken at the clamped point (docs/design.md):
+            # The Jacobian term too is taken at the clamped point (docs/model-format.md 5.2):
             # log J diverges at collinear angles, where a flow's density does not vanish.
             bonds_c, angles_c, _ = zm.denormalize(u_flow, self.bond_lo, self.bond_hi)
             log_jacobian = zm.log_jacobian(bonds_c, angles_c)

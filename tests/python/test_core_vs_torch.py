@@ -171,7 +171,7 @@ def test_core_torsion_sign_agrees_with_mdtraj():
 
 
 def test_deep_well_constants_match_torch_and_invert():
-    """The stage-2 alanine constants (c_max = 0.99999: F' down to 1e-5, docs/design.md): the C
+    """The stage-2 alanine constants (c_max = 0.99999: F' down to 1e-5, studies/alanine_dipeptide/design-notes.md): the C
     core still equals PyTorch, and the bracketed Newton inverse still recovers x where F' is
     tiny (raw c~ = 12 pushes c to c_max)."""
     deep = {"s_min": 0.01, "alpha_min": 0.1, "c_max": 0.99999, "beta": 1}
