@@ -27,6 +27,8 @@ static const char *json_syntax_problem(const char *s)
         if (c == '"') {
             for (p++; *p && *p != '"'; p++) {
                 if ((unsigned char)*p < 0x20) return "a raw control character inside a string";
+                /* cJSON would end the C string at NUL, hiding the rest from this reader */
+                if (*p == '\\' && strncmp(p + 1, "u0000", 5) == 0) return "a NUL character (\\u0000) inside a string";
                 if (*p == '\\' && p[1]) p++;
             }
             if (*p) p++;

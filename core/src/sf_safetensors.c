@@ -116,6 +116,18 @@ static sf_status check_overlaps(const sf_safetensors *st, sf_error *err)
     return SF_OK;
 }
 
+/* Whether JSON text holds the escape \u0000 in a string: cJSON would end the C string there,
+ * so text after it would be invisible to this reader and visible to others. */
+static int has_nul_escape(const char *s, size_t n)
+{
+    for (size_t i = 0; i + 1 < n; i++) {
+        if (s[i] != '\\') continue;
+        if (s[i + 1] == 'u' && i + 5 < n && memcmp(s + i + 2, "0000", 4) == 0) return 1;
+        i++; /* skip the escaped character (a backslash escapes exactly one) */
+    }
+    return 0;
+}
+
 sf_status sfS_parse(const unsigned char *data, size_t size, sf_safetensors *out, sf_error *err)
 {
     memset(out, 0, sizeof *out);
@@ -127,6 +139,8 @@ sf_status sfS_parse(const unsigned char *data, size_t size, sf_safetensors *out,
         return sfE_set(err, SF_ERR_FORMAT,
                        "model file: header length %llu exceeds the file (%zu bytes): truncated or not safetensors",
                        (unsigned long long)n, size);
+    if (has_nul_escape((const char *)data + 8, (size_t)n))
+        return sfE_set(err, SF_ERR_FORMAT, "model file: header holds a NUL character (\\u0000) in a string");
     cJSON *root = cJSON_ParseWithLength((const char *)data + 8, (size_t)n);
     if (!root || !cJSON_IsObject(root)) {
         cJSON_Delete(root);

@@ -187,9 +187,23 @@ def parse_config(text: str) -> dict:
         _fail("metadata config is not valid JSON: nested too deeply")
     if not isinstance(config, dict):
         _fail("metadata config is not a JSON object")
+    if not _free_of_nul(config):
+        _fail("metadata config is not valid JSON: a NUL character (\\u0000) inside a string")
     if not _unicode(config):
         _fail("metadata config is not valid JSON: a string holds an unpaired surrogate (\\ud800-\\udfff)")
     return config
+
+
+def _free_of_nul(v) -> bool:
+    """Whether no string (key or value) in a JSON value holds NUL: C readers see strings as
+    NUL-terminated, so the format refuses NUL anywhere in the header."""
+    if isinstance(v, str):
+        return "\x00" not in v
+    if isinstance(v, dict):
+        return all(_free_of_nul(k) and _free_of_nul(x) for k, x in v.items())
+    if isinstance(v, list):
+        return all(_free_of_nul(x) for x in v)
+    return True
 
 
 def _unicode(v) -> bool:
@@ -346,6 +360,8 @@ def read_model_bytes(data: bytes) -> Tuple[dict, Dict[str, str], Dict[str, np.nd
         _fail(f"header is not valid UTF-8 JSON: {e}")
     if not isinstance(header, dict):
         _fail("header is not a JSON object")
+    if not _free_of_nul(header):
+        _fail("header holds a NUL character (\\u0000) in a string")
     meta = header.pop("__metadata__", None)
     if not isinstance(meta, dict) or not all(isinstance(v, str) for v in meta.values()):
         _fail("header lacks a __metadata__ object of strings")
@@ -414,6 +430,9 @@ def read_model_bytes(data: bytes) -> Tuple[dict, Dict[str, str], Dict[str, np.nd
         d = int(np.nonzero(~(tensors["bond_hi"] > tensors["bond_lo"]))[0][0])
         _fail(f"bond_hi[{d}] = {tensors['bond_hi'][d]} does not exceed "
               f"bond_lo[{d}] = {tensors['bond_lo'][d]}")
+    if not (tensors["bond_lo"] >= 0).all():
+        d = int(np.nonzero(~(tensors["bond_lo"] >= 0))[0][0])
+        _fail(f"bond_lo[{d}] = {tensors['bond_lo'][d]} is negative (a bond length is >= 0 nm)")
     return config, meta, tensors
 
 

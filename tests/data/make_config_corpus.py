@@ -396,6 +396,8 @@ text_case("json-control-in-string", "a raw control character inside a string", "
           TEXT.replace('"C2"', '"C\u00012"'), None)
 text_case("json-control-outside", "a control character between tokens", "[json-syntax]",
           TEXT.replace(', "zmatrix"', ',\u0001"zmatrix"'), None)
+text_case("json-nul-in-string", "an atom name holding the escape \\u0000 (NUL), which ends a C string",
+          "[json-syntax]", TEXT.replace('"C2"', '"C\\u00002"'), True)
 text_case("json-lone-surrogate", "an atom name with the unpaired surrogate escape \\ud800", "[json-syntax]",
           TEXT.replace('"C2"', '"C\\ud800"'), True)
 text_case("json-bom", "a byte order mark before the object", "[json-syntax]", "\ufeff" + TEXT, None)

@@ -227,3 +227,47 @@ def test_the_exporter_writes_only_what_the_schema_allows():
     data = model_to_bytes(flow)
     assert json.loads(CoreModel.from_bytes(data).config_json)["smooth"]["beta"] == 8
     assert math.isclose(CoreModel.from_bytes(data).kT, R * flow.temperature, rel_tol=1e-15)
+
+
+def _valid_model_file(config_text=None, rename=None):
+    """The first valid corpus case as a model file, with its config text replaced or a
+    tensor renamed."""
+    name = next(n for n, c in CASES.items() if c["valid"])
+    config = validate_config(json.loads(_text(CASES[name])))
+    tensors = _tensors(config, 0)
+    if rename:
+        tensors[rename[1]] = tensors.pop(rename[0])
+    return unchecked_model_bytes({}, tensors, {"config": config_text or json.dumps(config)})
+
+
+@pytest.mark.parametrize("where", ["after the config object", "inside an atom name", "in a tensor name"])
+def test_a_nul_in_any_header_string_is_refused_by_both(where):
+    """C strings end at NUL (\\u0000), so text after one would be read by one reader and not by
+    the other: the format refuses NUL anywhere in the header."""
+    text = json.dumps(validate_config(json.loads(_text(next(c for c in CASES.values() if c["valid"])))))
+    if where == "after the config object":
+        data = _valid_model_file(config_text=text + "\x00 and more")
+    elif where == "inside an atom name":
+        config = json.loads(text)
+        config["atoms"] = [{"name": f"A{i}\x00B", "residue": "MOL", "residue_index": 0, "element": "C"}
+                           for i in range(config["n_atoms"])]
+        data = _valid_model_file(config_text=json.dumps(config))
+    else:
+        data = _valid_model_file(rename=("bond_lo", "bond_lo\x00x"))
+    assert b"\\u0000" in data[:8 + int.from_bytes(data[:8], "little")]
+    flow, py_message = _python(data)
+    core, c_message = _core(data)
+    assert flow is None and "NUL" in py_message
+    assert core is None and "NUL" in c_message
+
+
+def test_both_readers_refuse_a_negative_bond_bound():
+    name = next(n for n, c in CASES.items() if c["valid"])
+    config = validate_config(json.loads(_text(CASES[name])))
+    tensors = _tensors(config, 0)
+    tensors["bond_lo"][0] = -0.01
+    data = unchecked_model_bytes({}, tensors, {"config": json.dumps(config)})
+    flow, py_message = _python(data)
+    core, c_message = _core(data)
+    assert flow is None and "bond_lo[0]" in py_message
+    assert core is None and "bond 0" in c_message
