@@ -66,10 +66,17 @@ typedef union dim_params {
     sfA_params affine;
 } dim_params;
 
-static void prepare(const sf_model *m, const sf_layer *L, const double *raw, int circ, dim_params *p)
+/* The parameters of one dimension from its block of conditioner outputs.  The
+ * smooth transform's block is turned into its constrained values in place by
+ * the density pass (first = 1), so the reverse pass only views it; the
+ * baselines (a few per cent of the cost) prepare from the raw block each time. */
+static void prepare(const sf_model *m, const sf_layer *L, double *raw, int circ, int first, dim_params *p)
 {
     switch (L->transform) {
-    case SF_TRANSFORM_SMOOTH: sfT_prepare(&m->smooth, L->K, raw, &p->smooth); break;
+    case SF_TRANSFORM_SMOOTH:
+        if (first) sfT_prepare_block(&m->smooth, L->K, raw);
+        sfT_view(&m->smooth, L->K, raw, &p->smooth);
+        break;
     case SF_TRANSFORM_SPLINE: sfR_prepare(&m->spline, L->K, raw, circ, &p->spline); break;
     case SF_TRANSFORM_AFFINE: sfA_prepare(&m->affine, raw, &p->affine); break;
     }
@@ -91,7 +98,7 @@ static void adjoint(const sf_model *m, const sf_layer *L, const dim_params *p, c
 {
     const int gen = L->direction == SF_DIR_GENERATIVE;
     switch (L->transform) {
-    case SF_TRANSFORM_SMOOTH: sfT_adjoint(&p->smooth, &m->smooth, raw, circ, gen, in, out, abar, w, gin, graw); break;
+    case SF_TRANSFORM_SMOOTH: sfT_adjoint(&p->smooth, &m->smooth, circ, gen, in, out, abar, w, gin, graw); break;
     case SF_TRANSFORM_SPLINE: sfR_adjoint(&p->spline, raw, gen, in, out, abar, w, gin, graw); break;
     case SF_TRANSFORM_AFFINE: sfA_adjoint(&p->affine, gen, in, abar, w, gin, graw); break;
     }
@@ -157,11 +164,11 @@ sf_status sfF_log_density(const sf_model *m, sf_workspace *ws, int B, const doub
         for (int b = 0; b < B; b++) {
             for (int i = 0; i < L->n_trans; i++) {
                 const int d = L->trans[i], circ = sfM_is_circular(m, d);
-                const double *raw = params + (size_t)b * out + (size_t)i * L->P;
+                double *raw = params + (size_t)b * out + (size_t)i * L->P;
                 const double in = y[(size_t)b * D + d];
                 double xx, ld;
                 dim_params p;
-                prepare(m, L, raw, circ, &p);
+                prepare(m, L, raw, circ, 1, &p);
                 int it = step(L, &p, circ, in, &xx, &ld);
                 if (it < 0) return step_error(m, it, b, l, d, in, err);
                 if (max_iters && it > *max_iters) *max_iters = it;
@@ -191,18 +198,18 @@ void sfF_log_density_gradient(const sf_model *m, sf_workspace *ws, int B, const 
     for (int l = 0; l < NL; l++) {
         const sf_layer *L = &m->layers[l];
         const double *x = state_of(ws, l, B), *y = state_of(ws, l + 1, B);
-        const double *params = ws->params + l * ws->params_stride;
+        double *params = ws->params + l * ws->params_stride; /* as the density pass left them */
         const double *act = ws->act + l * ws->act_stride;
         const int out = L->n_trans * L->P;
         memset(ws->gparams, 0, (size_t)B * out * sizeof(double));
         for (int b = 0; b < B; b++) {
             for (int i = 0; i < L->n_trans; i++) {
                 const int d = L->trans[i], circ = sfM_is_circular(m, d);
-                const double *raw = params + (size_t)b * out + (size_t)i * L->P;
+                double *raw = params + (size_t)b * out + (size_t)i * L->P;
                 double *graw = ws->gparams + (size_t)b * out + (size_t)i * L->P;
                 const size_t at = (size_t)b * D + d;
                 dim_params p;
-                prepare(m, L, raw, circ, &p);
+                prepare(m, L, raw, circ, 0, &p);
                 /* The density pass took y (state l + 1) to x (state l). */
                 adjoint(m, L, &p, raw, circ, y[at], x[at], g[at], weight[b], &g[at], graw);
             }

@@ -71,7 +71,6 @@ typedef struct sf_layer {
     int n_linear;          /* linear maps: hidden layers + 1 */
     int *width;            /* n_linear + 1 widths; width[0] = encoded input */
     double **weight;       /* [m] -> width[m+1] x width[m], row-major */
-    double **weight_t;     /* [m] -> its transpose, width[m] x width[m+1] */
     double **bias;         /* [m] -> width[m+1] */
 } sf_layer;
 
@@ -150,22 +149,24 @@ void sfZ_displacement(const double *a, const double *b, const double *box, doubl
 
 /* ------------------------------------------------------- smooth transform */
 
-/* The constrained parameters of one transformed dimension, computed once
- * from the conditioner's raw outputs and reused by every Newton step. */
+/* The constrained parameters of one transformed dimension.  The conditioner's
+ * raw block [w~ (K), b~ (K), s~ (K), a~ (K), c~, t~] is turned into them once,
+ * in place (sfT_prepare_block): [w = softmax(w~), b = sigmoid(b~),
+ * s = s_min + (1 - s_min) sigmoid(s~), softplus(a~), c = c_max sigmoid(c~), t~];
+ * the density pass, every Newton step and the reverse pass then read that block
+ * through a view, so the transcendental functions of the parameters are
+ * evaluated once per dimension and evaluation. */
 #define SF_MAX_COMPONENTS 64
 typedef struct sfT_params {
     int K, beta;
-    double c, t;
-    double w[SF_MAX_COMPONENTS], b[SF_MAX_COMPONENTS], s[SF_MAX_COMPONENTS];
-    double alpha[SF_MAX_COMPONENTS], start[SF_MAX_COMPONENTS]; /* start = b (1 - s) */
+    double c, t, alpha_min;
+    const double *w, *b, *s, *sp; /* sp = softplus(a~): alpha = alpha_min + sp */
 } sfT_params;
 
-void sfT_prepare(const sf_smooth_constants *c, int K, const double *raw, sfT_params *p);
+void sfT_prepare_block(const sf_smooth_constants *c, int K, double *block);
+void sfT_view(const sf_smooth_constants *c, int K, const double *block, sfT_params *p);
 /* F(x), F'(x), F''(x) of the interval transform (the circle adds t mod 1). */
 void sfT_eval(const sfT_params *p, double x, double *y, double *dy, double *d2y);
-/* Accumulate into g (the 4K + 1 raw values before t~) a dF/draw + b dF'/draw at x. */
-void sfT_vjp(const sfT_params *p, const sf_smooth_constants *c, const double *raw, double x, double a, double b,
-             double *g);
 /* Solve F(x) = y on [0, 1]; returns iterations, or -1 without convergence. */
 int sfT_solve(const sfT_params *p, double y, double *x);
 
@@ -184,8 +185,8 @@ int sfT_solve(const sfT_params *p, double y, double *x);
  *            on the circle the t~ slot too, on the interval it stays 0).
  *            in and out are the step's; no iteration is differentiated. */
 int sfT_step(const sfT_params *p, int circular, int generative, double in, double *out, double *logdet);
-void sfT_adjoint(const sfT_params *p, const sf_smooth_constants *c, const double *raw, int circular,
-                 int generative, double in, double out, double abar, double w, double *gin, double *graw);
+void sfT_adjoint(const sfT_params *p, const sf_smooth_constants *c, int circular, int generative, double in,
+                 double out, double abar, double w, double *gin, double *graw);
 
 /* ------------------------------------------ rational-quadratic spline */
 

@@ -3,17 +3,10 @@
  * gradients).  Matrices are row-major, W is out x in as in PyTorch. */
 #include "sf_internal.h"
 
+#include <cblas.h>
+
 #include <math.h>
 #include <string.h>
-
-/* The two matrix kernels dominate the cost; on x86-64 with GCC or Clang they
- * are compiled for AVX2 as well and picked at load time (ifunc), so the
- * library stays portable to any x86-64. */
-#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__) && defined(__linux__)
-#define SF_VECTOR_CLONES __attribute__((target_clones("avx2", "default")))
-#else
-#define SF_VECTOR_CLONES
-#endif
 
 static double activate(sf_activation a, double z)
 {
@@ -36,36 +29,26 @@ static double activate_grad(sf_activation a, double z, double y)
     return 1;
 }
 
-/* out (B x n_out) = in (B x n_in) W^T + bias, as axpy updates with the rows
- * of W^T (wt, n_in x n_out): contiguous and vectorizable; each row is used
- * for the whole batch while it is in cache. */
-SF_VECTOR_CLONES static void linear(int B, int n_in, int n_out, const double *wt, const double *bias,
-                                    const double *in, double *out)
+/* out (B x n_out) = in (B x n_in) W^T + bias, W stored once (n_out x n_in, row-major, as
+ * PyTorch's nn.Linear).  Through CBLAS, so any BLAS can be linked; one molecule is a
+ * matrix-vector product, which BLAS runs as such. */
+static void linear(int B, int n_in, int n_out, const double *W, const double *bias, const double *in, double *out)
 {
     for (int b = 0; b < B; b++) memcpy(out + (size_t)b * n_out, bias, (size_t)n_out * sizeof(double));
-    for (int i = 0; i < n_in; i++) {
-        const double *restrict w = wt + (size_t)i * n_out;
-        for (int b = 0; b < B; b++) {
-            const double xi = in[(size_t)b * n_in + i];
-            double *restrict y = out + (size_t)b * n_out;
-            for (int o = 0; o < n_out; o++) y[o] += xi * w[o];
-        }
-    }
+    if (B == 1)
+        cblas_dgemv(CblasRowMajor, CblasNoTrans, n_out, n_in, 1.0, W, n_in, in, 1, 1.0, out, 1);
+    else
+        cblas_dgemm(CblasRowMajor, CblasNoTrans, CblasTrans, B, n_out, n_in, 1.0, in, n_in, W, n_in, 1.0, out, n_out);
 }
 
-/* gin (B x n_in) = gout (B x n_out) W, as axpy updates with the rows of W. */
-SF_VECTOR_CLONES static void linear_backward(int B, int n_in, int n_out, const double *W, const double *gout,
-                                             double *gin)
+/* gin (B x n_in) = gout (B x n_out) W. */
+static void linear_backward(int B, int n_in, int n_out, const double *W, const double *gout, double *gin)
 {
-    memset(gin, 0, (size_t)B * n_in * sizeof(double));
-    for (int o = 0; o < n_out; o++) {
-        const double *restrict w = W + (size_t)o * n_in;
-        for (int b = 0; b < B; b++) {
-            const double g = gout[(size_t)b * n_out + o];
-            double *restrict gx = gin + (size_t)b * n_in;
-            for (int i = 0; i < n_in; i++) gx[i] += g * w[i];
-        }
-    }
+    if (B == 1)
+        cblas_dgemv(CblasRowMajor, CblasTrans, n_out, n_in, 1.0, W, n_in, gout, 1, 0.0, gin, 1);
+    else
+        cblas_dgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, B, n_in, n_out, 1.0, gout, n_out, W, n_in, 0.0, gin,
+                    n_in);
 }
 
 size_t sfN_activation_size(const sf_layer *L)
@@ -81,11 +64,11 @@ void sfN_forward(const sf_layer *L, int B, const double *in, double *act, double
     for (int m = 0; m < L->n_linear; m++) {
         int n_in = L->width[m], n_out = L->width[m + 1];
         if (m == L->n_linear - 1) {
-            linear(B, n_in, n_out, L->weight_t[m], L->bias[m], x, out);
+            linear(B, n_in, n_out, L->weight[m], L->bias[m], x, out);
             break;
         }
         double *pre = act, *post = act + (size_t)B * n_out;
-        linear(B, n_in, n_out, L->weight_t[m], L->bias[m], x, pre);
+        linear(B, n_in, n_out, L->weight[m], L->bias[m], x, pre);
         for (size_t i = 0; i < (size_t)B * n_out; i++) post[i] = activate(L->activation, pre[i]);
         x = post;
         act = post + (size_t)B * n_out;

@@ -146,11 +146,9 @@ void sf_model_free(sf_model *m)
         sf_layer *L = &m->layers[l];
         for (int k = 0; k < L->n_linear; k++) {
             if (L->weight) free(L->weight[k]);
-            if (L->weight_t) free(L->weight_t[k]);
             if (L->bias) free(L->bias[k]);
         }
         free(L->weight);
-        free(L->weight_t);
         free(L->bias);
         free(L->width);
         free(L->trans);
@@ -586,18 +584,6 @@ static sf_status take_tensor(sf_safetensors *st, const char *name, int ndim, lon
     return SF_OK;
 }
 
-/* The forward pass runs as y += x_i * W^T[i] (vectorizable without
- * reassociating sums), so keep W^T too. */
-static sf_status transpose(const double *w, int rows, int cols, double **out, sf_error *err)
-{
-    size_t count = (size_t)rows * (size_t)cols;
-    *out = malloc((count ? count : 1) * sizeof(double));
-    if (!*out) return sfE_set(err, SF_ERR_NOMEM, "out of memory");
-    for (int r = 0; r < rows; r++)
-        for (int c = 0; c < cols; c++) (*out)[(size_t)c * rows + r] = w[(size_t)r * cols + c];
-    return SF_OK;
-}
-
 static sf_status read_tensors(sf_model *m, sf_safetensors *st, sf_error *err)
 {
     sf_status rc = take_tensor(st, "bond_lo", 1, m->N - 1, 0, &m->bond_lo, err);
@@ -610,15 +596,13 @@ static sf_status read_tensors(sf_model *m, sf_safetensors *st, sf_error *err)
         sf_layer *L = &m->layers[l];
         L->weight = calloc((size_t)L->n_linear, sizeof(double *));
         L->bias = calloc((size_t)L->n_linear, sizeof(double *));
-        L->weight_t = calloc((size_t)L->n_linear, sizeof(double *));
-        if (!L->weight || !L->bias || !L->weight_t) return sfE_set(err, SF_ERR_NOMEM, "out of memory");
+        if (!L->weight || !L->bias) return sfE_set(err, SF_ERR_NOMEM, "out of memory");
         for (int k = 0; rc == SF_OK && k < L->n_linear; k++) {
             char name[96];
             snprintf(name, sizeof name, "layers.%d.net.%d.weight", l, k);
             rc = take_tensor(st, name, 2, L->width[k + 1], L->width[k], &L->weight[k], err);
             snprintf(name, sizeof name, "layers.%d.net.%d.bias", l, k);
             if (rc == SF_OK) rc = take_tensor(st, name, 1, L->width[k + 1], 0, &L->bias[k], err);
-            if (rc == SF_OK) rc = transpose(L->weight[k], L->width[k + 1], L->width[k], &L->weight_t[k], err);
         }
     }
     for (int i = 0; rc == SF_OK && i < st->n_tensors; i++)

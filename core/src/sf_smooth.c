@@ -5,6 +5,7 @@
 
 #include <float.h>
 #include <math.h>
+#include <string.h>
 
 /* |L| beyond which the logistic is 0 or 1 to double precision and every
  * derivative term underflows: the component is saturated. */
@@ -52,31 +53,49 @@ static ramp eval_ramp(double alpha, int beta, double h)
     return r;
 }
 
-void sfT_prepare(const sf_smooth_constants *c, int K, const double *raw, sfT_params *p)
+void sfT_prepare_block(const sf_smooth_constants *c, int K, double *block)
 {
     sf_assert(K <= SF_MAX_COMPONENTS);
-    double mx = raw[0], sum = 0;
-    for (int k = 1; k < K; k++) mx = raw[k] > mx ? raw[k] : mx;
-    for (int k = 0; k < K; k++) sum += (p->w[k] = exp(raw[k] - mx));
+    double *w = block, *b = block + K, *s = block + 2 * K, *sp = block + 3 * K;
+    double mx = w[0], sum = 0;
+    for (int k = 1; k < K; k++) mx = w[k] > mx ? w[k] : mx;
+    for (int k = 0; k < K; k++) sum += (w[k] = exp(w[k] - mx));
     for (int k = 0; k < K; k++) {
-        p->w[k] /= sum;
-        p->b[k] = sfU_sigmoid(raw[K + k]);
-        p->s[k] = c->s_min + (1 - c->s_min) * sfU_sigmoid(raw[2 * K + k]);
-        p->alpha[k] = c->alpha_min + sfU_softplus(raw[3 * K + k]);
-        p->start[k] = p->b[k] * (1 - p->s[k]);
+        w[k] /= sum;
+        b[k] = sfU_sigmoid(b[k]);
+        s[k] = c->s_min + (1 - c->s_min) * sfU_sigmoid(s[k]);
+        sp[k] = sfU_softplus(sp[k]);
     }
+    block[4 * K] = c->c_max * sfU_sigmoid(block[4 * K]);
+}
+
+void sfT_view(const sf_smooth_constants *c, int K, const double *block, sfT_params *p)
+{
     p->K = K;
     p->beta = c->beta;
-    p->c = c->c_max * sfU_sigmoid(raw[4 * K]);
-    p->t = raw[4 * K + 1];
+    p->alpha_min = c->alpha_min;
+    p->w = block;
+    p->b = block + K;
+    p->s = block + 2 * K;
+    p->sp = block + 3 * K;
+    p->c = block[4 * K];
+    p->t = block[4 * K + 1];
+}
+
+/* Component k's ramp argument h = (x - b (1 - s)) / s and 1 / s. */
+static double ramp_argument(const sfT_params *p, int k, double x, double *inv_s)
+{
+    *inv_s = 1 / p->s[k];
+    return (x - p->b[k] * (1 - p->s[k])) * *inv_s;
 }
 
 void sfT_eval(const sfT_params *p, double x, double *y, double *dy, double *d2y)
 {
     double f = 0, f1 = 0, f2 = 0;
     for (int k = 0; k < p->K; k++) {
-        double inv_s = 1 / p->s[k];
-        ramp r = eval_ramp(p->alpha[k], p->beta, (x - p->start[k]) * inv_s);
+        double inv_s;
+        const double h = ramp_argument(p, k, x, &inv_s);
+        ramp r = eval_ramp(p->alpha_min + p->sp[k], p->beta, h);
         f += p->w[k] * r.s0;
         f1 += p->w[k] * r.s1 * inv_s;
         f2 += p->w[k] * r.s2 * inv_s * inv_s;
@@ -85,39 +104,6 @@ void sfT_eval(const sfT_params *p, double x, double *y, double *dy, double *d2y)
     *y = (1 - p->c) * x + p->c * f;
     if (dy) *dy = (1 - p->c) + p->c * f1;
     if (d2y) *d2y = p->c * f2;
-}
-
-void sfT_vjp(const sfT_params *p, const sf_smooth_constants *c, const double *raw, double x, double a, double b,
-             double *g)
-{
-    const int K = p->K;
-    const double cc = p->c;
-    double S0 = 0, S1 = 0, gw_mean = 0;
-    for (int k = 0; k < K; k++) {
-        const double w = p->w[k], s = p->s[k];
-        double h = (x - p->start[k]) / s;
-        ramp r = eval_ramp(p->alpha[k], p->beta, h);
-        S0 += w * r.s0;
-        S1 += w * r.s1 / s;
-        /* Softmax: d/dw~_k = w_k (gw_k - sum_j w_j gw_j); the sum is
-         * subtracted after the loop. */
-        double gw = cc * (a * r.s0 + b * r.s1 / s);
-        g[k] += w * gw;
-        gw_mean += w * gw;
-        double dh_db = (s - 1) / s;
-        double dh_ds = -(x - p->b[k]) / (s * s);
-        double gh = a * cc * w * r.s1 + b * cc * w * r.s2 / s; /* a dF/dh + b dF'/dh */
-        double sb = p->b[k], ss = (s - c->s_min) / (1 - c->s_min);
-        g[K + k] += gh * dh_db * sb * (1 - sb);
-        double gs = gh * dh_ds - b * cc * w * r.s1 / (s * s);
-        g[2 * K + k] += gs * (1 - c->s_min) * ss * (1 - ss);
-        double galpha = cc * w * (a * r.a0 + b * r.a1 / s);
-        g[3 * K + k] += galpha * sfU_sigmoid(raw[3 * K + k]);
-    }
-    for (int k = 0; k < K; k++) g[k] -= p->w[k] * gw_mean;
-    double gc = a * (S0 - x) + b * (S1 - 1);
-    double sc = cc / c->c_max;
-    g[4 * K] += gc * c->c_max * sc * (1 - sc);
 }
 
 int sfT_solve(const sfT_params *p, double y, double *x)
@@ -175,14 +161,26 @@ int sfT_step(const sfT_params *p, int circular, int generative, double in, doubl
     return 0;
 }
 
-void sfT_adjoint(const sfT_params *p, const sf_smooth_constants *c, const double *raw, int circular, int generative,
-                 double in, double out, double abar, double w, double *gin, double *graw)
+void sfT_adjoint(const sfT_params *p, const sf_smooth_constants *c, int circular, int generative, double in,
+                 double out, double abar, double w, double *gin, double *graw)
 {
     /* The transform is evaluated at its input: x = out for a generative
-     * layer (inverted), y = in for a density layer. */
-    const double at = generative ? out : in;
-    double f, f1, f2, a, bc, gt;
-    sfT_eval(p, at, &f, &f1, &f2);
+     * layer (inverted), y = in for a density layer.  Its K ramps are
+     * evaluated once and serve F', F'' and the parameter derivatives. */
+    const int K = p->K;
+    const double x = generative ? out : in, cc = p->c;
+    ramp r[SF_MAX_COMPONENTS];
+    double inv_s[SF_MAX_COMPONENTS];
+    double F = 0, F1 = 0, F2 = 0;
+    for (int k = 0; k < K; k++) {
+        const double h = ramp_argument(p, k, x, &inv_s[k]);
+        r[k] = eval_ramp(p->alpha_min + p->sp[k], p->beta, h);
+        F += p->w[k] * r[k].s0;
+        F1 += p->w[k] * r[k].s1 * inv_s[k];
+        F2 += p->w[k] * r[k].s2 * inv_s[k] * inv_s[k];
+    }
+    const double f1 = (1 - cc) + cc * F1, f2 = cc * F2;
+    double a, bc, gt;
     if (generative) {
         /* x = F^-1(y - t), logdet -log F'(x): inverse function theorem. */
         a = -abar / f1 + w * f2 / (f1 * f1);
@@ -196,28 +194,61 @@ void sfT_adjoint(const sfT_params *p, const sf_smooth_constants *c, const double
         *gin = abar * f1 + w * f2 / f1;
         gt = abar;
     }
-    sfT_vjp(p, c, raw, at, a, bc, graw);
-    graw[4 * p->K + 1] = circular ? gt : 0;
+    /* graw += a dF/draw + bc dF'/draw, through the constraining maps of
+     * sfT_prepare_block (their derivatives from the prepared values). */
+    double gw_mean = 0;
+    for (int k = 0; k < K; k++) {
+        const double wk = p->w[k], s = p->s[k], is = inv_s[k], sb = p->b[k];
+        /* Softmax: d/dw~_k = w_k (gw_k - sum_j w_j gw_j); the sum is
+         * subtracted after the loop. */
+        const double gw = cc * (a * r[k].s0 + bc * r[k].s1 * is);
+        graw[k] += wk * gw;
+        gw_mean += wk * gw;
+        const double dh_db = (s - 1) * is;
+        const double dh_ds = -(x - sb) * is * is;
+        const double gh = a * cc * wk * r[k].s1 + bc * cc * wk * r[k].s2 * is; /* a dF/dh + bc dF'/dh */
+        const double ss = (s - c->s_min) / (1 - c->s_min);
+        graw[K + k] += gh * dh_db * sb * (1 - sb);
+        const double gs = gh * dh_ds - bc * cc * wk * r[k].s1 * is * is;
+        graw[2 * K + k] += gs * (1 - c->s_min) * ss * (1 - ss);
+        const double galpha = cc * wk * (a * r[k].a0 + bc * r[k].a1 * is);
+        /* softplus'(a~) = sigmoid(a~) = 1 - exp(-softplus(a~)) */
+        graw[3 * K + k] += galpha * -expm1(-p->sp[k]);
+    }
+    for (int k = 0; k < K; k++) graw[k] -= p->w[k] * gw_mean;
+    const double gc = a * (F - x) + bc * (F1 - 1);
+    const double sc = cc / c->c_max;
+    graw[4 * K] += gc * c->c_max * sc * (1 - sc);
+    graw[4 * K + 1] = circular ? gt : 0;
 }
 
 /* ------------------------------------------------------------ public API */
 
+/* A prepared copy of a raw parameter block, for the one-dimension entry points. */
+static void prepared_copy(const sf_smooth_constants *c, int K, const double *raw, double *block, sfT_params *p)
+{
+    memcpy(block, raw, (size_t)(4 * K + 2) * sizeof(double));
+    sfT_prepare_block(c, K, block);
+    sfT_view(c, K, block, p);
+}
+
 void sf_smooth_forward(const sf_smooth_constants *c, int K, const double *raw, int circular, double x, double *y,
                        double *dy, double *d2y)
 {
-    double f, f1, f2;
+    double f, f1, f2, block[4 * SF_MAX_COMPONENTS + 2];
     sfT_params p;
-    sfT_prepare(c, K, raw, &p);
+    prepared_copy(c, K, raw, block, &p);
     sfT_eval(&p, x, &f, &f1, &f2);
-    *y = circular ? sfU_wrap01(f + raw[4 * K + 1]) : f;
+    *y = circular ? sfU_wrap01(f + p.t) : f;
     if (dy) *dy = f1;
     if (d2y) *d2y = f2;
 }
 
 int sf_smooth_inverse(const sf_smooth_constants *c, int K, const double *raw, int circular, double y, double *x)
 {
+    double block[4 * SF_MAX_COMPONENTS + 2];
     sfT_params p;
-    sfT_prepare(c, K, raw, &p);
+    prepared_copy(c, K, raw, block, &p);
     if (circular) y = sfU_wrap01(y - p.t);
     return sfT_solve(&p, y, x);
 }
