@@ -6,6 +6,7 @@
 
 #include "openmm/OpenMMException.h"
 #include "smoothflow.h"
+#include <cstdio>
 #include <string>
 #include <vector>
 
@@ -45,6 +46,22 @@ namespace SmoothFlowPlugin {
     std::string message = error.message[0] != '\0' ? std::string(error.message)
                                                    : std::string(sf_status_string(status));
     throw OpenMM::OpenMMException("SmoothFlowForce: evaluation failed: " + message + where);
+}
+
+/**
+ * An evaluation error of a batch that starts at molecule `first` of the force
+ * (a CPU thread's chunk): make its molecule index, in the field and in the
+ * message's leading "molecule <n>:", the force's own.
+ * @private
+ */
+inline void offsetErrorMolecule(sf_error& error, int first) {
+    if (error.molecule < 0 || first == 0)
+        return;
+    std::string message(error.message), prefix = "molecule " + std::to_string(error.molecule) + ":";
+    error.molecule += first;
+    if (message.compare(0, prefix.size(), prefix) == 0)
+        message = "molecule " + std::to_string(error.molecule) + ":" + message.substr(prefix.size());
+    std::snprintf(error.message, sizeof(error.message), "%s", message.c_str());
 }
 
 } // namespace SmoothFlowPlugin

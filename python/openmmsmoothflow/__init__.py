@@ -27,9 +27,13 @@ def pluginDirectory():
 
 
 def _loadKernels():
-    # loadPluginLibrary runs the library's registerKernelFactories(), which
-    # attaches the kernels to every loaded platform derived from Reference.
+    # loadPluginLibrary runs the library's registerKernelFactories(): the
+    # Reference kernel, then the CPU platform's threaded kernel where this
+    # build has one (it needs OpenMM's CPU platform library).
     _openmm.Platform.loadPluginLibrary(_os.path.join(pluginDirectory(), 'libSmoothFlowPluginReference.so'))
+    cpu = _os.path.join(pluginDirectory(), 'libSmoothFlowPluginCPU.so')
+    if _os.path.exists(cpu):
+        _openmm.Platform.loadPluginLibrary(cpu)
 
 
 _loadKernels()

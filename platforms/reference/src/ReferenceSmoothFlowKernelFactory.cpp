@@ -11,12 +11,15 @@ extern "C" OPENMM_EXPORT_SMOOTHFLOW void registerPlatforms() {
 }
 
 extern "C" OPENMM_EXPORT_SMOOTHFLOW void registerKernelFactories() {
-    // The CPU platform derives from ReferencePlatform and keeps positions and
-    // forces in the same PlatformData, so one kernel serves both.  Platforms
-    // that are not loaded are simply absent from the list.
+    // The Reference platform, and any platform derived from it (they keep
+    // positions and forces in the same PlatformData) that has no SmoothFlow
+    // kernel of its own yet: the CPU platform gets its threaded kernel from
+    // libSmoothFlowPluginCPU, which replaces this one whichever loads first.
     for (int i = 0; i < Platform::getNumPlatforms(); i++) {
         Platform& platform = Platform::getPlatform(i);
-        if (dynamic_cast<ReferencePlatform*>(&platform) != nullptr)
+        if (dynamic_cast<ReferencePlatform*>(&platform) == nullptr)
+            continue;
+        if (platform.getName() == "Reference" || !platform.supportsKernels({CalcSmoothFlowForceKernel::Name()}))
             platform.registerKernelFactory(CalcSmoothFlowForceKernel::Name(), new ReferenceSmoothFlowKernelFactory());
     }
 }

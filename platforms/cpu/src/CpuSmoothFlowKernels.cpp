@@ -1,0 +1,100 @@
+#include "CpuSmoothFlowKernels.h"
+#include "SmoothFlowCoreError.h"
+#include "openmm/internal/ContextImpl.h"
+#include "openmm/reference/ReferencePlatform.h"
+
+using namespace SmoothFlowPlugin;
+using namespace OpenMM;
+using namespace std;
+
+// The CPU platform keeps positions and forces in the Reference platform's data.
+static ReferencePlatform::PlatformData& getData(ContextImpl& context) {
+    return *reinterpret_cast<ReferencePlatform::PlatformData*>(context.getPlatformData());
+}
+
+CpuCalcSmoothFlowForceKernel::CpuCalcSmoothFlowForceKernel(const string& name, const Platform& platform, ThreadPool& threads) :
+        CalcSmoothFlowForceKernel(name, platform), threads(threads), numAtoms(0), numMolecules(0), usePeriodic(false),
+        withForces(true), box{}, wallCount(0) {
+}
+
+CpuCalcSmoothFlowForceKernel::~CpuCalcSmoothFlowForceKernel() {
+    for (Chunk& chunk : chunks)
+        sf_workspace_free(chunk.workspace);
+}
+
+void CpuCalcSmoothFlowForceKernel::initialize(const System& /*system*/, const SmoothFlowForce& force, const vector<int>& particles) {
+    model = force.getModel();
+    this->particles = particles;
+    numAtoms = sf_model_num_atoms(model.get());
+    numMolecules = particles.size() / numAtoms;
+    usePeriodic = force.usesPeriodicBoundaryConditions();
+    // One contiguous chunk per thread, sizes differing by at most one; fewer
+    // chunks than threads when there are fewer molecules.
+    int numChunks = min(threads.getNumThreads(), numMolecules);
+    chunks.resize(numChunks);
+    for (int c = 0, first = 0; c < numChunks; c++) {
+        Chunk& chunk = chunks[c];
+        chunk.first = first;
+        chunk.count = numMolecules / numChunks + (c < numMolecules % numChunks ? 1 : 0);
+        first += chunk.count;
+        sf_error error{};
+        sf_status status = sf_workspace_new(model.get(), chunk.count, &chunk.workspace, &error);
+        if (status != SF_OK)
+            throwCoreError("cannot allocate the workspace for " + to_string(chunk.count) + " molecules", status, error);
+    }
+    positions.resize(3 * particles.size());
+    forces.resize(3 * particles.size());
+    energies.resize(numMolecules);
+}
+
+void CpuCalcSmoothFlowForceKernel::evaluateChunk(Chunk& chunk) {
+    const size_t offset = (size_t) chunk.first * numAtoms * 3;
+    chunk.info = sf_eval_info{};
+    chunk.status = sf_evaluate(model.get(), chunk.workspace, chunk.count, positions.data() + offset,
+                               usePeriodic ? box : nullptr, energies.data() + chunk.first,
+                               withForces ? forces.data() + offset : nullptr, &chunk.info, &chunk.error);
+}
+
+double CpuCalcSmoothFlowForceKernel::execute(ContextImpl& context, bool includeForces, bool /*includeEnergy: the core always computes it*/) {
+    ReferencePlatform::PlatformData& data = getData(context);
+    const vector<Vec3>& pos = *data.positions;
+    for (size_t i = 0; i < particles.size(); i++)
+        for (int k = 0; k < 3; k++)
+            positions[3 * i + k] = pos[particles[i]][k];
+    if (usePeriodic)
+        for (int v = 0; v < 3; v++)
+            for (int k = 0; k < 3; k++)
+                box[3 * v + k] = data.periodicBoxVectors[v][k];
+    withForces = includeForces;
+    if (chunks.size() == 1)
+        evaluateChunk(chunks[0]);  // no hand-off to the pool for one chunk
+    else {
+        threads.execute([this] (ThreadPool&, int thread) {
+            if (thread < (int) chunks.size())
+                evaluateChunk(chunks[thread]);
+        });
+        threads.waitForThreads();
+    }
+    // The first failing chunk in molecule order reports, its molecule index
+    // made global so the message names the right System particles.
+    for (Chunk& chunk : chunks) {
+        if (chunk.status != SF_OK) {
+            offsetErrorMolecule(chunk.error, chunk.first);
+            throwEvaluationError(chunk.status, chunk.error, particles, numAtoms);
+        }
+        wallCount += chunk.info.wall_dims;
+    }
+    if (includeForces) {
+        vector<Vec3>& force = *data.forces;
+        for (size_t i = 0; i < particles.size(); i++)
+            force[particles[i]] += Vec3(forces[3 * i], forces[3 * i + 1], forces[3 * i + 2]);
+    }
+    double energy = 0.0;
+    for (double e : energies)
+        energy += e;
+    return energy;
+}
+
+long long CpuCalcSmoothFlowForceKernel::getWallCount() const {
+    return wallCount;
+}
