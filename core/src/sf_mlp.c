@@ -8,23 +8,32 @@
 #include <math.h>
 #include <string.h>
 
-static double activate(sf_activation a, double z)
+/* The activation y of the pre-activation z, and beside it (*aux) what its
+ * derivative needs, so the reverse pass calls no transcendental function:
+ * the logistic s = sigmoid(z) for SiLU and softplus (one exp serves both). */
+static double activate(sf_activation a, double z, double *aux)
 {
     switch (a) {
-    case SF_ACT_TANH: return tanh(z);
-    case SF_ACT_SILU: return z * sfU_sigmoid(z);
-    case SF_ACT_SOFTPLUS: return sfU_softplus(z);
+    case SF_ACT_TANH: *aux = z; return tanh(z);
+    case SF_ACT_SILU: *aux = sfU_sigmoid(z); return z * *aux;
+    case SF_ACT_SOFTPLUS: {
+        const double e = exp(-fabs(z));
+        *aux = z >= 0 ? 1 / (1 + e) : e / (1 + e);
+        return (z > 0 ? z : 0.0) + log1p(e);
     }
+    }
+    *aux = z;
     return z;
 }
 
-/* Derivative from the pre-activation z and the activation y. */
-static double activate_grad(sf_activation a, double z, double y)
+/* dy/dz from y and aux: tanh' = 1 - y^2; SiLU' = s (1 + z (1 - s)) = s + y (1 - s);
+ * softplus' = s. */
+static double activate_grad(sf_activation a, double aux, double y)
 {
     switch (a) {
     case SF_ACT_TANH: return 1 - y * y;
-    case SF_ACT_SILU: { double s = sfU_sigmoid(z); return s * (1 + z * (1 - s)); }
-    case SF_ACT_SOFTPLUS: return sfU_sigmoid(z);
+    case SF_ACT_SILU: return aux + y * (1 - aux);
+    case SF_ACT_SOFTPLUS: return aux;
     }
     return 1;
 }
@@ -67,9 +76,9 @@ void sfN_forward(const sf_layer *L, int B, const double *in, double *act, double
             linear(B, n_in, n_out, L->weight[m], L->bias[m], x, out);
             break;
         }
-        double *pre = act, *post = act + (size_t)B * n_out;
-        linear(B, n_in, n_out, L->weight[m], L->bias[m], x, pre);
-        for (size_t i = 0; i < (size_t)B * n_out; i++) post[i] = activate(L->activation, pre[i]);
+        double *aux = act, *post = act + (size_t)B * n_out;
+        linear(B, n_in, n_out, L->weight[m], L->bias[m], x, aux); /* z, then replaced by aux */
+        for (size_t i = 0; i < (size_t)B * n_out; i++) post[i] = activate(L->activation, aux[i], &aux[i]);
         x = post;
         act = post + (size_t)B * n_out;
     }
@@ -78,7 +87,7 @@ void sfN_forward(const sf_layer *L, int B, const double *in, double *act, double
 void sfN_backward(const sf_layer *L, int B, const double *act, const double *gout, double *gin, double *scratch,
                   int max_width)
 {
-    /* Walk the hidden layers backwards; their (pre, post) blocks are laid
+    /* Walk the hidden layers backwards; their (aux, post) blocks are laid
      * out in act in forward order, so start from the end of act. */
     size_t end = (size_t)B * sfN_activation_size(L);
     double *ga = scratch, *gb = scratch + (size_t)B * (size_t)max_width;
@@ -88,8 +97,8 @@ void sfN_backward(const sf_layer *L, int B, const double *act, const double *gou
         double *dst = (g == ga) ? gb : ga;
         linear_backward(B, n_in, n_out, L->weight[m], g, dst);
         end -= 2 * (size_t)B * n_in;
-        const double *pre = act + end, *post = pre + (size_t)B * n_in;
-        for (size_t i = 0; i < (size_t)B * n_in; i++) dst[i] *= activate_grad(L->activation, pre[i], post[i]);
+        const double *aux = act + end, *post = aux + (size_t)B * n_in;
+        for (size_t i = 0; i < (size_t)B * n_in; i++) dst[i] *= activate_grad(L->activation, aux[i], post[i]);
         g = dst;
     }
     linear_backward(B, L->width[0], L->width[1], L->weight[0], g, gin);
