@@ -106,20 +106,21 @@ def test_results_depend_on_the_thread_count_only(sf, sftorch, cpu, tmp_path):
 
 @pytest.mark.parametrize('threads', [1, 2])
 def test_an_error_in_any_chunk_names_its_system_particles(sf, sftorch, cpu, tmp_path, threads):
-    """The last molecule (in the second thread's chunk when there are two) leaves the support
-    under the error policy: the message names that molecule's System particles."""
+    """The last of 150 molecules (in the third 64-molecule block of one thread's chunk, or the
+    second block of the second thread's) leaves the support under the error policy: the message
+    names that molecule and its System particles."""
     flow = sftorch.testing.random_flow(n_atoms=7, n_layers=2, seed=4)
     path = tmp_path / 'error.safetensors'
     sftorch.export_model(flow, path)
-    x = sftorch.testing.random_positions(flow, 5, seed=6).numpy()
+    x = sftorch.testing.random_positions(flow, 150, seed=6).numpy()
     a, j = int(flow.zmatrix[1][0]), int(flow.zmatrix[1][1])
-    x[4, a] = x[4, j] + 5.0 * (x[4, a] - x[4, j])  # bond of Z-matrix row 1, five times as long
-    system = _system(sf, path, 5, 7)
-    with pytest.raises(openmm.OpenMMException, match=r'molecule 4: bond 0 .*\[System particles (\d+), (\d+)\]') as e:
+    x[149, a] = x[149, j] + 5.0 * (x[149, a] - x[149, j])  # bond of Z-matrix row 1, five times as long
+    system = _system(sf, path, 150, 7)
+    with pytest.raises(openmm.OpenMMException, match=r'molecule 149: bond 0 .*\[System particles (\d+), (\d+)\]') as e:
         _evaluate(system, 'CPU', x, threads)
     import re
     found = sorted(int(p) for p in re.search(r'System particles (\d+), (\d+)', str(e.value)).groups())
-    assert found == sorted([4 * 7 + a, 4 * 7 + j])
+    assert found == sorted([149 * 7 + a, 149 * 7 + j])
 
 
 def test_ml_mm_system_is_the_sum_of_its_forces(sf, cpu):

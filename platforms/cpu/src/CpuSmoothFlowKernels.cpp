@@ -7,6 +7,11 @@ using namespace SmoothFlowPlugin;
 using namespace OpenMM;
 using namespace std;
 
+// A thread evaluates its chunk in blocks of at most this many molecules: the
+// workspace stays a few MB however many molecules there are, and beyond about
+// 32 molecules a larger batch is no faster per molecule (benchmarks/results/cpu.md).
+static const int kBlock = 64;
+
 // The CPU platform keeps positions and forces in the Reference platform's data.
 static ReferencePlatform::PlatformData& getData(ContextImpl& context) {
     return *reinterpret_cast<ReferencePlatform::PlatformData*>(context.getPlatformData());
@@ -38,9 +43,10 @@ void CpuCalcSmoothFlowForceKernel::initialize(const System& /*system*/, const Sm
         chunk.count = numMolecules / numChunks + (c < numMolecules % numChunks ? 1 : 0);
         first += chunk.count;
         sf_error error{};
-        sf_status status = sf_workspace_new(model.get(), chunk.count, &chunk.workspace, &error);
+        const int size = min(chunk.count, kBlock);
+        sf_status status = sf_workspace_new(model.get(), size, &chunk.workspace, &error);
         if (status != SF_OK)
-            throwCoreError("cannot allocate the workspace for " + to_string(chunk.count) + " molecules", status, error);
+            throwCoreError("cannot allocate the workspace for " + to_string(size) + " molecules", status, error);
     }
     positions.resize(3 * particles.size());
     forces.resize(3 * particles.size());
@@ -48,11 +54,22 @@ void CpuCalcSmoothFlowForceKernel::initialize(const System& /*system*/, const Sm
 }
 
 void CpuCalcSmoothFlowForceKernel::evaluateChunk(Chunk& chunk) {
-    const size_t offset = (size_t) chunk.first * numAtoms * 3;
     chunk.info = sf_eval_info{};
-    chunk.status = sf_evaluate(model.get(), chunk.workspace, chunk.count, positions.data() + offset,
-                               usePeriodic ? box : nullptr, energies.data() + chunk.first,
-                               withForces ? forces.data() + offset : nullptr, &chunk.info, &chunk.error);
+    chunk.status = SF_OK;
+    for (int first = chunk.first; first < chunk.first + chunk.count; first += kBlock) {
+        const int count = min(kBlock, chunk.first + chunk.count - first);
+        const size_t offset = (size_t) first * numAtoms * 3;
+        sf_eval_info info{};
+        chunk.status = sf_evaluate(model.get(), chunk.workspace, count, positions.data() + offset,
+                                   usePeriodic ? box : nullptr, energies.data() + first,
+                                   withForces ? forces.data() + offset : nullptr, &info, &chunk.error);
+        if (chunk.status != SF_OK) {
+            chunk.errorFirst = first;  // the block's molecule 0
+            return;
+        }
+        chunk.info.wall_dims += info.wall_dims;
+        chunk.info.max_newton_iters = max(chunk.info.max_newton_iters, info.max_newton_iters);
+    }
 }
 
 double CpuCalcSmoothFlowForceKernel::execute(ContextImpl& context, bool includeForces, bool /*includeEnergy: the core always computes it*/) {
@@ -79,7 +96,7 @@ double CpuCalcSmoothFlowForceKernel::execute(ContextImpl& context, bool includeF
     // made global so the message names the right System particles.
     for (Chunk& chunk : chunks) {
         if (chunk.status != SF_OK) {
-            offsetErrorMolecule(chunk.error, chunk.first);
+            offsetErrorMolecule(chunk.error, chunk.errorFirst);
             throwEvaluationError(chunk.status, chunk.error, particles, numAtoms);
         }
         wallCount += chunk.info.wall_dims;

@@ -12,10 +12,11 @@ namespace SmoothFlowPlugin {
 /**
  * The CPU platform's SmoothFlow kernel: the force's molecules are split into
  * one contiguous chunk per thread of the platform's pool (the Threads property
- * or OPENMM_CPU_THREADS), each evaluated by the C core in its own workspace.
+ * or OPENMM_CPU_THREADS), each evaluated by the C core in blocks of at most 64
+ * molecules in a workspace of its own.
  * Everything is allocated in initialize(); a step allocates nothing and
- * creates no thread.  Each chunk is one batch of the core, so the results
- * depend only on the thread count, never on scheduling.  One molecule is not
+ * creates no thread.  The blocks are fixed by the thread count, so the results
+ * depend only on it, never on scheduling.  One molecule is not
  * split across threads: see docs/design.md, "The CPU platform".
  */
 class CpuCalcSmoothFlowForceKernel : public CalcSmoothFlowForceKernel {
@@ -28,7 +29,8 @@ public:
 private:
     struct Chunk {
         int first = 0, count = 0;           // molecules [first, first + count)
-        sf_workspace* workspace = nullptr;
+        sf_workspace* workspace = nullptr;  // for one block (see kBlock)
+        int errorFirst = 0;                 // first molecule of the block that failed
         sf_status status = SF_OK;
         sf_error error{};
         sf_eval_info info{};
