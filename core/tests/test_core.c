@@ -387,6 +387,84 @@ static void stretch_first_bond(const sf_model *m, double *pos, double factor)
     }
 }
 
+/* Defined with the corrupt-bytes test below: the file's tensor table, read
+ * with cJSON independently of the core. */
+typedef struct tensor_range tensor_range;
+static size_t header_length(const unsigned char *b);
+static int tensor_table(const unsigned char *b, tensor_range *t, int max);
+
+/* Bond bounds of a spec's model, read from its file bytes (F64 tensors). */
+static void file_bond_bounds(const mb_spec *spec, double *lo, double *hi);
+
+/* Set the bond of Z-matrix row r to `length` nm by moving the atoms of rows
+ * r..N-1 together along that bond.  In a chain Z-matrix (row r references
+ * rows r-1, r-2, r-3) this changes no other bond, angle or torsion: the
+ * angle and torsions that contain the bond see one of their vectors scaled,
+ * which leaves their directions alone. */
+static void set_bond_of_row(const sf_model *m, double *pos, int r, double length)
+{
+    int N = sf_model_num_atoms(m), row[4];
+    sf_model_zmatrix_row(m, r, row);
+    double d[3], len = 0;
+    for (int c = 0; c < 3; c++) {
+        d[c] = pos[3 * row[0] + c] - pos[3 * row[1] + c];
+        len += d[c] * d[c];
+    }
+    len = sqrt(len);
+    for (int s = r; s < N; s++) {
+        int a[4];
+        sf_model_zmatrix_row(m, s, a);
+        for (int c = 0; c < 3; c++) pos[3 * a[0] + c] += (length / len - 1) * d[c];
+    }
+}
+
+/* The wall policy counts the interval coordinates inside its zone, u < 2m or
+ * u > 1 - 2m (m = 0.02 in model_builder): two configurations whose bonds are
+ * placed at chosen u (inside, in the zone, beyond the support, and 0.005 on
+ * either side of the zone's edges), evaluated alone and as one batch, whose
+ * counts add up.  mb_positions draws angles in 60..150 degrees (u in
+ * [1/3, 5/6]), so only the bonds chosen here can count. */
+static void check_wall_count(const mb_spec *spec, const sf_model *m)
+{
+    const int N = spec->n_atoms;
+    const double margin = 0.02;
+    const double pattern[2][6] = {{1.6, 0.5, 0.01, 0.955, 0.97, -0.4}, {0.045, 0.035, 0.5, 3.0, 0.5, 0.965}};
+    double lo[64], hi[64], *pos = malloc(sizeof(double) * 6 * N), e[2];
+    file_bond_bounds(spec, lo, hi);
+    int expected[2] = {0, 0};
+    for (int r = 1; r < N; r++) {
+        int row[4], prev[4];
+        sf_model_zmatrix_row(m, r, row);
+        sf_model_zmatrix_row(m, r - 1, prev);
+        CHECK(row[1] == prev[0], "model_builder's Z-matrix is no chain at row %d", r);
+    }
+    for (int k = 0; k < 2; k++) {
+        double *p = pos + 3 * N * k;
+        mb_positions(spec, 2 + k, p);
+        for (int r = 1; r < N; r++) {
+            double u = pattern[k][(r - 1) % 6];
+            set_bond_of_row(m, p, r, lo[r - 1] + u * (hi[r - 1] - lo[r - 1]));
+            expected[k] += u < 2 * margin || u > 1 - 2 * margin;
+        }
+    }
+    sf_workspace *ws;
+    sf_error err;
+    sf_workspace_new(m, 2, &ws, NULL);
+    for (int k = 0; k < 2; k++) {
+        sf_eval_info info = {-1, -1};
+        sf_status rc = sf_evaluate(m, ws, 1, pos + 3 * N * k, NULL, e + k, NULL, &info, &err);
+        CHECK(rc == SF_OK && isfinite(e[k]) && info.wall_dims == expected[k],
+              "wall count of configuration %d: rc %d e %g, %d coordinates in the zone, want %d", k, rc, e[k],
+              info.wall_dims, expected[k]);
+    }
+    sf_eval_info info = {-1, -1};
+    sf_status rc = sf_evaluate(m, ws, 2, pos, NULL, e, NULL, &info, &err);
+    CHECK(rc == SF_OK && info.wall_dims == expected[0] + expected[1], "wall count of a batch: rc %d, %d, want %d", rc,
+          info.wall_dims, expected[0] + expected[1]);
+    sf_workspace_free(ws);
+    free(pos);
+}
+
 static void test_support(void)
 {
     mb_spec spec = mb_default_spec(41);
@@ -417,7 +495,8 @@ static void test_support(void)
     CHECK(sf_model_support_policy(m) == SF_SUPPORT_WALL, "policy read");
     sf_eval_info info;
     rc = sf_evaluate(m, ws, 1, pos, NULL, &e, NULL, &info, &err);
-    CHECK(rc == SF_OK && isfinite(e) && info.wall_dims >= 1, "wall: rc %d e %g dims %d", rc, e, info.wall_dims);
+    CHECK(rc == SF_OK && isfinite(e), "wall: rc %d e %g", rc, e);
+    check_wall_count(&spec, m);
     check_forces(&spec, m, pos, NULL, "wall, far outside");
     double *p = malloc(sizeof(double) * 3 * N);
     double factors[] = {0.0, 0.5, 0.9, 0.97, 1.0, 1.02, 1.1};
@@ -603,6 +682,20 @@ static int tensor_table(const unsigned char *b, tensor_range *t, int max)
     }
     cJSON_Delete(root);
     return n;
+}
+
+static void file_bond_bounds(const mb_spec *spec, double *lo, double *hi)
+{
+    size_t size;
+    unsigned char *b = mb_build(spec, NULL, NULL, &size);
+    tensor_range t[64];
+    int n = tensor_table(b, t, 64);
+    const unsigned char *data = b + 8 + header_length(b);
+    for (int j = 0; j < n; j++) {
+        double *out = strcmp(t[j].name, "bond_lo") == 0 ? lo : strcmp(t[j].name, "bond_hi") == 0 ? hi : NULL;
+        if (out) memcpy(out, data + t[j].begin, t[j].end - t[j].begin);
+    }
+    free(b);
 }
 
 /* The same model with its tensors' bytes stored in the reverse order and
@@ -870,6 +963,18 @@ static void test_corrupt_bytes(void)
             } else if (bound && !(lo >= 0 && lo < hi)) {
                 CHECK(rc == SF_ERR_MODEL && strstr(e.message, "bond"), "bond %zu bounds [%g, %g]: status %d (%s)",
                       element, lo, hi, rc, e.message);
+            } else if (bound && !(hi <= 1000 && hi - lo >= 1e-6)) {
+                /* The format's limits: bond_hi <= 1000 nm, a bond's range at least 1e-6 nm. */
+                CHECK(rc == SF_ERR_MODEL && strstr(e.message, "bond") && strstr(e.message, "1000"),
+                      "bond %zu bounds [%g, %g] beyond the limits: status %d (%s)", element, lo, hi, rc, e.message);
+            } else if (!bound && fabs(after) > 1e8) {
+                /* One weight or bias beyond 1e8 alone breaks its map's bound (docs/model-format.md,
+                 * "Limits"): refused, naming the map. */
+                char map[64];
+                snprintf(map, sizeof map, "%s", t[k].name);
+                *strrchr(map, '.') = 0;
+                CHECK(rc == SF_ERR_VALUE && !m && strstr(e.message, map) && strstr(e.message, "overflow"),
+                      "%s element %zu = %g: status %d (%s)", t[k].name, element, after, rc, e.message);
             } else {
                 /* The same element changed in the other layout. */
                 size_t q = 0;
@@ -878,7 +983,10 @@ static void test_corrupt_bytes(void)
                 memcpy(rbad, rev, rsize);
                 rbad[q] ^= flip;
                 sf_status rc2 = load_and_evaluate(rbad, rsize, pos, &e2, f2, NULL, &err);
-                CHECK(m != NULL && rc2 == rc && (rc != SF_OK || (e1 == e2 && same_doubles(f1, f2, 3 * N))),
+                /* Loaded, or (a large weight under a large activation bound) refused for its bound in
+                 * both layouts alike. */
+                int refused = !m && rc == SF_ERR_VALUE && strstr(e.message, "overflow") && fabs(after) > 10;
+                CHECK((m != NULL || refused) && rc2 == rc && (rc != SF_OK || (e1 == e2 && same_doubles(f1, f2, 3 * N))),
                       "%s element %zu %.17g -> %.17g: status %d, energy %.17g; in the reversed layout %d, %.17g",
                       t[k].name, element, before, after, rc, e1, rc2, e2);
                 if (fabs(after - before) > 1e-3 * fmax(1.0, fabs(before))) {

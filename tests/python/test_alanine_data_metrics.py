@@ -43,11 +43,24 @@ def test_phi_and_psi_are_torsion_dimensions_of_the_zmatrix():
 def test_force_field_builds_and_minimizes_the_standard_structure(setting):
     system = forcefield.system(setting)
     assert system.getNumParticles() == 22 and system.getNumConstraints() == 0
+    # amber99sb-ildn's terms, implicit solvent only in the obc setting, a bond term per bond
+    terms = {type(f).__name__: f for f in system.getForces()}
+    assert sorted(terms) == sorted(["HarmonicBondForce", "HarmonicAngleForce", "PeriodicTorsionForce",
+                                    "NonbondedForce"] + (["GBSAOBCForce"] if setting == "obc" else []))
+    bonds = {tuple(sorted(terms["HarmonicBondForce"].getBondParameters(i)[:2]))
+             for i in range(terms["HarmonicBondForce"].getNumBonds())}
+    assert bonds == {tuple(sorted(b)) for b in molecule.BONDS}
     ctx = openmm.Context(system, openmm.VerletIntegrator(0.001), openmm.Platform.getPlatformByName("Reference"))
     ctx.setPositions(molecule.standard_positions() * unit.nanometer)
-    openmm.LocalEnergyMinimizer.minimize(ctx)
-    e = ctx.getState(getEnergy=True).getPotentialEnergy().value_in_unit(unit.kilojoule_per_mole)
-    assert -200 < e < 0
+    e0 = ctx.getState(getEnergy=True).getPotentialEnergy().value_in_unit(unit.kilojoule_per_mole)
+    openmm.LocalEnergyMinimizer.minimize(ctx, 1.0)
+    state = ctx.getState(getEnergy=True, getForces=True)
+    e = state.getPotentialEnergy().value_in_unit(unit.kilojoule_per_mole)
+    f = state.getForces(asNumpy=True).value_in_unit(unit.kilojoule_per_mole / unit.nanometer)
+    # a minimum: lower than the start and (nearly) force free (OpenMM's tolerance: RMS of the
+    # force components below 1 kJ/mol/nm)
+    assert -200 < e < min(e0, 0.0)
+    assert np.sqrt(np.mean(f ** 2)) < 1.0
 
 
 def test_loader_reads_a_generated_file_and_splits_it(tmp_path):
@@ -88,13 +101,20 @@ def test_ess_of_a_single_dominant_weight_is_one_and_a_known_mixture():
     assert metrics.effective_sample_size(np.log([1.0, 1.0, 2.0, 2.0]) + 123.0) == pytest.approx(3.6)
 
 
-def test_kl_of_identical_histograms_is_zero_and_positive_otherwise():
+def test_kl_of_identical_histograms_is_zero_and_known_otherwise():
     h = np.random.default_rng(2).integers(0, 50, size=(30, 30))
     assert metrics.histogram_kl(h, h) == pytest.approx(0.0, abs=1e-12)
+    # two bins, p = (1/2, 1/2), q = (1/4, 3/4): KL = (1/2) log 2 + (1/2) log (2/3)
+    assert metrics.histogram_kl(np.array([5, 5]), np.array([2, 6])) == pytest.approx(
+        0.5 * np.log(2.0) + 0.5 * np.log(2.0 / 3.0), rel=1e-5)
     g = h.copy()
     g[0, 0] += 500
-    assert metrics.histogram_kl(h, g) > 0.01
-    with pytest.raises(ValueError):
+    # KL(p || q) of the normalized histograms, each bin raised by the pseudocount 1e-6
+    p, q = ((v.ravel() / v.sum() + 1e-6) / (1 + 900e-6) for v in (h, g))
+    assert metrics.histogram_kl(h, g) == pytest.approx(np.sum(p * np.log(p / q)), rel=1e-10)
+    assert metrics.histogram_kl(g, h) == pytest.approx(np.sum(q * np.log(q / p)), rel=1e-10)
+    assert np.sum(p * np.log(p / q)) > 0.01
+    with pytest.raises(ValueError, match=r"histograms differ in shape: \(900,\) vs \(150,\)"):
         metrics.histogram_kl(h, h[:5])
 
 
@@ -217,9 +237,21 @@ def test_stiffness_ratio_of_the_flow_against_itself_and_a_scaled_copy():
     assert one["stiffness_ratio_angles"] == pytest.approx(1.0, rel=1e-9)
     assert half["stiffness_ratio_angles"] == pytest.approx(0.5, rel=1e-9)
     depths = evaluate.well_depths(flow, frames, n_frames=1, grid=25)
-    # the support is bounded, so every well has a finite depth
-    assert 0 < depths["well_depth_bonds_kj_mol"] <= depths["well_depth_median_kj_mol"] < np.inf
-    assert depths["shallowest_well"].startswith(("bond", "angle"))
+    # recomputed: along each bond and angle u_d over [0.02, 0.98] (25 points), the others at
+    # the first held-out frame, the depth of -kT log p_U; bonds are the first 21 coordinates
+    u0 = flow.internal_coordinates(torch.from_numpy(frames.positions[:1]))[0]
+    grid = torch.linspace(0.02, 0.98, 25, dtype=torch.float64)
+    want = []
+    for d in range(flow.n_interval):
+        u = u0.repeat(25, 1)
+        u[:, d] = grid
+        want.append(metrics.well_depth(-flow.kT * flow.log_prob_u(u).detach().numpy()))
+    want = np.array(want)
+    assert np.isfinite(want).all()      # the support is bounded, so every well is finite
+    assert depths["well_depth_bonds_kj_mol"] == pytest.approx(want[:21].min(), rel=1e-12)
+    assert depths["well_depth_angles_kj_mol"] == pytest.approx(want[21:].min(), rel=1e-12)
+    assert depths["well_depth_median_kj_mol"] == pytest.approx(np.median(want), rel=1e-12)
+    assert depths["shallowest_well"] == flow.describe_dimension(int(np.argmin(want)))
 
 
 def test_evaluation_cache_reuses_only_the_same_model_and_settings(tmp_path, monkeypatch):
@@ -315,5 +347,16 @@ def test_nll_gap_is_zero_on_the_same_frames_and_subsets_draw_without_replacement
     rows = {tuple(np.round(x.ravel()[:6], 6)) for x in part.positions}
     assert len(part) == 50 and len(rows) == 50
     assert all(any(np.array_equal(x, y) for y in frames.positions) for x in part.positions[:5])
+    # frames of unequal weight (as from biased chains)
+    weights = np.random.default_rng(4).uniform(0.2, 2.0, 50)
+    part = data.Frames(part.positions, part.forces, part.energies, weights)
     r = nll_gap.nll_gap(flow, part, frames, n_frames=50, seed=0)
-    assert np.isfinite(r["gap"]) and r["gap"] != 0.0
+    # weighted mean -log p(x) of each set, recomputed
+    import torch
+
+    def nll(f):
+        lp = flow.log_prob(torch.from_numpy(f.positions)).detach().numpy()
+        return -np.sum(f.weights * lp) / np.sum(f.weights)
+    assert r["train_nll"] == pytest.approx(nll(part), rel=1e-12)
+    assert r["test_nll"] == pytest.approx(nll(frames), rel=1e-12)
+    assert r["gap"] == pytest.approx(nll(frames) - nll(part), rel=1e-9)

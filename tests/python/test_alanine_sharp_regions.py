@@ -32,7 +32,22 @@ def test_layer_scan_adds_up_to_the_flow_energy_and_sharpest_finds_a_coordinate()
         w = u.copy()
         w[dim] = v
         assert total == pytest.approx(energy(w), abs=1e-9)
-    d, curv, t, at = sharp_regions.sharpest_along_step(flow, x[0], x[1], points=3)
-    assert 0 <= d < len(u) and curv > 0 and t in (0.0, 0.5, 1.0)
-    c = np.abs(sharp_regions.coordinate_curvatures(energy, at))
-    assert c[d] == pytest.approx(c.max())
+    # the split: layers[0] is the data-side layer (the last of the flow), -kT x its
+    # log-determinant in the density direction along the scan
+    h = torch.as_tensor(u).repeat(9, 1)
+    h[:, dim] = torch.as_tensor(scan["values"])
+    with torch.no_grad():
+        first = -flow.kT * flow.layers[-1](h, inverse=True)[1].numpy()
+    np.testing.assert_allclose(scan["layers"][0], first, rtol=1e-12, atol=1e-12)
+    assert np.ptp(scan["layers"][0]) > 1e-3
+    # the sharpest coordinate over the path's ends t = 0, 1: the largest |d2E/du_d2| of all
+    # (from x[1] to x[0]: the sharper end is t = 1, which a scan of t = 0 alone would miss)
+    d, curv, t, at = sharp_regions.sharpest_along_step(flow, x[1], x[0], points=2)
+    curvatures = {}
+    for tt in (0.0, 1.0):
+        ut = flow.internal_coordinates(torch.as_tensor(x[1] + tt * (x[0] - x[1]))[None])[0].detach().numpy()
+        curvatures[tt] = (ut, np.abs(sharp_regions.coordinate_curvatures(energy, ut)))
+    best = max(curvatures, key=lambda tt: curvatures[tt][1].max())
+    assert t == best == 1.0 and d == int(np.argmax(curvatures[best][1]))
+    assert curv == pytest.approx(curvatures[best][1].max(), rel=1e-12)
+    np.testing.assert_allclose(at, curvatures[best][0], rtol=0, atol=1e-15)

@@ -56,10 +56,17 @@ def test_create_system(sf, fixtures, MLPotential, evaluate):
     assert energy == pytest.approx(ref['energies'][0] + ref['energies'][3], rel=1e-10)
 
 
-def test_model_bytes_and_errors(sf, fixtures, MLPotential):
-    data = open(fixtures['tiny']['path'], 'rb').read()
+def test_model_bytes_and_errors(sf, fixtures, MLPotential, evaluate):
+    ref = fixtures['tiny']
+    data = open(ref['path'], 'rb').read()
     system = MLPotential('smoothflow', modelBytes=data).createSystem(tinyTopology(), removeCMMotion=False)
     assert system.getNumForces() == 1
+    # the force is the model of those bytes: PyTorch's energy and forces of the fixture
+    assert sf.SmoothFlowForce.cast(system.getForce(0)).getModelBytes() == data
+    context = openmm.Context(system, openmm.VerletIntegrator(0.001), openmm.Platform.getPlatformByName('Reference'))
+    energy, forces = evaluate(context, ref['positions'][1])
+    assert energy == pytest.approx(ref['energies'][1], rel=1e-10)
+    np.testing.assert_allclose(forces, ref['forces'][1], rtol=0, atol=1e-8 * np.abs(ref['forces'][1]).max())
     with pytest.raises(ValueError, match='modelPath'):
         MLPotential('smoothflow')
     with pytest.raises(openmm.OpenMMException, match='cannot open model file'):

@@ -26,6 +26,12 @@ def test_force_round_trip(sf, fixtures):
     assert '<Force' in xml and 'type="SmoothFlowForce"' in xml and 'version="1"' in xml
     copy = sf.SmoothFlowForce.cast(openmm.XmlSerializer.deserialize(xml))
     assert _settings(copy) == _settings(force)
+    # the settings made above, not defaults that both sides might share
+    settings = _settings(copy)
+    assert (settings['group'], settings['name'], settings['periodic']) == (7, 'flow', True)
+    assert [list(m) for m in settings['molecules']] == [[0, 1, 2, 3, 4, 5], [11, 10, 9, 8, 7, 6]]
+    with open(fixtures['tiny']['path'], 'rb') as f:
+        assert settings['bytes'] == f.read()
 
 
 def test_system_round_trip_gives_identical_energies(sf, fixtures, evaluate):

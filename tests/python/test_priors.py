@@ -73,15 +73,18 @@ def _with_prior(flow, prior) -> bytes:
     return unchecked_model_bytes({**flow.config(), "prior": prior}, flow.state_dict())
 
 
-@pytest.mark.parametrize("prior, message", [
-    ("gaussian", "prior"),
-    ({"kind": "truncated_normal", "mean": [0.5] * 3, "sigma": [0.1] * 9}, "9 numbers"),
-    ({"kind": "truncated_normal", "mean": [0.5] * 9, "sigma": [0.0] * 9}, "sigma"),
-    ({"kind": "truncated_normal", "mean": [1.5] + [0.5] * 8, "sigma": [0.1] * 9}, "mean"),
-])
-def test_bad_priors_are_refused_by_both(prior, message):
+@pytest.mark.parametrize("prior, message, torch_message", [
+    ("gaussian", "prior", r"prior must be 'uniform' or .*got 'gaussian'"),
+    ({"kind": "truncated_normal", "mean": [0.5] * 3, "sigma": [0.1] * 9}, "9 numbers",
+     r"prior\.mean must be 9 finite numbers"),
+    ({"kind": "truncated_normal", "mean": [0.5] * 9, "sigma": [0.0] * 9}, "sigma",
+     r"prior dimension 0 .*sigma 0\.0 \(need 1e-4 <= sigma <= 10\)"),
+    ({"kind": "truncated_normal", "mean": [1.5] + [0.5] * 8, "sigma": [0.1] * 9}, "mean",
+     r"prior dimension 0 has mean 1\.5 \(need 0 < mean < 1\)"),
+], ids=["unknown_kind", "wrong_length", "zero_sigma", "mean_outside"])
+def test_bad_priors_are_refused_by_both(prior, message, torch_message):
     flow = random_flow(n_atoms=6, n_layers=2, seed=1)
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match=torch_message):
         SmoothFlow(flow.zmatrix, flow.bond_lo, flow.bond_hi, [l.config() for l in flow.layers], prior=prior)
     with pytest.raises(CoreError, match=message):
         CoreModel.from_bytes(_with_prior(flow, prior))

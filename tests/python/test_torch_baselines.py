@@ -86,7 +86,28 @@ def test_zero_raw_parameters():
             assert lp.abs().max().item() < 1e-14
             assert (flow(u)[0] - u).abs().max().item() < 1e-15
         else:
-            assert torch.isfinite(lp).all() and lp.abs().max().item() > 1e-3
+            # generative layer, u = S(z): log p_U(u) = -sum_d log S'(S^-1(u_d)) with the
+            # zero-parameter spline of 4 equal bins (s = 1, knot slopes delta), by its
+            # closed form (docs/model-format.md 7.1) and bisection, in numpy
+            delta = 1e-3 + math.log(2.0)
+
+            def S(v):
+                k = np.minimum(np.floor(v * 4), 3)
+                xi = v * 4 - k
+                q = xi * (1 - xi)
+                y = (k + (xi ** 2 + delta * q) / (1 + (2 * delta - 2) * q)) / 4
+                dy = (delta * xi ** 2 + 2 * q + delta * (1 - xi) ** 2) / (1 + (2 * delta - 2) * q) ** 2
+                return y, dy
+
+            ud = u[:, [0, 2, 5, 7, 8]].numpy()
+            lo, hi = np.zeros_like(ud), np.ones_like(ud)
+            for _ in range(60):
+                mid = (lo + hi) / 2
+                below = S(mid)[0] < ud
+                lo, hi = np.where(below, mid, lo), np.where(below, hi, mid)
+            want = -np.log(S((lo + hi) / 2)[1]).sum(-1)
+            assert np.abs(want).min() > 1e-3
+            np.testing.assert_allclose(lp.numpy(), want, rtol=1e-12, atol=1e-13)
 
 
 # ------------------------------------------------------------------ spline: transform

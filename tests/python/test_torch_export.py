@@ -10,7 +10,7 @@ from safetensors import safe_open
 from safetensors.numpy import save_file as np_save_file
 
 from smoothflow_torch import (ModelFormatError, SmoothFlow, export_model, load_model,
-                              load_model_bytes, model_to_bytes)
+                              load_model_bytes, model_to_bytes, read_model_bytes)
 from smoothflow_torch import testing as T
 
 torch.set_num_threads(1)
@@ -61,10 +61,23 @@ def test_export_layout_read_by_safetensors(flow, tmp_path):
     sd = flow.state_dict()
     for k, v in tensors.items():
         assert np.array_equal(v, sd[k].numpy())
-    # the file starts with the header length and a JSON header
+    # the safetensors layout read by hand: a little-endian u64 header length, a JSON header
+    # naming every tensor (F64, its shape, its byte range), then the data, tiled exactly
     raw = path.read_bytes()
     (n,) = struct.unpack("<Q", raw[:8])
-    assert isinstance(json.loads(raw[8:8 + n]), dict)
+    header = json.loads(raw[8:8 + n])
+    assert header.pop("__metadata__") == meta and set(header) == names
+    ranges = []
+    for k, h in header.items():
+        assert h["dtype"] == "F64" and h["shape"] == list(tensors[k].shape)
+        begin, end = h["data_offsets"]
+        assert end - begin == 8 * tensors[k].size
+        np.testing.assert_array_equal(np.frombuffer(raw[8 + n + begin:8 + n + end], "<f8"),
+                                      tensors[k].ravel())
+        ranges.append((begin, end))
+    ranges.sort()
+    assert ranges[0][0] == 0 and ranges[-1][1] == len(raw) - 8 - n
+    assert all(a[1] == b[0] for a, b in zip(ranges, ranges[1:]))
 
 
 def test_round_trip_identical_energies(flow, tmp_path):
@@ -194,5 +207,10 @@ def test_invalid_files_are_rejected(flow):
 
 
 def test_export_rejects_reserved_metadata(flow):
-    with pytest.raises(ValueError, match="reserved"):
-        model_to_bytes(flow, {"config": "x"})
+    for key in ("format", "format_version", "config"):
+        with pytest.raises(ValueError, match=f"may not set the reserved key '{key}'"):
+            model_to_bytes(flow, {key: "x"})
+    with pytest.raises(ValueError, match="keys and values must be strings"):
+        model_to_bytes(flow, {"training": 3})
+    _, meta, _ = read_model_bytes(model_to_bytes(flow, {"training": "notes"}))
+    assert meta["training"] == "notes" and meta["format"] == "openmm-smoothflow"

@@ -328,14 +328,31 @@ def test_sampling_log_prob_matches_energy(directions):
 
 
 def test_chain_preset():
+    """chain_flow's documented facts: a linear chain Z-matrix, bonds in [0.13, 0.18] nm, atoms
+    C1..Cn of residue MOL, the requested architecture, weights fixed by the seed; and the energy
+    it gives is the documented one of that chain (bond i = |x_{i+1} - x_i|, computed here)."""
     flow = T.chain_flow(6)
-    assert flow.n_atoms == 6 and flow.atoms[0] == {"name": "C1", "residue": "MOL",
-                                                   "residue_index": 0, "element": "C"}
+    config = flow.config()
+    assert config["zmatrix"] == [[0, -1, -1, -1], [1, 0, -1, -1], [2, 1, 0, -1],
+                                 [3, 2, 1, 0], [4, 3, 2, 1], [5, 4, 3, 2]]
+    assert flow.bond_lo.tolist() == [0.13] * 5 and flow.bond_hi.tolist() == [0.18] * 5
+    assert flow.atoms == [{"name": f"C{i}", "residue": "MOL", "residue_index": 0, "element": "C"}
+                          for i in range(1, 7)]
+    assert [(L["n_components"], L["hidden"], L["activation"]) for L in config["layers"]] == \
+        [(4, [16, 16], "silu")] * 4
+    # the seed fixes the weights: equal for equal seeds, different otherwise
+    same, other = T.chain_flow(6, seed=0).state_dict(), T.chain_flow(6, seed=1).state_dict()
+    weights = [k for k in same if k.startswith("layers.")]
+    assert all(torch.equal(flow.state_dict()[k], same[k]) for k in weights)
+    assert not any(torch.equal(same[k], other[k]) for k in weights)
+    # the chain's bond lengths, by numpy, are what the flow normalizes with [0.13, 0.18]
     x = T.random_positions(flow, 2, seed=0)
-    E, F = flow.energy_and_forces(x)
-    assert torch.isfinite(E).all() and torch.isfinite(F).all()
-    E2 = T.chain_flow(6).energy(x).detach()
-    assert torch.equal(E, E2)
+    xn = x.numpy()
+    bonds = np.linalg.norm(xn[:, 1:] - xn[:, :-1], axis=-1)
+    np.testing.assert_allclose(flow.internal_coordinates(x)[:, :5].numpy(),
+                               (bonds - 0.13) / 0.05, rtol=1e-12)
+    np.testing.assert_allclose(flow.energy(x).detach().numpy(),
+                               _reference_energy(flow, x).detach().numpy(), rtol=1e-13)
 
 
 def test_float32_flow():

@@ -130,19 +130,34 @@ def test_minimum_image_triclinic():
 
 def test_zmatrix_validation():
     good = [[0, -1, -1, -1], [1, 0, -1, -1], [2, 1, 0, -1], [3, 2, 1, 0]]
-    assert zm.validate_zmatrix(good).shape == (4, 4)
+    np.testing.assert_array_equal(zm.validate_zmatrix(good), good)
+    np.testing.assert_array_equal(zm.validate_zmatrix([[2.0, -1, -1, -1], [0, 2, -1, -1],
+                                                        [1, 0, 2, -1]]), [[2, -1, -1, -1],
+                                                                          [0, 2, -1, -1],
+                                                                          [1, 0, 2, -1]])
+    # each rule, with the row and the reason the message names
     bad = [
-        ([[0, -1, -1, -1], [1, 0, -1, -1]], "at least 3"),
-        ([[0, -1, -1, -1], [1, 0, -1, -1], [2, 1, 0, -1], [3, 2, 1, 3]], "distinct|not placed"),
-        ([[0, -1, -1, -1], [1, 0, -1, -1], [2, 1, 0, -1], [3, 2, 1, 4]], "not placed"),
-        ([[0, -1, -1, -1], [1, 0, -1, -1], [1, 0, 2, -1]], "placed twice|not placed"),
-        ([[0, -1, -1, -1], [1, 0, 2, -1], [2, 1, 0, -1]], "must be -1"),
-        ([[0, -1, -1, -1], [1, 0, -1, -1], [2, 1, 1, -1]], "distinct"),
-        ([[0, -1, -1, -1], [1, 0, -1, -1], [5, 1, 0, -1]], "outside"),
+        ([[0, -1, -1, -1], [1, 0, -1, -1]], r"at least 3 atoms, got 2"),
+        ([[0, -1, -1, -1], [1, 0, -1, -1], [2, 1, 0, -1], [3, 2, 1, 3]],
+         r"row 3 = \[3, 2, 1, 3\]: reference atom 3 is not placed in an earlier row"),
+        ([[0, -1, -1, -1], [1, 0, -1, -1], [2, 1, 0, -1], [3, 2, 1, 4]],
+         r"row 3 = \[3, 2, 1, 4\]: reference atom 4 is not placed"),
+        ([[0, -1, -1, -1], [1, 0, -1, -1], [1, 0, 2, -1]],
+         r"row 2 = \[1, 0, 2, -1\]: atom 1 is placed twice"),
+        ([[0, -1, -1, -1], [1, 0, 2, -1], [2, 1, 0, -1]],
+         r"row 1 = \[1, 0, 2, -1\]: entries after the first 2 must be -1"),
+        ([[0, -1, -1, -1], [1, 0, -1, -1], [2, 1, 1, -1]],
+         r"row 2 = \[2, 1, 1, -1\]: atoms must be distinct"),
+        ([[0, -1, -1, -1], [1, 0, -1, -1], [5, 1, 0, -1]],
+         r"row 2 = \[5, 1, 0, -1\]: atom 5 outside 0\.\.2"),
+        ([[0, -1, -1, -1], [1, 0, -1], [2, 1, 0, -1]], r"row 1 has 3 entries, expected 4"),
+        ([[0, -1, -1, -1], [1, 0.5, -1, -1], [2, 1, 0, -1]], r"row 1 has a non-integer entry"),
     ]
     for Z, msg in bad:
         with pytest.raises(ValueError, match=msg):
             zm.validate_zmatrix(Z)
+    with pytest.raises(ValueError, match=r"zmatrix has 4 rows, expected n_atoms = 5"):
+        zm.validate_zmatrix(good, n_atoms=5)
 
 
 @pytest.mark.parametrize("seed", range(6))

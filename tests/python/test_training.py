@@ -186,6 +186,18 @@ def _train_entries(path):
     return [e for e in Trainer.read_log(path) if e["kind"] == "train"]
 
 
+def _assert_held_out(entry, flow, x, f, weights=None):
+    """An eval log entry's test NLL (nats) and force RMSE (kJ/mol/nm), recomputed from the
+    flow's log density and forces on the frames it should have used (weighted means)."""
+    w = torch.ones(len(x), dtype=torch.float64) if weights is None else torch.as_tensor(weights)
+    E, F = flow.energy_and_forces(x)
+    nll_ = -(w * flow.log_prob(x).detach()).sum() / w.sum()
+    rmse = torch.sqrt((w * ((F - f) ** 2).sum((1, 2))).sum() / (w.sum() * flow.n_atoms * 3))
+    assert entry["n_outside"] == 0
+    assert entry["test_nll"] == pytest.approx(float(nll_), rel=1e-10)
+    assert entry["test_force_rmse"] == pytest.approx(float(rmse), rel=1e-10)
+
+
 def test_training_log_checkpoint_export(tmp_path, target, dataset):
     tr = make_trainer(tmp_path / "run", target, dataset)
     summary = tr.train()
@@ -204,6 +216,12 @@ def test_training_log_checkpoint_export(tmp_path, target, dataset):
     assert [e["step"] for e in evals] == [0, 3, 6]
     for e in evals:
         assert {"test_nll", "test_force_rmse", "sampling_efficiency", "n_outside"} <= set(e)
+    # the held-out numbers of the first and last evaluation, recomputed: eval_frames = 10
+    # evenly spaced frames of the 16 held-out ones, by the initial and by the exported flow
+    x_test, f_test = dataset[0][48:], dataset[1][48:]
+    idx = np.linspace(0, 15, 10).round().astype(int)
+    for e, ref in ((evals[0], make_flow()), (evals[-1], load_model(tmp_path / "run" / "model.safetensors"))):
+        _assert_held_out(e, ref, x_test[idx], f_test[idx])
     assert train[0]["lr"] < train[1]["lr"]           # warmup
     assert json.loads((tmp_path / "run" / "config.json").read_text()) == tr.config.to_dict()
     ckpts = sorted(p.name for p in (tmp_path / "run" / "checkpoints").iterdir())
@@ -316,12 +334,12 @@ def test_trainer_leaves_non_finite_frames_out_of_the_step(tmp_path, dataset, all
 
 @pytest.mark.parametrize("kind", ["spline", "affine", ["smooth", "spline", "affine", "smooth"]])
 def test_trainer_any_transform_kind(tmp_path, target, dataset, kind):
-    """The Trainer trains the baselines (and mixed stacks) with all three losses."""
-    try:
-        flow = testing.chain_flow(N, seed=0, n_layers=4, n_components=3, hidden=(8,),
-                                  directions="mixed", transform=kind)
-    except (TypeError, ValueError) as e:
-        pytest.skip(f"transform {kind} not available: {e}")
+    """The Trainer trains the baselines (and mixed stacks) with all three losses: each step's
+    loss is the weighted sum of its terms, the weights move, and the exported model is the
+    trained flow, whose held-out numbers the last evaluation reports."""
+    flow = testing.chain_flow(N, seed=0, n_layers=4, n_components=3, hidden=(8,),
+                              directions="mixed", transform=kind)
+    assert [L.transform for L in flow.layers] == (kind if isinstance(kind, list) else [kind] * 4)
     x, f = dataset
     tr = Trainer(flow, small_config(iterations=2, eval_every=2, checkpoint_every=0),
                  tmp_path, train_data=(x[:48], f[:48]), test_data=(x[48:], f[48:]),
@@ -329,10 +347,18 @@ def test_trainer_any_transform_kind(tmp_path, target, dataset, kind):
     before = [p.detach().clone() for p in flow.parameters()]
     tr.train()
     e = _train_entries(tmp_path / "log.jsonl")
-    assert len(e) == 2 and all(math.isfinite(r[k]) for r in e for k in LOSS_KEYS)
-    assert not any(r["skipped"] for r in e)
+    assert [r["step"] for r in e] == [1, 2] and not any(r["skipped"] for r in e)
+    w = tr.config.weights
+    for r in e:
+        assert r["loss"] == pytest.approx(sum(w[k] * r[k] for k in LOSS_KEYS[1:]), rel=1e-12)
     assert not all(torch.equal(a, b) for a, b in zip(before, flow.parameters()))
-    assert load_model(tmp_path / "model.safetensors").config() == flow.config()
+    loaded = load_model(tmp_path / "model.safetensors")
+    assert loaded.config() == flow.config()
+    assert all(torch.equal(v, flow.state_dict()[k]) for k, v in loaded.state_dict().items())
+    last = [r for r in Trainer.read_log(tmp_path / "log.jsonl") if r["kind"] == "eval"][-1]
+    idx = np.linspace(0, 15, 10).round().astype(int)
+    assert last["step"] == 2
+    _assert_held_out(last, loaded, x[48:][idx], f[48:][idx])
 
 
 # ---------------------------------------------------------------- the alanine dipeptide script
@@ -372,14 +398,36 @@ def test_alanine_tiny_run(tmp_path):
     train.main([str(tmp_path / "tiny.json"), "--out", str(tmp_path / "run"), "--no-progress"])
     log = Trainer.read_log(tmp_path / "run" / "log.jsonl")
     train_entries = [e for e in log if e["kind"] == "train"]
-    assert len(train_entries) == 4
-    assert all(math.isfinite(e[k]) for e in train_entries for k in STUDY_LOSS_KEYS)
-    assert all(e["fm_invalid"] == 0 and e["tail_invalid"] == 0 for e in train_entries)
-    evals = [e for e in log if e["kind"] == "eval"]
-    assert evals and all(math.isfinite(e["test_nll"]) for e in evals)
+    assert [e["step"] for e in train_entries] == [1, 2, 3, 4]
+    w = config["weights"]
+    for e in train_entries:     # every term on, the loss their weighted sum
+        assert e["loss"] == pytest.approx(sum(w[k] * e[k] for k in STUDY_LOSS_KEYS[1:]), rel=1e-12)
+        assert e["fm_invalid"] == 0 and e["tail_invalid"] == 0 and not e["skipped"]
     flow = load_model(tmp_path / "run" / "model.safetensors")
     assert flow.n_atoms == 22 and flow.atoms[8]["name"] == "CA"
-    assert flow.config()["prior"]["kind"] == "truncated_normal"
+    # built from the training split (split == 0): its bond bounds are that data's range
+    # widened by bond_padding (1.0) times its width, and its prior the data's mean and width
+    x_train = ref.test.positions[split == 0]
+    rows = np.asarray(flow.zmatrix)[1:, :2]
+    b = np.linalg.norm(x_train[:, rows[:, 0]] - x_train[:, rows[:, 1]], axis=-1)
+    span = b.max(0) - b.min(0)
+    np.testing.assert_allclose(flow.bond_lo.numpy(), np.maximum(b.min(0) - span, 0.05), rtol=1e-12)
+    np.testing.assert_allclose(flow.bond_hi.numpy(), b.max(0) + span, rtol=1e-12)
+    u = flow.internal_coordinates(torch.from_numpy(x_train))[:, :flow.n_interval].numpy()
+    prior = flow.config()["prior"]
+    assert prior["kind"] == "truncated_normal"
+    np.testing.assert_allclose(prior["mean"], u.mean(0), atol=1e-12)
+    np.testing.assert_allclose(prior["sigma"], u.std(0), rtol=1e-10)
+    # the last evaluation is the exported flow on 20 evenly spaced held-out (split == 1)
+    # frames, weighted by the reweighting factors exp(+V / kT) of their bias V
+    evals = [e for e in log if e["kind"] == "eval"]
+    assert [e["step"] for e in evals] == [0, 2, 4]
+    test = split == 1
+    idx = np.linspace(0, test.sum() - 1, 20).round().astype(int)
+    wt = np.exp(bias[test].astype(np.float64) / flow.kT)[idx]
+    _assert_held_out(evals[-1], flow, torch.from_numpy(ref.test.positions[test].astype(np.float32)
+                                                        .astype(np.float64)[idx]),
+                     torch.from_numpy(ref.test.forces[test].astype(np.float32).astype(np.float64)[idx]), wt)
 
 
 def test_frame_weights_steer_batches_and_weight_the_evaluation(tmp_path, target, dataset):
