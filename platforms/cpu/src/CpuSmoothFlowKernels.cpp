@@ -1,7 +1,6 @@
 #include "CpuSmoothFlowKernels.h"
 #include "SmoothFlowCoreError.h"
-#include "openmm/internal/ContextImpl.h"
-#include "openmm/reference/ReferencePlatform.h"
+#include "SmoothFlowHostData.h"
 
 using namespace SmoothFlowPlugin;
 using namespace OpenMM;
@@ -11,11 +10,6 @@ using namespace std;
 // workspace stays a few MB however many molecules there are, and beyond about
 // 32 molecules a larger batch is no faster per molecule (benchmarks/results/cpu.md).
 static const int kBlock = 64;
-
-// The CPU platform keeps positions and forces in the Reference platform's data.
-static ReferencePlatform::PlatformData& getData(ContextImpl& context) {
-    return *reinterpret_cast<ReferencePlatform::PlatformData*>(context.getPlatformData());
-}
 
 CpuCalcSmoothFlowForceKernel::CpuCalcSmoothFlowForceKernel(const string& name, const Platform& platform, ThreadPool& threads) :
         CalcSmoothFlowForceKernel(name, platform), threads(threads), numAtoms(0), numMolecules(0), usePeriodic(false),
@@ -73,15 +67,9 @@ void CpuCalcSmoothFlowForceKernel::evaluateChunk(Chunk& chunk) {
 }
 
 double CpuCalcSmoothFlowForceKernel::execute(ContextImpl& context, bool includeForces, bool /*includeEnergy: the core always computes it*/) {
-    ReferencePlatform::PlatformData& data = getData(context);
-    const vector<Vec3>& pos = *data.positions;
-    for (size_t i = 0; i < particles.size(); i++)
-        for (int k = 0; k < 3; k++)
-            positions[3 * i + k] = pos[particles[i]][k];
-    if (usePeriodic)
-        for (int v = 0; v < 3; v++)
-            for (int k = 0; k < 3; k++)
-                box[3 * v + k] = data.periodicBoxVectors[v][k];
+    // The CPU platform keeps positions and forces in the Reference platform's data.
+    ReferencePlatform::PlatformData& data = hostData(context);
+    gatherPositions(data, particles, usePeriodic, positions, box);
     withForces = includeForces;
     if (chunks.size() == 1)
         evaluateChunk(chunks[0]);  // no hand-off to the pool for one chunk
@@ -101,15 +89,9 @@ double CpuCalcSmoothFlowForceKernel::execute(ContextImpl& context, bool includeF
         }
         wallCount += chunk.info.wall_dims;
     }
-    if (includeForces) {
-        vector<Vec3>& force = *data.forces;
-        for (size_t i = 0; i < particles.size(); i++)
-            force[particles[i]] += Vec3(forces[3 * i], forces[3 * i + 1], forces[3 * i + 2]);
-    }
-    double energy = 0.0;
-    for (double e : energies)
-        energy += e;
-    return energy;
+    if (includeForces)
+        scatterForces(data, particles, forces);
+    return sumEnergies(energies);
 }
 
 long long CpuCalcSmoothFlowForceKernel::getWallCount() const {
