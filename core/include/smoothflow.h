@@ -58,6 +58,13 @@ extern "C" {
 /* Highest model-file format version this core reads. */
 #define SF_FORMAT_VERSION 1
 
+/* Limits of a model (docs/model-format.md section 1, "Limits"); a model
+ * beyond any of them is refused at load, the message giving both numbers. */
+#define SF_MAX_FILE_SIZE (1024ull * 1024ull * 1024ull) /* bytes of a model file (1 GiB)          */
+#define SF_MAX_HEADER_SIZE 100000000                   /* bytes of its JSON header (100 MB)      */
+#define SF_MAX_WORKSPACE_DOUBLES 8388608               /* per molecule: 2^23 doubles, 64 MiB     */
+#define SF_MAX_PARAMETERS 100000000                    /* conditioner weights and biases, total  */
+
 /* ----------------------------------------------------------------- status */
 
 typedef enum sf_status {

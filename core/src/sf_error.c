@@ -14,7 +14,7 @@ const char *sf_status_string(sf_status code)
     case SF_ERR_FORMAT: return "model file is corrupt";
     case SF_ERR_VERSION: return "unsupported model format version";
     case SF_ERR_MODEL: return "model architecture is inconsistent";
-    case SF_ERR_VALUE: return "model holds non-finite values";
+    case SF_ERR_VALUE: return "model holds non-finite or out-of-bound values";
     case SF_ERR_INPUT: return "non-finite positions or box";
     case SF_ERR_SUPPORT: return "configuration outside the flow's support";
     case SF_ERR_GEOMETRY: return "degenerate geometry";

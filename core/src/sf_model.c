@@ -1,12 +1,24 @@
 /* sf_model.c -- model loading: configuration, validation, weights. */
+#define _POSIX_C_SOURCE 200809L /* open, fstat, fdopen: what a model path names is examined first */
 #include "sf_internal.h"
 
 #include <cJSON.h>
 #include <errno.h>
 #include <math.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#ifdef _WIN32
+#include <io.h>
+#ifndef S_ISREG
+#define S_ISREG(mode) (((mode) & S_IFMT) == S_IFREG)
+#endif
+#else
+#include <fcntl.h>
+#include <unistd.h>
+#endif
 
 /* ------------------------------------------------------------ JSON reads */
 /* The rules are those of pytorch/smoothflow_torch/model_config.schema.json and
@@ -16,6 +28,20 @@
 #define SF_MAX_ATOMS 1000000
 #define SF_MAX_HIDDEN_WIDTH (1 << 20)
 #define SF_MAX_INDEX 999999 /* residue_index */
+/* Value ranges that keep every intermediate of an evaluation far inside the
+ * doubles (the schema states the same; docs/model-format.md section 1, "Limits"). */
+#define SF_MAX_TEMPERATURE 1e6       /* K: kT <= 8314 kJ/mol */
+#define SF_MAX_ENERGY_OFFSET 1e12    /* |U0|, kJ/mol */
+#define SF_MAX_WALL_CONSTANT 1e12    /* kJ/mol */
+#define SF_MIN_S_MIN 1e-6            /* smooth: 1 / s and its square stay <= 1e12 */
+#define SF_MIN_ALPHA_MIN 1e-6        /* smooth: an unsaturated ramp has h^-beta <= ~1e9 */
+#define SF_MAX_ALPHA_MIN 1e6
+#define SF_MIN_SPLINE_CONSTANT 1e-12 /* spline: bin slopes <= 1e12, knot derivatives >= 1e-12 */
+#define SF_MAX_MIN_DERIVATIVE 1e6
+#define SF_MAX_SCALE_MAX 50.0        /* affine: e^s <= e^50 */
+#define SF_MAX_BOND 1000.0           /* nm, bond_hi */
+#define SF_MIN_BOND_WIDTH 1e-6       /* nm, bond_hi - bond_lo: u = (b - lo) / width stays finite */
+#define SF_MAX_NET_BOUND 1e8         /* bound of a linear map's outputs and of its weights' sum */
 
 /* [json-syntax]: what cJSON tolerates and RFC 8259 does not (a number with a
  * leading zero or '+', raw control characters, other bytes outside strings).
@@ -341,12 +367,14 @@ static sf_status read_smooth(sf_model *m, const cJSON *cfg, int has_smooth_layer
         !json_number(s, "c_max", 1, &m->smooth.c_max) || !json_is_int(beta, -1e9, 1e9))
         return sfE_set(err, SF_ERR_MODEL, "model config: 'smooth' constants must be numbers (beta an integer)");
     m->smooth.beta = (int)beta->valuedouble;
-    if (!(m->smooth.s_min > 0 && m->smooth.s_min < 1) || !(m->smooth.alpha_min > 0) ||
+    if (!(m->smooth.s_min >= SF_MIN_S_MIN && m->smooth.s_min < 1) ||
+        !(m->smooth.alpha_min >= SF_MIN_ALPHA_MIN && m->smooth.alpha_min <= SF_MAX_ALPHA_MIN) ||
         !(m->smooth.c_max > 0 && m->smooth.c_max < 1) || m->smooth.beta < 1 || m->smooth.beta > 8)
         return sfE_set(err, SF_ERR_MODEL,
-                       "model config: smooth constants out of range (s_min=%g in (0,1), alpha_min=%g > 0, "
+                       "model config: smooth constants out of range (s_min=%g in [%g,1), alpha_min=%g in [%g,%g], "
                        "c_max=%g in (0,1), beta=%d in 1..8)",
-                       m->smooth.s_min, m->smooth.alpha_min, m->smooth.c_max, m->smooth.beta);
+                       m->smooth.s_min, SF_MIN_S_MIN, m->smooth.alpha_min, SF_MIN_ALPHA_MIN, SF_MAX_ALPHA_MIN,
+                       m->smooth.c_max, m->smooth.beta);
     return SF_OK;
 }
 
@@ -367,20 +395,23 @@ static sf_status read_constants(sf_model *m, const cJSON *cfg, int has_smooth_la
                !json_number(sp, "min_bin_height", 0, &m->spline.min_bin_height) ||
                !json_number(sp, "min_derivative", 0, &m->spline.min_derivative)))
         return sfE_set(err, SF_ERR_MODEL, "model config: 'spline' constants must be numbers");
-    if (!(m->spline.min_bin_width > 0 && m->spline.min_bin_width < 1) ||
-        !(m->spline.min_bin_height > 0 && m->spline.min_bin_height < 1) || !(m->spline.min_derivative > 0))
+    if (!(m->spline.min_bin_width >= SF_MIN_SPLINE_CONSTANT && m->spline.min_bin_width < 1) ||
+        !(m->spline.min_bin_height >= SF_MIN_SPLINE_CONSTANT && m->spline.min_bin_height < 1) ||
+        !(m->spline.min_derivative >= SF_MIN_SPLINE_CONSTANT && m->spline.min_derivative <= SF_MAX_MIN_DERIVATIVE))
         return sfE_set(err, SF_ERR_MODEL,
                        "model config: spline constants out of range (min_bin_width=%g and min_bin_height=%g in "
-                       "(0,1), min_derivative=%g > 0)",
-                       m->spline.min_bin_width, m->spline.min_bin_height, m->spline.min_derivative);
+                       "[%g,1), min_derivative=%g in [%g,%g])",
+                       m->spline.min_bin_width, m->spline.min_bin_height, SF_MIN_SPLINE_CONSTANT,
+                       m->spline.min_derivative, SF_MIN_SPLINE_CONSTANT, SF_MAX_MIN_DERIVATIVE);
 
     m->affine = (sf_affine_constants){3.0};
     const cJSON *af = section(cfg, "affine", affine_keys, &rc, err);
     if (rc != SF_OK) return rc;
     if (af && !json_number(af, "scale_max", 0, &m->affine.scale_max))
         return sfE_set(err, SF_ERR_MODEL, "model config: 'affine' constant scale_max must be a number");
-    if (!(m->affine.scale_max > 0))
-        return sfE_set(err, SF_ERR_MODEL, "model config: affine scale_max=%g must be > 0", m->affine.scale_max);
+    if (!(m->affine.scale_max > 0 && m->affine.scale_max <= SF_MAX_SCALE_MAX))
+        return sfE_set(err, SF_ERR_MODEL, "model config: affine scale_max=%g must be in (0, %g]", m->affine.scale_max,
+                       SF_MAX_SCALE_MAX);
 
     m->policy = SF_SUPPORT_ERROR;
     m->margin = 0.01;
@@ -395,9 +426,10 @@ static sf_status read_constants(sf_model *m, const cJSON *cfg, int has_smooth_la
                        cJSON_IsString(policy) ? ", not '" : "", cJSON_IsString(policy) ? policy->valuestring : "",
                        cJSON_IsString(policy) ? "'" : "");
     if (!json_number(sup, "margin", 0, &m->margin) || !json_number(sup, "wall_constant", 0, &m->wall_constant) ||
-        !(m->margin > 0 && m->margin < 0.25) || !(m->wall_constant >= 0))
+        !(m->margin > 0 && m->margin < 0.25) || !(m->wall_constant >= 0 && m->wall_constant <= SF_MAX_WALL_CONSTANT))
         return sfE_set(err, SF_ERR_MODEL,
-                       "model config: support margin must be a number in (0, 0.25) and wall_constant a number >= 0");
+                       "model config: support margin must be a number in (0, 0.25) and wall_constant a number in "
+                       "[0, %g] (kJ/mol)", SF_MAX_WALL_CONSTANT);
     return SF_OK;
 }
 
@@ -504,6 +536,40 @@ static sf_status read_layer(sf_model *m, const cJSON *js, int l, sf_error *err)
     return SF_OK;
 }
 
+/* [cost-limits]: the memory and work one molecule's evaluation takes, from the configuration
+ * alone (docs/model-format.md section 1, "Limits").  With w_0..w_{H+1} a layer's widths, the
+ * workspace measure is (L + 1) D + L (I + A + P) + 2 W doubles: the flow's states, and per
+ * layer room for the widest encoded input I, the largest sum A of 2 w_m over hidden widths,
+ * the widest parameter block P, plus two rows of the widest map W (the C core's workspace for
+ * one molecule is that and O(D) more).  The parameters are the sum of (w_m + 1) w_{m+1}: the
+ * multiply-adds of one pass.  Doubles are exact far beyond both limits. */
+static sf_status check_cost_limits(const sf_model *m, sf_error *err)
+{
+    double in = 0, act = 0, block = 0, widest = 0, parameters = 0;
+    for (int l = 0; l < m->n_layers; l++) {
+        const sf_layer *L = &m->layers[l];
+        double a = 0;
+        for (int k = 1; k < L->n_linear; k++) a += 2.0 * L->width[k];
+        for (int k = 0; k <= L->n_linear; k++) widest = fmax(widest, L->width[k]);
+        for (int k = 0; k < L->n_linear; k++) parameters += ((double)L->width[k] + 1) * L->width[k + 1];
+        in = fmax(in, L->width[0]);
+        act = fmax(act, a);
+        block = fmax(block, L->width[L->n_linear]);
+    }
+    const double layers = m->n_layers;
+    const double workspace = (layers + 1) * m->D + layers * (in + act + block) + 2 * widest;
+    if (workspace > SF_MAX_WORKSPACE_DOUBLES)
+        return sfE_set(err, SF_ERR_MODEL,
+                       "model config: evaluating one molecule needs a workspace of %.0f doubles (%.0f MiB), more than "
+                       "the limit of %d doubles (64 MiB): %d layers, D = %d, widest map %.0f",
+                       workspace, workspace * 8 / 1048576, SF_MAX_WORKSPACE_DOUBLES, m->n_layers, m->D, widest);
+    if (parameters > SF_MAX_PARAMETERS)
+        return sfE_set(err, SF_ERR_MODEL,
+                       "model config: the conditioners hold %.0f weights and biases, more than the limit of %d",
+                       parameters, SF_MAX_PARAMETERS);
+    return SF_OK;
+}
+
 static sf_status read_config(sf_model *m, const char *text, sf_error *err)
 {
     static const char *const keys[] = {"n_atoms", "temperature", "energy_offset", "zmatrix", "atoms", "prior",
@@ -523,10 +589,14 @@ static sf_status read_config(sf_model *m, const char *text, sf_error *err)
         rc = sfE_set(err, SF_ERR_MODEL, "model config: 'n_atoms' must be an integer in 3..%d", SF_MAX_ATOMS);
     if (rc == SF_OK) {
         m->N = (int)n_atoms->valuedouble;
-        if (!json_number(cfg, "temperature", 1, &m->temperature) || !(m->temperature > 0))
-            rc = sfE_set(err, SF_ERR_MODEL, "model config: 'temperature' must be a positive number (kelvin)");
-        else if (!json_number(cfg, "energy_offset", 0, &m->energy_offset))
-            rc = sfE_set(err, SF_ERR_MODEL, "model config: 'energy_offset' must be a number (kJ/mol)");
+        if (!json_number(cfg, "temperature", 1, &m->temperature) ||
+            !(m->temperature > 0 && m->temperature <= SF_MAX_TEMPERATURE))
+            rc = sfE_set(err, SF_ERR_MODEL, "model config: 'temperature' must be a number in (0, %g] (kelvin)",
+                         SF_MAX_TEMPERATURE);
+        else if (!json_number(cfg, "energy_offset", 0, &m->energy_offset) ||
+                 !(fabs(m->energy_offset) <= SF_MAX_ENERGY_OFFSET))
+            rc = sfE_set(err, SF_ERR_MODEL, "model config: 'energy_offset' must be a number in [-%g, %g] (kJ/mol)",
+                         SF_MAX_ENERGY_OFFSET, SF_MAX_ENERGY_OFFSET);
     }
     if (rc == SF_OK) {
         m->D = 3 * m->N - 6;
@@ -549,6 +619,7 @@ static sf_status read_config(sf_model *m, const char *text, sf_error *err)
     int l = 0;
     for (const cJSON *js = rc == SF_OK ? layers->child : NULL; rc == SF_OK && js; js = js->next, l++)
         rc = read_layer(m, js, l, err);
+    if (rc == SF_OK) rc = check_cost_limits(m, err);
     cJSON_Delete(cfg);
     return rc;
 }
@@ -584,6 +655,40 @@ static sf_status take_tensor(sf_safetensors *st, const char *name, int ndim, lon
     return SF_OK;
 }
 
+/* [value-bounds] of one conditioner (docs/model-format.md section 1, "Limits"): its encoded
+ * inputs lie in [-1, 1], so with A_0 = 1 each output of map k is at most
+ * B_k = max_i (sum_j |W_ij| A_k + |b_i|) in magnitude, and the next map's inputs at most
+ * A_{k+1} = min(B_k, 1) (tanh), B_k (SiLU: |silu(z)| <= |z|) or B_k + log 2 (softplus).  Every
+ * B_k, and every map's sum of |W_ij| (which bounds what the reverse pass multiplies by), must
+ * be at most SF_MAX_NET_BOUND: then the raw parameters and every activation are finite and
+ * moderate whatever the configuration.  Sums run in storage order, left to right, exactly as
+ * in the PyTorch reader, so both reach the same verdict. */
+static sf_status check_net_bounds(const sf_model *m, int l, sf_error *err)
+{
+    const sf_layer *L = &m->layers[l];
+    double A = 1.0;
+    for (int k = 0; k < L->n_linear; k++) {
+        const int n_in = L->width[k], n_out = L->width[k + 1];
+        const double *W = L->weight[k], *b = L->bias[k];
+        double B = 0, total = 0;
+        for (int i = 0; i < n_out; i++) {
+            double row = 0;
+            for (int j = 0; j < n_in; j++) {
+                row += fabs(W[(size_t)i * n_in + j]);
+                total += fabs(W[(size_t)i * n_in + j]);
+            }
+            B = fmax(B, row * A + fabs(b[i]));
+        }
+        if (!(B <= SF_MAX_NET_BOUND) || !(total <= SF_MAX_NET_BOUND))
+            return sfE_set(err, SF_ERR_VALUE,
+                           "model file: layers.%d.net.%d can overflow: its outputs are bounded only by %g and the sum "
+                           "of its |weights| is %g (each must be at most %g)",
+                           l, k, B, total, SF_MAX_NET_BOUND);
+        A = L->activation == SF_ACT_TANH ? fmin(B, 1.0) : L->activation == SF_ACT_SILU ? B : B + log(2.0);
+    }
+    return SF_OK;
+}
+
 static sf_status read_tensors(sf_model *m, sf_safetensors *st, sf_error *err)
 {
     sf_status rc = take_tensor(st, "bond_lo", 1, m->N - 1, 0, &m->bond_lo, err);
@@ -592,6 +697,10 @@ static sf_status read_tensors(sf_model *m, sf_safetensors *st, sf_error *err)
         if (!(m->bond_hi[i] > m->bond_lo[i]) || !(m->bond_lo[i] >= 0))
             rc = sfE_set(err, SF_ERR_MODEL, "model file: bond %d has bounds [%g, %g] nm (need 0 <= lo < hi)", i,
                          m->bond_lo[i], m->bond_hi[i]);
+        else if (!(m->bond_hi[i] <= SF_MAX_BOND) || !(m->bond_hi[i] - m->bond_lo[i] >= SF_MIN_BOND_WIDTH))
+            rc = sfE_set(err, SF_ERR_MODEL,
+                         "model file: bond %d has bounds [%g, %g] nm (need hi <= %g nm and hi - lo >= %g nm)", i,
+                         m->bond_lo[i], m->bond_hi[i], SF_MAX_BOND, SF_MIN_BOND_WIDTH);
     for (int l = 0; rc == SF_OK && l < m->n_layers; l++) {
         sf_layer *L = &m->layers[l];
         L->weight = calloc((size_t)L->n_linear, sizeof(double *));
@@ -604,6 +713,7 @@ static sf_status read_tensors(sf_model *m, sf_safetensors *st, sf_error *err)
             snprintf(name, sizeof name, "layers.%d.net.%d.bias", l, k);
             if (rc == SF_OK) rc = take_tensor(st, name, 1, L->width[k + 1], 0, &L->bias[k], err);
         }
+        if (rc == SF_OK) rc = check_net_bounds(m, l, err);
     }
     for (int i = 0; rc == SF_OK && i < st->n_tensors; i++)
         if (!st->tensors[i].used)
@@ -622,10 +732,28 @@ static void compute_log_scales(sf_model *m)
 
 /* ------------------------------------------------------------ public API */
 
+#ifdef SMOOTHFLOW_OPENBLAS
+#include <pthread.h>
+void openblas_set_num_threads(int num_threads);
+static void blas_one_thread(void) { openblas_set_num_threads(1); }
+#endif
+
+/* The CPU platform calls BLAS from its own threads: OpenBLAS must not start
+ * threads of its own inside each product (docs/design.md, "The CPU platform").
+ * Once per process, before the first model can be evaluated. */
+static void hold_blas_to_one_thread(void)
+{
+#ifdef SMOOTHFLOW_OPENBLAS
+    static pthread_once_t once = PTHREAD_ONCE_INIT;
+    pthread_once(&once, blas_one_thread);
+#endif
+}
+
 sf_status sf_model_load_bytes(const void *data, size_t size, sf_model **out, sf_error *err)
 {
     if (!out || (!data && size)) return sfE_set(err, SF_ERR_ARG, "sf_model_load_bytes: NULL argument");
     *out = NULL;
+    hold_blas_to_one_thread();
     sf_safetensors st;
     sf_status rc = sfS_parse(data, size, &st, err);
     if (rc != SF_OK) return rc;
@@ -638,10 +766,12 @@ sf_status sf_model_load_bytes(const void *data, size_t size, sf_model **out, sf_
     if (rc == SF_OK) {
         char *end = NULL;
         errno = 0;
-        long v = strtol(st.metadata_version, &end, 10);
-        if (end == st.metadata_version || *end || errno || v < 1)
-            rc = sfE_set(err, SF_ERR_FORMAT, "model file: format_version '%s' is not a positive integer",
-                         st.metadata_version);
+        /* Plain digits without a leading zero, [1-9][0-9]* (no sign or space strtol would take). */
+        const char *ver = st.metadata_version;
+        long v = (ver[0] >= '1' && ver[0] <= '9' && strspn(ver, "0123456789") == strlen(ver)) ? strtol(ver, &end, 10) : 0;
+        if (v < 1 || errno)
+            rc = sfE_set(err, SF_ERR_FORMAT,
+                         "model file: format_version '%.40s' is not a positive integer in plain digits", ver);
         else if (v > SF_FORMAT_VERSION)
             rc = sfE_set(err, SF_ERR_VERSION,
                          "model file has format version %ld; this build of openmm-smoothflow reads versions up to %d",
@@ -666,31 +796,53 @@ sf_status sf_model_load_bytes(const void *data, size_t size, sf_model **out, sf_
     return SF_OK;
 }
 
+/* Only a regular file, and at most SF_MAX_FILE_SIZE bytes of it: a directory, a device such
+ * as /dev/zero or a FIFO is refused before anything is read. */
 sf_status sf_model_load_file(const char *path, sf_model **out, sf_error *err)
 {
     if (!path || !out) return sfE_set(err, SF_ERR_ARG, "sf_model_load_file: NULL argument");
     *out = NULL;
+#ifdef _WIN32
     FILE *f = fopen(path, "rb");
-    if (!f) return sfE_set(err, SF_ERR_IO, "cannot open model file '%s': %s", path, strerror(errno));
-    unsigned char *buf = NULL;
-    size_t size = 0, cap = 0;
-    sf_status rc = SF_OK;
-    for (;;) {
-        if (size == cap) {
-            size_t ncap = cap ? 2 * cap : 1 << 16;
-            unsigned char *nb = realloc(buf, ncap);
-            if (!nb) { rc = sfE_set(err, SF_ERR_NOMEM, "out of memory reading '%s'", path); break; }
-            buf = nb;
-            cap = ncap;
-        }
+#else
+    /* O_NONBLOCK: opening a FIFO without a writer would otherwise wait forever (it has no
+     * effect on the regular files that are read). */
+    int fd = open(path, O_RDONLY | O_NONBLOCK);
+    FILE *f = fd < 0 ? NULL : fdopen(fd, "rb");
+    if (fd >= 0 && !f) close(fd);
+#endif
+    if (!f) return sfE_set(err, SF_ERR_IO, "cannot open model file '%.300s': %s", path, strerror(errno));
+    struct stat info;
+    if (fstat(fileno(f), &info) != 0) {
+        int e = errno;
+        fclose(f);
+        return sfE_set(err, SF_ERR_IO, "cannot examine model file '%.300s': %s", path, strerror(e));
+    }
+    if (!S_ISREG(info.st_mode)) {
+        fclose(f);
+        return sfE_set(err, SF_ERR_IO, "model file '%.300s' is not a regular file (a directory, device or pipe)",
+                       path);
+    }
+    if ((unsigned long long)info.st_size > SF_MAX_FILE_SIZE) {
+        fclose(f);
+        return sfE_set(err, SF_ERR_FORMAT, "model file '%.300s' is %llu bytes, more than the limit of %llu bytes (1 GiB)",
+                       path, (unsigned long long)info.st_size, (unsigned long long)SF_MAX_FILE_SIZE);
+    }
+    /* Read what the size promised and one byte more, to see a file that grew meanwhile. */
+    size_t cap = (size_t)info.st_size + 1, size = 0;
+    unsigned char *buf = malloc(cap);
+    sf_status rc = buf ? SF_OK : sfE_set(err, SF_ERR_NOMEM, "out of memory reading '%.300s'", path);
+    while (rc == SF_OK && size < cap) {
         size_t got = fread(buf + size, 1, cap - size, f);
         size += got;
         if (got == 0) {
-            if (ferror(f)) rc = sfE_set(err, SF_ERR_IO, "error reading model file '%s'", path);
+            if (ferror(f)) rc = sfE_set(err, SF_ERR_IO, "error reading model file '%.300s'", path);
             break;
         }
     }
     fclose(f);
+    if (rc == SF_OK && size == cap)
+        rc = sfE_set(err, SF_ERR_IO, "model file '%.300s' changed while it was read", path);
     if (rc == SF_OK) {
         rc = sf_model_load_bytes(buf, size, out, err);
         if (rc != SF_OK && err) {

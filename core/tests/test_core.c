@@ -643,6 +643,129 @@ static void test_bad_input(void)
     free(good);
 }
 
+/* ------------------------------------------------- the container, strictly */
+
+/* A model file with the header text `header` (NUL-terminated) and the data buffer of `b`,
+ * followed by `tail` extra bytes of zeros. */
+static unsigned char *with_header(const unsigned char *b, size_t size, const char *header, size_t tail,
+                                  size_t *out_size)
+{
+    size_t hlen = header_length(b), n = strlen(header), data = size - 8 - hlen;
+    *out_size = 8 + n + data + tail;
+    unsigned char *out = calloc(*out_size, 1);
+    for (int i = 0; i < 8; i++) out[i] = (unsigned char)((unsigned long long)n >> (8 * i));
+    memcpy(out + 8, header, n);
+    memcpy(out + 8 + n, b + 8 + hlen, data);
+    return out;
+}
+
+/* The header text of b without its space padding (malloc'd). */
+static char *header_text(const unsigned char *b)
+{
+    size_t n = header_length(b);
+    while (n > 0 && b[8 + n - 1] == ' ') n--;
+    char *t = malloc(n + 1);
+    memcpy(t, b + 8, n);
+    t[n] = 0;
+    return t;
+}
+
+static void expect_header(const unsigned char *b, size_t size, const char *header, size_t tail, sf_status code,
+                          const char *needle, const char *what)
+{
+    size_t n;
+    unsigned char *f = with_header(b, size, header, tail, &n);
+    if (code == SF_OK) {
+        sf_error err;
+        CHECK(load_bytes(f, n, &err) == SF_OK, "%s: refused (%s)", what, err.message);
+    } else {
+        expect_error(f, n, code, needle, what);
+    }
+    free(f);
+}
+
+/* docs/model-format.md section 1 as the loader enforces it; run under valgrind by the test
+ * core.valgrind, which also sees that a refused file leaks nothing (a repeated __metadata__
+ * key once leaked the first copy's strings). */
+static void test_strict_container(void)
+{
+    mb_spec spec = mb_default_spec(3);
+    size_t size;
+    unsigned char *good = mb_build(&spec, NULL, NULL, &size);
+    char *text = header_text(good);
+    size_t tlen = strlen(text);
+    char *edit = malloc(2 * tlen + 256);
+
+    /* Space padding is the one thing allowed after the object. */
+    snprintf(edit, 2 * tlen + 256, "%s        ", text);
+    expect_header(good, size, edit, 0, SF_OK, "", "space padding");
+    const char *tails[] = {"\n", "\t", " x", "{}"};
+    for (int i = 0; i < 4; i++) {
+        snprintf(edit, 2 * tlen + 256, "%s%s", text, tails[i]);
+        expect_header(good, size, edit, 0, SF_ERR_FORMAT, "after its JSON object", "text after the header");
+    }
+    snprintf(edit, 2 * tlen + 256, " %s", text);
+    expect_header(good, size, edit, 0, SF_ERR_FORMAT, "first byte", "leading space");
+
+    /* A repeated __metadata__ key (and a repeated key anywhere) is an error. */
+    cJSON *root = cJSON_Parse(text);
+    char *meta = cJSON_PrintUnformatted(cJSON_GetObjectItemCaseSensitive(root, "__metadata__"));
+    snprintf(edit, 2 * tlen + 256, "%.*s,\"__metadata__\":%s}", (int)(tlen - 1), text, meta);
+    for (int i = 0; i < 20; i++) /* a leak per load would add up under valgrind */
+        expect_header(good, size, edit, 0, SF_ERR_FORMAT, "'__metadata__' twice", "repeated __metadata__");
+    const cJSON *tensor = root->child;
+    while (tensor && strcmp(tensor->string, "__metadata__") == 0) tensor = tensor->next;
+    const char *first = tensor ? tensor->string : "";
+    char key[96];
+    snprintf(key, sizeof key, "\"%s\":{", first);
+    char *at = strstr(text, key);
+    CHECK(at != NULL, "no tensor '%s' in the header", first);
+    if (at) {
+        size_t pos = (size_t)(at - text) + strlen(key);
+        snprintf(edit, 2 * tlen + 256, "%.*s\"dtype\":\"F32\",%s", (int)pos, text, text + pos);
+        expect_header(good, size, edit, 0, SF_ERR_FORMAT, "'dtype' twice", "repeated dtype");
+        snprintf(edit, 2 * tlen + 256, "%.*s\"align\":8,%s", (int)pos, text, text + pos);
+        expect_header(good, size, edit, 0, SF_ERR_FORMAT, "exactly dtype, shape and data_offsets", "extra key");
+    }
+    free(meta);
+    cJSON_Delete(root);
+
+    /* Offsets: plain non-negative integers only; the tensors tile the buffer. */
+    char *zero = strstr(text, "\"data_offsets\":[0,");
+    CHECK(zero != NULL, "no tensor at offset 0");
+    const char *literals[] = {"0.0", "0e0", "-0", "00", "null", "true"};
+    for (int i = 0; zero && i < 6; i++) {
+        size_t pos = (size_t)(zero - text) + strlen("\"data_offsets\":[");
+        snprintf(edit, 2 * tlen + 256, "%.*s%s%s", (int)pos, text, literals[i], text + pos + 1);
+        expect_header(good, size, edit, 0, SF_ERR_FORMAT, "header", literals[i]);
+    }
+    expect_header(good, size, text, 8, SF_ERR_FORMAT, "8 bytes after the last tensor", "trailing bytes");
+
+    /* Invalid UTF-8 in a string. */
+    snprintf(edit, 2 * tlen + 256, "%s", text);
+    char *name = strstr(edit, "\"bond_lo\"");
+    CHECK(name != NULL, "no bond_lo");
+    if (name) {
+        name[3] = (char)0xff;
+        expect_header(good, size, edit, 0, SF_ERR_FORMAT, "UTF-8", "invalid UTF-8");
+    }
+
+    /* Only regular files are read. */
+    sf_model *m = NULL;
+    sf_error err;
+    sf_status rc = sf_model_load_file(SMOOTHFLOW_TEST_DATA_DIR, &m, &err);
+    CHECK(rc == SF_ERR_IO && !m && strstr(err.message, "not a regular file"), "a directory: %d %s", rc, err.message);
+    FILE *probe = fopen("/dev/zero", "rb");
+    if (probe) {
+        fclose(probe);
+        rc = sf_model_load_file("/dev/zero", &m, &err);
+        CHECK(rc == SF_ERR_IO && !m && strstr(err.message, "not a regular file"), "/dev/zero: %d %s", rc, err.message);
+    }
+    free(edit);
+    free(text);
+    free(good);
+}
+
 /* ------------------------------------------------------- corrupt bytes */
 
 static char *copy_string(const char *s)
@@ -1430,6 +1553,7 @@ int main(int argc, char **argv)
     test_smoothness();
     test_support();
     test_bad_input();
+    test_strict_container();
     test_corrupt_bytes();
     test_spline_transform();
     test_affine_transform();

@@ -5,19 +5,38 @@
 #include "smoothflow.h"
 #include <cerrno>
 #include <cstring>
+#include <filesystem>
 #include <fstream>
-#include <iterator>
 #include <set>
 
 using namespace SmoothFlowPlugin;
 using namespace OpenMM;
 using namespace std;
 
+// Only a regular file of at most SF_MAX_FILE_SIZE bytes, as sf_model_load_file reads: a
+// directory, a device such as /dev/zero (which reads forever) or a FIFO (whose opening waits for
+// a writer) is refused before it is opened.
 static vector<char> readFile(const string& file) {
+    error_code code;
+    filesystem::file_status status = filesystem::status(file, code);
+    if (!code && filesystem::exists(status) && !filesystem::is_regular_file(status))
+        throw OpenMMException("SmoothFlowForce: model file '" + file + "' is not a regular file (a directory, device "
+                              "or pipe)");
     ifstream in(file, ios::binary);
     if (!in)
         throw OpenMMException("SmoothFlowForce: cannot open model file '" + file + "': " + strerror(errno));
-    vector<char> bytes((istreambuf_iterator<char>(in)), istreambuf_iterator<char>());
+    uintmax_t size = filesystem::file_size(file, code);
+    if (!code && size > SF_MAX_FILE_SIZE)
+        throw OpenMMException("SmoothFlowForce: model file '" + file + "' is " + to_string(size) +
+                              " bytes, more than the limit of " + to_string(SF_MAX_FILE_SIZE) + " bytes (1 GiB)");
+    vector<char> bytes;
+    char chunk[1 << 16];
+    while (in.read(chunk, sizeof chunk) || in.gcount() > 0) {
+        bytes.insert(bytes.end(), chunk, chunk + in.gcount());
+        if (bytes.size() > SF_MAX_FILE_SIZE)
+            throw OpenMMException("SmoothFlowForce: model file '" + file + "' is more than the limit of " +
+                                  to_string(SF_MAX_FILE_SIZE) + " bytes (1 GiB)");
+    }
     if (in.bad())
         throw OpenMMException("SmoothFlowForce: cannot read model file '" + file + "'");
     return bytes;

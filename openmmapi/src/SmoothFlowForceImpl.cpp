@@ -22,8 +22,15 @@ vector<int> SmoothFlowForceImpl::mapParticles(const System& system, const Smooth
             throw OpenMMException("SmoothFlowForce: the model has " + to_string(numAtoms) + " atoms but the System has " +
                                   to_string(numParticles) + " particles; call setParticles() or addMolecule() to say "
                                   "which particles the model applies to");
-        for (int i = 0; i < numAtoms; i++)
+        for (int i = 0; i < numAtoms; i++) {
+            // The same rule as for explicit molecules below: a virtual site has no mass and
+            // its position follows other particles, so the model's energy cannot act on it.
+            if (system.isVirtualSite(i))
+                throw OpenMMException("SmoothFlowForce: particle " + to_string(i) + " (model atom " + to_string(i) +
+                                      " under the default mapping, which takes the System's first " +
+                                      to_string(numAtoms) + " particles) is a virtual site");
             mapped.push_back(i);
+        }
         return mapped;
     }
     vector<int> owner(numParticles, -1);  // which molecule uses each particle

@@ -54,6 +54,8 @@ class SmoothFlowPotentialImpl(MLPotentialImpl):
         self.modelBytes = force.getModelBytes()
 
     def addForces(self, topology, system, atoms, forceGroup, periodic=None, **args):
+        # addSmoothFlowForce maps the model by names and refuses a model atom that is a
+        # virtual site of the System (createMixedSystem starts from a System that may hold them).
         from .topology import addSmoothFlowForce
         addSmoothFlowForce(system, topology, self.modelBytes, atoms=atoms, forceGroup=forceGroup, periodic=periodic)
 

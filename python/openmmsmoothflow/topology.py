@@ -132,6 +132,22 @@ def _createForce(model):
     return SmoothFlowForce(os.fspath(model))
 
 
+def _refuseVirtualSites(system, topology, force, molecules):
+    """A model atom must be a real particle: a virtual site has no mass of its own and its
+    position follows other particles.  The same rule as the force's own check at Context
+    creation, raised here, before the System is changed, naming the Topology atom."""
+    allAtoms = list(topology.atoms())
+    for m, molecule in enumerate(molecules):
+        for a, p in enumerate(molecule):
+            if p < system.getNumParticles() and system.isVirtualSite(p):
+                atom = allAtoms[p] if p < len(allAtoms) else None
+                where = (f"atom '{atom.name}' of residue {_describeResidue(atom.residue)}" if atom is not None
+                         else "no Topology atom")
+                model = _describeModelAtom(force, a) if force.hasModelAtomInfo() else f"model atom {a}"
+                raise ValueError(f"particle {p} ({where}; {model}, molecule {m}) is a virtual site: the "
+                                 f"atoms of a SmoothFlow model must be real particles")
+
+
 def addSmoothFlowForce(system, topology, model, atoms=None, forceGroup=0, periodic=None):
     """Create a SmoothFlowForce for every copy of the model's molecule in a
     Topology and add it to a System.
@@ -156,9 +172,17 @@ def addSmoothFlowForce(system, topology, model, atoms=None, forceGroup=0, period
     -------
     SmoothFlowForce
         the force, now owned by the System
+
+    Raises
+    ------
+    ValueError
+        where the Topology does not match the model, or a particle the model would act on is
+        a virtual site of the System (naming it)
     """
     force = _createForce(model)
-    for i, molecule in enumerate(mapModelToTopology(force, topology, atoms)):
+    molecules = mapModelToTopology(force, topology, atoms)
+    _refuseVirtualSites(system, topology, force, molecules)
+    for i, molecule in enumerate(molecules):
         if i == 0:
             force.setParticles(molecule)  # replaces any molecules a given force had
         else:

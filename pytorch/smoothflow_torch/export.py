@@ -6,6 +6,7 @@ import json
 import math
 import os
 import re
+import stat
 import struct
 import uuid
 from typing import Dict, Mapping, Optional, Tuple
@@ -27,6 +28,7 @@ __all__ = [
     "load_model",
     "load_model_bytes",
     "read_model_bytes",
+    "read_model_file",
     "flow_from_config",
     "validate_config",
     "parse_config",
@@ -38,8 +40,18 @@ __all__ = [
 FORMAT = "openmm-smoothflow"
 #: Highest format version this package writes and reads.
 FORMAT_VERSION = 1
-_MAX_HEADER = 100_000_000
 _DTYPES = {"F64": np.dtype("<f8"), "F32": np.dtype("<f4")}
+# The limits of docs/model-format.md section 1 ("Limits"), as in core/include/smoothflow.h
+# and core/src/sf_model.c; the configuration's value ranges are in the schema.
+_MAX_FILE = 1 << 30                    # bytes of a model file (1 GiB)
+_MAX_HEADER = 100_000_000              # bytes of its JSON header (100 MB)
+_MAX_WORKSPACE_DOUBLES = 1 << 23       # per molecule (64 MiB)
+_MAX_PARAMETERS = 100_000_000          # conditioner weights and biases
+_MAX_NET_BOUND = 1e8                   # a linear map's output bound and weight sum
+_MAX_BOND = 1000.0                     # nm, bond_hi
+_MIN_BOND_WIDTH = 1e-6                 # nm, bond_hi - bond_lo
+_MAX_DIMS = 4                          # a tensor's dimensions
+_MAX_SHAPE = 10 ** 12                  # each of its extents
 
 
 class ModelFormatError(ValueError):
@@ -287,6 +299,7 @@ def validate_config(config: Mapping) -> dict:
                            "transformed": t, "conditioning": c, "n_components": K,
                            "hidden": [int(h) for h in L["hidden"]],
                            "activation": L["activation"]})
+    _check_cost_limits(out_layers, n)
     used = {L["transform"] for L in out_layers}
     if "spline" in used or "spline" in cfg:
         out["spline"] = spline
@@ -298,6 +311,33 @@ def validate_config(config: Mapping) -> dict:
                       for k, d in _SUPPORT_DEFAULTS.items()}
     out["layers"] = out_layers
     return out
+
+
+def _layer_widths(layer, n_atoms):
+    """w_0 .. w_{H+1} of a validated layer: encoded input, hidden widths, n_trans * P."""
+    width = sum(2 if d >= 2 * n_atoms - 3 else 1 for d in layer["conditioning"])
+    P = params_per_dim(layer["transform"], layer["n_components"])
+    return [width] + list(layer["hidden"]) + [len(layer["transformed"]) * P]
+
+
+def _check_cost_limits(layers, n_atoms):
+    """[cost-limits]: the workspace measure (L + 1) D + L (I + A + P) + 2 W doubles and the
+    number of conditioner weights and biases (docs/model-format.md section 1, "Limits")."""
+    widths = [_layer_widths(L, n_atoms) for L in layers]
+    L, D = len(layers), 3 * n_atoms - 6
+    I = max(w[0] for w in widths)
+    A = max(sum(2 * h for h in w[1:-1]) for w in widths)
+    P = max(w[-1] for w in widths)
+    W = max(max(w) for w in widths)
+    workspace = (L + 1) * D + L * (I + A + P) + 2 * W
+    if workspace > _MAX_WORKSPACE_DOUBLES:
+        _fail(f"config: evaluating one molecule needs a workspace of {workspace} doubles "
+              f"({round(workspace * 8 / 2 ** 20)} MiB), more than the limit of {_MAX_WORKSPACE_DOUBLES} "
+              f"doubles (64 MiB): {L} layers, D = {D}, widest map {W}")
+    parameters = sum((w[m] + 1) * w[m + 1] for w in widths for m in range(len(w) - 1))
+    if parameters > _MAX_PARAMETERS:
+        _fail(f"config: the conditioners hold {parameters} weights and biases, more than the "
+              f"limit of {_MAX_PARAMETERS}")
 
 
 def _non_finite(v, key="config"):
@@ -330,6 +370,72 @@ def expected_tensor_shapes(config: Mapping) -> Dict[str, Tuple[int, ...]]:
 
 
 # ---------------------------------------------------------------- reading
+def _parse_header(raw: bytes) -> dict:
+    """The header's JSON object, parsed as strictly as section 1 says: UTF-8, starting with
+    '{', padded after the object with spaces only, no key twice in one object, numbers only
+    as non-negative integers in plain digits, no NUL and no unpaired surrogate in a string."""
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        _fail("header is not valid UTF-8")
+    if not text.startswith("{"):
+        _fail("header is not a JSON object (its first byte must be '{')")
+
+    def pairs(items):
+        out = {}
+        for k, v in items:
+            if k in out:
+                _fail(f"header holds the key {k!r} twice in one object")
+            out[k] = v
+        return out
+
+    def not_an_integer(literal):
+        _fail(f"header holds the number {literal[:40]}, not a non-negative integer in plain digits")
+
+    def integer(literal):
+        if literal.startswith("-"):
+            not_an_integer(literal)
+        return int(literal)
+
+    decoder = json.JSONDecoder(object_pairs_hook=pairs, parse_float=not_an_integer,
+                               parse_int=integer, parse_constant=not_an_integer)
+    try:
+        header, end = decoder.raw_decode(text)
+    except json.JSONDecodeError as e:
+        _fail(f"header is not a JSON object: {e}")
+    except RecursionError:
+        _fail("header is not a JSON object: nested too deeply")
+    if text[end:].strip(" "):
+        _fail(f"header holds text after its JSON object (only spaces may pad it): {text[end:][:40]!r}")
+    if not isinstance(header, dict):
+        _fail("header is not a JSON object")
+    if not _free_of_nul(header):
+        _fail("header holds a NUL character (\\u0000) in a string")
+    if not _unicode(header):
+        _fail("header holds a string with an unpaired surrogate (\\ud800-\\udfff)")
+    return header
+
+
+def _check_net_bounds(config: Mapping, tensors: Mapping[str, np.ndarray]) -> None:
+    """[value-bounds]: with encoded inputs in [-1, 1], every linear map's outputs are bounded
+    by B = max_i (sum_j |W_ij| A + |b_i|) and A of the next map is min(B, 1), B or B + log 2
+    (tanh, SiLU, softplus); each B and each map's sum of |W_ij| must be at most 1e8. The sums
+    run left to right in storage order (np.add.accumulate is sequential), as in the C core."""
+    for l, L in enumerate(config["layers"]):
+        A = 1.0
+        for m in range(len(L["hidden"]) + 1):
+            W = np.abs(tensors[f"layers.{l}.net.{m}.weight"])
+            b = np.abs(tensors[f"layers.{l}.net.{m}.bias"])
+            rows = np.add.accumulate(W, axis=1)[:, -1] if W.shape[1] else np.zeros(W.shape[0])
+            total = float(np.add.accumulate(W.ravel())[-1]) if W.size else 0.0
+            B = float(np.max(rows * A + b))
+            if not (B <= _MAX_NET_BOUND and total <= _MAX_NET_BOUND):
+                _fail(f"tensor layers.{l}.net.{m} can overflow: its outputs are bounded only by {B:g} "
+                      f"and the sum of its |weights| is {total:g} (each must be at most "
+                      f"{_MAX_NET_BOUND:g})")
+            A = {"tanh": min(B, 1.0), "silu": B}.get(L["activation"], B + math.log(2.0))
+
+
 def read_model_bytes(data: bytes) -> Tuple[dict, Dict[str, str], Dict[str, np.ndarray]]:
     """Parse and validate a model file's bytes.
 
@@ -347,34 +453,27 @@ def read_model_bytes(data: bytes) -> Tuple[dict, Dict[str, str], Dict[str, np.nd
     ModelFormatError
     """
     data = bytes(data)
+    if len(data) > _MAX_FILE:
+        _fail(f"model file is {len(data)} bytes, more than the limit of {_MAX_FILE} bytes (1 GiB)")
     if len(data) < 8:
         _fail("not a model file: shorter than the 8-byte header length")
     (n,) = struct.unpack("<Q", data[:8])
     if n > _MAX_HEADER:
-        _fail(f"header length {n} exceeds the 100 MB limit")
+        _fail(f"header length {n} exceeds the limit of {_MAX_HEADER} bytes (100 MB)")
     if 8 + n > len(data):
         _fail(f"header length {n} exceeds the file size {len(data)}")
-    try:
-        header = json.loads(data[8:8 + n].decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as e:
-        _fail(f"header is not valid UTF-8 JSON: {e}")
-    if not isinstance(header, dict):
-        _fail("header is not a JSON object")
-    if not _free_of_nul(header):
-        _fail("header holds a NUL character (\\u0000) in a string")
+    header = _parse_header(data[8:8 + n])
     meta = header.pop("__metadata__", None)
     if not isinstance(meta, dict) or not all(isinstance(v, str) for v in meta.values()):
         _fail("header lacks a __metadata__ object of strings")
     if meta.get("format") != FORMAT:
         _fail(f"metadata format is {meta.get('format')!r}, expected {FORMAT!r}")
     ver = meta.get("format_version")
-    if ver is None or re.fullmatch(r"[0-9]+", ver) is None:
-        _fail(f"metadata format_version must be a decimal integer string, got {ver!r}")
+    if ver is None or re.fullmatch(r"[1-9][0-9]*", ver) is None:
+        _fail(f"metadata format_version must be a positive integer in plain digits, got {ver!r}")
     if int(ver) > FORMAT_VERSION:
         _fail(f"model format version {int(ver)} is newer than this reader's version "
               f"{FORMAT_VERSION}")
-    if int(ver) < 1:
-        _fail(f"model format version {int(ver)} does not exist")
     if "config" not in meta:
         _fail("metadata lacks 'config'")
     config = validate_config(parse_config(meta["config"]))
@@ -385,35 +484,49 @@ def read_model_bytes(data: bytes) -> Tuple[dict, Dict[str, str], Dict[str, np.nd
     for name, info in header.items():
         if not isinstance(info, dict):
             _fail(f"tensor {name}: header entry is not an object")
-        dt = info.get("dtype")
-        if dt not in _DTYPES:
+        if set(info) != {"dtype", "shape", "data_offsets"}:
+            _fail(f"tensor {name}: its entry holds the keys {sorted(info)}, not exactly dtype, "
+                  f"shape and data_offsets")
+        dt = info["dtype"]
+        if not isinstance(dt, str) or dt not in _DTYPES:
             _fail(f"tensor {name}: dtype {dt!r} not accepted (F64 or F32)")
-        shape = info.get("shape")
-        offs = info.get("data_offsets")
-        if (not isinstance(shape, list) or any(isinstance(s, bool) or not isinstance(s, int)
-                                               or s < 0 for s in shape)):
+        shape = info["shape"]
+        offs = info["data_offsets"]
+        if (not isinstance(shape, list) or len(shape) > _MAX_DIMS
+                or any(isinstance(s, bool) or not isinstance(s, int) or not 0 <= s <= _MAX_SHAPE
+                       for s in shape)):
             _fail(f"tensor {name}: bad shape {shape!r}")
         if (not isinstance(offs, list) or len(offs) != 2
                 or any(isinstance(o, bool) or not isinstance(o, int) for o in offs)):
             _fail(f"tensor {name}: bad data_offsets {offs!r}")
         b, e = offs
-        size = int(np.prod(shape, dtype=np.int64)) * _DTYPES[dt].itemsize
+        size = math.prod(shape) * _DTYPES[dt].itemsize
         if not (0 <= b <= e <= len(buf)):
             _fail(f"tensor {name}: data_offsets {offs} outside the data buffer "
                   f"({len(buf)} bytes)")
         if e - b != size:
             _fail(f"tensor {name}: data_offsets span {e - b} bytes, shape {shape} {dt} "
                   f"needs {size}")
-        if e > b:          # empty tensors occupy no bytes and overlap nothing
-            ranges.append((b, e, name))
+        ranges.append((b, e, name))
         arr = np.frombuffer(buf[b:e], dtype=_DTYPES[dt]).reshape(shape).astype(np.float64)
         if not np.isfinite(arr).all():
             _fail(f"tensor {name} has non-finite values")
         tensors[name] = arr
+    # The ranges tile the data buffer: no overlap, no gap, no trailing bytes.
+    # Overlaps first (the worse fault, and the one to name), then gaps.
     ranges.sort()
-    for (b0, e0, n0), (b1, e1, n1) in zip(ranges, ranges[1:]):
+    for (_, e0, n0), (b1, _, n1) in zip(ranges, ranges[1:]):
         if b1 < e0:
             _fail(f"tensors {n0} and {n1} overlap in the data buffer")
+    at = 0
+    for b, e, name in ranges:
+        if b > at:
+            _fail(f"a gap of {b - at} bytes in the data buffer before tensor {name} (the tensors "
+                  f"must tile the buffer)")
+        at = e
+    if at != len(buf):
+        _fail(f"{len(buf) - at} bytes after the last tensor's data (the tensors must tile the "
+              f"data buffer)")
 
     expected = expected_tensor_shapes(config)
     unknown = sorted(set(tensors) - set(expected))
@@ -426,13 +539,19 @@ def read_model_bytes(data: bytes) -> Tuple[dict, Dict[str, str], Dict[str, np.nd
         if tuple(tensors[name].shape) != shape:
             _fail(f"tensor {name} has shape {list(tensors[name].shape)}, the config "
                   f"implies {list(shape)}")
-    if not (tensors["bond_hi"] > tensors["bond_lo"]).all():
-        d = int(np.nonzero(~(tensors["bond_hi"] > tensors["bond_lo"]))[0][0])
-        _fail(f"bond_hi[{d}] = {tensors['bond_hi'][d]} does not exceed "
-              f"bond_lo[{d}] = {tensors['bond_lo'][d]}")
-    if not (tensors["bond_lo"] >= 0).all():
-        d = int(np.nonzero(~(tensors["bond_lo"] >= 0))[0][0])
-        _fail(f"bond_lo[{d}] = {tensors['bond_lo'][d]} is negative (a bond length is >= 0 nm)")
+    lo, hi = tensors["bond_lo"], tensors["bond_hi"]
+    if not (hi > lo).all():
+        d = int(np.nonzero(~(hi > lo))[0][0])
+        _fail(f"bond_hi[{d}] = {hi[d]} does not exceed bond_lo[{d}] = {lo[d]}")
+    if not (lo >= 0).all():
+        d = int(np.nonzero(~(lo >= 0))[0][0])
+        _fail(f"bond_lo[{d}] = {lo[d]} is negative (a bond length is >= 0 nm)")
+    within = (hi <= _MAX_BOND) & (hi - lo >= _MIN_BOND_WIDTH)
+    if not within.all():
+        d = int(np.nonzero(~within)[0][0])
+        _fail(f"bond {d} has bounds [{lo[d]}, {hi[d]}] nm: need bond_hi <= {_MAX_BOND:g} nm and "
+              f"bond_hi - bond_lo >= {_MIN_BOND_WIDTH:g} nm")
+    _check_net_bounds(config, tensors)
     return config, meta, tensors
 
 
@@ -469,6 +588,35 @@ def load_model(path, dtype: torch.dtype = torch.float64) -> SmoothFlow:
     ModelFormatError
         The file is not a valid model file; the message says why.
     """
-    with open(path, "rb") as f:
-        data = f.read()
-    return load_model_bytes(data, dtype)
+    return load_model_bytes(read_model_file(path), dtype)
+
+
+def read_model_file(path) -> bytes:
+    """The bytes of a model file: only a regular file (not a directory, a device such as
+    /dev/zero or a FIFO), of at most 1 GiB (docs/model-format.md section 1, "Limits").
+
+    Raises
+    ------
+    ModelFormatError
+        The path names no regular file, or one that is too large.
+    OSError
+        It cannot be opened or read.
+    """
+    path = os.fspath(path)
+    # O_NONBLOCK: a FIFO without a writer would otherwise block the open itself
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_BINARY", 0))
+    try:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            _fail(f"model file {path!r} is not a regular file (a directory, device or pipe)")
+        if info.st_size > _MAX_FILE:
+            _fail(f"model file {path!r} is {info.st_size} bytes, more than the limit of "
+                  f"{_MAX_FILE} bytes (1 GiB)")
+    except BaseException:
+        os.close(fd)
+        raise
+    with os.fdopen(fd, "rb") as f:
+        data = f.read(_MAX_FILE + 1)
+    if len(data) > _MAX_FILE:
+        _fail(f"model file {path!r} is more than the limit of {_MAX_FILE} bytes (1 GiB)")
+    return data

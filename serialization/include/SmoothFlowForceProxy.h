@@ -9,7 +9,10 @@ namespace SmoothFlowPlugin {
 /**
  * Serializes a SmoothFlowForce to XML and back.  The model file is embedded as
  * base64, so a serialized System needs no other file.  Version 1 stores the
- * model, the molecules, the force group, the name and the periodic flag.
+ * model, the molecules, the force group, the name and the periodic flag;
+ * version 2 (written now) adds modelSha256, the SHA-256 of the model's bytes,
+ * which deserialization requires and verifies (a mismatch is an error naming
+ * the force).  Version 1 XML, without a checksum, still loads.
  */
 class OPENMM_EXPORT_SMOOTHFLOW SmoothFlowForceProxy : public OpenMM::SerializationProxy {
 public:

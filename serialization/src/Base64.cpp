@@ -57,6 +57,11 @@ vector<char> base64Decode(const string& text) {
         if (++count == 4) {
             if (padding > 2)
                 throw OpenMM::OpenMMException("SmoothFlowForce: the embedded model is not valid base64");
+            // Canonical form only (RFC 4648 section 3.5): the bits a padded block drops are zero,
+            // so no two texts decode to the same bytes.
+            if ((block & ((1u << (8 * padding)) - 1)) != 0)
+                throw OpenMM::OpenMMException("SmoothFlowForce: the embedded model is not valid base64 "
+                                              "(non-zero bits before the padding)");
             for (int j = 0; j < 3 - padding; j++)
                 bytes.push_back((char) ((block >> (16 - 8 * j)) & 255));
             block = 0;

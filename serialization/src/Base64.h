@@ -14,7 +14,8 @@ std::string base64Encode(const std::vector<char>& bytes);
 
 /**
  * Decode standard base64; whitespace is skipped.  Throws an OpenMMException on
- * any other character outside the alphabet or on a truncated input.
+ * any other character outside the alphabet, on a truncated input, and on a
+ * non-canonical final block (non-zero bits before the padding).
  * @private
  */
 std::vector<char> base64Decode(const std::string& text);

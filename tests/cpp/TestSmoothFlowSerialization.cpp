@@ -1,10 +1,12 @@
 /*
  * XML round trip of SmoothFlowForce: every getter agrees and a Context built
  * from the copy gives identical energies and forces.  The base64 codec that
- * embeds the model in the XML, on the RFC 4648 test vectors.
+ * embeds the model in the XML, on the RFC 4648 test vectors; the SHA-256 that
+ * guards it, on the NIST vectors; the checksum's verification and versions.
  */
 
 #include "Base64.h"
+#include "Sha256.h"
 #include "ReferenceSmoothFlowKernelFactory.h"
 #include "SmoothFlowForce.h"
 #include "SmoothFlowTestUtilities.h"
@@ -14,6 +16,8 @@
 #include "openmm/System.h"
 #include "openmm/VerletIntegrator.h"
 #include "openmm/serialization/XmlSerializer.h"
+#include <algorithm>
+#include <array>
 #include <iostream>
 #include <memory>
 #include <sstream>
@@ -104,16 +108,121 @@ static void testDefaultMolecules() {
     assertSameForce(force, *copy);
 }
 
+static vector<char> bytesOf(const string& s) {
+    return vector<char>(s.begin(), s.end());
+}
+
 static void testNewerVersionRejected() {
     SmoothFlowForce force(dataFile("tiny.safetensors"));
     stringstream buffer;
     XmlSerializer::serialize<SmoothFlowForce>(&force, "Force", buffer);
     string xml = buffer.str();
-    size_t at = xml.find("version=\"1\"");
+    size_t at = xml.find("version=\"2\"");
     ASSERT(at != string::npos);
-    xml.replace(at, 11, "version=\"2\"");
+    xml.replace(at, 11, "version=\"3\"");
     stringstream newer(xml);
-    ASSERT_THROWS(delete XmlSerializer::deserialize<SmoothFlowForce>(newer), "unsupported version 2");
+    ASSERT_THROWS(delete XmlSerializer::deserialize<SmoothFlowForce>(newer), "unsupported version 3");
+}
+
+static string serialized(const SmoothFlowForce& force) {
+    stringstream buffer;
+    XmlSerializer::serialize<SmoothFlowForce>(&force, "Force", buffer);
+    return buffer.str();
+}
+
+/** The value of attribute `name` in xml, and where it starts. */
+static string attribute(const string& xml, const string& name, size_t* where = nullptr) {
+    size_t at = xml.find(" " + name + "=\"");
+    ASSERT(at != string::npos);
+    at += name.size() + 3;
+    if (where != nullptr)
+        *where = at;
+    return xml.substr(at, xml.find('"', at) - at);
+}
+
+/** Version 2 records the SHA-256 of the model bytes; a model changed inside the XML (here a
+ * base64 block that decodes to other, valid-looking bytes) is refused with the force named. */
+static void testChecksumVerified() {
+    SmoothFlowForce force(dataFile("tiny.safetensors"));
+    force.setName("flow A");
+    string xml = serialized(force);
+    ASSERT_EQUAL(sha256Hex(force.getModelBytes()), attribute(xml, "modelSha256"));
+    size_t at;
+    string model = attribute(xml, "model", &at);
+    // Swap two 4-character blocks in the middle of the data: valid base64 of other bytes.
+    size_t middle = model.size() / 2 / 4 * 4;
+    string swapped = xml;
+    swapped.replace(at + middle, 4, model.substr(middle + 4, 4));
+    swapped.replace(at + middle + 4, 4, model.substr(middle, 4));
+    ASSERT(base64Decode(attribute(swapped, "model")) != force.getModelBytes());
+    stringstream in(swapped);
+    ASSERT_THROWS(delete XmlSerializer::deserialize<SmoothFlowForce>(in), "SmoothFlowForce 'flow A'",
+                  "the embedded model's SHA-256", "does not match");
+    // A checksum that is not the model's, the model intact: refused the same way.
+    string wrong = xml;
+    size_t hashAt;
+    attribute(wrong, "modelSha256", &hashAt);
+    wrong[hashAt] = wrong[hashAt] == '0' ? '1' : '0';
+    stringstream in2(wrong);
+    ASSERT_THROWS(delete XmlSerializer::deserialize<SmoothFlowForce>(in2), "does not match");
+}
+
+/** Version 1 has no checksum and still loads; version 2 without one is refused. */
+static void testVersions() {
+    SmoothFlowForce force(dataFile("tiny.safetensors"));
+    force.addMolecule({5, 4, 3, 2, 1, 0});
+    string xml = serialized(force);
+    size_t hashAt;
+    string hash = attribute(xml, "modelSha256", &hashAt);
+    string without = xml;
+    without.erase(hashAt - string(" modelSha256=\"").size(), string(" modelSha256=\"\"").size() + hash.size());
+    ASSERT(without.find("modelSha256") == string::npos);
+    stringstream in(without);
+    ASSERT_THROWS(delete XmlSerializer::deserialize<SmoothFlowForce>(in), "lacks modelSha256");
+    string version1 = without;
+    version1.replace(version1.find("version=\"2\""), 11, "version=\"1\"");
+    stringstream in1(version1);
+    unique_ptr<SmoothFlowForce> copy(XmlSerializer::deserialize<SmoothFlowForce>(in1));
+    assertSameForce(force, *copy);
+}
+
+static string hexOf(const array<unsigned char, 32>& digest) {
+    static const char digits[] = "0123456789abcdef";
+    string hex;
+    for (unsigned char b : digest) {
+        hex.push_back(digits[b >> 4]);
+        hex.push_back(digits[b & 15]);
+    }
+    return hex;
+}
+
+/** FIPS 180-4 / NIST CAVS example vectors, fed whole and in uneven pieces. */
+static void testSha256Vectors() {
+    const string m448 = "abcdbcdecdefdefgefghfghighijhijkijkljklmklmnlmnomnopnopq";
+    const string m896 = "abcdefghbcdefghicdefghijdefghijkefghijklfghijklmghijklmnhijklmnoijklmnopjklmnopqklmnopqr"
+                        "lmnopqrsmnopqrstnopqrstu";
+    ASSERT_EQUAL(56, (int) m448.size());
+    ASSERT_EQUAL(112, (int) m896.size());
+    const vector<pair<string, string>> vectors = {
+        {"", "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"},
+        {"abc", "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"},
+        {m448, "248d6a61d20638b8e5c026930c3e6039a33ce45964ff2167f6ecedd419db06c1"},
+        {m896, "cf5b16a778af8380036ce59e7b0492370b249b11e8f07a51afac45037afee9d1"}};
+    for (const auto& v : vectors) {
+        ASSERT_EQUAL(v.second, sha256Hex(bytesOf(v.first)));
+        Sha256 pieces;
+        for (size_t i = 0; i < v.first.size(); i += 7)
+            pieces.update(v.first.data() + i, min<size_t>(7, v.first.size() - i));
+        ASSERT_EQUAL(v.second, hexOf(pieces.digest()));
+    }
+    // One million 'a': whole, and as 1000 pieces of 1000.
+    const string million(1000000, 'a');
+    const string expected = "cdc76e5c9914fb9281a1c7e284d73e67f1809a48a497200e046d39ccc7112cd0";
+    ASSERT_EQUAL(expected, sha256Hex(bytesOf(million)));
+    Sha256 pieces;
+    for (int i = 0; i < 1000; i++)
+        pieces.update(million.data() + 1000 * i, 1000);
+    ASSERT_EQUAL(expected, hexOf(pieces.digest()));
 }
 
 static void testCorruptEmbeddedModel() {
@@ -126,10 +235,6 @@ static void testCorruptEmbeddedModel() {
     xml.replace(at + 7, 4, "!!!!");
     stringstream corrupt(xml);
     ASSERT_THROWS(delete XmlSerializer::deserialize<SmoothFlowForce>(corrupt), "not valid base64");
-}
-
-static vector<char> bytesOf(const string& s) {
-    return vector<char>(s.begin(), s.end());
 }
 
 /** RFC 4648 section 10: every padding case, both directions; all 256 byte values round trip. */
@@ -158,6 +263,9 @@ static void testBase64Vectors() {
 static void testBase64Rejects() {
     for (const string& bad : {"Zm9v!", "Zm-v", "Zm_v", "Zm9\x80", "Zg=a", "Z===", "====", "Zg==Zg==", "Zm=v"})
         ASSERT_THROWS(base64Decode(bad), "not valid base64");
+    // Non-canonical: "Zh==" and "Zm9=" decode to the bytes of "Zg==" and "Zm8=" in lenient decoders.
+    for (const string& bad : {"Zh==", "Zm9="})
+        ASSERT_THROWS(base64Decode(bad), "non-zero bits");
     for (const string& truncated : {"Z", "Zm", "Zm9", "Zm9vY", "Zm9vYg", "Zm9vYg="})
         ASSERT_THROWS(base64Decode(truncated), "truncated");
 }
@@ -172,6 +280,9 @@ int main() {
         testDefaultMolecules();
         testNewerVersionRejected();
         testCorruptEmbeddedModel();
+        testSha256Vectors();
+        testChecksumVerified();
+        testVersions();
     }
     catch (const exception& e) {
         cout << "exception: " << e.what() << endl;

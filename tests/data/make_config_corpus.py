@@ -130,8 +130,9 @@ ok("integers-written-as-floats", "integers with a zero fraction (4.0) are intege
    edit(edit(edit(SMOOTH, ("n_atoms",), 4.0), ("smooth", "beta"), 2.0), ("layers", 0, "transformed"),
         [0.0, 2.0, 4.0]))
 ok("temperature-tiny", "temperature just above 0", "temperature", edit(SMOOTH, ("temperature",), 1e-300))
-ok("energy-offset-large", "energy_offset a large finite number", "energy_offset",
-   edit(SMOOTH, ("energy_offset",), -1.7e308))
+ok("temperature-max", "temperature at its limit, 1e6 K", "temperature", edit(SMOOTH, ("temperature",), 1e6))
+ok("energy-offset-large", "energy_offset at its limit, -1e12 kJ/mol", "energy_offset",
+   edit(SMOOTH, ("energy_offset",), -1e12))
 ok("no-atoms", "atoms omitted", "atoms", edit(SMOOTH, ("atoms",), delete=True))
 ok("atoms-edges", "residue_index 999999, empty strings", "atoms[].residue_index",
    edit(edit(SMOOTH, ("atoms", 1, "residue_index"), 999999), ("atoms", 2, "name"), ""))
@@ -143,9 +144,9 @@ for beta in (1, 8):
     ok(f"smooth-beta-{beta}", f"beta = {beta}, an edge of 1..8", "smooth.beta",
        edit(SMOOTH, ("smooth", "beta"), beta))
 ok("smooth-edges", "s_min, c_max just inside (0, 1), alpha_min just above 0", "smooth.s_min",
-   edit(SMOOTH, ("smooth",), {"s_min": 1 - 1e-12, "alpha_min": 1e-300, "c_max": 0.99999, "beta": 3}))
-ok("smooth-s-min-small", "s_min just above 0, c_max just above 0", "smooth.c_max",
-   edit(SMOOTH, ("smooth",), {"s_min": 1e-12, "alpha_min": 5.0, "c_max": 1e-12, "beta": 1}))
+   edit(SMOOTH, ("smooth",), {"s_min": 1 - 1e-12, "alpha_min": 1e-6, "c_max": 0.99999, "beta": 3}))
+ok("smooth-s-min-small", "s_min at its limit 1e-6, alpha_min at its limit 1e6, c_max just above 0",
+   "smooth.c_max", edit(SMOOTH, ("smooth",), {"s_min": 1e-6, "alpha_min": 1e6, "c_max": 1e-12, "beta": 1}))
 ok("smooth-without-smooth-layers", "a valid 'smooth' section beside spline layers only", "smooth",
    dict(MINIMAL, smooth=SMOOTH["smooth"]))
 ok("support-empty", "an empty 'support': every default", "support", edit(SMOOTH, ("support",), {}))
@@ -156,7 +157,7 @@ ok("support-margin-small", "margin just above 0, policy alone", "support.margin"
    edit(SMOOTH, ("support",), {"policy": "error", "margin": 1e-12}))
 ok("spline-empty", "an empty 'spline': every default", "spline", dict(MINIMAL, spline={}))
 ok("spline-edges", "spline constants just inside their ranges", "spline.min_bin_width",
-   dict(MINIMAL, spline={"min_bin_width": 1e-12, "min_bin_height": 0.3, "min_derivative": 1e-300}))
+   dict(MINIMAL, spline={"min_bin_width": 1e-12, "min_bin_height": 0.3, "min_derivative": 1e-12}))
 ok("spline-bins-just-fit", "K = 64 bins with K * min_bin_width just below 1", "[spline-bins]",
    edit(dict(MINIMAL, spline={"min_bin_width": 0.0156, "min_bin_height": 0.0156}),
         ("layers", 0, "n_components"), 64))
@@ -165,6 +166,9 @@ ok("affine-without-n-components", "an affine layer may omit n_components", "laye
                                  "conditioning": [1], "hidden": [2], "activation": "softplus"}))
 ok("affine-section-alone", "an 'affine' section beside smooth layers", "affine",
    dict(SMOOTH, affine={"scale_max": 1e-9}))
+ok("affine-scale-max-50", "scale_max at its limit, 50", "affine.scale_max", dict(SMOOTH, affine={"scale_max": 50}))
+ok("support-wall-constant-max", "wall_constant at its limit, 1e12 kJ/mol", "support.wall_constant",
+   edit(SMOOTH, ("support", "wall_constant"), 1e12))
 for K in (1, 64):
     ok(f"n-components-{K}", f"K = {K}, an edge of 1..64", "layers[].n_components",
        edit(SMOOTH, ("layers", 1, "n_components"), K))
@@ -198,9 +202,13 @@ bad("many-unknown-keys", "70 unknown keys at the top level", "additionalProperti
 for value, what in ((2, "2"), (1000001, "1000001"), (4.5, "4.5"), ("4", "a string"), (True, "true"), (None, "null")):
     bad(f"n-atoms-{what.replace('.', '_').replace(' ', '-')}", f"n_atoms = {what}", "n_atoms",
         edit(SMOOTH, ("n_atoms",), value))
-for value, what in ((0, "0"), (-1.0, "-1"), ("300", "a string"), (None, "null")):
+for value, what in ((0, "0"), (-1.0, "-1"), ("300", "a string"), (None, "null"), (1.000001e6, "above 1e6"),
+                    (1e308, "1e308")):
     bad(f"temperature-{what.replace(' ', '-')}", f"temperature = {what}", "temperature",
         edit(SMOOTH, ("temperature",), value))
+for value, what in ((-1.7e308, "-1.7e308"), (1.000001e12, "above-1e12")):
+    bad(f"energy-offset-{what}", f"energy_offset = {value!r}, beyond |U0| <= 1e12 kJ/mol", "energy_offset",
+        edit(SMOOTH, ("energy_offset",), value))
 bad("energy-offset-string", "energy_offset a string", "energy_offset", edit(SMOOTH, ("energy_offset",), "0"))
 bad("energy-offset-null", "energy_offset null (omit it instead)", "energy_offset",
     edit(SMOOTH, ("energy_offset",), None))
@@ -282,7 +290,9 @@ for key in ("s_min", "alpha_min", "c_max", "beta"):
 for key, value, what in (("s_min", 0, "0"), ("s_min", 1, "1"), ("alpha_min", 0, "0"), ("alpha_min", -1, "-1"),
                          ("c_max", 0, "0"), ("c_max", 1, "1"), ("beta", 0, "0"), ("beta", 9, "9"),
                          ("beta", 1.5, "1_5"), ("beta", True, "true"), ("s_min", "0.01", "string"),
-                         ("c_max", None, "null")):
+                         ("c_max", None, "null"), ("s_min", 9.99e-7, "below-1e-6"),
+                         ("alpha_min", 9.99e-7, "below-1e-6"), ("alpha_min", 1.000001e6, "above-1e6"),
+                         ("alpha_min", 1e300, "1e300")):
     bad(f"smooth-{key.replace('_', '-')}-{what}", f"smooth.{key} = {value!r}", f"smooth.{key}",
         edit(SMOOTH, ("smooth", key), value))
 bad("smooth-unknown-key", "an unknown key in 'smooth'", "smooth.additionalProperties",
@@ -295,7 +305,9 @@ for value, what in (("default", "string"), (None, "null"), ([1e-3], "list")):
     bad(f"spline-{what}", f"'spline' a {what}", "spline", dict(MINIMAL, spline=value), base="valid-minimal")
 for key, value, what in (("min_bin_width", 0, "0"), ("min_bin_width", 1, "1"), ("min_bin_height", 0, "0"),
                          ("min_bin_height", 1, "1"), ("min_derivative", 0, "0"), ("min_derivative", "a", "string"),
-                         ("min_bin_width", -1, "-1")):
+                         ("min_bin_width", -1, "-1"), ("min_bin_width", 9.99e-13, "below-1e-12"),
+                         ("min_bin_height", 9.99e-13, "below-1e-12"), ("min_derivative", 9.99e-13, "below-1e-12"),
+                         ("min_derivative", 1.000001e6, "above-1e6")):
     bad(f"spline-{key.replace('_', '-')}-{what}", f"spline.{key} = {value!r}", f"spline.{key}",
         dict(MINIMAL, spline={key: value}), base="valid-minimal")
 bad("spline-unknown-key", "an unknown key in 'spline'", "spline.additionalProperties",
@@ -308,7 +320,7 @@ bad("spline-bins-height", "K = 64 bins with the default width but min_bin_height
 # ------------------------------------------------------------------ affine
 for value, what in ((3.0, "number"), ("3", "string"), (None, "null")):
     bad(f"affine-{what}", f"'affine' a {what}", "affine", dict(SMOOTH, affine=value))
-for value, what in ((0, "0"), (-1, "-1"), ("3", "string")):
+for value, what in ((0, "0"), (-1, "-1"), ("3", "string"), (50.000001, "above-50"), (1e308, "1e308")):
     bad(f"affine-scale-max-{what}", f"affine.scale_max = {value!r}", "affine.scale_max",
         dict(SMOOTH, affine={"scale_max": value}))
 bad("affine-unknown-key", "an unknown key in 'affine'", "affine.additionalProperties",
@@ -324,7 +336,7 @@ for value, what in ((1, "number"), ("soft", "unknown"), (None, "null"), (["wall"
 for value, what in ((0, "0"), (0.25, "0_25"), (-0.01, "negative"), ("0.01", "string")):
     bad(f"support-margin-{what}", f"support.margin = {value!r}", "support.margin",
         edit(SMOOTH, ("support", "margin"), value))
-for value, what in ((-1e-9, "negative"), ("1000", "string"), (None, "null")):
+for value, what in ((-1e-9, "negative"), ("1000", "string"), (None, "null"), (1.000001e12, "above-1e12")):
     bad(f"support-wall-constant-{what}", f"support.wall_constant = {value!r}", "support.wall_constant",
         edit(SMOOTH, ("support", "wall_constant"), value))
 bad("support-unknown-key", "an unknown key in 'support'", "support.additionalProperties",
@@ -369,6 +381,17 @@ bad("layer-affine-n-components-65", "an affine layer's given n_components is che
 bad("layer-affine-n-components-0", "an affine layer with n_components 0", "layers[].n_components",
     edit(MIXED, ("layers", 2, "n_components"), 0), base="valid-mixed")
 
+# ------------------------------------------------------------------ cost limits
+# valid-hidden-width-max needs 6291556 doubles of workspace; four such layers need 10485798, more than
+# 2^23 = 8388608 (64 MiB), with only 12.6 million parameters.
+WIDE = {"transform": "affine", "direction": "generative", "transformed": [4], "conditioning": [],
+        "hidden": [1048576], "activation": "tanh"}
+bad("cost-workspace", "four layers with a hidden width of 1048576: a workspace of 80 MiB per molecule",
+    "[cost-limits]", edit(MINIMAL, ("layers",), [dict(WIDE, transformed=[d]) for d in (4, 0, 1, 2)]),
+    base="valid-minimal")
+bad("cost-parameters", "hidden widths [10000, 10000]: 100350030 weights and biases, more than 1e8",
+    "[cost-limits]", edit(SMOOTH, ("layers", 0, "hidden"), [10000, 10000]))
+
 # ------------------------------------------------------------------ the JSON text
 TEXT = json.dumps(SMOOTH)
 
@@ -386,8 +409,10 @@ text_case("json-array", "a JSON array, not an object", "[json-syntax]", "[1, 2]"
 text_case("json-trailing-text", "text after the object", "[json-syntax]", TEXT + " x", None)
 text_case("json-two-objects", "a second object after the first", "[json-syntax]", TEXT + "{}", None)
 text_case("json-nan", "energy_offset NaN", "[json-syntax]", with_offset("NaN"), True)
-text_case("json-infinity", "energy_offset Infinity", "[json-syntax]", with_offset("Infinity"), True)
-text_case("json-minus-infinity", "energy_offset -Infinity", "[json-syntax]", with_offset("-Infinity"), True)
+# Every number of the schema is bounded, so the schema alone refuses the infinities Python's json
+# module makes of these; NaN compares false with every bound and passes it.
+text_case("json-infinity", "energy_offset Infinity", "[json-syntax]", with_offset("Infinity"), False)
+text_case("json-minus-infinity", "energy_offset -Infinity", "[json-syntax]", with_offset("-Infinity"), False)
 text_case("json-leading-zero", "the number 05", "[json-syntax]", with_offset("05"), None)
 text_case("json-plus-sign", "the number +5", "[json-syntax]", with_offset("+5"), None)
 text_case("json-trailing-dot", "the number 5.", "[json-syntax]", with_offset("5."), None)
@@ -402,11 +427,11 @@ text_case("json-lone-surrogate", "an atom name with the unpaired surrogate escap
           TEXT.replace('"C2"', '"C\\ud800"'), True)
 text_case("json-bom", "a byte order mark before the object", "[json-syntax]", "\ufeff" + TEXT, None)
 text_case("json-overflow", "energy_offset 1e999 overflows a double", "[finite-numbers]", with_offset("1e999"),
-          True)
+          False)
 text_case("json-overflow-negative-temperature", "temperature -1e999", "[finite-numbers]",
           TEXT.replace('"temperature": 300.0', '"temperature": -1e999'), False)
 text_case("json-overflow-integer", "energy_offset a 400-digit integer", "[finite-numbers]",
-          with_offset("1" + "0" * 400), True)
+          with_offset("1" + "0" * 400), False)
 text_case("json-repeated-top-level-key", "n_atoms given twice (5, then 4)", "[duplicate-keys]",
           TEXT.replace('{"n_atoms": 4,', '{"n_atoms": 5, "n_atoms": 4,'), True)
 text_case("json-repeated-policy", "support.policy given twice (\"wall\", then \"error\")", "[duplicate-keys]",

@@ -271,3 +271,273 @@ def test_both_readers_refuse_a_negative_bond_bound():
     core, c_message = _core(data)
     assert flow is None and "bond_lo[0]" in py_message
     assert core is None and "bond 0" in c_message
+
+
+# ------------------------------------------------------------ the container, strictly
+def _split(data):
+    """(header text without its padding, data buffer) of a model file."""
+    n = int.from_bytes(data[:8], "little")
+    return data[8:8 + n].decode("utf-8").rstrip(" "), data[8 + n:]
+
+
+def _join(header, buffer):
+    header = header.encode("utf-8") if isinstance(header, str) else header
+    return len(header).to_bytes(8, "little") + header + buffer
+
+
+def _both_refuse(data, py_needle, c_needle):
+    flow, py_message = _python(data)
+    core, c_message = _core(data)
+    assert flow is None and py_needle in py_message, py_message or "PyTorch reader accepted"
+    assert core is None and c_needle in c_message, c_message or "C core accepted"
+
+
+def _both_accept(data):
+    flow, py_message = _python(data)
+    core, c_message = _core(data)
+    assert flow is not None, py_message
+    assert core is not None, c_message
+    core.close()
+
+
+def _edited_header(edit):
+    """The first valid case's file with its header object edited by edit(header dict) and
+    re-serialized as JSON (the data buffer unchanged)."""
+    text, buffer = _split(_valid_model_file())
+    header = json.loads(text)
+    edit(header)
+    return _join(json.dumps(header), buffer)
+
+
+def _first_tensor(header):
+    return next(k for k in header if k != "__metadata__")
+
+
+def test_space_padding_is_the_only_text_allowed_after_the_header():
+    text, buffer = _split(_valid_model_file())
+    _both_accept(_join(text + " " * 13, buffer))
+    for tail, what in (("\n", "a newline"), ("\t ", "a tab"), (" x", "a letter"), ("{}", "a second object"),
+                       ("\x00", "a NUL byte")):
+        _both_refuse(_join(text + tail, buffer), "after its JSON object", "after its JSON object")
+    _both_refuse(_join(" " + text, buffer), "first byte must be '{'", "first byte must be '{'")
+    _both_refuse(_join("\ufeff" + text, buffer), "first byte must be '{'", "first byte must be '{'")
+
+
+@pytest.mark.parametrize("literal", ["8.0", "8e0", "-0", "08", "true", "null", "NaN"])
+def test_offsets_are_non_negative_integers_in_plain_digits(literal):
+    text, buffer = _split(_valid_model_file())
+    header = json.loads(text)
+    name = _first_tensor(header)
+    b, e = header[name]["data_offsets"]
+    if b != 0:
+        pytest.skip("the first tensor does not start at 0")
+    marker = f'"data_offsets": [{b}, {e}]'
+    text = json.dumps(header)
+    assert marker in text
+    edited = text.replace(marker, f'"data_offsets": [{literal}, {e}]')
+    flow, py_message = _python(_join(edited, buffer))
+    core, c_message = _core(_join(edited, buffer))
+    assert flow is None and py_message.startswith(("header", "tensor")), py_message
+    assert core is None and "header" in c_message, c_message
+
+
+def test_a_fractional_shape_is_refused():
+    text, buffer = _split(_valid_model_file())
+    header = json.loads(text)
+    name = _first_tensor(header)
+    shape = header[name]["shape"]
+    marker = f'"shape": {json.dumps(shape)}'
+    edited = json.dumps(header).replace(marker, f'"shape": [{shape[0]}.0' + "".join(f", {s}" for s in shape[1:]) + "]")
+    _both_refuse(_join(edited, buffer), "not a non-negative integer", "non-negative integers")
+
+
+def test_a_tensor_entry_holds_exactly_three_keys():
+    def extra(header):
+        header[_first_tensor(header)]["alignment"] = 8
+    _both_refuse(_edited_header(extra), "not exactly dtype, shape and data_offsets", "exactly dtype, shape and data_offsets")
+
+
+def test_the_tensors_tile_the_data_buffer():
+    text, buffer = _split(_valid_model_file())
+    _both_refuse(_join(text, buffer + b"\x00" * 8), "after the last tensor", "after the last tensor")
+    header = json.loads(text)
+    # a gap: every tensor moved 8 bytes on, 8 bytes of zeros in front
+    for k, v in header.items():
+        if k != "__metadata__":
+            v["data_offsets"] = [v["data_offsets"][0] + 8, v["data_offsets"][1] + 8]
+    _both_refuse(_join(json.dumps(header), b"\x00" * 8 + buffer), "gap of 8 bytes", "gap of 8 bytes")
+    header = json.loads(text)
+    a, b = [k for k in header if k != "__metadata__"][:2]
+    header[b]["data_offsets"] = header[a]["data_offsets"]
+    _both_refuse(_join(json.dumps(header), buffer), "overlap", "overlap")
+
+
+@pytest.mark.parametrize("where", ["__metadata__", "a metadata key", "a tensor entry's dtype"])
+def test_a_repeated_header_key_is_refused(where):
+    text, buffer = _split(_valid_model_file())
+    header = json.loads(text)
+    name = _first_tensor(header)
+    if where == "__metadata__":
+        # the second copy is what cJSON's search would not find: it leaked before
+        edited = text[:-1] + ', "__metadata__": ' + json.dumps(header["__metadata__"]) + "}"
+    elif where == "a metadata key":
+        edited = text.replace('"__metadata__":{', '"__metadata__":{"format":"openmm-smoothflow",', 1)
+    else:
+        edited = text.replace(f'"{name}":{{', f'"{name}":{{"dtype":"F32",', 1)
+    assert edited != text
+    _both_refuse(_join(edited, buffer), "twice", "twice")
+
+
+def test_every_metadata_value_is_a_string():
+    def numeric(header):
+        header["__metadata__"]["epochs"] = 3
+    _both_refuse(_edited_header(numeric), "__metadata__ object of strings", "not a string")
+
+
+def test_the_header_is_utf8_without_lone_surrogates():
+    text, buffer = _split(_valid_model_file())
+    raw = text.encode("utf-8")
+    at = raw.index(b'"bond_lo"')
+    for bad in (b'"bond_lo\xff"', b'"bond_lo\xed\xa0\x80"', b'"bond_lo\xc0\xaf"'):
+        edited = raw[:at] + bad + raw[at + len(b'"bond_lo"'):]
+        _both_refuse(_join(edited, buffer), "UTF-8", "UTF-8")
+    edited = raw.replace(b'"bond_lo"', b'"bond_lo\\ud800"', 1)
+    flow, py_message = _python(_join(edited, buffer))
+    core, c_message = _core(_join(edited, buffer))
+    assert flow is None and "surrogate" in py_message, py_message
+    assert core is None and "header" in c_message, c_message
+
+
+def test_the_header_limits_are_the_same_in_both_readers():
+    # 100 MB exactly is the limit of the header length; above it both refuse before reading
+    data = (100_000_001).to_bytes(8, "little") + b"{}"
+    _both_refuse(data, "100 MB", "100 MB")
+
+
+# ------------------------------------------------------------ limits
+def _chain_config(n_layers, wide):
+    """The model of the issue: one affine layer with a hidden layer of `wide` units that reads
+    nothing (its first weight has no columns, so no bytes), then n_layers - 1 layers with no
+    hidden layer: a small file whose workspace is n_layers times the wide layer's."""
+    wide_layer = {"transform": "affine", "direction": "generative", "transformed": [0], "conditioning": [],
+                  "hidden": [wide], "activation": "tanh"}
+    thin = {"transform": "affine", "direction": "generative", "transformed": [1], "conditioning": [],
+            "hidden": [], "activation": "tanh"}
+    return {"n_atoms": 22, "temperature": 300.0,
+            "zmatrix": [[0, -1, -1, -1], [1, 0, -1, -1], [2, 1, 0, -1]] + [[a, a - 1, a - 2, a - 3] for a in range(3, 22)],
+            "layers": [wide_layer] + [thin] * (n_layers - 1)}
+
+
+def test_a_small_file_with_a_huge_workspace_is_refused_by_both():
+    """The issue's file: 1.6 MB that passed every check and made each Context allocate 0.95 GB."""
+    config = _chain_config(1000, 60000)
+    rng = np.random.default_rng(4)
+    tensors = {k: 0.01 * rng.standard_normal(s) for k, s in _shapes_unchecked(config).items()}
+    tensors["bond_lo"] = np.full(21, 0.1)
+    tensors["bond_hi"] = np.full(21, 0.2)
+    data = unchecked_model_bytes(config, tensors)
+    assert 1.4e6 < len(data) < 2e6
+    # 1000 layers x 2 x 60000 activations (and the states): ~0.96 GB per molecule
+    _both_refuse(data, "more than the limit of 8388608 doubles", "more than the limit of 8388608 doubles")
+    flow, py_message = _python(data)
+    core, c_message = _core(data)
+    for message in (py_message, c_message):
+        assert re.search(r"workspace of 12\d{7} doubles \(9\d\d MiB\)", message), message
+    # the same chain with 20 layers fits (20 MB per molecule) and loads in both
+    small = _chain_config(20, 60000)
+    tensors = {k: 0.01 * rng.standard_normal(s) for k, s in _shapes_unchecked(small).items()}
+    tensors["bond_lo"], tensors["bond_hi"] = np.full(21, 0.1), np.full(21, 0.2)
+    _both_accept(unchecked_model_bytes(small, tensors))
+
+
+def _shapes_unchecked(config):
+    """expected_tensor_shapes of a config that validate_config would refuse for its cost."""
+    from smoothflow_torch.transforms import params_per_dim
+    n = config["n_atoms"]
+    shapes = {"bond_lo": (n - 1,), "bond_hi": (n - 1,)}
+    for l, L in enumerate(config["layers"]):
+        width = sum(2 if d >= 2 * n - 3 else 1 for d in L["conditioning"])
+        widths = [width] + L["hidden"] + [len(L["transformed"]) * params_per_dim(L["transform"], L.get("n_components", 1))]
+        for m in range(len(widths) - 1):
+            shapes[f"layers.{l}.net.{m}.weight"] = (widths[m + 1], widths[m])
+            shapes[f"layers.{l}.net.{m}.bias"] = (widths[m + 1],)
+    return shapes
+
+
+def _valid_tensors():
+    name = next(n for n, c in CASES.items() if c["valid"])
+    config = validate_config(json.loads(_text(CASES[name])))
+    return config, _tensors(config, 0)
+
+
+@pytest.mark.parametrize("value, accepted", [(0.99e8, True), (1.01e8, False), (1e300, False)])
+def test_a_bias_beyond_the_network_bound_is_refused_by_both(value, accepted):
+    config, tensors = _valid_tensors()
+    # a layer with one map, whose inputs are the encoded features in [-1, 1]: the bound of its
+    # output i is |b_i| plus the row sum of |W|
+    l = next(l for l, L in enumerate(config["layers"]) if not L["hidden"])
+    W = tensors[f"layers.{l}.net.0.weight"]
+    tensors[f"layers.{l}.net.0.bias"][0] = value - np.add.accumulate(np.abs(W[0]))[-1]
+    data = unchecked_model_bytes({}, tensors, {"config": json.dumps(config)})
+    if accepted:
+        _both_accept(data)
+    else:
+        _both_refuse(data, f"layers.{l}.net.0 can overflow", f"layers.{l}.net.0 can overflow")
+
+
+def test_a_weight_sum_beyond_the_bound_behind_a_zero_activation_is_refused():
+    """A later map's weights are bounded even where its inputs are all zero: the reverse pass
+    multiplies by them."""
+    config, tensors = _valid_tensors()
+    last = max(int(k.split(".")[3]) for k in tensors if k.startswith("layers.0.net."))
+    if last == 0:
+        pytest.skip("layer 0 has a single map")
+    for m in range(last):
+        tensors[f"layers.0.net.{m}.weight"][:] = 0
+        tensors[f"layers.0.net.{m}.bias"][:] = 0
+    tensors[f"layers.0.net.{last}.weight"][0, 0] = 2e8
+    data = unchecked_model_bytes({}, tensors, {"config": json.dumps(config)})
+    _both_refuse(data, f"layers.0.net.{last} can overflow", f"layers.0.net.{last} can overflow")
+
+
+@pytest.mark.parametrize("lo, hi, needle", [(0.1, 1000.5, "1000"), (0.1, 0.1 + 5e-7, "1e-06"), (0.0, 1e308, "1000")])
+def test_bond_bounds_beyond_the_limits_are_refused_by_both(lo, hi, needle):
+    config, tensors = _valid_tensors()
+    tensors["bond_lo"][0], tensors["bond_hi"][0] = lo, hi
+    data = unchecked_model_bytes({}, tensors, {"config": json.dumps(config)})
+    flow, py_message = _python(data)
+    core, c_message = _core(data)
+    assert flow is None and "bond 0" in py_message and needle in py_message, py_message
+    assert core is None and "bond 0" in c_message and needle in c_message, c_message
+
+
+@pytest.mark.parametrize("kind", ["directory", "/dev/zero", "fifo", "too large"])
+def test_only_regular_files_of_at_most_1_gib_are_read(kind, tmp_path):
+    from smoothflow_torch.export import read_model_file
+    if kind == "directory":
+        path = str(tmp_path)
+    elif kind == "/dev/zero":
+        path = "/dev/zero"
+        if not os.path.exists(path):
+            pytest.skip("no /dev/zero")
+    elif kind == "fifo":
+        path = str(tmp_path / "fifo")
+        os.mkfifo(path)        # no writer: an open without O_NONBLOCK would hang here
+    else:
+        path = str(tmp_path / "sparse.safetensors")
+        with open(path, "wb") as f:
+            f.truncate((1 << 30) + 1)      # sparse: no disk used
+    needle = "more than the limit of 1073741824 bytes" if kind == "too large" else "not a regular file"
+    with pytest.raises(ModelFormatError, match=needle):
+        read_model_file(path)
+    with pytest.raises(CoreError, match=needle):
+        CoreModel.from_file(path)
+
+
+@pytest.mark.parametrize("version", ["01", "+1", " 1", "1 ", "1.0", "0", "-1", ""])
+def test_format_version_is_plain_digits_in_both_readers(version):
+    """strtol took "+1", " 1" and "01" as version 1 in the C core; the format says [1-9][0-9]*."""
+    config, tensors = _valid_tensors()
+    data = unchecked_model_bytes({}, tensors, {"config": json.dumps(config), "format_version": version})
+    _both_refuse(data, "format_version", "format_version")
+    _both_accept(unchecked_model_bytes({}, tensors, {"config": json.dumps(config), "format_version": "1"}))
