@@ -16,7 +16,7 @@ here=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 quiet=${1:-}
 log() { [ "$quiet" = "--quiet" ] || echo "[setup] $*" >&2; }
 
-debs=(build-essential cmake swig libcjson-dev libopenblas-serial-dev pkgconf ocl-icd-opencl-dev opencl-headers
+debs=(build-essential cmake swig libcjson-dev libopenblas-pthread-dev pkgconf ocl-icd-opencl-dev opencl-headers
       ocl-icd-libopencl1 pocl-opencl-icd clinfo valgrind)
 missing=()
 for p in "${debs[@]}"; do
