@@ -11,47 +11,16 @@
 /* Normalization of dim d: u = (q - offset) / scale. */
 static void dim_scale(const sf_model *m, int d, double *offset, double *scale)
 {
-    if (d < m->N - 1) {
-        *offset = m->bond_lo[d];
-        *scale = m->bond_hi[d] - m->bond_lo[d];
-    } else if (d < 2 * m->N - 3) {
-        *offset = 0;
-        *scale = SF_PI;
-    } else {
-        *offset = -SF_PI;
-        *scale = 2 * SF_PI;
-    }
+    const int kind = sfm_dim_kind(d, m->N);
+    sfm_dim_scale(kind, kind == SFM_BOND ? m->bond_lo[d] : 0, kind == SFM_BOND ? m->bond_hi[d] : 0, offset, scale);
 }
 
-/* u of dimension d from its coordinate q.  A torsion's u is a point of the
- * circle [0, 1): (phi + pi) / (2 pi) = 1, which atan2's phi = +pi gives (and
- * phi an ulp below pi, by rounding), is taken as u = 0, the same point as
- * phi = -pi.  One representative matters: a transform that is only C1 on the
- * circle (the spline) has different one-sided forces at u = 0 and u = 1. */
+/* u of dimension d from its coordinate q (the torsion tie: sfm_normalize). */
 static double normalized(const sf_model *m, int d, double q)
 {
     double offset, scale;
     dim_scale(m, d, &offset, &scale);
-    double v = (q - offset) / scale;
-    if (sfM_is_circular(m, d) && v >= 1) v -= 1;
-    return v;
-}
-
-/* The wall policy's smooth clamp c(u) and c'(u) (docs/model-format.md 5.2). */
-static double smooth_clamp(double u, double margin, double *slope)
-{
-    if (u < 2 * margin) {
-        double t = tanh((u - 2 * margin) / margin);
-        *slope = 1 - t * t;
-        return 2 * margin + margin * t;
-    }
-    if (u > 1 - 2 * margin) {
-        double t = tanh((1 - u - 2 * margin) / margin);
-        *slope = 1 - t * t;
-        return 1 - (2 * margin + margin * t);
-    }
-    *slope = 1;
-    return u;
+    return sfm_normalize(q, offset, scale, sfM_is_circular(m, d));
 }
 
 static int check_finite(const double *v, size_t n)
@@ -71,19 +40,10 @@ static sf_status support_error(const sf_model *m, int mol, int d, double q, sf_e
     return sfE_locate(err, SF_ERR_SUPPORT, mol, m->zmatrix[r][0], m->zmatrix[r][1], -1, -1);
 }
 
-/* d log J / dq_d for the coordinate q (0 for torsions). */
+/* log J of dimension d's coordinate q and d log J / dq (0 for torsions). */
 static double log_jacobian_term(const sf_model *m, int d, double q, double *derivative)
 {
-    if (d < m->N - 1) {
-        *derivative = 2 / q;
-        return 2 * log(q);
-    }
-    if (d < 2 * m->N - 3) {
-        *derivative = cos(q) / sin(q);
-        return log(sin(q));
-    }
-    *derivative = 0;
-    return 0;
+    return sfm_log_jacobian(sfm_dim_kind(d, m->N), q, derivative);
 }
 
 /* Internal coordinates of molecule b into ws (q raw, u as the flow sees it),
@@ -107,10 +67,10 @@ static sf_status prepare_molecule(const sf_model *m, sf_workspace *ws, int b, co
         slope[d] = 1;
         if (d < 2 * m->N - 3) {
             if (m->policy == SF_SUPPORT_WALL) {
-                double c = smooth_clamp(v, m->margin, &slope[d]);
+                double c = sfm_smooth_clamp(v, m->margin, &slope[d]);
                 if (c != v) {
                     (*wall_dims)++;
-                    *wall_energy += 0.5 * m->wall_constant * (v - c) * (v - c);
+                    *wall_energy += sfm_wall_energy(v, c, m->wall_constant);
                 }
                 v = c;
             } else if (v < 0 || v > 1) {
@@ -136,13 +96,12 @@ static void coordinate_gradient(const sf_model *m, sf_workspace *ws, int b, cons
         const int walled = m->policy == SF_SUPPORT_WALL && d < 2 * m->N - 3;
         if (walled) {
             v = (q[d] - offset) / scale;
-            c = smooth_clamp(v, m->margin, &s);
+            c = sfm_smooth_clamp(v, m->margin, &s);
         }
-        /* E contains +kT log J, evaluated where the flow is. */
+        /* E contains +kT log J, evaluated where the flow is; the clamp's
+         * slope s equals slope[d] (both from the same v). */
         log_jacobian_term(m, d, walled ? offset + scale * c : q[d], &dlogj);
-        double g = (gu[d] + m->kT * dlogj * scale) * slope[d];
-        if (walled) g += m->wall_constant * (v - c) * (1 - s);
-        gq[d] = g / scale;
+        gq[d] = sfm_coordinate_gradient(gu[d], m->kT, dlogj, scale, slope[d], walled, m->wall_constant, v, c);
     }
 }
 
@@ -172,12 +131,12 @@ sf_status sf_evaluate(const sf_model *m, sf_workspace *ws, int batch, const doub
         sf_status rc = prepare_molecule(m, ws, b, positions + (size_t)b * N * 3, box, &log_jac, &wall_energy,
                                         &local.wall_dims, ws->slope + (size_t)b * D, err);
         if (rc != SF_OK) return rc;
-        energies[b] = m->kT * (m->log_scale_sum + log_jac) + m->energy_offset + wall_energy;
+        energies[b] = sfm_energy_base(m->kT, m->log_scale_sum, log_jac, m->energy_offset, wall_energy);
     }
     double *logp = ws->logp;
     sf_status rc = sfF_log_density(m, ws, batch, ws->u, logp, &local.max_newton_iters, err);
     if (rc != SF_OK) return rc;
-    for (int b = 0; b < batch; b++) energies[b] -= m->kT * logp[b];
+    for (int b = 0; b < batch; b++) energies[b] = sfm_energy_total(energies[b], m->kT, logp[b]);
     if (forces) {
         double *weight = ws->weight; /* dE/dlog p = -kT for every molecule */
         for (int b = 0; b < batch; b++) weight[b] = -m->kT;
@@ -192,7 +151,7 @@ sf_status sf_evaluate(const sf_model *m, sf_workspace *ws, int batch, const doub
             const double *gq = ws->gq + (size_t)b * D;
             for (int d = 0; d < D; d++)
                 for (int k = 0; k < ig[d].n; k++)
-                    for (int c = 0; c < 3; c++) f[3 * ig[d].atom[k] + c] -= gq[d] * ig[d].d[k][c];
+                    for (int c = 0; c < 3; c++) f[3 * ig[d].atom[k] + c] -= gq[d] * ig[d].d[3 * k + c];
         }
     }
     if (info) *info = local;

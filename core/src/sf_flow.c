@@ -1,8 +1,9 @@
 /* sf_flow.c -- coupling layers: the density pass u -> z with its log
  * determinant, and the hand-written reverse pass for d log p / du.  The
- * one-dimensional transforms (smooth sfT_, spline sfR_, affine sfA_) are
- * reached through one dispatch per transformed dimension: prepare, step
- * (density pass) and adjoint (reverse pass), see sf_internal.h.
+ * one-dimensional transforms (math/sf_math_smooth.h, sf_math_spline.h,
+ * sf_math_affine.h, shared with the GPU kernels) are reached through one
+ * dispatch per transformed dimension: prepare, step (density pass) and
+ * adjoint (reverse pass).
  *
  * Layers are stored in generative order (layer 0 acts first on z), so the
  * density pass runs them from the last to the first and the reverse pass
@@ -12,8 +13,6 @@
 
 #include <math.h>
 #include <string.h>
-
-#define TWO_PI (2.0 * SF_PI)
 
 static double *state_of(sf_workspace *ws, int l, int B) { return ws->state + (size_t)l * B * ws->model->D; }
 
@@ -27,10 +26,10 @@ static void encode(const sf_model *m, const sf_layer *L, int B, const double *y,
         for (int i = 0, o = 0; i < L->n_cond; i++) {
             int d = L->cond[i];
             if (sfM_is_circular(m, d)) {
-                e[o++] = cos(TWO_PI * yb[d]);
-                e[o++] = sin(TWO_PI * yb[d]);
+                sfm_encode_circular(yb[d], &e[o], &e[o + 1]);
+                o += 2;
             } else {
-                e[o++] = 2 * yb[d] - 1;
+                e[o++] = sfm_encode_interval(yb[d]);
             }
         }
     }
@@ -48,10 +47,10 @@ static void encode_backward(const sf_model *m, const sf_layer *L, int B, const d
         for (int i = 0, o = 0; i < L->n_cond; i++) {
             int d = L->cond[i];
             if (sfM_is_circular(m, d)) {
-                gb[d] += TWO_PI * (-g[o] * sin(TWO_PI * yb[d]) + g[o + 1] * cos(TWO_PI * yb[d]));
+                gb[d] += sfm_encode_circular_grad(yb[d], g[o], g[o + 1]);
                 o += 2;
             } else {
-                gb[d] += 2 * g[o++];
+                gb[d] += sfm_encode_interval_grad(g[o++]);
             }
         }
     }
@@ -59,48 +58,49 @@ static void encode_backward(const sf_model *m, const sf_layer *L, int B, const d
 
 /* ------------------------------------------------ one transformed dimension */
 
-/* The prepared parameters of one transformed dimension, whatever its kind. */
-typedef union dim_params {
-    sfT_params smooth;
-    sfR_params spline;
-    sfA_params affine;
-} dim_params;
-
-/* The parameters of one dimension from its block of conditioner outputs.  The
- * smooth transform's block is turned into its constrained values in place by
- * the density pass (first = 1), so the reverse pass only views it; the
- * baselines (a few per cent of the cost) prepare from the raw block each time. */
-static void prepare(const sf_model *m, const sf_layer *L, double *raw, int circ, int first, dim_params *p)
-{
-    switch (L->transform) {
-    case SF_TRANSFORM_SMOOTH:
-        if (first) sfT_prepare_block(&m->smooth, L->K, raw);
-        sfT_view(&m->smooth, L->K, raw, &p->smooth);
-        break;
-    case SF_TRANSFORM_SPLINE: sfR_prepare(&m->spline, L->K, raw, circ, &p->spline); break;
-    case SF_TRANSFORM_AFFINE: sfA_prepare(&m->affine, raw, &p->affine); break;
-    }
-}
-
-static int step(const sf_layer *L, const dim_params *p, int circ, double in, double *out, double *logdet)
+/* The density pass on one dimension from its block of conditioner outputs
+ * raw: 0 or the Newton iterations; -1 when the inverse did not converge, -2
+ * when in lies outside the transform's support.  The smooth transform's block
+ * is turned into its constrained values here, in place, so the reverse pass
+ * only views it; the baselines (a few per cent of the cost) view the raw
+ * block each time. */
+static int step(const sf_model *m, const sf_layer *L, double *raw, int circ, double in, double *out, double *logdet)
 {
     const int gen = L->direction == SF_DIR_GENERATIVE;
-    switch (L->transform) {
-    case SF_TRANSFORM_SMOOTH: return sfT_step(&p->smooth, circ, gen, in, out, logdet);
-    case SF_TRANSFORM_SPLINE: return sfR_step(&p->spline, gen, in, out, logdet);
-    case SF_TRANSFORM_AFFINE: return sfA_step(&p->affine, gen, in, out, logdet);
+    if (L->transform == SF_TRANSFORM_SMOOTH) {
+        sfm_smooth_prepare(raw, L->K, m->smooth.s_min, m->smooth.c_max);
+        const sfm_smooth p = sfm_smooth_view(raw, L->K, m->smooth.beta, m->smooth.alpha_min);
+        return sfm_smooth_step(&p, circ, gen, in, out, logdet);
     }
-    return -1;
+    if (L->transform == SF_TRANSFORM_SPLINE) {
+        const sfm_spline p = sfm_spline_view(raw, L->K, circ, m->spline.min_bin_width, m->spline.min_bin_height,
+                                             m->spline.min_derivative);
+        return sfm_spline_step(&p, gen, in, out, logdet);
+    }
+    const sfm_affine p = sfm_affine_view(raw[0], raw[1], m->affine.scale_max);
+    return sfm_affine_step(&p, gen, in, out, logdet);
 }
 
-static void adjoint(const sf_model *m, const sf_layer *L, const dim_params *p, const double *raw, int circ, double in,
-                    double out, double abar, double w, double *gin, double *graw)
+/* The reverse pass on one dimension, after step: *gin = abar dout/din +
+ * w dlogdet/din, and graw (zeroed by the caller) += abar dout/draw +
+ * w dlogdet/draw. */
+static void adjoint(const sf_model *m, const sf_layer *L, const double *raw, int circ, double in, double out,
+                    double abar, double w, double *gin, double *graw)
 {
     const int gen = L->direction == SF_DIR_GENERATIVE;
-    switch (L->transform) {
-    case SF_TRANSFORM_SMOOTH: sfT_adjoint(&p->smooth, &m->smooth, circ, gen, in, out, abar, w, gin, graw); break;
-    case SF_TRANSFORM_SPLINE: sfR_adjoint(&p->spline, raw, gen, in, out, abar, w, gin, graw); break;
-    case SF_TRANSFORM_AFFINE: sfA_adjoint(&p->affine, gen, in, abar, w, gin, graw); break;
+    if (L->transform == SF_TRANSFORM_SMOOTH) {
+        const sfm_smooth p = sfm_smooth_view(raw, L->K, m->smooth.beta, m->smooth.alpha_min);
+        *gin = sfm_smooth_adjoint(&p, m->smooth.s_min, m->smooth.c_max, circ, gen, in, out, abar, w, graw);
+    } else if (L->transform == SF_TRANSFORM_SPLINE) {
+        const sfm_spline p = sfm_spline_view(raw, L->K, circ, m->spline.min_bin_width, m->spline.min_bin_height,
+                                             m->spline.min_derivative);
+        *gin = sfm_spline_adjoint(&p, gen, in, out, abar, w, graw);
+    } else {
+        const sfm_affine p = sfm_affine_view(raw[0], raw[1], m->affine.scale_max);
+        double gs, gt;
+        *gin = sfm_affine_adjoint(&p, gen, in, abar, w, &gs, &gt);
+        graw[0] += gs;
+        graw[1] += gt;
     }
 }
 
@@ -139,8 +139,7 @@ static double log_prior(const sf_model *m, const double *z)
     if (!m->prior_mean) return 0.0;
     double s = -m->prior_log_norm;
     for (int d = 0; d < 2 * m->N - 3; d++) {
-        const double t = (z[d] - m->prior_mean[d]) / m->prior_sigma[d];
-        s -= 0.5 * t * t;
+        s -= sfm_prior_term(z[d], m->prior_mean[d], m->prior_sigma[d]);
     }
     return s;
 }
@@ -167,9 +166,7 @@ sf_status sfF_log_density(const sf_model *m, sf_workspace *ws, int B, const doub
                 double *raw = params + (size_t)b * out + (size_t)i * L->P;
                 const double in = y[(size_t)b * D + d];
                 double xx, ld;
-                dim_params p;
-                prepare(m, L, raw, circ, 1, &p);
-                int it = step(L, &p, circ, in, &xx, &ld);
+                int it = step(m, L, raw, circ, in, &xx, &ld);
                 if (it < 0) return step_error(m, it, b, l, d, in, err);
                 if (max_iters && it > *max_iters) *max_iters = it;
                 ws->logdet[b] += ld;
@@ -190,10 +187,9 @@ void sfF_log_density_gradient(const sf_model *m, sf_workspace *ws, int B, const 
     if (m->prior_mean) { /* d(weight log p_Z)/dz of the truncated-normal prior */
         const double *z = state_of(ws, 0, B);
         for (int b = 0; b < B; b++)
-            for (int d = 0; d < 2 * m->N - 3; d++) {
-                const double sd = m->prior_sigma[d];
-                g[(size_t)b * D + d] = -weight[b] * (z[(size_t)b * D + d] - m->prior_mean[d]) / (sd * sd);
-            }
+            for (int d = 0; d < 2 * m->N - 3; d++)
+                g[(size_t)b * D + d] = sfm_prior_gradient(z[(size_t)b * D + d], m->prior_mean[d], m->prior_sigma[d],
+                                                          weight[b]);
     }
     for (int l = 0; l < NL; l++) {
         const sf_layer *L = &m->layers[l];
@@ -205,13 +201,11 @@ void sfF_log_density_gradient(const sf_model *m, sf_workspace *ws, int B, const 
         for (int b = 0; b < B; b++) {
             for (int i = 0; i < L->n_trans; i++) {
                 const int d = L->trans[i], circ = sfM_is_circular(m, d);
-                double *raw = params + (size_t)b * out + (size_t)i * L->P;
+                const double *raw = params + (size_t)b * out + (size_t)i * L->P;
                 double *graw = ws->gparams + (size_t)b * out + (size_t)i * L->P;
                 const size_t at = (size_t)b * D + d;
-                dim_params p;
-                prepare(m, L, raw, circ, 0, &p);
                 /* The density pass took y (state l + 1) to x (state l). */
-                adjoint(m, L, &p, raw, circ, y[at], x[at], g[at], weight[b], &g[at], graw);
+                adjoint(m, L, raw, circ, y[at], x[at], g[at], weight[b], &g[at], graw);
             }
         }
         sfN_backward(L, B, act, ws->gparams, ws->genc, ws->scratch, m->max_width);

@@ -1,9 +1,9 @@
 /*
  * sf_internal.h -- private structures and helpers of the C core.
- * Prefixes: sfU_ numeric and string utilities, sfE_ errors, sfS_ safetensors container, sfM_ model,
- * sfZ_ internal coordinates, sfT_ smooth transform, sfR_ rational-quadratic
- * spline, sfA_ affine transform, sfN_ conditioner networks, sfF_ flow
- * layers, sfW_ workspace.
+ * Prefixes: sfU_ string utilities, sfE_ errors, sfS_ safetensors container, sfM_ model,
+ * sfZ_ internal coordinates, sfN_ conditioner networks, sfF_ flow layers,
+ * sfW_ workspace; sfm_ the per-element mathematics of math/ (shared with the
+ * GPU kernels).
  */
 #ifndef SF_INTERNAL_H
 #define SF_INTERNAL_H
@@ -15,6 +15,10 @@
 #include <stdlib.h>
 #include <string.h>
 
+/* The per-element mathematics, written once for the core and the GPU
+ * kernels (core/src/math, docs/kernel-math.md): functions sfm_*, in double. */
+#include "math/host/sf_math.h"
+
 #ifdef SF_DEBUG
 #include <assert.h>
 #define sf_assert(c) assert(c)
@@ -24,15 +28,13 @@
 
 #define SF_GAS_CONSTANT 0.00831446261815324 /* kJ/mol/K */
 #define SF_PI 3.14159265358979323846
+/* Mixture components (smooth) or bins (spline) of one transformed dimension. */
+#define SF_MAX_COMPONENTS 64
+_Static_assert(SFM_SMOOTH_RAMP_CACHE >= SF_MAX_COMPONENTS && SFM_SPLINE_CACHE >= SF_MAX_COMPONENTS,
+               "the CPU caches of math/ hold every component");
 
 /* ----------------------------------------------------- numeric utilities */
 
-/* The logistic function without overflow for either sign. */
-static inline double sfU_sigmoid(double v) { return v >= 0 ? 1.0 / (1.0 + exp(-v)) : exp(v) / (1.0 + exp(v)); }
-/* Exact softplus, log(1 + e^v), without cancellation or overflow. */
-static inline double sfU_softplus(double v) { return (v > 0 ? v : 0.0) + log1p(exp(-fabs(v))); }
-/* A point of the circle [0, 1). */
-static inline double sfU_wrap01(double v) { return v - floor(v); }
 /* A malloc'd copy of s, or NULL. */
 static inline char *sfU_strdup(const char *s)
 {
@@ -56,7 +58,7 @@ sf_status sfE_locate(sf_error *err, sf_status code, int molecule, int a, int b, 
 
 /* ------------------------------------------------------------------ model */
 
-typedef enum sf_activation { SF_ACT_TANH, SF_ACT_SILU, SF_ACT_SOFTPLUS } sf_activation;
+typedef enum sf_activation { SF_ACT_TANH = SFM_ACT_TANH, SF_ACT_SILU = SFM_ACT_SILU, SF_ACT_SOFTPLUS = SFM_ACT_SOFTPLUS } sf_activation;
 typedef enum sf_direction { SF_DIR_GENERATIVE, SF_DIR_DENSITY } sf_direction;
 
 typedef struct sf_layer {
@@ -132,11 +134,12 @@ void sfS_read_doubles(const sf_tensor *t, double *dst, size_t count);
 
 /* --------------------------------------------------- internal coordinates */
 
-/* Cartesian derivative of one internal coordinate: up to 4 atoms x 3. */
+/* Cartesian derivative of one internal coordinate: up to 4 atoms x 3
+ * (row k at d[3 k], as sfm_bond, sfm_angle and sfm_torsion write it). */
 typedef struct sf_icgrad {
     int atom[4];
     int n;
-    double d[4][3];
+    double d[12];
 } sf_icgrad;
 
 /* Raw internal coordinates q (nm, rad) of one molecule in dim order and their
@@ -144,88 +147,11 @@ typedef struct sf_icgrad {
  * messages. */
 sf_status sfZ_compute(const sf_model *m, const double *pos, const double *box,
                       double *q, sf_icgrad *grad, int mol, sf_error *err);
-/* Minimum-image displacement b - a. */
-void sfZ_displacement(const double *a, const double *b, const double *box, double out[3]);
 
-/* ------------------------------------------------------- smooth transform */
-
-/* The constrained parameters of one transformed dimension.  The conditioner's
- * raw block [w~ (K), b~ (K), s~ (K), a~ (K), c~, t~] is turned into them once,
- * in place (sfT_prepare_block): [w = softmax(w~), b = sigmoid(b~),
- * s = s_min + (1 - s_min) sigmoid(s~), softplus(a~), c = c_max sigmoid(c~), t~];
- * the density pass, every Newton step and the reverse pass then read that block
- * through a view, so the transcendental functions of the parameters are
- * evaluated once per dimension and evaluation. */
-#define SF_MAX_COMPONENTS 64
-typedef struct sfT_params {
-    int K, beta;
-    double c, t, alpha_min;
-    const double *w, *b, *s, *sp; /* sp = softplus(a~): alpha = alpha_min + sp */
-} sfT_params;
-
-void sfT_prepare_block(const sf_smooth_constants *c, int K, double *block);
-void sfT_view(const sf_smooth_constants *c, int K, const double *block, sfT_params *p);
-/* F(x), F'(x), F''(x) of the interval transform (the circle adds t mod 1). */
-void sfT_eval(const sfT_params *p, double x, double *y, double *dy, double *d2y);
-/* Solve F(x) = y on [0, 1]; returns iterations, or -1 without convergence. */
-int sfT_solve(const sfT_params *p, double y, double *x);
-
-/* Every kind offers the same two operations to the flow (sf_flow.c), on one
- * transformed dimension with its prepared parameters:
- *
- *   step:    the density pass, in (state l + 1) -> *out (state l), with
- *            *logdet = log |d out / d in|: T for a density layer, T^-1 for a
- *            generative one (circle: the shift t~ and the wrap mod 1 included).
- *            Returns the Newton iterations used (0 when analytic), -1 when
- *            the inverse did not converge, -2 when in or the point T is
- *            evaluated at lies outside the transform's support.
- *   adjoint: given the adjoints abar of out and w of logdet, sets *gin to
- *            abar dout/din + w dlogdet/din and adds abar dout/draw +
- *            w dlogdet/draw to graw (the P raw values, zeroed by the caller;
- *            on the circle the t~ slot too, on the interval it stays 0).
- *            in and out are the step's; no iteration is differentiated. */
-int sfT_step(const sfT_params *p, int circular, int generative, double in, double *out, double *logdet);
-void sfT_adjoint(const sfT_params *p, const sf_smooth_constants *c, int circular, int generative, double in,
-                 double out, double abar, double w, double *gin, double *graw);
-
-/* ------------------------------------------ rational-quadratic spline */
-
-/* Bins, knots and knot derivatives of one dimension (model-format 7.1). */
-typedef struct sfR_params {
-    int K, circular;
-    double scale_w, scale_h;                      /* 1 - K m_w, 1 - K m_h */
-    double t;
-    double sw[SF_MAX_COMPONENTS], sh[SF_MAX_COMPONENTS]; /* softmax(w~), softmax(h~) */
-    double W[SF_MAX_COMPONENTS], H[SF_MAX_COMPONENTS];   /* bin widths, heights */
-    double x[SF_MAX_COMPONENTS + 1], y[SF_MAX_COMPONENTS + 1]; /* knots */
-    double delta[SF_MAX_COMPONENTS + 1];          /* knot derivatives */
-} sfR_params;
-
-void sfR_prepare(const sf_spline_constants *c, int K, const double *raw, int circular, sfR_params *p);
-/* S(x), S'(x) and (log S')'(x) = S''/S' of the interval spline. */
-void sfR_eval(const sfR_params *p, double x, double *y, double *dy, double *dlogdy);
-/* S^-1(y) on [0, 1], analytic. */
-double sfR_solve(const sfR_params *p, double y);
-/* Accumulate into g (the 3K + 1 raw values before t~) a dS/draw + b dlogS'/draw at x. */
-void sfR_vjp(const sfR_params *p, const double *raw, double x, double a, double b, double *g);
-int sfR_step(const sfR_params *p, int generative, double in, double *out, double *logdet);
-void sfR_adjoint(const sfR_params *p, const double *raw, int generative, double in, double out, double abar,
-                 double w, double *gin, double *graw);
-
-/* ------------------------------------------------- affine transform */
-
-typedef struct sfA_params {
-    double s, e, einv, t;  /* s, e^s, e^-s, t~ */
-    double ds;             /* ds / ds~ = 1 - tanh^2 */
-} sfA_params;
-
-void sfA_prepare(const sf_affine_constants *c, const double *raw, sfA_params *p);
-/* T, T' and T'' at x in (0, 1), and log T' (from logit space, exact where
- * T(x) rounds to 0 or 1). */
-void sfA_eval(const sfA_params *p, double x, double *y, double *dy, double *d2y, double *logdy);
-int sfA_step(const sfA_params *p, int generative, double in, double *out, double *logdet);
-void sfA_adjoint(const sfA_params *p, int generative, double in, double abar, double w, double *gin,
-                 double *graw);
+/* The transforms' per-dimension mathematics (prepare, step, adjoint) is in
+ * math/sf_math_smooth.h, sf_math_spline.h and sf_math_affine.h; sf_flow.c
+ * dispatches over them; sf_smooth.c, sf_spline.c and sf_affine.c hold the
+ * one-dimension entry points of the public API. */
 
 /* --------------------------------------------------- conditioner network */
 

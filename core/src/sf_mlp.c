@@ -8,35 +8,9 @@
 #include <math.h>
 #include <string.h>
 
-/* The activation y of the pre-activation z, and beside it (*aux) what its
- * derivative needs, so the reverse pass calls no transcendental function:
- * the logistic s = sigmoid(z) for SiLU and softplus (one exp serves both). */
-static double activate(sf_activation a, double z, double *aux)
-{
-    switch (a) {
-    case SF_ACT_TANH: *aux = z; return tanh(z);
-    case SF_ACT_SILU: *aux = sfU_sigmoid(z); return z * *aux;
-    case SF_ACT_SOFTPLUS: {
-        const double e = exp(-fabs(z));
-        *aux = z >= 0 ? 1 / (1 + e) : e / (1 + e);
-        return (z > 0 ? z : 0.0) + log1p(e);
-    }
-    }
-    *aux = z;
-    return z;
-}
-
-/* dy/dz from y and aux: tanh' = 1 - y^2; SiLU' = s (1 + z (1 - s)) = s + y (1 - s);
- * softplus' = s. */
-static double activate_grad(sf_activation a, double aux, double y)
-{
-    switch (a) {
-    case SF_ACT_TANH: return 1 - y * y;
-    case SF_ACT_SILU: return aux + y * (1 - aux);
-    case SF_ACT_SOFTPLUS: return aux;
-    }
-    return 1;
-}
+/* The activations and their derivatives are math/sf_math_mlp.h (sfm_activate,
+ * sfm_activate_grad), shared with the GPU kernels; sf_activation's values are
+ * its SFM_ACT_ codes. */
 
 /* out (B x n_out) = in (B x n_in) W^T + bias, W stored once (n_out x n_in, row-major, as
  * PyTorch's nn.Linear).  Through CBLAS, so any BLAS can be linked; one molecule is a
@@ -78,7 +52,7 @@ void sfN_forward(const sf_layer *L, int B, const double *in, double *act, double
         }
         double *aux = act, *post = act + (size_t)B * n_out;
         linear(B, n_in, n_out, L->weight[m], L->bias[m], x, aux); /* z, then replaced by aux */
-        for (size_t i = 0; i < (size_t)B * n_out; i++) post[i] = activate(L->activation, aux[i], &aux[i]);
+        for (size_t i = 0; i < (size_t)B * n_out; i++) post[i] = sfm_activate(L->activation, aux[i], &aux[i]);
         x = post;
         act = post + (size_t)B * n_out;
     }
@@ -98,7 +72,7 @@ void sfN_backward(const sf_layer *L, int B, const double *act, const double *gou
         linear_backward(B, n_in, n_out, L->weight[m], g, dst);
         end -= 2 * (size_t)B * n_in;
         const double *aux = act + end, *post = aux + (size_t)B * n_in;
-        for (size_t i = 0; i < (size_t)B * n_in; i++) dst[i] *= activate_grad(L->activation, aux[i], post[i]);
+        for (size_t i = 0; i < (size_t)B * n_in; i++) dst[i] *= sfm_activate_grad(L->activation, aux[i], post[i]);
         g = dst;
     }
     linear_backward(B, L->width[0], L->width[1], L->weight[0], g, gin);
