@@ -77,6 +77,13 @@ def openmm_reference(model_bytes: bytes, x: np.ndarray):
     return lambda: ctx.getState(getEnergy=True, getForces=True)
 
 
+def generative_flow():
+    """The 8-layer generative flow of this benchmark (also benchmarks/bench_cpu.py's):
+    N = 22, D = 60, 8 generative smooth layers, MLP 2 x 128 SiLU, K = 8, seeded weights."""
+    return random_flow(n_atoms=22, n_layers=8, n_components=8, hidden=(128, 128), activation="silu",
+                       directions="generative", seed=1, weight_scale=0.5, steep=False)
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--repeats", type=int, default=200)
@@ -86,8 +93,7 @@ def main():
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
 
-    flow = random_flow(n_atoms=22, n_layers=8, n_components=8, hidden=(128, 128), activation="silu",
-                       directions="generative", seed=1, weight_scale=0.5, steep=False)
+    flow = generative_flow()
     model_bytes = model_to_bytes(flow)
     xs = random_positions(flow, args.batch, seed=2)
     core = CoreModel.from_bytes(model_bytes, max_batch=args.batch)

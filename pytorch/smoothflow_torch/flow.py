@@ -184,8 +184,8 @@ class SmoothFlow(nn.Module):
     @property
     def transforms_used(self) -> list:
         """The transform kinds of the layers, each once, in the order of TRANSFORMS."""
-        used = {layer.transform for layer in self.layers}
-        return [k for k in TRANSFORMS if k in used]
+        # no set comprehension: TorchScript compiles properties and rejects SetComp
+        return [k for k in TRANSFORMS if any([layer.transform == k for layer in self.layers])]
 
     @staticmethod
     def _check_atoms(atoms, N):
@@ -361,6 +361,13 @@ class SmoothFlow(nn.Module):
 
     def log_scale(self) -> torch.Tensor:
         """sum_d log(scale_d)."""
+        if torch.jit.is_tracing():
+            # A trace records bond_lo.shape as int64 tensors, and zm.log_scale's
+            # (N - 2) log pi would then promote to float32 (the default dtype): the same
+            # sum with the atom count as a Python int.
+            N = self.n_atoms
+            return (torch.log(self.bond_hi - self.bond_lo).sum(-1)
+                    + ((N - 2) * math.log(math.pi) + (N - 3) * math.log(2.0 * math.pi)))
         return zm.log_scale(self.bond_lo, self.bond_hi)
 
     # ------------------------------------------------------------ energy
@@ -421,11 +428,16 @@ class SmoothFlow(nn.Module):
         """
         x = self._as_positions(positions)
         bonds, angles, torsions = zm.internal_coordinates(x, self.zmatrix, box)
-        self._check_geometry(x, bonds, angles, box)
+        # The checks only raise; their Python branches on tensor values cannot be traced
+        # (smoothflow_torch.torchscript), so a traced energy does not validate its input.
+        checked = not torch.jit.is_tracing()
+        if checked:
+            self._check_geometry(x, bonds, angles, box)
         u = zm.normalize(bonds, angles, torsions, self.bond_lo, self.bond_hi)
         nI = self.n_interval
         if self.support_policy == "error":
-            self._check_support(u.detach(), bonds.detach())
+            if checked:
+                self._check_support(u.detach(), bonds.detach())
             u_flow = u
             wall = u.new_zeros(u.shape[0])
             log_jacobian = zm.log_jacobian(bonds, angles)
