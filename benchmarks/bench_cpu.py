@@ -78,7 +78,23 @@ def machine() -> dict:
                          "numpy": np.__version__},
             "load_average": os.getloadavg(),
             "env": {k: os.environ[k] for k in ("OPENMM_CPU_THREADS", "OMP_NUM_THREADS",
-                                                "OPENBLAS_NUM_THREADS") if k in os.environ}}
+                                                "OPENBLAS_NUM_THREADS", "OPENBLAS_CORETYPE")
+                    if k in os.environ},
+            "openblas_core": _openblas_core()}
+
+
+def _openblas_core() -> str:
+    """The kernel set the C core's OpenBLAS chose (Debian 12's 0.3.21 does not know every
+    CPU and may fall back to its SSE3 'Prescott' kernels; OPENBLAS_CORETYPE overrides)."""
+    import ctypes
+    import smoothflow_core
+    try:
+        smoothflow_core.load_library()  # loads libsmoothflow and the OpenBLAS it links
+        lib = ctypes.CDLL("libopenblas.so.0", mode=os.RTLD_NOLOAD)
+        lib.openblas_get_corename.restype = ctypes.c_char_p
+        return lib.openblas_get_corename().decode()
+    except (OSError, AttributeError) as e:
+        return f"unknown ({e})"
 
 
 _PROBE = r"""
@@ -401,7 +417,10 @@ def write_markdown(path, res):
              + f" on {m['cores']} cores: above ~0 other work shared the cores, which inflates "
              "the two-thread times most.",
              f"Project environment: Python {m['python']}, OpenMM {m['versions']['openmm']}, "
-             f"torch {m['versions']['torch']}, numpy {m['versions']['numpy']}.",
+             f"torch {m['versions']['torch']}, numpy {m['versions']['numpy']}; the C core's "
+             f"OpenBLAS runs its {m.get('openblas_core', 'unknown')} kernels"
+             + (f" (OPENBLAS_CORETYPE={m['env']['OPENBLAS_CORETYPE']})" if "OPENBLAS_CORETYPE" in m.get("env", {})
+                else " (detected)") + ".",
              "Peers' environment: " + (", ".join(f"{k} {v}" for k, v in res["peers"].items()
                                                  if k in ("python", "torch", "openmm", "openmmtorch"))
                                         if res.get("peers") else "not run") + ".",
