@@ -40,8 +40,10 @@ def wall_clamp(u: torch.Tensor, margin: float) -> torch.Tensor:
     torch.Tensor
     """
     m = float(margin)
-    low = m + m * (1.0 + torch.tanh((u - 2.0 * m) / m))
-    high = 1.0 - (m + m * (1.0 + torch.tanh((1.0 - u - 2.0 * m) / m)))
+    # the C core's order of operations (docs/model-format.md 5.2), so both count the
+    # same coordinates as clamped (c(u) != u) even where u - c(u) is a rounding error
+    low = 2.0 * m + m * torch.tanh((u - 2.0 * m) / m)
+    high = 1.0 - (2.0 * m + m * torch.tanh((1.0 - u - 2.0 * m) / m))
     return torch.where(u < 2.0 * m, low, torch.where(u > 1.0 - 2.0 * m, high, u))
 
 
@@ -372,6 +374,11 @@ class SmoothFlow(nn.Module):
 
     # ------------------------------------------------------------ energy
     def _check_geometry(self, x, bonds, angles, box=None):
+        if box is not None:
+            b = torch.as_tensor(box, dtype=x.dtype).reshape(-1, 3, 3)
+            if not bool(torch.isfinite(b).all()) or not bool(
+                    ((b[:, 0, 0] > 0) & (b[:, 1, 1] > 0) & (b[:, 2, 2] > 0)).all()):
+                raise ValueError("periodic box vectors are not finite and positive")
         if not bool(torch.isfinite(x).all()):
             bad = torch.nonzero(~torch.isfinite(x))[0].tolist()
             raise ValueError(f"configuration {bad[0]}: non-finite position of atom {bad[1]}")
@@ -380,8 +387,7 @@ class SmoothFlow(nn.Module):
             i, d = torch.nonzero(zero_bond)[0].tolist()
             raise ValueError(f"configuration {i}: degenerate geometry, "
                              f"{self.describe_dimension(d)} has zero length")
-        s = torch.sin(angles)
-        flat = ~(s > 0)
+        flat = zm.degenerate_angles(x, self.zmatrix, box)
         if bool(flat.any()):
             i, d = torch.nonzero(flat)[0].tolist()
             raise ValueError(f"configuration {i}: degenerate geometry, "
@@ -410,11 +416,12 @@ class SmoothFlow(nn.Module):
                              f"(support policy 'error')")
 
     def wall_dims(self, positions, box=None) -> torch.Tensor:
-        """Per configuration, interval coordinates inside the wall zone (u < 2m or u > 1-2m)."""
+        """Per configuration, the interval coordinates the wall's clamp moves (c(u) != u, as
+        the C core counts them: inside the zone u < 2m or u > 1 - 2m, less the points so close
+        to its edge that the clamp leaves them unchanged)."""
         with torch.no_grad():
             u = self.internal_coordinates(positions, box)[:, :self.n_interval]
-            m = self.margin
-            return ((u < 2 * m) | (u > 1 - 2 * m)).sum(-1)
+            return (wall_clamp(u, self.margin) != u).sum(-1)
 
     def reduced_terms(self, positions, box=None) -> dict:
         """The pieces of the energy, for inspection and training.

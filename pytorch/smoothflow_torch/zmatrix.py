@@ -189,8 +189,29 @@ def internal_coordinates(positions: torch.Tensor, zmatrix, box=None
     return bonds, angles, torsions
 
 
+#: |u x v|^2 <= COLLINEAR_SIN2 |u|^2 |v|^2 counts as collinear (sin^2 of the angle below 1e-24),
+#: as in the C core: an angle's or torsion's derivatives are undefined there.
+COLLINEAR_SIN2 = 1e-24
+
+
+def _collinear(u: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    return ~(_dot(_cross(u, v), _cross(u, v)) > COLLINEAR_SIN2 * _dot(u, u) * _dot(v, v))
+
+
+def degenerate_angles(positions: torch.Tensor, zmatrix, box=None) -> torch.Tensor:
+    """Where an angle a-j-k is 0 or 180 degrees to within COLLINEAR_SIN2, ``(B, N-2)``."""
+    Z = np.asarray(zmatrix)
+    with torch.no_grad():
+        if box is not None:
+            box = torch.as_tensor(box, dtype=positions.dtype, device=positions.device)
+        p = positions.detach()
+        a, j, k = (torch.as_tensor(Z[2:, c], device=p.device) for c in range(3))
+        return _collinear(minimum_image(p[:, a] - p[:, j], box), minimum_image(p[:, k] - p[:, j], box))
+
+
 def degenerate_torsions(positions: torch.Tensor, zmatrix, box=None) -> torch.Tensor:
-    """Where a torsion a-j-k-l is undefined (a, j, k or j, k, l collinear), ``(B, N-3)``."""
+    """Where a torsion a-j-k-l is undefined (a, j, k or j, k, l collinear to within
+    COLLINEAR_SIN2), ``(B, N-3)``."""
     Z = np.asarray(zmatrix)
     if Z.shape[0] < 4:
         return positions.new_zeros((positions.shape[0], 0), dtype=torch.bool)
@@ -202,7 +223,7 @@ def degenerate_torsions(positions: torch.Tensor, zmatrix, box=None) -> torch.Ten
         b1 = minimum_image(p[:, j] - p[:, a], box)
         b2 = minimum_image(p[:, k] - p[:, j], box)
         b3 = minimum_image(p[:, l] - p[:, k], box)
-        return ~((_norm(_cross(b1, b2)) > 0) & (_norm(_cross(b2, b3)) > 0))
+        return _collinear(b1, b2) | _collinear(b2, b3)
 
 
 def normalize(bonds, angles, torsions, bond_lo, bond_hi) -> torch.Tensor:
