@@ -148,14 +148,17 @@ def _where(path) -> str:
     return "config" + "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in path)
 
 
-def _pairs_without_repeats(pairs):
-    # [duplicate-keys]: parsers disagree on which of two equal keys wins
-    out = {}
-    for k, v in pairs:
-        if k in out:
-            _fail(f"config: an object holds the key {k!r} twice")
-        out[k] = v
-    return out
+def _pairs_without_repeats(message):
+    """An object_pairs_hook refusing an object that holds a key twice ([duplicate-keys]:
+    parsers disagree on which of two equal keys wins), with ``message`` formatted by the key."""
+    def pairs(items):
+        out = {}
+        for k, v in items:
+            if k in out:
+                _fail(message.format(key=repr(k)))
+            out[k] = v
+        return out
+    return pairs
 
 
 def _no_constant(name):
@@ -190,7 +193,8 @@ def parse_config(text: str) -> dict:
     ModelFormatError
     """
     try:
-        config = json.loads(text, object_pairs_hook=_pairs_without_repeats,
+        repeats = _pairs_without_repeats("config: an object holds the key {key} twice")
+        config = json.loads(text, object_pairs_hook=repeats,
                             parse_constant=_no_constant, parse_float=_finite_float,
                             parse_int=_finite_int)
     except json.JSONDecodeError as e:
@@ -381,14 +385,6 @@ def _parse_header(raw: bytes) -> dict:
     if not text.startswith("{"):
         _fail("header is not a JSON object (its first byte must be '{')")
 
-    def pairs(items):
-        out = {}
-        for k, v in items:
-            if k in out:
-                _fail(f"header holds the key {k!r} twice in one object")
-            out[k] = v
-        return out
-
     def not_an_integer(literal):
         _fail(f"header holds the number {literal[:40]}, not a non-negative integer in plain digits")
 
@@ -397,7 +393,8 @@ def _parse_header(raw: bytes) -> dict:
             not_an_integer(literal)
         return int(literal)
 
-    decoder = json.JSONDecoder(object_pairs_hook=pairs, parse_float=not_an_integer,
+    repeats = _pairs_without_repeats("header holds the key {key} twice in one object")
+    decoder = json.JSONDecoder(object_pairs_hook=repeats, parse_float=not_an_integer,
                                parse_int=integer, parse_constant=not_an_integer)
     try:
         header, end = decoder.raw_decode(text)

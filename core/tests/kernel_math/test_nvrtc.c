@@ -6,6 +6,7 @@
  * without an error or a warning; prints NVRTC's log otherwise.
  *
  *   test_kernel_math_nvrtc <kernel_math_cases.h> */
+#include "read_file.h"
 #include "sf_math_kernel_source.h"
 
 #include <nvrtc.h>
@@ -30,22 +31,6 @@ static const char *kernel_text =
     "    if (i < n) written[i] = sfmt_case(i, in, out);\n"
     "}\n";
 
-static char *read_file(const char *path)
-{
-    FILE *f = fopen(path, "rb");
-    if (!f) return NULL;
-    fseek(f, 0, SEEK_END);
-    const long size = ftell(f);
-    fseek(f, 0, SEEK_SET);
-    char *text = malloc((size_t)size + 1);
-    if (text && fread(text, 1, (size_t)size, f) != (size_t)size) {
-        free(text);
-        text = NULL;
-    }
-    fclose(f);
-    if (text) text[size] = 0;
-    return text;
-}
 
 /* 0 when the source compiles cleanly in this precision. */
 static int compile(const char *precision, const char *prelude, const char *cases)
@@ -92,7 +77,7 @@ int main(int argc, char **argv)
         fprintf(stderr, "usage: %s <kernel_math_cases.h>\n", argv[0]);
         return 2;
     }
-    char *cases = read_file(argv[1]);
+    char *cases = kmt_read_file(argv[1], NULL);
     if (!cases) {
         fprintf(stderr, "FAIL: cannot read %s\n", argv[1]);
         return 1;

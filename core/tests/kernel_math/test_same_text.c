@@ -10,29 +10,13 @@
  *   test_kernel_math_same_text <math dir> <umbrella header> <name>...
  *
  * The names are SMOOTHFLOW_KERNEL_MATH_HEADERS of core/CMakeLists.txt. */
+#include "read_file.h"
 #include "sf_math_kernel_source.h"
 
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
-static char *read_file(const char *path, size_t *length)
-{
-    FILE *f = fopen(path, "rb");
-    if (!f) return NULL;
-    fseek(f, 0, SEEK_END);
-    const long size = ftell(f);
-    fseek(f, 0, SEEK_SET);
-    char *text = malloc((size_t)size + 1);
-    if (text && fread(text, 1, (size_t)size, f) != (size_t)size) {
-        free(text);
-        text = NULL;
-    }
-    fclose(f);
-    if (text) text[size] = 0;
-    *length = (size_t)size;
-    return text;
-}
 
 static int ident_char(char c)
 {
@@ -95,7 +79,7 @@ int main(int argc, char **argv)
         char path[4096];
         snprintf(path, sizeof path, "%s/%s", argv[1], argv[i]);
         size_t length;
-        char *text = read_file(path, &length);
+        char *text = kmt_read_file(path, &length);
         if (!text) {
             fprintf(stderr, "FAIL: cannot read %s\n", path);
             return 1;
@@ -129,7 +113,7 @@ int main(int argc, char **argv)
 
     /* 2. The host umbrella includes the same headers in the same order. */
     size_t length;
-    char *umbrella = read_file(argv[2], &length);
+    char *umbrella = kmt_read_file(argv[2], &length);
     if (!umbrella) {
         fprintf(stderr, "FAIL: cannot read %s\n", argv[2]);
         return 1;
