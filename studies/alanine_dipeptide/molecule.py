@@ -1,6 +1,6 @@
 """The alanine dipeptide molecule, built from standard geometry (no downloaded files).
 
-Atom order (Amber names), the one `shared/docs/references.md` uses:
+Atom order (Amber names), the order of the study's reference data:
 
     ACE: 0 HH31  1 CH3  2 HH32  3 HH33  4 C   5 O
     ALA: 6 N     7 H    8 CA    9 HA   10 CB 11 HB1 12 HB2 13 HB3 14 C 15 O
