@@ -54,7 +54,20 @@ extern "C" {
 
 /* ---------------------------------------------------------------- version */
 
+/* The version of this header, equal to project(VERSION) of the top-level
+ * CMakeLists.txt (configuring the build fails where they differ; see
+ * wrappers/CMakeLists.txt).  SF_VERSION_NUMBER is major * 10000 + minor * 100
+ * + patch.  sf_version() and sf_version_number() give the version of the
+ * library actually loaded, which a program compares with these macros to
+ * detect a header/library mismatch.  ABI policy (docs/engine-api.md): while
+ * the major version is 0, libraries of the same major.minor are
+ * interchangeable (the SONAME is libsmoothflow.so.0.1); from 1.0 on, the
+ * same major version. */
+#define SF_VERSION_MAJOR 0
+#define SF_VERSION_MINOR 1
+#define SF_VERSION_PATCH 0
 #define SF_VERSION_STRING "0.1.0"
+#define SF_VERSION_NUMBER (SF_VERSION_MAJOR * 10000 + SF_VERSION_MINOR * 100 + SF_VERSION_PATCH)
 /* Highest model-file format version this core reads. */
 #define SF_FORMAT_VERSION 1
 
@@ -97,6 +110,11 @@ typedef struct sf_error {
 
 /* A short static description of a status code ("model file is corrupt"). */
 SF_API const char *sf_status_string(sf_status code);
+
+/* The loaded library's version: "major.minor.patch" (a static string) and
+ * major * 10000 + minor * 100 + patch. */
+SF_API const char *sf_version(void);
+SF_API int sf_version_number(void);
 
 /* ------------------------------------------------------------------ model */
 
