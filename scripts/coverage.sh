@@ -1,0 +1,83 @@
+#!/usr/bin/env bash
+# Line and branch coverage of the C core (core/src/*.c and core/src/math/*.h)
+# by its C test programs: the core's sources compiled with gcc --coverage -O0
+# into test_core, test_threads and the fuzz target's replay driver (over
+# tests/data/fuzz_regression/model and tests/data/*.safetensors), run, then
+# gcov -b.  A header included by several sources is counted once: a line is
+# executed, and a branch taken, when it is in any of them.
+#
+#   scripts/coverage.sh [folder]     (default /tmp/smoothflow-coverage)
+#   SMOOTHFLOW_COVERAGE_CORPUS=dir   also replay a fuzz corpus folder (e.g.
+#                                    /tmp/smoothflow-fuzz/corpus/model of scripts/fuzz.sh)
+#
+# Prints a table per file and the totals; the branch figure is gcov's "taken
+# at least once".  Needs gcc, gcov (build-essential), libcjson-dev,
+# libopenblas-pthread-dev and python3.
+set -euo pipefail
+here=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+work=${1:-/tmp/smoothflow-coverage}
+arch=$(gcc -dumpmachine)
+blas_dir=/usr/lib/$arch/openblas-pthread
+cblas_inc=/usr/include/$arch/openblas-pthread
+rm -rf "$work"
+mkdir -p "$work/obj" "$work/gcov"
+
+cflags=(-std=c11 -O0 -g --coverage -DSF_STATIC -I"$here/core/include" -I/usr/include/cjson)
+objs=()
+for src in "$here"/core/src/*.c; do
+    obj="$work/obj/$(basename "${src%.c}").o"
+    gcc "${cflags[@]}" -DSMOOTHFLOW_OPENBLAS -I"$cblas_inc" -c "$src" -o "$obj"
+    objs+=("$obj")
+done
+libs=(-L"$blas_dir" -Wl,-rpath,"$blas_dir" -lopenblas -lcjson -lpthread -lm)
+t="$here/core/tests"
+gcc "${cflags[@]}" -DSMOOTHFLOW_TEST_DATA_DIR="\"$here/tests/data\"" "$t/test_core.c" "$t/model_builder.c" \
+    "${objs[@]}" "${libs[@]}" -o "$work/test_core"
+gcc "${cflags[@]}" "$t/test_threads.c" "$t/model_builder.c" "${objs[@]}" "${libs[@]}" -o "$work/test_threads"
+gcc "${cflags[@]}" "$here/fuzz/fuzz_model_load.c" "$here/fuzz/regression_main.c" "${objs[@]}" "${libs[@]}" \
+    -o "$work/replay_model_load"
+
+status=0
+"$work/test_core" > "$work/test_core.log" || { echo "test_core failed (see $work/test_core.log)"; status=1; }
+"$work/test_threads" > "$work/test_threads.log" || { echo "test_threads failed"; status=1; }
+"$work/replay_model_load" "$here/tests/data/fuzz_regression/model" "$here"/tests/data/*.safetensors \
+    ${SMOOTHFLOW_COVERAGE_CORPUS:+"$SMOOTHFLOW_COVERAGE_CORPUS"} > "$work/replay.log" || { echo "replay_model_load failed"; status=1; }
+
+(cd "$work/gcov" && gcov -b -c --json-format -o "$work/obj" "$here"/core/src/*.c > /dev/null)
+python3 - "$work/gcov" "$here/core/src" <<'PY'
+import gzip, json, os, sys
+gcov_dir, src = sys.argv[1], os.path.realpath(sys.argv[2])
+lines, branches = {}, {}   # (file, line) -> executed; (file, line, i) -> taken
+for name in sorted(os.listdir(gcov_dir)):
+    if not name.endswith(".gcov.json.gz"):
+        continue
+    with gzip.open(os.path.join(gcov_dir, name), "rt") as f:
+        data = json.load(f)
+    for entry in data["files"]:
+        path = os.path.realpath(os.path.join(data.get("current_working_directory", ""), entry["file"]))
+        if not path.startswith(src + os.sep):
+            continue
+        rel = os.path.relpath(path, os.path.dirname(os.path.dirname(src)))
+        for ln in entry["lines"]:
+            key = (rel, ln["line_number"])
+            lines[key] = lines.get(key, False) or ln["count"] > 0
+            for i, br in enumerate(ln.get("branches", [])):
+                bkey = key + (i,)
+                branches[bkey] = branches.get(bkey, False) or br["count"] > 0
+files = sorted({k[0] for k in lines})
+def pct(a, b):
+    return 100.0 * a / b if b else 100.0
+print(f"{'file':34s} {'lines':>16s} {'branches':>16s}")
+tl = te = tb = tt = 0
+rows = []
+for f in files:
+    l = [v for k, v in lines.items() if k[0] == f]
+    b = [v for k, v in branches.items() if k[0] == f]
+    tl += len(l); te += sum(l); tb += len(b); tt += sum(b)
+    rows.append((f, sum(l), len(l), sum(b), len(b)))
+    print(f"{f:34s} {sum(l):5d}/{len(l):5d} {pct(sum(l), len(l)):5.1f}% {sum(b):5d}/{len(b):5d} {pct(sum(b), len(b)):5.1f}%")
+print(f"{'total':34s} {te:5d}/{tl:5d} {pct(te, tl):5.1f}% {tt:5d}/{tb:5d} {pct(tt, tb):5.1f}%")
+least = sorted((r for r in rows if r[4]), key=lambda r: pct(r[3], r[4]))[:5]
+print("least branch coverage: " + ", ".join(f"{r[0]} {pct(r[3], r[4]):.1f}%" for r in least))
+PY
+exit $status
