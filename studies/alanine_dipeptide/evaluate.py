@@ -7,13 +7,24 @@ sampling efficiency ESS/n of flow samples reweighted to the force field, free en
 phi and psi and the Ramachandran plot against the reference MD, and the KL divergence of the
 phi/psi histograms.  Writes <out>/evaluation.json, PNG plots, and results/evaluation.md (beside this module).
 
+With --seeds S it also draws S independent sets of --samples samples per flow (seeds --seed,
+--seed + 1, ...), each saved to --sets as soon as it is complete (a set already there is reused,
+so an interrupted run resumes), and reports the importance weights pooled over them
+(weights.py): pooled ESS/n and its spread over the sets, the Pareto k-hat, the largest weights
+with the phi/psi and energy of their samples, and the reweighted phi > 0 fraction with its
+interval beside the MD reference.  --weights-only computes just that (no generated data set
+needed: the MD reference comes from the shipped reference summary) and writes
+results/importance_weights.md.
+
 Usage: python -m alanine_dipeptide.evaluate runs/smooth/model.safetensors runs/spline/model.safetensors ...
        [--samples 100000] [--out studies/alanine_dipeptide/results/evaluation]
+       python -m alanine_dipeptide.evaluate models/alanine_dipeptide/*.safetensors --weights-only --seeds 10
 """
 import argparse
 import datetime
 import hashlib
 import json
+import os
 import subprocess
 from pathlib import Path
 
@@ -24,7 +35,7 @@ import torch
 from smoothflow_torch import load_model
 from tqdm import tqdm
 
-from . import data, forcefield, metrics, molecule, results_report
+from . import data, forcefield, metrics, molecule, results_report, weights
 
 ROOT = Path(__file__).resolve().parents[2]
 MODELS = ROOT / "models" / "alanine_dipeptide"
@@ -122,6 +133,68 @@ def sample_flow(flow, n: int, seed: int, batch: int = 5000):
     return np.concatenate(xs), np.concatenate(lqs)
 
 
+def _model_digest(path: Path) -> str:
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()[:16]
+
+
+def sample_set_path(sets: Path, path: Path, setting: str, n_samples: int, seed: int) -> Path:
+    """Where one set of samples of a model is kept: keyed by the model file's bytes, the
+    setting, the sample count and the seed (not by the code: a set is raw samples and energies,
+    meant to outlive edits to the statistics; remove the folder if the sampler changes)."""
+    return Path(sets) / f"{Path(path).stem}-{_model_digest(path)}" / f"{setting}-n{n_samples}-seed{seed}.npz"
+
+
+def sample_set(flow, path: Path, ff: "ForceFieldEnergy", setting: str, n_samples: int, seed: int, sets: Path,
+               batch: int = 5000) -> dict:
+    """One set of ``n_samples`` flow samples with seed ``seed``: log q (nats), the force-field
+    energy (kJ/mol), phi and psi (radians).  Loaded from ``sets`` when it was saved before;
+    otherwise computed and saved atomically (written to a temporary file, then renamed), so an
+    interrupted run leaves either a complete set or none."""
+    f = sample_set_path(sets, path, setting, n_samples, seed)
+    if f.exists():
+        with np.load(f) as d:
+            got = {k: d[k] for k in ("log_q", "energy", "phi", "psi")}
+        if got["log_q"].shape != (n_samples,):
+            raise ValueError(f"{f} holds {got['log_q'].shape} samples, not ({n_samples},): remove it")
+        print(f"{path}: reusing sample set {f}")
+        return got
+    x, log_q = sample_flow(flow, n_samples, seed, batch)
+    energy = ff(x, progress=f"force-field energies (seed {seed})")
+    phi, psi = data.backbone_dihedrals(x)
+    got = {"log_q": log_q, "energy": energy, "phi": phi, "psi": psi}
+    f.parent.mkdir(parents=True, exist_ok=True)
+    tmp = f.with_name(f.name + ".part")
+    with open(tmp, "wb") as fh:
+        np.savez(fh, **got)
+    os.replace(tmp, f)
+    return got
+
+
+def pooled_weight_statistics(path: Path, ff: "ForceFieldEnergy", setting: str, n_samples: int, seeds,
+                             sets: Path, reference_phi_positive: float, count: int = 10,
+                             batch: int = 5000) -> dict:
+    """The importance weights of ``len(seeds)`` independent sample sets of one flow against the
+    force field, pooled (weights.summary), with the phi/psi (degrees) and force-field energy
+    (kJ/mol) of the ``count`` heaviest samples and the MD reference phi > 0 fraction."""
+    flow = None
+    loaded = []
+    for seed in seeds:
+        if flow is None and not sample_set_path(sets, path, setting, n_samples, seed).exists():
+            flow = load_model(path)
+        loaded.append(sample_set(flow, path, ff, setting, n_samples, seed, sets, batch))
+    log_w = [metrics.log_weights(s["energy"] / KT, s["log_q"]) for s in loaded]
+    stats = weights.summary(log_w, [s["phi"] > 0 for s in loaded], count=count)
+    for top in stats["largest"]:
+        s = loaded[top["set"]]
+        i = top["index"]
+        top.update(seed=int(seeds[top["set"]]), phi_deg=float(np.degrees(s["phi"][i])),
+                   psi_deg=float(np.degrees(s["psi"][i])), energy_kj_mol=float(s["energy"][i]))
+    stats.update(seeds=[int(s) for s in seeds], samples_per_set=n_samples,
+                 reference_phi_positive=float(reference_phi_positive),
+                 sets=[str(sample_set_path(sets, path, setting, n_samples, s)) for s in seeds])
+    return stats
+
+
 def model_label(path: Path, kind: str) -> str:
     """A shipped model is named by its kind; one from a subfolder (v1/, stage1/) or a run by
     kind and folder."""
@@ -192,23 +265,69 @@ def evaluate_cached(path: Path, cache: Path, setting: str, *args) -> dict:
     return result
 
 
-def main():
+def weights_only(models, args) -> list:
+    """The pooled importance-weight statistics alone, one result per model (label, transform,
+    "pooled"), the MD reference phi > 0 fraction from the shipped reference summary."""
+    reference = data.load_reference(args.setting)
+    ref_phi_positive = float(np.average(reference.phi > 0, weights=reference.weights))
+    ff = ForceFieldEnergy(args.setting)
+    results = []
+    for m in models:
+        kind = load_model(m).config()["layers"][0]["transform"]
+        results.append({"model": str(m), "transform": kind, "label": model_label(m, kind),
+                        "pooled": pooled_weight_statistics(m, ff, args.setting, args.samples, _seeds(args),
+                                                           Path(args.sets), ref_phi_positive, batch=args.batch)})
+    return results
+
+
+def _seeds(args) -> list:
+    return [args.seed + i for i in range(args.seeds)]
+
+
+def _meta(args, **extra) -> dict:
+    commit = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"], capture_output=True,
+                            text=True).stdout.strip()
+    return {"date": datetime.date.today().isoformat(), "commit": commit, "machine": "2-core x86-64 (CI class)",
+            "samples": args.samples, "seeds": _seeds(args), "setting": args.setting, "note": args.note, **extra}
+
+
+def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("models", nargs="+")
-    ap.add_argument("--samples", type=int, default=100_000)
+    ap.add_argument("--samples", type=int, default=100_000, help="flow samples per set")
     ap.add_argument("--setting", default="obc")
     ap.add_argument("--seed", type=int, default=7)
+    ap.add_argument("--seeds", type=int, default=0,
+                    help="independent sample sets per flow for the pooled importance-weight statistics "
+                         "(seeds --seed, --seed + 1, ...; 0: none)")
+    ap.add_argument("--sets", default=str(ROOT / "runs" / "evaluation_sets"),
+                    help="folder keeping each sample set as it completes (a set found there is reused)")
+    ap.add_argument("--weights-only", action="store_true",
+                    help="only the pooled importance-weight statistics (needs --seeds; writes "
+                         "results/importance_weights.md unless --report is given)")
+    ap.add_argument("--batch", type=int, default=5000, help="flow samples drawn per batch")
     ap.add_argument("--bins", type=int, default=60)
     ap.add_argument("--out", default=str(RESULTS / "evaluation"))
-    ap.add_argument("--report", default=str(RESULTS / "evaluation.md"))
+    ap.add_argument("--report", default=None, help="the markdown report (default results/evaluation.md, "
+                                                   "or results/importance_weights.md with --weights-only)")
     ap.add_argument("--note", default="", help="a sentence for the report (e.g. the models' training state)")
     ap.add_argument("--cache", default=str(ROOT / "runs" / "evaluation_cache"),
                     help="reuse results of a model file evaluated before with the same settings and code "
                          "('' to always recompute)")
-    args = ap.parse_args()
+    args = ap.parse_args(argv)
+    if args.weights_only and args.seeds < 1:
+        ap.error("--weights-only needs --seeds 1 or more")
     torch.manual_seed(args.seed)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
+    if args.weights_only:
+        results = weights_only([Path(m) for m in args.models], args)
+        meta = _meta(args)
+        (out / "importance_weights.json").write_text(json.dumps({"meta": meta, "results": results}, indent=2) + "\n")
+        report = Path(args.report or RESULTS / "importance_weights.md")
+        report.write_text(results_report.weights_report(results, meta) + "\n")
+        print(report.read_text())
+        return results
     test = data.load(args.setting, "test")
     every = data.load(args.setting, "all")
     reference = (*data.backbone_dihedrals(every.positions), every.weights)
@@ -219,17 +338,18 @@ def main():
     else:
         results = [evaluate_model(Path(m), test, reference, ff, args.samples, args.seed, args.bins)
                    for m in args.models]
-    commit = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"], capture_output=True,
-                            text=True).stdout.strip()
-    meta = {"date": datetime.date.today().isoformat(), "commit": commit, "machine": "2-core x86-64 (CI class)",
-            "samples": args.samples, "test_frames": len(test), "setting": args.setting,
-            "reference_phi_positive": float(np.average(reference[0] > 0, weights=reference[2])),
-            "note": args.note}
+    ref_phi_positive = float(np.average(reference[0] > 0, weights=reference[2]))
+    if args.seeds:
+        for r in results:
+            r["pooled"] = pooled_weight_statistics(Path(r["model"]), ff, args.setting, args.samples, _seeds(args),
+                                                   Path(args.sets), ref_phi_positive, batch=args.batch)
+    meta = _meta(args, test_frames=len(test), reference_phi_positive=ref_phi_positive)
     results_report.plots(results, reference, out, args.bins)
     clean = [public_fields(r) for r in results]
     (out / "evaluation.json").write_text(json.dumps({"meta": meta, "results": clean}, indent=2) + "\n")
-    results_report.write_report(results, meta, out, Path(args.report))
+    results_report.write_report(results, meta, out, Path(args.report or RESULTS / "evaluation.md"))
     print(json.dumps(clean, indent=2))
+    return results
 
 
 if __name__ == "__main__":

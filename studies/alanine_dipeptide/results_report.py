@@ -109,7 +109,51 @@ def write_report(results, meta, out: Path, report: Path):
         lines.append(f"| {r['label']} | {r['well_depth_bonds_kj_mol']:.0f} | {r['well_depth_angles_kj_mol']:.0f} | "
                      f"{r['well_depth_median_kj_mol']:.0f} | {r['shallowest_well']} | "
                      f"{r['stiffness_ratio_bonds']:.2f} | {r['stiffness_ratio_angles']:.2f} |")
+    if any("pooled" in r for r in results):
+        lines += ["", weights_report([r for r in results if "pooled" in r], meta, heading="##")]
     rel = lambda p: repo_relative(p, base=report.parent)
     lines += ["", f"![free energy along phi and psi]({rel(out / 'free_energy_phi_psi.png')})", "",
               f"![Ramachandran plots]({rel(out / 'ramachandran.png')})", ""]
     report.write_text("\n".join(lines) + "\n")
+
+
+def _k_hat(k: float) -> str:
+    return "no tail" if k == float("-inf") else f"{k:.2f}"
+
+
+def weights_report(results, meta, heading: str = "#") -> str:
+    """Markdown tables of the pooled importance-weight statistics (evaluate.pooled_weight_statistics)
+    of each result's "pooled" entry: one row per flow, then the heaviest samples of each flow."""
+    seeds = meta.get("seeds", [])
+    lines = [f"{heading} Importance weights pooled over independent sample sets", "",
+             f"Evaluated {meta['date']} at commit {meta['commit']} on {meta['machine']}; {len(seeds)} sets of "
+             f"{meta['samples']} flow samples per model (seeds {', '.join(map(str, seeds))}), setting "
+             f"{meta['setting']}; weights against ff99SB-ILDN." + (f" {meta['note']}" if meta.get("note") else ""),
+             "", "Pooled ESS/n self-normalizes over the union of the sets; the per-set values show how much one "
+             "set can vary.  k-hat is PSIS's Pareto tail shape of the pooled weights (< 0.5 good, 0.5-0.7 "
+             "usable, >= 0.7 the estimate is unreliable); per set, its largest.  The phi > 0 interval is the "
+             "delta-method 95 % interval of the self-normalized estimate (trustworthy only with k-hat < 0.7).", "",
+             "| flow | samples | pooled ESS/n | per-set ESS/n: mean +- sd (min-max) | k-hat pooled (largest per set) "
+             "| largest weight / mean | phi > 0 reweighted (95 %) | phi > 0 per set (min-max) | phi > 0 MD |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    for r in results:
+        p = r["pooled"]
+        e, f = p["ess"], p["fraction"]
+        lo, hi = f["interval"]
+        lines.append(
+            f"| {r['label']} | {e['n_total']} | {_percent_number(e['pooled'])} % | "
+            f"{_percent_number(e['mean'])} +- {_percent_number(e['std'])} % "
+            f"({_percent_number(e['min'])}-{_percent_number(e['max'])} %) | "
+            f"{_k_hat(p['k_hat'])} ({_k_hat(max(p['k_hat_per_set']))}) | {p['largest'][0]['relative_to_mean']:.0f} | "
+            f"{100 * f['estimate']:.2f} % ({100 * lo:.2f}-{100 * hi:.2f} %) | "
+            f"{100 * min(p['fraction_per_set']):.2f}-{100 * max(p['fraction_per_set']):.2f} % | "
+            f"{100 * p['reference_phi_positive']:.2f} % |")
+    lines += ["", "The heaviest samples of each flow (pooled normalized weight; phi/psi in degrees; "
+              "ff99SB-ILDN energy): where the flow under-covers the target.", "",
+              "| flow | rank | seed | sample | weight / mean | normalized weight | phi | psi | energy (kJ/mol) |",
+              "|---|---|---|---|---|---|---|---|---|"]
+    for r in results:
+        for rank, t in enumerate(r["pooled"]["largest"], 1):
+            lines.append(f"| {r['label']} | {rank} | {t['seed']} | {t['index']} | {t['relative_to_mean']:.1f} | "
+                         f"{t['weight']:.3g} | {t['phi_deg']:.0f} | {t['psi_deg']:.0f} | {t['energy_kj_mol']:.1f} |")
+    return "\n".join(lines)
