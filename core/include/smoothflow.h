@@ -92,7 +92,7 @@ typedef enum sf_status {
     SF_ERR_INPUT,     /* non-finite positions or box */
     SF_ERR_SUPPORT,   /* outside the flow's support (policy "error"; affine layer at 0 or 1) */
     SF_ERR_GEOMETRY,  /* degenerate geometry: zero bond, collinear angle atoms */
-    SF_ERR_NUMERIC    /* a transform inverse failed to converge */
+    SF_ERR_NUMERIC    /* an inverse did not converge, or a value of the evaluation is not finite */
 } sf_status;
 
 #define SF_ERROR_MESSAGE_SIZE 512
@@ -196,7 +196,9 @@ typedef struct sf_eval_info {
  * Fails without touching the outputs' meaning on non-finite input, on a
  * configuration outside the support under the "error" policy, and on
  * degenerate geometry; the message names the molecule, coordinate, atoms and
- * value. */
+ * value.  Succeeds only when every energy and force written is finite;
+ * otherwise SF_ERR_NUMERIC naming the layer or coordinate and its atoms
+ * (docs/reliability.md).  With forces NULL only the energies are checked. */
 SF_API sf_status sf_evaluate(const sf_model *model, sf_workspace *ws, int batch,
                              const double *positions, const double *box,
                              double *energies, double *forces, sf_eval_info *info,
@@ -209,7 +211,8 @@ SF_API sf_status sf_internal_coordinates(const sf_model *model, const double *po
                                          const double *box, double *u, sf_error *err);
 
 /* log p_U(u) of one point of the unit cube/torus, and optionally its
- * gradient (D doubles).  Uses the workspace as scratch (batch 1). */
+ * gradient (D doubles).  Uses the workspace as scratch (batch 1).
+ * SF_ERR_NUMERIC when the log density or the gradient is not finite. */
 SF_API sf_status sf_log_density(const sf_model *model, sf_workspace *ws, const double *u,
                                 double *log_density, double *gradient, sf_error *err);
 
@@ -227,7 +230,8 @@ typedef struct sf_smooth_constants {
 SF_API void sf_smooth_forward(const sf_smooth_constants *c, int K, const double *raw,
                               int circular, double x, double *y, double *dy, double *d2y);
 /* x = T^{-1}(y); returns the Newton iterations used, or -1 when the
- * bracketed iteration did not converge (x is then the best bracket point). */
+ * bracketed iteration did not converge (x is then the best bracket point).
+ * y <= 0 gives 0, y >= 1 gives 1, NaN gives NaN (0 iterations). */
 SF_API int sf_smooth_inverse(const sf_smooth_constants *c, int K, const double *raw,
                              int circular, double y, double *x);
 

@@ -5,6 +5,7 @@
 #include "sf_internal.h"
 
 #include <math.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -40,6 +41,48 @@ static sf_status support_error(const sf_model *m, int mol, int d, double q, sf_e
     return sfE_locate(err, SF_ERR_SUPPORT, mol, m->zmatrix[r][0], m->zmatrix[r][1], -1, -1);
 }
 
+/* "bond 4-3", "angle 2-1-0" or "torsion 3-2-1-0": the coordinate of dimension
+ * d by its model atoms (from its Wilson B row), into buf. */
+static const char *coordinate_name(const sf_model *m, int d, const sf_icgrad *g, char *buf, size_t size)
+{
+    static const char *const kinds[] = {"bond", "angle", "torsion"};
+    int n = snprintf(buf, size, "%s %d", kinds[sfm_dim_kind(d, m->N)], g->atom[0]);
+    for (int k = 1; k < g->n; k++) n += snprintf(buf + n, size - (size_t)n, "-%d", g->atom[k]);
+    return buf;
+}
+
+/* An evaluation error at the atoms of one coordinate. */
+static sf_status locate_coordinate(sf_error *err, int mol, const sf_icgrad *g)
+{
+    int at[4];
+    for (int k = 0; k < 4; k++) at[k] = k < g->n ? g->atom[k] : -1;
+    return sfE_locate(err, SF_ERR_NUMERIC, mol, at[0], at[1], at[2], at[3]);
+}
+
+/* A coordinate whose normalized value or wall energy is not finite: finite
+ * positions far enough outside the support (a bond of 1e152 nm) overflow
+ * them, and the flow must never see a NaN or an infinity. */
+static sf_status coordinate_error(const sf_model *m, int mol, int d, const sf_icgrad *g, double q, double v,
+                                  double wall, sf_error *err)
+{
+    static const char *const units[] = {"nm", "rad", "rad"};
+    const char *unit = units[sfm_dim_kind(d, m->N)];
+    char name[64];
+    double offset, scale;
+    dim_scale(m, d, &offset, &scale);
+    coordinate_name(m, d, g, name, sizeof name);
+    if (!isfinite(v))
+        sfE_set(err, SF_ERR_NUMERIC,
+                "molecule %d: dimension %d (%s) is %.6g %s, whose normalized value (q - %.6g) / %.6g is not finite "
+                "(%g)", mol, d, name, q, unit, offset, scale, v);
+    else
+        sfE_set(err, SF_ERR_NUMERIC,
+                "molecule %d: dimension %d (%s) is %.6g %s, so far outside the flow's support [%.6g, %.6g] that its "
+                "wall energy (wall_constant %g kJ/mol) is not finite (%g)", mol, d, name, q, unit, offset,
+                offset + scale, m->wall_constant, wall);
+    return locate_coordinate(err, mol, g);
+}
+
 /* log J of dimension d's coordinate q and d log J / dq (0 for torsions). */
 static double log_jacobian_term(const sf_model *m, int d, double q, double *derivative)
 {
@@ -56,6 +99,7 @@ static sf_status prepare_molecule(const sf_model *m, sf_workspace *ws, int b, co
 {
     const int D = m->D;
     double *q = ws->q + (size_t)b * D, *u = ws->u + (size_t)b * D;
+    const sf_icgrad *g = ws->icgrad + (size_t)b * D;
     sf_status rc = sfZ_compute(m, pos, box, q, ws->icgrad + (size_t)b * D, b, err);
     if (rc != SF_OK) return rc;
     *wall_energy = 0;
@@ -64,13 +108,17 @@ static sf_status prepare_molecule(const sf_model *m, sf_workspace *ws, int b, co
         double offset, scale, unused;
         dim_scale(m, d, &offset, &scale);
         double v = normalized(m, d, q[d]);
+        /* The clamp would pass a NaN on to the flow. */
+        if (!isfinite(v)) return coordinate_error(m, b, d, &g[d], q[d], v, 0, err);
         slope[d] = 1;
         if (d < 2 * m->N - 3) {
             if (m->policy == SF_SUPPORT_WALL) {
                 double c = sfm_smooth_clamp(v, m->margin, &slope[d]);
                 if (c != v) {
                     (*wall_dims)++;
-                    *wall_energy += sfm_wall_energy(v, c, m->wall_constant);
+                    const double w = sfm_wall_energy(v, c, m->wall_constant);
+                    if (!isfinite(w)) return coordinate_error(m, b, d, &g[d], q[d], v, w, err);
+                    *wall_energy += w;
                 }
                 v = c;
             } else if (v < 0 || v > 1) {
@@ -105,6 +153,54 @@ static void coordinate_gradient(const sf_model *m, sf_workspace *ws, int b, cons
     }
 }
 
+/* Molecule b's energy is not finite although each wall term and every
+ * layer's output were: their sum overflowed (two walled bonds, each with a
+ * wall energy near the largest double). */
+static sf_status energy_error(const sf_model *m, int b, double energy, double base, double logp, sf_error *err)
+{
+    sfE_set(err, SF_ERR_NUMERIC,
+            "molecule %d: the energy is not finite (%g kJ/mol): kT (sum log scale + log J) + U0 + the wall energy is "
+            "%g kJ/mol and -kT log p_U is %g kJ/mol", b, energy, base, -m->kT * logp);
+    return sfE_locate(err, SF_ERR_NUMERIC, b, -1, -1, -1, -1);
+}
+
+/* The force on model atom a of molecule b is not finite.  It sums, over the
+ * coordinates of a, dE/dq times dq/dx_a: name the first such coordinate whose
+ * values are not finite, at the first stage that is not, in the order they
+ * were computed (the flow's reverse pass dE_flow/du, the chain rule to dE/dq,
+ * the Wilson B row dq/dx); if every one is finite, the sum overflowed. */
+static sf_status force_error(const sf_model *m, sf_workspace *ws, int b, const double *gu, int a, const double *f,
+                             sf_error *err)
+{
+    const int D = m->D;
+    const double *gq = ws->gq + (size_t)b * D;
+    const sf_icgrad *ig = ws->icgrad + (size_t)b * D;
+    for (int d = 0; d < D; d++) {
+        const sf_icgrad *g = &ig[d];
+        int involved = 0, row = -1;
+        for (int k = 0; k < g->n; k++) involved |= g->atom[k] == a;
+        for (int k = 0; k < 3 * g->n && row < 0; k++)
+            if (!isfinite(g->d[k])) row = k;
+        const char *what = !isfinite(gu[d])  ? "the flow's reverse pass gives dE/du ="
+                           : !isfinite(gq[d]) ? "the chain rule through the Jacobian, wall and normalization "
+                                                "gives dE/dq ="
+                           : row >= 0         ? "its derivative with respect to its atoms' positions (which grows as "
+                                                "1 / distance) overflows: dq/dx ="
+                                              : NULL;
+        if (!involved || !what) continue;
+        char name[64];
+        sfE_set(err, SF_ERR_NUMERIC,
+                "molecule %d: the force on model atom %d is not finite: for dimension %d (%s) %s %g", b, a, d,
+                coordinate_name(m, d, g, name, sizeof name), what,
+                !isfinite(gu[d]) ? gu[d] : !isfinite(gq[d]) ? gq[d] : g->d[row]);
+        return locate_coordinate(err, b, g);
+    }
+    sfE_set(err, SF_ERR_NUMERIC,
+            "molecule %d: the force on model atom %d is not finite (%g, %g, %g kJ/mol/nm): the sum of its "
+            "coordinates' finite contributions overflows", b, a, f[3 * a], f[3 * a + 1], f[3 * a + 2]);
+    return sfE_locate(err, SF_ERR_NUMERIC, b, a, -1, -1, -1);
+}
+
 sf_status sf_evaluate(const sf_model *m, sf_workspace *ws, int batch, const double *positions, const double *box,
                       double *energies, double *forces, sf_eval_info *info, sf_error *err)
 {
@@ -136,7 +232,11 @@ sf_status sf_evaluate(const sf_model *m, sf_workspace *ws, int batch, const doub
     double *logp = ws->logp;
     sf_status rc = sfF_log_density(m, ws, batch, ws->u, logp, &local.max_newton_iters, err);
     if (rc != SF_OK) return rc;
-    for (int b = 0; b < batch; b++) energies[b] = sfm_energy_total(energies[b], m->kT, logp[b]);
+    for (int b = 0; b < batch; b++) {
+        const double base = energies[b];
+        energies[b] = sfm_energy_total(base, m->kT, logp[b]);
+        if (!isfinite(energies[b])) return energy_error(m, b, energies[b], base, logp[b], err);
+    }
     if (forces) {
         double *weight = ws->weight; /* dE/dlog p = -kT for every molecule */
         for (int b = 0; b < batch; b++) weight[b] = -m->kT;
@@ -152,6 +252,9 @@ sf_status sf_evaluate(const sf_model *m, sf_workspace *ws, int batch, const doub
             for (int d = 0; d < D; d++)
                 for (int k = 0; k < ig[d].n; k++)
                     for (int c = 0; c < 3; c++) f[3 * ig[d].atom[k] + c] -= gq[d] * ig[d].d[3 * k + c];
+            /* A non-finite value at any stage of the reverse pass reaches the forces. */
+            for (int a = 0; a < N; a++)
+                if (!check_finite(f + 3 * a, 3)) return force_error(m, ws, b, gu + (size_t)b * D, a, f, err);
         }
     }
     if (info) *info = local;
@@ -184,5 +287,11 @@ sf_status sf_log_density(const sf_model *m, sf_workspace *ws, const double *u, d
     if (rc != SF_OK || !gradient) return rc;
     double one = 1.0;
     sfF_log_density_gradient(m, ws, 1, &one, gradient);
+    for (int d = 0; d < m->D; d++)
+        if (!isfinite(gradient[d]))
+            return sfE_locate(err, sfE_set(err, SF_ERR_NUMERIC,
+                                           "molecule 0: the flow's reverse pass gives d log p_U/du = %g for dimension "
+                                           "%d, which is not finite", gradient[d], d),
+                              0, -1, -1, -1, -1);
     return SF_OK;
 }

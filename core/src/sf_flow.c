@@ -12,6 +12,7 @@
 #include "sf_internal.h"
 
 #include <math.h>
+#include <stdio.h>
 #include <string.h>
 
 static double *state_of(sf_workspace *ws, int l, int B) { return ws->state + (size_t)l * B * ws->model->D; }
@@ -114,20 +115,48 @@ static void dim_atoms(const sf_model *m, int d, int atoms[4])
     for (int c = 0; c < 4; c++) atoms[c] = c < n ? m->zmatrix[r][c] : -1;
 }
 
+static const char *coordinate_kind(const sf_model *m, int d)
+{
+    return d < m->N - 1 ? "bond" : (d < 2 * m->N - 3 ? "angle" : "torsion");
+}
+
 static sf_status step_error(const sf_model *m, int code, int b, int l, int d, double in, sf_error *err)
 {
     int at[4];
     dim_atoms(m, d, at);
     if (code == -2) {
-        const char *coord = d < m->N - 1 ? "bond" : (d < 2 * m->N - 3 ? "angle" : "torsion");
         sfE_set(err, SF_ERR_SUPPORT,
                 "molecule %d: layer %d (affine) receives dimension %d (a %s) at %.17g, on the boundary of the "
-                "affine transform's support (0, 1)", b, l, d, coord, in);
+                "affine transform's support (0, 1)", b, l, d, coordinate_kind(m, d), in);
         return sfE_locate(err, SF_ERR_SUPPORT, b, at[0], at[1], at[2], at[3]);
     }
     sfE_set(err, SF_ERR_NUMERIC, "molecule %d: inverse of layer %d, dimension %d did not converge (y = %.17g)", b, l,
             d, in);
     return sfE_locate(err, SF_ERR_NUMERIC, b, -1, -1, -1, -1);
+}
+
+/* A step whose output or log-determinant is not finite: the layer, the
+ * dimension with its coordinate's atoms, and the cause: the conditioner's
+ * parameters, or else the transform itself (its input is finite: u is
+ * checked by the callers, and every state as it is made).  The smooth block
+ * was prepared in place, but preparation maps finite values to finite
+ * values, so a non-finite entry there was one in the conditioner's output. */
+static sf_status nonfinite_step(const sf_model *m, const sf_layer *L, int b, int l, int d, const double *raw,
+                                double in, double out, double logdet, sf_error *err)
+{
+    static const char *const kinds[] = {"smooth", "spline", "affine"};
+    int at[4], params_finite = 1;
+    dim_atoms(m, d, at);
+    for (int j = 0; j < L->P; j++) params_finite &= isfinite(raw[j]) != 0;
+    char atoms[64];
+    int n = snprintf(atoms, sizeof atoms, "%d-%d", at[0], at[1]);
+    for (int c = 2; c < 4 && at[c] >= 0; c++) n += snprintf(atoms + n, sizeof atoms - (size_t)n, "-%d", at[c]);
+    sfE_set(err, SF_ERR_NUMERIC,
+            "molecule %d: layer %d (%s, %s) maps dimension %d (%s %s) from %.17g to %g with log-determinant %g: %s",
+            b, l, kinds[L->transform], L->direction == SF_DIR_GENERATIVE ? "generative" : "density", d,
+            coordinate_kind(m, d), atoms, in, out, logdet,
+            params_finite ? "the transform overflows" : "its conditioner's parameters are not finite");
+    return sfE_locate(err, SF_ERR_NUMERIC, b, at[0], at[1], at[2], at[3]);
 }
 
 /* ------------------------------------------------------------------ passes */
@@ -168,6 +197,8 @@ sf_status sfF_log_density(const sf_model *m, sf_workspace *ws, int B, const doub
                 double xx, ld;
                 int it = step(m, L, raw, circ, in, &xx, &ld);
                 if (it < 0) return step_error(m, it, b, l, d, in, err);
+                /* Every state and log-determinant finite, so no NaN reaches a later layer. */
+                if (!isfinite(xx) || !isfinite(ld)) return nonfinite_step(m, L, b, l, d, raw, in, xx, ld, err);
                 if (max_iters && it > *max_iters) *max_iters = it;
                 ws->logdet[b] += ld;
                 x[(size_t)b * D + d] = xx;

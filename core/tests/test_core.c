@@ -1,12 +1,17 @@
 /* test_core.c -- unit tests of the C core on random models built in memory:
  * transform inverse and derivatives, forces against finite differences,
- * batch and periodic consistency, smoothness, the wall policy, bad input.
+ * batch and periodic consistency, smoothness, the wall policy, bad input,
+ * and every outcome finite or an error.
  * `--quick` runs a reduced set (for a fast check under valgrind or a sanitizer). */
 #include "model_builder.h"
 #include "smoothflow.h"
+/* Only for test_finite_checks_white_box, which writes values the loader refuses into a
+ * loaded sf_model; every other test uses the public API alone. */
+#include "../src/sf_internal.h"
 
 #include <cJSON.h>
 #include <ctype.h>
+#include <float.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -1539,6 +1544,301 @@ static void test_baseline_errors(void)
     sf_model_free(m);
 }
 
+/* ------------------------------------------ every outcome finite or an error */
+
+/* Put atom `atom` at `length` nm from atom `from`, along their present direction. */
+static void pull_atom(double *pos, int atom, int from, double length)
+{
+    double d[3], len = 0;
+    for (int c = 0; c < 3; c++) {
+        d[c] = pos[3 * atom + c] - pos[3 * from + c];
+        len += d[c] * d[c];
+    }
+    len = sqrt(len);
+    for (int c = 0; c < 3; c++) pos[3 * atom + c] = pos[3 * from + c] + length * (d[c] / len);
+}
+
+static int all_finite(const double *v, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        if (!isfinite(v[i])) return 0;
+    return 1;
+}
+
+/* One evaluation of molecule `bad` in a batch of two (the other a good copy) that must fail with
+ * SF_ERR_NUMERIC, a message that starts "molecule <bad>:" and contains needle, located at atoms
+ * a0 and a1 (-1: not checked).  Returns the status of the energy-only evaluation. */
+static sf_status expect_numeric(const sf_model *m, const double *good, const double *pos, int bad, const char *needle,
+                                int a0, int a1, const char *label)
+{
+    const int N = sf_model_num_atoms(m);
+    sf_workspace *ws;
+    sf_workspace_new(m, 2, &ws, NULL);
+    double *batch = malloc(sizeof(double) * 6 * N), *f = malloc(sizeof(double) * 6 * N), e[2];
+    memcpy(batch + 3 * N * bad, pos, sizeof(double) * 3 * N);
+    memcpy(batch + 3 * N * (1 - bad), good, sizeof(double) * 3 * N);
+    sf_error err = {SF_OK, "", -1, {-1, -1, -1, -1}};
+    sf_status rc = sf_evaluate(m, ws, 2, batch, NULL, e, f, NULL, &err);
+    char prefix[32];
+    snprintf(prefix, sizeof prefix, "molecule %d:", bad);
+    CHECK(rc == SF_ERR_NUMERIC && strncmp(err.message, prefix, strlen(prefix)) == 0 && strstr(err.message, needle),
+          "%s: status %d, message '%s' (want SF_ERR_NUMERIC, '%s' ... '%s')", label, rc, err.message, prefix, needle);
+    CHECK(err.molecule == bad && (a0 < 0 || err.atoms[0] == a0) && (a1 < 0 || err.atoms[1] == a1),
+          "%s: located at molecule %d atoms %d %d, want %d atoms %d %d", label, err.molecule, err.atoms[0],
+          err.atoms[1], bad, a0, a1);
+    rc = sf_evaluate(m, ws, 2, batch, NULL, e, NULL, NULL, &err);
+    free(batch);
+    free(f);
+    sf_workspace_free(ws);
+    return rc;
+}
+
+/* Configurations that a valid model file evaluates to infinities or NaN
+ * (before: success): the wall energy of a bond of 1e152 nm, two walled bonds
+ * whose finite wall energies sum beyond the doubles, and the Cartesian
+ * derivatives of an angle at a bond of 1e-110 nm. */
+static void test_finite_outcomes(void)
+{
+    mb_spec spec = mb_default_spec(41);
+    spec.policy = "wall"; /* margin 0.02, wall_constant 500 kJ/mol */
+    sf_model *m = load(&spec);
+    const int N = spec.n_atoms;
+    double lo[64], hi[64], *good = malloc(sizeof(double) * 3 * N), *pos = malloc(sizeof(double) * 3 * N);
+    file_bond_bounds(&spec, lo, hi);
+    mb_positions(&spec, 2, good);
+    int last[4], first[4];
+    sf_model_zmatrix_row(m, N - 1, last);
+    sf_model_zmatrix_row(m, 1, first);
+    sf_workspace *ws;
+    sf_workspace_new(m, 1, &ws, NULL);
+    sf_error err = {SF_OK, "", -1, {-1, -1, -1, -1}};
+    double e, *f = malloc(sizeof(double) * 3 * N);
+
+    /* The last atom pulled out along its bond changes no angle or torsion.  At 1e140 nm
+     * everything is finite (the rule's other side); at 1e152 nm the wall energy
+     * 250 (1e152 / 0.1)^2 is not. */
+    memcpy(pos, good, sizeof(double) * 3 * N);
+    pull_atom(pos, last[0], last[1], 1e140);
+    sf_status rc = sf_evaluate(m, ws, 1, pos, NULL, &e, f, NULL, &err);
+    CHECK(rc == SF_OK && isfinite(e) && e > 1e280 && all_finite(f, 3 * (size_t)N),
+          "a bond of 1e140 nm under the wall: status %d, energy %g (%s)", rc, e, err.message);
+    pull_atom(pos, last[0], last[1], 1e152);
+    rc = expect_numeric(m, good, pos, 1, "wall energy", last[0], last[1], "a bond of 1e152 nm");
+    CHECK(rc == SF_ERR_NUMERIC, "a bond of 1e152 nm, energy only: status %d", rc);
+
+    /* Two walled bonds at opposite ends of the chain, each with a wall energy of 0.6 DBL_MAX. */
+    memcpy(pos, good, sizeof(double) * 3 * N);
+    const double r = sqrt(1.2 * (DBL_MAX / 500));
+    pull_atom(pos, last[0], last[1], lo[N - 2] + (hi[N - 2] - lo[N - 2]) * r);
+    pull_atom(pos, first[1], first[0], lo[0] + (hi[0] - lo[0]) * r);
+    rc = sf_evaluate(m, ws, 1, pos, NULL, &e, f, NULL, &err);
+    CHECK(rc == SF_ERR_NUMERIC && strstr(err.message, "molecule 0: the energy is not finite") && err.molecule == 0,
+          "two walled bonds whose wall energies sum to 1.2 DBL_MAX: status %d, %s", rc, err.message);
+    rc = expect_numeric(m, good, pos, 0, "the energy is not finite", -1, -1, "wall energies summing past DBL_MAX");
+    CHECK(rc == SF_ERR_NUMERIC, "the same, energy only: status %d", rc);
+
+    /* A bond of 1e-110 nm (its atom at the origin, so the length is exact): the clamp
+     * keeps the energy finite, but the angle's derivatives grow as 1 / distance and
+     * overflow.  Energy only succeeds: the energy is finite. */
+    for (int a = 0; a < N; a++)
+        for (int c = 0; c < 3; c++) pos[3 * a + c] = good[3 * a + c] - good[3 * last[1] + c];
+    pull_atom(pos, last[0], last[1], 1e-110);
+    rc = expect_numeric(m, good, pos, 0, "its derivative with respect to its atoms' positions", last[0], last[1],
+                        "a bond of 1e-110 nm");
+    CHECK(rc == SF_OK, "a bond of 1e-110 nm, energy only: status %d", rc);
+    CHECK(sf_evaluate(m, ws, 1, pos, NULL, &e, NULL, NULL, &err) == SF_OK && isfinite(e),
+          "a bond of 1e-110 nm, energy only: %g", e);
+    pull_atom(pos, last[0], last[1], 1e-90); /* the derivatives stay finite */
+    rc = sf_evaluate(m, ws, 1, pos, NULL, &e, f, NULL, &err);
+    CHECK(rc == SF_OK && isfinite(e) && all_finite(f, 3 * (size_t)N), "a bond of 1e-90 nm: status %d (%s)", rc,
+          err.message);
+
+    /* The smooth inverse keeps a NaN (it returned 0 for it, so a generative layer turned a
+     * NaN into a finite state); y outside [0, 1] still clamps to the ends. */
+    sf_smooth_constants c = {0.01, 0.1, 0.99, 1};
+    double raw[4 * 3 + 2], x;
+    unsigned long long st = 7;
+    random_raw(&st, 3, 1.0, raw);
+    for (int circ = 0; circ < 2; circ++) {
+        x = 0.5;
+        int it = sf_smooth_inverse(&c, 3, raw, circ, NAN, &x);
+        CHECK(isnan(x) && it == 0, "smooth inverse of NaN (circular %d): x = %g after %d iterations", circ, x, it);
+    }
+    CHECK(sf_smooth_inverse(&c, 3, raw, 0, -INFINITY, &x) == 0 && x == 0, "smooth inverse of -inf: %g", x);
+    CHECK(sf_smooth_inverse(&c, 3, raw, 0, INFINITY, &x) == 0 && x == 1, "smooth inverse of +inf: %g", x);
+    CHECK(sf_smooth_inverse(&c, 3, raw, 0, -0.5, &x) == 0 && x == 0, "smooth inverse of -0.5: %g", x);
+
+    free(f);
+    free(good);
+    free(pos);
+    sf_workspace_free(ws);
+    sf_model_free(m);
+}
+
+/* White box: values that no valid file can hold (the loader refuses them), written into
+ * a loaded model to reach the checks a valid file cannot: a conditioner output that is
+ * NaN, a transform that overflows (c_max = 1), a bond bound that is NaN, a wall constant
+ * of 1e308 (dE/dq overflows while the energy stays finite), and two dE/dq of 0.7 DBL_MAX
+ * whose contributions to one atom's force add past DBL_MAX.  sf_model's layout is
+ * sf_internal.h's; everything else here is the public API. */
+static void test_finite_checks_white_box(void)
+{
+    mb_spec spec = mb_default_spec(43);
+    spec.policy = "wall";
+    const int N = spec.n_atoms;
+    double *pos = malloc(sizeof(double) * 3 * N), *f = malloc(sizeof(double) * 3 * N), e;
+    mb_positions(&spec, 5, pos);
+    sf_error err = {SF_OK, "", -1, {-1, -1, -1, -1}};
+    sf_status rc;
+
+    /* A NaN conditioner output: the last map's bias of the first mixture weight of a
+     * torsion that layer 2 (generative, the first of the density pass) transforms. */
+    sf_model *m = load(&spec);
+    sf_layer *L = &m->layers[2];
+    int t = 0;
+    while (t < L->n_trans - 1 && L->trans[t] < 2 * N - 3) t++;
+    const int d = L->trans[t];
+    CHECK(d >= 2 * N - 3, "layer 2 transforms no torsion");
+    int at[4];
+    {
+        double *poisoned = &L->bias[L->n_linear - 1][t * L->P], saved = *poisoned;
+        *poisoned = NAN;
+        sf_workspace *ws;
+        sf_workspace_new(m, 1, &ws, NULL);
+        rc = sf_evaluate(m, ws, 1, pos, NULL, &e, f, NULL, &err);
+        char needle[96];
+        snprintf(needle, sizeof needle, "molecule 0: layer 2 (smooth, generative) maps dimension %d (", d);
+        CHECK(rc == SF_ERR_NUMERIC && strstr(err.message, needle) &&
+                  strstr(err.message, "its conditioner's parameters are not finite"),
+              "NaN conditioner output: status %d, %s", rc, err.message);
+        /* d's atoms: bond rows r = d + 1, angles d - N + 3, torsions d - 2N + 6 */
+        int r = d < N - 1 ? d + 1 : d < 2 * N - 3 ? d - N + 3 : d - 2 * N + 6;
+        sf_model_zmatrix_row(m, r, at);
+        CHECK(err.molecule == 0 && err.atoms[0] == at[0] && err.atoms[3] == at[3], "located at %d %d, want %d %d",
+              err.atoms[0], err.atoms[3], at[0], at[3]);
+        *poisoned = saved;
+        rc = sf_evaluate(m, ws, 1, pos, NULL, &e, f, NULL, &err);
+        CHECK(rc == SF_OK, "restored: %s", err.message);
+
+        /* c_max = 1 (the loader requires < 1) with c = 1 and steep, saturated ramps in
+         * density layer 1: F' = 0 at most points, and the log-determinant is -inf. */
+        L = &m->layers[1];
+        const double c_max = m->smooth.c_max;
+        m->smooth.c_max = 1;
+        const int K = L->K, P = L->P;
+        double *bias = L->bias[L->n_linear - 1];
+        for (int k = 0; k < K; k++) bias[3 * K + k] += 1e4; /* alpha ~ 1e4 */
+        bias[4 * K] += 1e4;                                   /* c~: c = c_max */
+        int found = 0;
+        for (unsigned seed = 1; seed < 40 && !found; seed++) {
+            mb_positions(&spec, seed, pos);
+            rc = sf_evaluate(m, ws, 1, pos, NULL, &e, NULL, NULL, &err);
+            found = rc == SF_ERR_NUMERIC && strstr(err.message, "layer 1 (smooth, density)") &&
+                    strstr(err.message, "with log-determinant -inf: the transform overflows");
+        }
+        CHECK(found, "c_max = 1 with saturated ramps: status %d, %s (P = %d)", rc, err.message, P);
+        m->smooth.c_max = c_max;
+        sf_workspace_free(ws);
+    }
+    sf_model_free(m);
+
+    /* A NaN weight in the row of a parameter the forward pass ignores (t~ of an interval
+     * dimension): the energy is finite, but the reverse pass multiplies that row by 0 and
+     * carries the NaN into d log p/du. */
+    m = load(&spec);
+    {
+        sf_workspace *ws;
+        sf_workspace_new(m, 1, &ws, NULL);
+        L = &m->layers[2];
+        const int K = L->K, n_in = L->width[L->n_linear - 1];
+        CHECK(L->trans[0] < 2 * N - 3, "layer 2's first transformed dimension is an interval");
+        L->weight[L->n_linear - 1][(size_t)(4 * K + 1) * n_in] = NAN;
+        mb_positions(&spec, 5, pos);
+        rc = sf_evaluate(m, ws, 1, pos, NULL, &e, NULL, NULL, &err);
+        CHECK(rc == SF_OK && isfinite(e), "NaN behind an ignored parameter, energy only: status %d, %s", rc,
+              err.message);
+        rc = sf_evaluate(m, ws, 1, pos, NULL, &e, f, NULL, &err);
+        CHECK(rc == SF_ERR_NUMERIC && strstr(err.message, "molecule 0: the force on model atom ") &&
+                  strstr(err.message, "the flow's reverse pass gives dE/du = "),
+              "NaN behind an ignored parameter: status %d, %s", rc, err.message);
+        double u[64], lp, g[64];
+        CHECK(sf_internal_coordinates(m, pos, NULL, u, &err) == SF_OK, "coordinates: %s", err.message);
+        rc = sf_log_density(m, ws, u, &lp, g, &err);
+        CHECK(rc == SF_ERR_NUMERIC && isfinite(lp) &&
+                  strstr(err.message, "molecule 0: the flow's reverse pass gives d log p_U/du = "),
+              "NaN behind an ignored parameter, sf_log_density: status %d, %s", rc, err.message);
+        sf_workspace_free(ws);
+    }
+    sf_model_free(m);
+
+    /* A NaN bond bound: the normalized coordinate is NaN, which the wall's clamp would
+     * pass on to the flow. */
+    m = load(&spec);
+    mb_positions(&spec, 5, pos);
+    sf_workspace *ws;
+    sf_workspace_new(m, 1, &ws, NULL);
+    m->bond_lo[2] = NAN;
+    sf_model_zmatrix_row(m, 3, at);
+    rc = sf_evaluate(m, ws, 1, pos, NULL, &e, f, NULL, &err);
+    CHECK(rc == SF_ERR_NUMERIC && strstr(err.message, "molecule 0: dimension 2 (bond ") &&
+              strstr(err.message, "normalized value") && err.atoms[0] == at[0] && err.atoms[1] == at[1],
+          "NaN bond bound: status %d, %s", rc, err.message);
+    sf_workspace_free(ws);
+    sf_model_free(m);
+
+    /* A wall constant of 1e308 (the loader allows 1e12) and a bond 0.7 of its width past
+     * its upper bound: the wall energy 0.5e308 (u - c)^2 is finite, its derivative
+     * 1e308 (u - c) / width is not. */
+    m = load(&spec);
+    sf_workspace_new(m, 1, &ws, NULL);
+    m->wall_constant = 1e308;
+    int row[4];
+    sf_model_zmatrix_row(m, N - 1, row);
+    const double width = m->bond_hi[N - 2] - m->bond_lo[N - 2];
+    pull_atom(pos, row[0], row[1], m->bond_hi[N - 2] + 0.7 * width);
+    rc = sf_evaluate(m, ws, 1, pos, NULL, &e, NULL, NULL, &err);
+    CHECK(rc == SF_OK && isfinite(e), "wall constant 1e308, energy only: status %d, %s", rc, err.message);
+    rc = sf_evaluate(m, ws, 1, pos, NULL, &e, f, NULL, &err);
+    char needle[64];
+    snprintf(needle, sizeof needle, "dimension %d (bond %d-%d)", N - 2, row[0], row[1]);
+    CHECK(rc == SF_ERR_NUMERIC && strstr(err.message, needle) && strstr(err.message, "dE/dq = inf") &&
+              err.atoms[0] == row[0] && err.atoms[1] == row[1],
+          "wall constant 1e308: status %d, %s", rc, err.message);
+    sf_workspace_free(ws);
+    sf_model_free(m);
+
+    /* Two bonds that share atom X = row 1's atom, both far past their upper bounds, with
+     * neighbours 20 degrees apart on the same side of X: far out the clamp's slope is 0,
+     * so dE/dq = k (u - c) / width exactly, here 0.7 DBL_MAX each, and their
+     * contributions to X's force add to 1.36 DBL_MAX along x. */
+    spec = mb_default_spec(45);
+    spec.n_atoms = 4;
+    spec.policy = "wall";
+    m = load(&spec);
+    sf_workspace_new(m, 1, &ws, NULL);
+    int z[4][4];
+    for (int i = 0; i < 4; i++) sf_model_zmatrix_row(m, i, z[i]);
+    const double R = 30, w1 = m->bond_hi[0] - m->bond_lo[0], w2 = m->bond_hi[1] - m->bond_lo[1];
+    const double c1 = 1 - 0.02; /* the clamp's far value, 1 - margin */
+    const double L1 = m->bond_lo[0] + w1 * (c1 + R * w1), L2 = m->bond_lo[1] + w2 * (c1 + R * w2);
+    m->wall_constant = 0.7 * DBL_MAX / R;
+    double p4[12] = {0};
+    const double angle = 20 * 3.141592653589793 / 180;
+    double place[4][3] = {{L1, 0, 0}, {0, 0, 0}, {L2 * cos(angle), L2 * sin(angle), 0}, {0, 0, 0}};
+    for (int c = 0; c < 3; c++) place[3][c] = place[2][c] + 0.15 * (c == 0 ? 0.3 : c == 1 ? 0.2 : 0.93);
+    for (int a = 0; a < 4; a++) memcpy(p4 + 3 * z[a][0], place[a], sizeof place[a]);
+    double f4[12];
+    rc = sf_evaluate(m, ws, 1, p4, NULL, &e, f4, NULL, &err);
+    snprintf(needle, sizeof needle, "molecule 0: the force on model atom %d is not finite", z[1][0]);
+    CHECK(rc == SF_ERR_NUMERIC && strstr(err.message, needle) && strstr(err.message, "the sum of its") &&
+              err.atoms[0] == z[1][0],
+          "force sum past DBL_MAX: status %d, %s", rc, err.message);
+    sf_workspace_free(ws);
+    sf_model_free(m);
+    free(pos);
+    free(f);
+}
+
 int main(int argc, char **argv)
 {
     quick = argc > 1 && strcmp(argv[1], "--quick") == 0;
@@ -1560,6 +1860,8 @@ int main(int argc, char **argv)
     test_baseline_flows();
     test_spline_not_c2();
     test_baseline_errors();
+    test_finite_outcomes();
+    test_finite_checks_white_box();
     printf("%d checks, %d failed\n", checks, failures);
     return failures ? 1 : 0;
 }

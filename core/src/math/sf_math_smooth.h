@@ -129,15 +129,12 @@ DEVICE void sfm_smooth_eval(const sfm_smooth *p, real x, real *y, real *dy, real
  * convergence (x is then the last iterate).  Newton inside a shrinking
  * bracket [lo, hi]; a bisection step whenever Newton would leave the bracket
  * or fails to halve the previous step, so the bracket shrinks at least
- * geometrically. */
+ * geometrically.  y <= 0 gives 0 and y >= 1 gives 1; a NaN y gives x = NaN
+ * (0 iterations), so the caller's check of its outputs sees it. */
 DEVICE int sfm_smooth_solve(const sfm_smooth *p, real y, real *x)
 {
-    if (!(y > 0)) {
-        *x = 0;
-        return 0;
-    }
-    if (!(y < 1)) {
-        *x = 1;
+    if (!(y > 0 && y < 1)) {
+        *x = y <= 0 ? 0 : (y >= 1 ? 1 : y);
         return 0;
     }
     real lo = 0, hi = 1, xc = y, last = 1, prev = 1;
