@@ -36,10 +36,13 @@ gcc "${cflags[@]}" -DSMOOTHFLOW_TEST_DATA_DIR="\"$here/tests/data\"" "$t/test_co
 gcc "${cflags[@]}" "$t/test_threads.c" "$t/model_builder.c" "${objs[@]}" "${libs[@]}" -o "$work/test_threads"
 gcc "${cflags[@]}" "$here/fuzz/fuzz_model_load.c" "$here/fuzz/regression_main.c" "${objs[@]}" "${libs[@]}" \
     -o "$work/replay_model_load"
+gcc "${cflags[@]}" -DSMOOTHFLOW_TEST_DATA_DIR="\"$here/tests/data\"" "$t/sanitize/test_alloc_failure.c" "${objs[@]}" \
+    -Wl,--wrap=malloc,--wrap=calloc,--wrap=realloc,--wrap=aligned_alloc "${libs[@]}" -o "$work/test_alloc_failure"
 
 status=0
 "$work/test_core" > "$work/test_core.log" || { echo "test_core failed (see $work/test_core.log)"; status=1; }
 "$work/test_threads" > "$work/test_threads.log" || { echo "test_threads failed"; status=1; }
+"$work/test_alloc_failure" > "$work/alloc_failure.log" || { echo "test_alloc_failure failed"; status=1; }
 "$work/replay_model_load" "$here/tests/data/fuzz_regression/model" "$here"/tests/data/*.safetensors \
     ${SMOOTHFLOW_COVERAGE_CORPUS:+"$SMOOTHFLOW_COVERAGE_CORPUS"} > "$work/replay.log" || { echo "replay_model_load failed"; status=1; }
 

@@ -143,14 +143,16 @@ static const char *json_string(const cJSON *obj, const char *key)
     return cJSON_IsString(v) ? v->valuestring : NULL;
 }
 
-/* An array of integers in lo..hi into a fresh array; its length, or -1. */
+/* An array of integers in lo..hi into a fresh array; its length, -1 when it
+ * is not such an array, or JSON_NOMEM, so that callers report the right status. */
+enum { JSON_NOMEM = -2 };
 static int json_int_array(const cJSON *arr, int lo, int hi, int **out)
 {
     *out = NULL;
     if (!cJSON_IsArray(arr)) return -1;
     int n = cJSON_GetArraySize(arr);
     *out = malloc((n > 0 ? (size_t)n : 1) * sizeof(int));
-    if (!*out) return -1;
+    if (!*out) return JSON_NOMEM;
     int i = 0;
     for (const cJSON *v = arr->child; v; v = v->next, i++) {
         if (!json_is_int(v, lo, hi)) {
@@ -210,7 +212,10 @@ static sf_status read_zmatrix(sf_model *m, const cJSON *cfg, sf_error *err)
     int r = 0;
     for (const cJSON *row = zm->child; rc == SF_OK && row; row = row->next, r++) {
         int *v = NULL;
-        if (json_int_array(row, -1000000000, 1000000000, &v) != 4) {
+        int nv = json_int_array(row, -1000000000, 1000000000, &v);
+        if (nv == JSON_NOMEM) {
+            rc = sfE_set(err, SF_ERR_NOMEM, "out of memory");
+        } else if (nv != 4) {
             rc = sfE_set(err, SF_ERR_MODEL, "model config: zmatrix row %d is not 4 integers", r);
         } else {
             int need = r < 3 ? r : 3; /* references this row must have */
@@ -274,13 +279,14 @@ static sf_status read_atoms(sf_model *m, const cJSON *cfg, sf_error *err)
     return SF_OK;
 }
 
-/* Reads an array of exactly n numbers into a fresh array; 1 on success. */
+/* Reads an array of exactly n numbers into a fresh array; 1 on success, 0
+ * when it is not such an array, JSON_NOMEM when out of memory. */
 static int json_number_array(const cJSON *arr, int n, double **out)
 {
     *out = NULL;
     if (!cJSON_IsArray(arr) || cJSON_GetArraySize(arr) != n) return 0;
     *out = malloc((n > 0 ? (size_t)n : 1) * sizeof(double));
-    if (!*out) return 0;
+    if (!*out) return JSON_NOMEM;
     int i = 0;
     for (const cJSON *v = arr->child; v; v = v->next, i++) {
         if (!cJSON_IsNumber(v)) {
@@ -310,8 +316,11 @@ static sf_status read_prior(sf_model *m, const cJSON *cfg, sf_error *err)
     sf_status rc = json_known_keys(prior, "'prior'", keys, err);
     if (rc != SF_OK) return rc;
     const int n = 2 * m->N - 3;
-    if (!json_number_array(cJSON_GetObjectItemCaseSensitive(prior, "mean"), n, &m->prior_mean) ||
-        !json_number_array(cJSON_GetObjectItemCaseSensitive(prior, "sigma"), n, &m->prior_sigma))
+    const int ok_mean = json_number_array(cJSON_GetObjectItemCaseSensitive(prior, "mean"), n, &m->prior_mean);
+    const int ok_sigma =
+        ok_mean == 1 ? json_number_array(cJSON_GetObjectItemCaseSensitive(prior, "sigma"), n, &m->prior_sigma) : 0;
+    if (ok_mean == JSON_NOMEM || ok_sigma == JSON_NOMEM) return sfE_set(err, SF_ERR_NOMEM, "out of memory");
+    if (ok_mean != 1 || ok_sigma != 1)
         return sfE_set(err, SF_ERR_MODEL,
                        "model config: prior 'mean' and 'sigma' must be arrays of 2 n_atoms - 3 = %d numbers", n);
     double norm = 0.0;
@@ -439,6 +448,7 @@ static sf_status read_dims(const cJSON *layer, const char *key, int D, int l, in
     const cJSON *arr = cJSON_GetObjectItemCaseSensitive(layer, key);
     if (!arr) return sfE_set(err, SF_ERR_MODEL, "model config: layer %d lacks the required key '%s'", l, key);
     *n = json_int_array(arr, -1000000000, 1000000000, out);
+    if (*n == JSON_NOMEM) return sfE_set(err, SF_ERR_NOMEM, "out of memory");
     if (*n < 0) return sfE_set(err, SF_ERR_MODEL, "model config: layer %d '%s' must be an array of integers", l, key);
     for (int i = 0; i < *n; i++) {
         if ((*out)[i] < 0 || (*out)[i] >= D)
@@ -519,6 +529,7 @@ static sf_status read_layer(sf_model *m, const cJSON *js, int l, sf_error *err)
     int *hidden = NULL;
     const cJSON *hj = cJSON_GetObjectItemCaseSensitive(js, "hidden");
     int n_hidden = json_int_array(hj, 1, SF_MAX_HIDDEN_WIDTH, &hidden);
+    if (n_hidden == JSON_NOMEM) return sfE_set(err, SF_ERR_NOMEM, "out of memory");
     if (n_hidden < 0)
         return sfE_set(err, SF_ERR_MODEL, "model config: layer %d 'hidden' must be an array of widths in 1..%d", l,
                        SF_MAX_HIDDEN_WIDTH);

@@ -13,6 +13,7 @@
 #include <ctype.h>
 #include <float.h>
 #include <math.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -1839,6 +1840,192 @@ static void test_finite_checks_white_box(void)
     free(f);
 }
 
+/* ------------------------------------------------- the API's edge cases */
+
+/* Every status has its own fixed text (core/src/sf_error.c); an unknown code
+ * says so instead of crashing or borrowing another's text. */
+static void test_status_strings(void)
+{
+    static const struct { sf_status code; const char *text; } table[] = {
+        {SF_OK, "ok"},
+        {SF_ERR_ARG, "invalid argument"},
+        {SF_ERR_NOMEM, "out of memory"},
+        {SF_ERR_IO, "cannot read model file"},
+        {SF_ERR_FORMAT, "model file is corrupt"},
+        {SF_ERR_VERSION, "unsupported model format version"},
+        {SF_ERR_MODEL, "model architecture is inconsistent"},
+        {SF_ERR_VALUE, "model holds non-finite or out-of-bound values"},
+        {SF_ERR_INPUT, "non-finite positions or box"},
+        {SF_ERR_SUPPORT, "configuration outside the flow's support"},
+        {SF_ERR_GEOMETRY, "degenerate geometry"},
+        {SF_ERR_NUMERIC, "numerical failure"},
+    };
+    for (size_t i = 0; i < sizeof table / sizeof table[0]; i++) {
+        const char *s = sf_status_string(table[i].code);
+        CHECK(s && strcmp(s, table[i].text) == 0, "sf_status_string(%d) = '%s', want '%s'", (int)table[i].code,
+              s ? s : "(null)", table[i].text);
+    }
+    CHECK(strcmp(sf_status_string((sf_status)12345), "unknown status") == 0, "an unknown status code");
+    CHECK(strcmp(sf_status_string((sf_status)-1), "unknown status") == 0, "a negative status code");
+}
+
+static void test_version(void)
+{
+    CHECK(strcmp(sf_version(), SF_VERSION_STRING) == 0, "sf_version() = '%s', header says '%s'", sf_version(),
+          SF_VERSION_STRING);
+    CHECK(sf_version_number() == SF_VERSION_NUMBER, "sf_version_number() = %d, header says %d", sf_version_number(),
+          SF_VERSION_NUMBER);
+    char expect[32];
+    snprintf(expect, sizeof expect, "%d.%d.%d", SF_VERSION_MAJOR, SF_VERSION_MINOR, SF_VERSION_PATCH);
+    CHECK(strcmp(sf_version(), expect) == 0, "version string '%s' is not major.minor.patch '%s'", sf_version(), expect);
+}
+
+/* The status, code and exact message of a refused call. */
+static void expect_refusal(sf_status rc, const sf_error *err, sf_status code, const char *message, const char *what)
+{
+    CHECK(rc == code && err->code == code, "%s: status %d (error code %d), want %d", what, rc, err->code, code);
+    CHECK(strcmp(err->message, message) == 0, "%s: message '%s', want '%s'", what, err->message, message);
+    CHECK(err->molecule == -1 && err->atoms[0] == -1, "%s: an argument error names no molecule or atom", what);
+}
+
+static void test_null_arguments(void)
+{
+    mb_spec spec = mb_default_spec(4);
+    sf_model *m = load(&spec), *other = load(&spec);
+    sf_workspace *ws = NULL, *ws_other = NULL;
+    sf_error err;
+    CHECK(sf_workspace_new(m, 1, &ws, &err) == SF_OK && sf_workspace_new(other, 1, &ws_other, &err) == SF_OK,
+          "workspaces: %s", err.message);
+    const int N = sf_model_num_atoms(m), D = sf_model_num_dims(m);
+    double *pos = malloc((size_t)N * 3 * sizeof *pos), *f = malloc((size_t)N * 3 * sizeof *f);
+    double *u = malloc((size_t)D * sizeof *u), e = 0, lp = 0;
+    mb_positions(&spec, 4, pos);
+    unsigned char byte = 0;
+    sf_model *out = (sf_model *)&byte; /* must be reset to NULL on failure */
+    sf_status rc;
+
+    rc = sf_model_load_bytes(NULL, 10, &out, &err);
+    expect_refusal(rc, &err, SF_ERR_ARG, "sf_model_load_bytes: NULL argument", "load_bytes(NULL data)");
+    rc = sf_model_load_bytes(&byte, 1, NULL, &err);
+    expect_refusal(rc, &err, SF_ERR_ARG, "sf_model_load_bytes: NULL argument", "load_bytes(NULL out)");
+    rc = sf_model_load_file(NULL, &out, &err);
+    expect_refusal(rc, &err, SF_ERR_ARG, "sf_model_load_file: NULL argument", "load_file(NULL path)");
+    rc = sf_model_load_file("x.safetensors", NULL, &err);
+    expect_refusal(rc, &err, SF_ERR_ARG, "sf_model_load_file: NULL argument", "load_file(NULL out)");
+    /* Without an error record the status alone reports the failure. */
+    CHECK(sf_model_load_bytes(NULL, 10, NULL, NULL) == SF_ERR_ARG, "load_bytes without err");
+    sf_model_free(NULL);
+    sf_workspace_free(NULL);
+
+    const char *ws_msg = "sf_workspace_new: NULL argument or max_batch < 1";
+    sf_workspace *wout = NULL;
+    expect_refusal(sf_workspace_new(NULL, 1, &wout, &err), &err, SF_ERR_ARG, ws_msg, "workspace_new(NULL model)");
+    expect_refusal(sf_workspace_new(m, 1, NULL, &err), &err, SF_ERR_ARG, ws_msg, "workspace_new(NULL out)");
+    expect_refusal(sf_workspace_new(m, 0, &wout, &err), &err, SF_ERR_ARG, ws_msg, "workspace_new(max_batch 0)");
+    expect_refusal(sf_workspace_new(m, -3, &wout, &err), &err, SF_ERR_ARG, ws_msg, "workspace_new(max_batch -3)");
+    CHECK(wout == NULL, "a refused workspace_new wrote its output");
+
+    const char *ev_msg = "sf_evaluate: NULL model, workspace, positions or energies";
+    expect_refusal(sf_evaluate(NULL, ws, 1, pos, NULL, &e, f, NULL, &err), &err, SF_ERR_ARG, ev_msg,
+                   "evaluate(NULL model)");
+    expect_refusal(sf_evaluate(m, NULL, 1, pos, NULL, &e, f, NULL, &err), &err, SF_ERR_ARG, ev_msg,
+                   "evaluate(NULL workspace)");
+    expect_refusal(sf_evaluate(m, ws, 1, NULL, NULL, &e, f, NULL, &err), &err, SF_ERR_ARG, ev_msg,
+                   "evaluate(NULL positions)");
+    expect_refusal(sf_evaluate(m, ws, 1, pos, NULL, NULL, f, NULL, &err), &err, SF_ERR_ARG, ev_msg,
+                   "evaluate(NULL energies)");
+    expect_refusal(sf_evaluate(m, ws_other, 1, pos, NULL, &e, f, NULL, &err), &err, SF_ERR_ARG,
+                   "sf_evaluate: workspace was made for another model", "evaluate(another model's workspace)");
+    expect_refusal(sf_evaluate(m, ws, 0, pos, NULL, &e, f, NULL, &err), &err, SF_ERR_ARG,
+                   "sf_evaluate: batch 0 outside 1..1 (the workspace's size)", "evaluate(batch 0)");
+
+    const char *ic_msg = "sf_internal_coordinates: NULL argument";
+    expect_refusal(sf_internal_coordinates(NULL, pos, NULL, u, &err), &err, SF_ERR_ARG, ic_msg, "ic(NULL model)");
+    expect_refusal(sf_internal_coordinates(m, NULL, NULL, u, &err), &err, SF_ERR_ARG, ic_msg, "ic(NULL positions)");
+    expect_refusal(sf_internal_coordinates(m, pos, NULL, NULL, &err), &err, SF_ERR_ARG, ic_msg, "ic(NULL u)");
+
+    CHECK(sf_internal_coordinates(m, pos, NULL, u, &err) == SF_OK, "internal coordinates: %s", err.message);
+    const char *ld_msg = "sf_log_density: NULL argument";
+    expect_refusal(sf_log_density(NULL, ws, u, &lp, NULL, &err), &err, SF_ERR_ARG, ld_msg, "log_density(NULL model)");
+    expect_refusal(sf_log_density(m, NULL, u, &lp, NULL, &err), &err, SF_ERR_ARG, ld_msg, "log_density(NULL ws)");
+    expect_refusal(sf_log_density(m, ws, NULL, &lp, NULL, &err), &err, SF_ERR_ARG, ld_msg, "log_density(NULL u)");
+    expect_refusal(sf_log_density(m, ws, u, NULL, NULL, &err), &err, SF_ERR_ARG, ld_msg, "log_density(NULL out)");
+    expect_refusal(sf_log_density(m, ws_other, u, &lp, NULL, &err), &err, SF_ERR_ARG,
+                   "sf_log_density: workspace was made for another model", "log_density(another model's workspace)");
+    /* Only the points of the unit cube have a density. */
+    u[D - 1] = 1.5;
+    rc = sf_log_density(m, ws, u, &lp, NULL, &err);
+    CHECK(rc == SF_ERR_SUPPORT && strstr(err.message, "is outside [0, 1]"), "log_density(u outside): %d %s", rc,
+          err.message);
+
+    /* Out-of-range indices of the accessors give the documented "none". */
+    int row[4] = {7, 7, 7, 7};
+    sf_model_zmatrix_row(m, N, row);
+    CHECK(row[0] == -1 && row[1] == -1 && row[2] == -1 && row[3] == -1, "zmatrix row N is all -1");
+    sf_model_zmatrix_row(m, -1, row);
+    CHECK(row[0] == -1 && row[3] == -1, "zmatrix row -1 is all -1");
+    CHECK(sf_model_atom_residue(m, 0) == NULL && sf_model_atom_residue_index(m, 0) == -1,
+          "no atoms metadata: no residue");
+
+    sf_workspace_free(ws);
+    sf_workspace_free(ws_other);
+    sf_model_free(m);
+    sf_model_free(other);
+    free(pos);
+    free(f);
+    free(u);
+}
+
+/* sf_workspace_size and sf_workspace_init at their edges. */
+static void test_workspace_edges(void)
+{
+    mb_spec spec = mb_default_spec(6);
+    sf_model *m = load(&spec);
+    sf_error err;
+    CHECK(sf_workspace_size(NULL, 1) == 0, "size of no model");
+    CHECK(sf_workspace_size(m, 0) == 0 && sf_workspace_size(m, -1) == 0, "size for max_batch < 1");
+    const size_t s1 = sf_workspace_size(m, 1), s2 = sf_workspace_size(m, 2), s4 = sf_workspace_size(m, 4);
+    CHECK(s1 > 0 && s1 < s2 && s2 < s4, "size grows with the batch: %zu %zu %zu", s1, s2, s4);
+    /* A 16-byte aligned buffer with one spare alignment step for the misaligned case. */
+    unsigned char *raw = malloc(s2 + 64);
+    unsigned char *mem = raw + (16 - (uintptr_t)raw % 16) % 16;
+    sf_workspace *ws = NULL;
+    char want[160];
+
+    const char *msg = "sf_workspace_init: NULL argument or max_batch < 1";
+    expect_refusal(sf_workspace_init(NULL, 1, mem, s2, &ws, &err), &err, SF_ERR_ARG, msg, "init(NULL model)");
+    expect_refusal(sf_workspace_init(m, 1, NULL, s2, &ws, &err), &err, SF_ERR_ARG, msg, "init(NULL memory)");
+    expect_refusal(sf_workspace_init(m, 1, mem, s2, NULL, &err), &err, SF_ERR_ARG, msg, "init(NULL out)");
+    expect_refusal(sf_workspace_init(m, 0, mem, s2, &ws, &err), &err, SF_ERR_ARG, msg, "init(max_batch 0)");
+    expect_refusal(sf_workspace_init(m, 1, mem + 8, s2, &ws, &err), &err, SF_ERR_ARG,
+                   "sf_workspace_init: memory is not aligned to 16 bytes", "init(8-byte offset)");
+    expect_refusal(sf_workspace_init(m, 1, mem + 1, s2, &ws, &err), &err, SF_ERR_ARG,
+                   "sf_workspace_init: memory is not aligned to 16 bytes", "init(1-byte offset)");
+    snprintf(want, sizeof want, "sf_workspace_init: %zu bytes given, %zu needed", s2 - 1, s2);
+    expect_refusal(sf_workspace_init(m, 2, mem, s2 - 1, &ws, &err), &err, SF_ERR_ARG, want, "init(one byte short)");
+    snprintf(want, sizeof want, "sf_workspace_init: %zu bytes given, %zu needed", (size_t)0, s1);
+    expect_refusal(sf_workspace_init(m, 1, mem, 0, &ws, &err), &err, SF_ERR_ARG, want, "init(no bytes)");
+    CHECK(ws == NULL, "a refused init wrote its output");
+
+    /* Exactly the size asked for is enough, and the workspace lies in the
+     * caller's memory and evaluates like one from sf_workspace_new. */
+    CHECK(sf_workspace_init(m, 2, mem, s2, &ws, &err) == SF_OK, "init with exactly %zu bytes: %s", s2, err.message);
+    CHECK((unsigned char *)ws == mem, "the workspace is laid out at the caller's memory");
+    sf_workspace *owned = NULL;
+    CHECK(sf_workspace_new(m, 1, &owned, &err) == SF_OK, "workspace_new: %s", err.message);
+    const int N = sf_model_num_atoms(m);
+    double *pos = malloc((size_t)N * 3 * sizeof *pos);
+    mb_positions(&spec, 2, pos);
+    const double e_init = energy_of(m, ws, pos, NULL), e_new = energy_of(m, owned, pos, NULL);
+    CHECK(e_init == e_new, "caller's and core's workspaces give %.17g and %.17g", e_init, e_new);
+    sf_workspace_free(ws); /* not owned: must leave the caller's memory alone */
+    CHECK(energy_of(m, ws, pos, NULL) == e_init, "sf_workspace_free released a caller's workspace");
+    sf_workspace_free(owned);
+    free(pos);
+    free(raw);
+    sf_model_free(m);
+}
+
 int main(int argc, char **argv)
 {
     quick = argc > 1 && strcmp(argv[1], "--quick") == 0;
@@ -1862,6 +2049,10 @@ int main(int argc, char **argv)
     test_baseline_errors();
     test_finite_outcomes();
     test_finite_checks_white_box();
+    test_status_strings();
+    test_version();
+    test_null_arguments();
+    test_workspace_edges();
     printf("%d checks, %d failed\n", checks, failures);
     return failures ? 1 : 0;
 }
