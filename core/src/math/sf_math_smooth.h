@@ -106,6 +106,17 @@ DEVICE sfm_ramp sfm_smooth_component(const sfm_smooth *p, int k, real x, real *i
     return sfm_smooth_ramp(p->alpha_min + p->block[3 * p->K + k], p->beta, h);
 }
 
+/* Component k's share of the mixture's value and its first two derivatives,
+ * added to f, f1, f2 (the sums both F and the adjoint form). */
+DEVICE void sfm_smooth_accumulate(const sfm_smooth *p, int k, sfm_ramp r, real inv_s, real *f, real *f1,
+                                  real *f2)
+{
+    const real w = p->block[k];
+    *f += w * r.s0;
+    *f1 += w * r.s1 * inv_s;
+    *f2 += w * r.s2 * inv_s * inv_s;
+}
+
 /* F(x), F'(x) and (d2y non-null) F''(x) of the interval transform; the
  * circle adds t mod 1.  Every term of F' is positive: no cancellation in
  * log F'. */
@@ -115,10 +126,7 @@ DEVICE void sfm_smooth_eval(const sfm_smooth *p, real x, real *y, real *dy, real
     for (int k = 0; k < p->K; k++) {
         real inv_s;
         const sfm_ramp r = sfm_smooth_component(p, k, x, &inv_s);
-        const real w = p->block[k];
-        f += w * r.s0;
-        f1 += w * r.s1 * inv_s;
-        f2 += w * r.s2 * inv_s * inv_s;
+        sfm_smooth_accumulate(p, k, r, inv_s, &f, &f1, &f2);
     }
     *y = (1 - p->c) * x + p->c * f;
     *dy = (1 - p->c) + p->c * f1;
@@ -288,10 +296,7 @@ DEVICE real sfm_smooth_adjoint(const sfm_smooth *p, real s_min, real c_max, int 
     for (int k = 0; k < K; k++) {
         real is;
         const sfm_ramp r = sfm_smooth_component(p, k, x, &is);
-        const real w = p->block[k];
-        F += w * r.s0;
-        F1 += w * r.s1 * is;
-        F2 += w * r.s2 * is * is;
+        sfm_smooth_accumulate(p, k, r, is, &F, &F1, &F2);
 #ifdef SFM_SMOOTH_RAMP_CACHE
         ramps[k] = r;
         inv_s[k] = is;
