@@ -6,6 +6,8 @@
 """
 import numpy as np
 
+from . import weights
+
 
 def log_weights(target_reduced_energy: np.ndarray, flow_log_density: np.ndarray) -> np.ndarray:
     """log w = -u_target(x) - log q(x) for samples x ~ q (both over the same coordinates)."""
@@ -13,14 +15,12 @@ def log_weights(target_reduced_energy: np.ndarray, flow_log_density: np.ndarray)
 
 
 def effective_sample_size(log_w: np.ndarray) -> float:
-    """ESS = (sum w)^2 / sum w^2, computed stably from log weights; n for equal weights."""
-    lw = np.asarray(log_w, float)
-    lw = lw[np.isfinite(lw)] if np.any(np.isfinite(lw)) else lw
-    if lw.size == 0:
+    """ESS = (sum w)^2 / sum w^2 from log weights (weights.ess_fraction times n); n for equal
+    weights, 0 when no weight is finite."""
+    lw = np.asarray(log_w, float).ravel()
+    if not np.isfinite(lw).any():
         return 0.0
-    lw = lw - lw.max()
-    w = np.exp(lw)
-    return float(w.sum() ** 2 / (w ** 2).sum())
+    return weights.ess_fraction(lw) * lw.size
 
 
 def sampling_efficiency(log_w: np.ndarray) -> float:
