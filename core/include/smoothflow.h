@@ -135,6 +135,15 @@ typedef enum sf_support_policy {
     SF_SUPPORT_WALL = 1    /* smooth clamp plus harmonic wall (docs/model-format.md 5.2) */
 } sf_support_policy;
 
+/* The precision the conditioner networks' weights are applied in. */
+typedef enum sf_weight_precision {
+    SF_WEIGHTS_FLOAT64 = 0, /* the stored weights (the default)                          */
+    SF_WEIGHTS_FLOAT32 = 1  /* every weight rounded to the nearest float32, then used in
+                               double arithmetic: a slightly different, exactly
+                               differentiated potential whose one-molecule evaluation
+                               streams half the bytes (docs/c-core.md, "Weight precision") */
+} sf_weight_precision;
+
 /* Load a model from a file, or from a copy of `size` bytes at `data`.
  * On success *out owns a new model (free with sf_model_free). */
 SF_API sf_status sf_model_load_file(const char *path, sf_model **out, sf_error *err);
@@ -157,6 +166,14 @@ SF_API void sf_model_zmatrix_row(const sf_model *model, int r, int out[4]);
 SF_API const char *sf_model_atom_name(const sf_model *model, int a);
 SF_API const char *sf_model_atom_residue(const sf_model *model, int a);
 SF_API int sf_model_atom_residue_index(const sf_model *model, int a);
+/* Switch the weights the evaluation applies (SF_WEIGHTS_FLOAT64 after load).
+ * FLOAT32 allocates a float32 copy and a double copy of the rounded weights
+ * (1.5 times the stored weights' bytes), FLOAT64 frees them.  Not safe while
+ * another thread evaluates the model: call it before the first evaluation.
+ * SF_ERR_ARG for an unknown precision, SF_ERR_NOMEM (model unchanged). */
+SF_API sf_status sf_model_set_weight_precision(sf_model *model, sf_weight_precision precision, sf_error *err);
+SF_API sf_weight_precision sf_model_weight_precision(const sf_model *model);
+
 /* The model's configuration JSON exactly as stored in the file. */
 SF_API const char *sf_model_config_json(const sf_model *model);
 

@@ -65,7 +65,7 @@ static void encode_backward(const sf_model *m, const sf_layer *L, int B, const d
  * is turned into its constrained values here, in place, so the reverse pass
  * only views it; the baselines (a few per cent of the cost) view the raw
  * block each time. */
-static int step(const sf_model *m, const sf_layer *L, double *raw, int circ, double in, double *out, double *logdet)
+SF_VECTOR_CLONES static int step(const sf_model *m, const sf_layer *L, double *raw, int circ, double in, double *out, double *logdet)
 {
     const int gen = L->direction == SF_DIR_GENERATIVE;
     if (L->transform == SF_TRANSFORM_SMOOTH) {
@@ -85,7 +85,7 @@ static int step(const sf_model *m, const sf_layer *L, double *raw, int circ, dou
 /* The reverse pass on one dimension, after step: *gin = abar dout/din +
  * w dlogdet/din, and graw (zeroed by the caller) += abar dout/draw +
  * w dlogdet/draw. */
-static void adjoint(const sf_model *m, const sf_layer *L, const double *raw, int circ, double in, double out,
+SF_VECTOR_CLONES static void adjoint(const sf_model *m, const sf_layer *L, const double *raw, int circ, double in, double out,
                     double abar, double w, double *gin, double *graw)
 {
     const int gen = L->direction == SF_DIR_GENERATIVE;

@@ -30,8 +30,18 @@
 #define SF_PI 3.14159265358979323846
 /* Mixture components (smooth) or bins (spline) of one transformed dimension. */
 #define SF_MAX_COMPONENTS 64
-_Static_assert(SFM_SMOOTH_RAMP_CACHE >= SF_MAX_COMPONENTS && SFM_SPLINE_CACHE >= SF_MAX_COMPONENTS,
-               "the CPU caches of math/ hold every component");
+_Static_assert(SFM_SPLINE_CACHE >= SF_MAX_COMPONENTS, "the CPU cache of math/ holds every bin");
+
+/* The functions that run the per-component loops are compiled twice, for
+ * x86-64 as such and for AVX-512 (x86-64-v4), and the loader picks one for
+ * the machine (GCC's target_clones, an ifunc): one library, vectors where
+ * the CPU has them.  flatten inlines the math/ functions they call into each
+ * clone, so the loops are compiled for the clone's instruction set. */
+#if defined(SF_USE_LIBMVEC) && defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__)
+#define SF_VECTOR_CLONES __attribute__((target_clones("default", "arch=x86-64-v4"), flatten))
+#else
+#define SF_VECTOR_CLONES
+#endif
 
 /* ----------------------------------------------------- numeric utilities */
 
@@ -74,6 +84,10 @@ typedef struct sf_layer {
     int *width;            /* n_linear + 1 widths; width[0] = encoded input */
     double **weight;       /* [m] -> width[m+1] x width[m], row-major */
     double **bias;         /* [m] -> width[m+1] */
+    /* SF_WEIGHTS_FLOAT32 only (NULL otherwise): the weights rounded to float, and the
+     * same values as doubles for the batched products (BLAS has no mixed product). */
+    float **weight32;
+    double **weight_rounded;
 } sf_layer;
 
 typedef struct sf_atom_info {
@@ -101,6 +115,7 @@ struct sf_model {
     sf_atom_info *atoms;        /* NULL when the file has none */
     char *config_json;
     int max_width;              /* widest activation over all conditioners */
+    sf_weight_precision weight_precision;
     int max_params;             /* largest n_trans * P */
 };
 
@@ -158,6 +173,9 @@ sf_status sfZ_compute(const sf_model *m, const double *pos, const double *box,
 /* Forward pass over a batch: in (B x width[0]) -> out, storing each hidden
  * layer's pre-activations and activations in act (B x sfN_activation_size). */
 void sfN_forward(const sf_layer *L, int B, const double *in, double *act, double *out);
+/* Rows per panel of the packed float32 weights (sf_mlp.c). */
+#define SF_PANEL 8
+
 /* Backward pass: gout (B x out) -> gin (B x width[0]); scratch holds
  * 2 x B x max_width doubles (max_width >= every hidden width). */
 void sfN_backward(const sf_layer *L, int B, const double *act, const double *gout,
@@ -178,7 +196,7 @@ struct sf_workspace {
     double *gstate;     /* B x D */
     double *gparams;    /* B x max_params */
     double *genc;       /* B x max_in */
-    double *scratch;    /* 2 x B x max_width */
+    double *scratch;    /* (2 B + SF_PANEL) x max_width */
     double *q;          /* B x D raw coordinates */
     double *gq;         /* B x D */
     double *logdet;     /* B */

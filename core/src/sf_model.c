@@ -170,6 +170,7 @@ static int json_int_array(const cJSON *arr, int lo, int hi, int **out)
 void sf_model_free(sf_model *m)
 {
     if (!m) return;
+    sf_model_set_weight_precision(m, SF_WEIGHTS_FLOAT64, NULL); /* frees the rounded copies */
     for (int l = 0; m->layers && l < m->n_layers; l++) {
         sf_layer *L = &m->layers[l];
         for (int k = 0; k < L->n_linear; k++) {
@@ -805,6 +806,74 @@ sf_status sf_model_load_bytes(const void *data, size_t size, sf_model **out, sf_
     *out = m;
     if (err) { err->code = SF_OK; err->message[0] = 0; }
     return SF_OK;
+}
+
+/* ------------------------------------------------------ weight precision */
+
+static void free_rounded(sf_layer *L)
+{
+    for (int k = 0; k < L->n_linear; k++) {
+        if (L->weight32) free(L->weight32[k]);
+        if (L->weight_rounded) free(L->weight_rounded[k]);
+    }
+    free(L->weight32);
+    free(L->weight_rounded);
+    L->weight32 = NULL;
+    L->weight_rounded = NULL;
+}
+
+/* One layer's float32 weights (packed) and their double values; on failure nothing is kept. */
+static int make_rounded(sf_layer *L)
+{
+    L->weight32 = calloc((size_t)L->n_linear, sizeof(float *));
+    L->weight_rounded = calloc((size_t)L->n_linear, sizeof(double *));
+    if (!L->weight32 || !L->weight_rounded) goto fail;
+    for (int k = 0; k < L->n_linear; k++) {
+        const int n_in = L->width[k], n_out = L->width[k + 1];
+        const int panels = (n_out + SF_PANEL - 1) / SF_PANEL;
+        const size_t n = (size_t)n_out * (size_t)n_in;
+        /* packed in panels of SF_PANEL rows, column by column (sf_mlp.c), zero-padded */
+        L->weight32[k] = calloc((size_t)panels * SF_PANEL * (size_t)n_in, sizeof(float));
+        L->weight_rounded[k] = malloc(n * sizeof(double));
+        if (!L->weight32[k] || !L->weight_rounded[k]) goto fail;
+        for (int o = 0; o < n_out; o++) {
+            for (int i = 0; i < n_in; i++) {
+                const float w = (float)L->weight[k][(size_t)o * n_in + i];
+                L->weight32[k][((size_t)(o / SF_PANEL) * n_in + i) * SF_PANEL + o % SF_PANEL] = w;
+                L->weight_rounded[k][(size_t)o * n_in + i] = (double)w;
+            }
+        }
+    }
+    return 1;
+fail:
+    free_rounded(L);
+    return 0;
+}
+
+sf_status sf_model_set_weight_precision(sf_model *m, sf_weight_precision precision, sf_error *err)
+{
+    if (!m) return sfE_set(err, SF_ERR_ARG, "sf_model_set_weight_precision: model is NULL");
+    if (precision != SF_WEIGHTS_FLOAT64 && precision != SF_WEIGHTS_FLOAT32)
+        return sfE_set(err, SF_ERR_ARG, "sf_model_set_weight_precision: unknown precision %d (0 = float64, "
+                       "1 = float32)", (int)precision);
+    if (precision == m->weight_precision) return SF_OK;
+    for (int l = 0; m->layers && l < m->n_layers; l++) free_rounded(&m->layers[l]);
+    m->weight_precision = SF_WEIGHTS_FLOAT64;
+    if (precision == SF_WEIGHTS_FLOAT32) {
+        for (int l = 0; l < m->n_layers; l++) {
+            if (!make_rounded(&m->layers[l])) {
+                for (int j = 0; j < l; j++) free_rounded(&m->layers[j]);
+                return sfE_set(err, SF_ERR_NOMEM, "out of memory for the float32 weights");
+            }
+        }
+        m->weight_precision = SF_WEIGHTS_FLOAT32;
+    }
+    return SF_OK;
+}
+
+sf_weight_precision sf_model_weight_precision(const sf_model *m)
+{
+    return m ? m->weight_precision : SF_WEIGHTS_FLOAT64;
 }
 
 /* Only a regular file, and at most SF_MAX_FILE_SIZE bytes of it: a directory, a device such

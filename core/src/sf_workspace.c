@@ -40,7 +40,7 @@ static layout plan(const sf_model *m, int B)
     TAKE(gstate, b * D * sizeof(double));
     TAKE(gparams, p.params_stride * sizeof(double));
     TAKE(genc, p.enc_stride * sizeof(double));
-    TAKE(scratch, 2 * b * (size_t)(m->max_width > 0 ? m->max_width : 1) * sizeof(double));
+    TAKE(scratch, (2 * b + SF_PANEL) * (size_t)(m->max_width > 0 ? m->max_width : 1) * sizeof(double));
     TAKE(q, b * D * sizeof(double));
     TAKE(gq, b * D * sizeof(double));
     TAKE(logdet, b * sizeof(double));

@@ -282,6 +282,70 @@ static void test_batch(void)
     check_batch(&spec, "smooth");
 }
 
+/* SF_WEIGHTS_FLOAT32: the forces are the exact derivatives of the rounded-weight
+ * energy; one molecule (mixed float/double products, the portable or the AVX-512
+ * code) and a batch (BLAS on the rounded doubles) agree; float64 restores the stored
+ * weights bit for bit; an unknown precision is refused and changes nothing. */
+static void test_float32_weights(void)
+{
+    const char *kinds[3] = {"smooth", "spline", "affine"};
+    for (int t = 0; t < 3; t++) {
+        mb_spec spec = mb_default_spec(40 + t);
+        spec.n_atoms = 9; /* conditioner outputs not a multiple of the 8-row panels */
+        spec.n_hidden = 2;
+        spec.hidden[0] = 13;
+        spec.hidden[1] = 24;
+        spec.transform = kinds[t];
+        sf_model *m = load(&spec);
+        if (!m) continue;
+        const int N = spec.n_atoms, B = 5;
+        double *pos = malloc(sizeof(double) * 3 * N * B), *f = malloc(sizeof(double) * 3 * N * B);
+        double *f1 = malloc(sizeof(double) * 3 * N), e64[5], e[5], e1;
+        for (int b = 0; b < B; b++) mb_positions(&spec, 300 + b, pos + 3 * N * b);
+        sf_workspace *ws1, *wsB;
+        sf_error err;
+        sf_workspace_new(m, 1, &ws1, NULL);
+        sf_workspace_new(m, B, &wsB, NULL);
+        CHECK(sf_model_weight_precision(m) == SF_WEIGHTS_FLOAT64, "%s: float64 after load", kinds[t]);
+        sf_evaluate(m, wsB, B, pos, NULL, e64, NULL, NULL, NULL);
+        CHECK(sf_model_set_weight_precision(m, (sf_weight_precision)2, &err) == SF_ERR_ARG &&
+                  sf_model_weight_precision(m) == SF_WEIGHTS_FLOAT64,
+              "%s: an unknown precision must be refused", kinds[t]);
+        CHECK(sf_model_set_weight_precision(m, SF_WEIGHTS_FLOAT32, &err) == SF_OK, "%s: float32: %s", kinds[t],
+              err.message);
+        CHECK(sf_model_weight_precision(m) == SF_WEIGHTS_FLOAT32, "%s: reads float32", kinds[t]);
+        char label[64];
+        snprintf(label, sizeof label, "float32 %s", kinds[t]);
+        check_forces(&spec, m, pos, NULL, label);
+        CHECK(sf_evaluate(m, wsB, B, pos, NULL, e, f, NULL, &err) == SF_OK, "%s: batch: %s", label, err.message);
+        double moved = 0;
+        for (int b = 0; b < B; b++) {
+            moved = fmax(moved, fabs(e[b] - e64[b]));
+            sf_evaluate(m, ws1, 1, pos + 3 * N * b, NULL, &e1, f1, NULL, NULL);
+            CHECK(fabs(e1 - e[b]) <= 1e-12 * fmax(1.0, fabs(e1)), "%s: one molecule %.17g, batch %.17g", label, e1,
+                  e[b]);
+            double fmax1 = 0, worst = 0;
+            for (int i = 0; i < 3 * N; i++) {
+                fmax1 = fmax(fmax1, fabs(f1[i]));
+                worst = fmax(worst, fabs(f1[i] - f[3 * N * b + i]));
+            }
+            CHECK(worst <= 1e-11 * fmax(1.0, fmax1), "%s: forces of molecule %d: one vs batch %.3g", label, b, worst);
+        }
+        CHECK(moved > 0, "%s: rounding the weights must move the energy", label);
+        CHECK(sf_model_set_weight_precision(m, SF_WEIGHTS_FLOAT64, &err) == SF_OK, "%s: back to float64", label);
+        sf_evaluate(m, wsB, B, pos, NULL, e, NULL, NULL, NULL);
+        for (int b = 0; b < B; b++) CHECK(e[b] == e64[b], "%s: float64 again must restore molecule %d", label, b);
+        free(pos);
+        free(f);
+        free(f1);
+        sf_workspace_free(ws1);
+        sf_workspace_free(wsB);
+        sf_model_free(m);
+    }
+    CHECK(sf_model_set_weight_precision(NULL, SF_WEIGHTS_FLOAT32, NULL) == SF_ERR_ARG, "NULL model refused");
+    CHECK(sf_model_weight_precision(NULL) == SF_WEIGHTS_FLOAT64, "NULL model reads float64");
+}
+
 static void test_periodic(void)
 {
     mb_spec spec = mb_default_spec(23);
@@ -2036,6 +2100,7 @@ int main(int argc, char **argv)
     test_log_density_gradient();
     test_forces();
     test_batch();
+    test_float32_weights();
     test_periodic();
     test_smoothness();
     test_support();

@@ -211,6 +211,21 @@ class CoreModel:
         except Exception:
             pass
 
+    _PRECISIONS = {"float64": 0, "float32": 1}
+
+    @property
+    def weight_precision(self) -> str:
+        """``"float64"`` (the stored weights) or ``"float32"`` (each rounded to float32)."""
+        code = self._lib.sf_model_weight_precision(self._handle)
+        return next(k for k, v in self._PRECISIONS.items() if v == code)
+
+    @weight_precision.setter
+    def weight_precision(self, precision: str) -> None:
+        if precision not in self._PRECISIONS:
+            raise ValueError(f"weight precision {precision!r}: expected 'float64' or 'float32'")
+        err = ffi.new("sf_error *")
+        _check(self._lib.sf_model_set_weight_precision(self._handle, self._PRECISIONS[precision], err), err)
+
     @property
     def config_json(self) -> str:
         return ffi.string(self._lib.sf_model_config_json(self._handle)).decode()

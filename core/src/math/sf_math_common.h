@@ -37,13 +37,25 @@
 #define SFM_COLLINEAR_SIN2 SFM_C(1e-10)
 #endif
 
+/* Vectorization hints on loops over a transform's components: the C core
+ * defines them as OpenMP SIMD pragmas (host/sf_math.h); a GPU thread runs
+ * the loop as written.  SFM_SIMD_SUM names the loop's sum variables. */
+#ifndef SFM_SIMD
+#define SFM_SIMD
+#define SFM_SIMD_SUM(...)
+#endif
+
 #define SFM_PI SFM_C(3.14159265358979323846)
 #define SFM_TWO_PI (2 * SFM_PI)
 /* Newton steps of the smooth transform's inverse before giving up. */
 #define SFM_MAX_NEWTON 100
 
 /* The logistic function without overflow for either sign. */
-DEVICE real sfm_sigmoid(real v) { return v >= 0 ? 1 / (1 + exp(-v)) : exp(v) / (1 + exp(v)); }
+DEVICE real sfm_sigmoid(real v)
+{
+    const real e = exp(-fabs(v)); /* one exp for either sign, so a vector lane runs no branch */
+    return v >= 0 ? 1 / (1 + e) : e / (1 + e);
+}
 
 /* Exact softplus, log(1 + e^v), without cancellation or overflow. */
 DEVICE real sfm_softplus(real v) { return (v > 0 ? v : SFM_C(0.0)) + log1p(exp(-fabs(v))); }

@@ -28,45 +28,50 @@ typedef struct sfm_smooth {
     real alpha_min, c, t; /* alpha_k = alpha_min + softplus(a~_k) */
 } sfm_smooth;
 
-/* x^-n for a small positive integer n, without pow(). */
-DEVICE real sfm_inverse_power(real x, int n)
+/* r^n for an integer n in 1..8 (the model's beta), without pow() and
+ * without a loop, so it vectorizes inside a loop over components. */
+DEVICE real sfm_small_power(real r, int n)
 {
-    const real r = 1 / x;
-    real out = r;
-    for (int i = 1; i < n; i++) out *= r;
-    return out;
+    const real r2 = r * r, r4 = r2 * r2;
+    real out = (n & 1) ? r : SFM_C(1.0);
+    out = (n & 2) ? out * r2 : out;
+    out = (n & 4) ? out * r4 : out;
+    return (n & 8) ? out * (r4 * r4) : out;
 }
 
-/* sigma_alpha(h) = logistic(alpha ((1 - h)^-beta - h^-beta)) on (0, 1), 0 below, 1 above. */
+/* sigma_alpha(h) = logistic(alpha ((1 - h)^-beta - h^-beta)) on (0, 1), 0 below, 1 above.
+ * Branch-free, so a mixture's K components run as one vector (SFM_SIMD): every
+ * lane computes at a safe h, then the edges and the saturated lanes select
+ * their exact constants.  A NaN h or alpha still gives a NaN sigma. */
 DEVICE sfm_ramp sfm_smooth_ramp(real alpha, int beta, real h)
 {
-    sfm_ramp r = {0, 0, 0, 0, 0};
-    if (h <= 0) return r;
-    if (h >= 1) {
-        r.s0 = 1;
-        return r;
-    }
+    const int inside = (h > 0) & (h < 1);
+    const real hc = inside ? h : SFM_C(0.5);
     const real bi = (real)beta;
-    const real ph = sfm_inverse_power(h, beta), pq = sfm_inverse_power(1 - h, beta);
+    /* two divisions per component; the rest are products (a vector division costs ~8 products) */
+    const real ih = 1 / hc, iq = 1 / (1 - hc);
+    const real ph = sfm_small_power(ih, beta), pq = sfm_small_power(iq, beta);
     const real g = pq - ph;
     const real L = alpha * g;
-    if (fabs(L) > SFM_SATURATE) {
-        r.s0 = L > 0 ? 1 : 0;
-        return r;
-    }
-    const real e = exp(-fabs(L));
+    /* Beyond SFM_SATURATE the logistic is 0 or 1 and its derivatives vanish. */
+    const int live = inside & !(fabs(L) > SFM_SATURATE);
+    /* exp's argument clamped, so saturated lanes stay in a vector exp's fast range */
+    const real e = exp(fabs(L) > SFM_SATURATE ? -SFM_SATURATE : -fabs(L));
     const real inv = 1 / (1 + e);
-    r.s0 = L >= 0 ? inv : e * inv;
+    const real sig = L >= 0 ? inv : e * inv;
     const real one_minus = L >= 0 ? e * inv : inv;
     const real q = e * inv * inv; /* sigma (1 - sigma) */
-    const real gp = bi * (pq / (1 - h) + ph / h);
-    const real gpp = bi * (bi + 1) * (pq / ((1 - h) * (1 - h)) - ph / (h * h));
+    const real gp = bi * (pq * iq + ph * ih);
+    const real gpp = bi * (bi + 1) * (pq * iq * iq - ph * ih * ih);
     const real L1 = alpha * gp, L2 = alpha * gpp;
-    const real skew = one_minus - r.s0; /* 1 - 2 sigma */
-    r.s1 = q * L1;
-    r.s2 = q * (skew * L1 * L1 + L2);
-    r.a0 = q * g;
-    r.a1 = q * gp * (skew * L + 1);
+    const real skew = one_minus - sig; /* 1 - 2 sigma */
+    const real edge = h >= 1 ? SFM_C(1.0) : (h <= 0 ? SFM_C(0.0) : h);
+    sfm_ramp r;
+    r.s0 = live ? sig : (inside ? (L > 0 ? SFM_C(1.0) : SFM_C(0.0)) : edge);
+    r.s1 = live ? q * L1 : SFM_C(0.0);
+    r.s2 = live ? q * (skew * L1 * L1 + L2) : SFM_C(0.0);
+    r.a0 = live ? q * g : SFM_C(0.0);
+    r.a1 = live ? q * gp * (skew * L + 1) : SFM_C(0.0);
     return r;
 }
 
@@ -75,7 +80,9 @@ DEVICE void sfm_smooth_prepare(GLOBAL real *block, int K, real s_min, real c_max
 {
     real mx = block[0], sum = 0;
     for (int k = 1; k < K; k++) mx = block[k] > mx ? block[k] : mx;
+    SFM_SIMD_SUM(sum)
     for (int k = 0; k < K; k++) sum += (block[k] = exp(block[k] - mx));
+    SFM_SIMD
     for (int k = 0; k < K; k++) {
         block[k] /= sum;
         block[K + k] = sfm_sigmoid(block[K + k]);
@@ -123,6 +130,7 @@ DEVICE void sfm_smooth_accumulate(const sfm_smooth *p, int k, sfm_ramp r, real i
 DEVICE void sfm_smooth_eval(const sfm_smooth *p, real x, real *y, real *dy, real *d2y)
 {
     real f = 0, f1 = 0, f2 = 0;
+    SFM_SIMD_SUM(f, f1, f2)
     for (int k = 0; k < p->K; k++) {
         real inv_s;
         const sfm_ramp r = sfm_smooth_component(p, k, x, &inv_s);
@@ -279,47 +287,37 @@ DEVICE real sfm_smooth_adjoint_mixing(const sfm_smooth *p, real c_max, const sfm
  * gradient to graw (4K + 2 values, zeroed by the caller; the t~ slot is set,
  * to the shift's derivative on the circle and 0 on the interval).  in and
  * out are the step's; no Newton iteration is differentiated.  The K ramps
- * are evaluated once for F', F'' and the parameter derivatives when the
- * includer defines SFM_SMOOTH_RAMP_CACHE (the most components, an array of
- * that many ramps on the stack: the C core), twice otherwise (a kernel,
- * where such an array would spill registers). */
+ * are evaluated twice, for the sums and for the parameter derivatives: on a
+ * GPU an array of them would spill registers, and on the CPU each pass is
+ * one vector loop (SFM_SIMD), where the second exp costs less than storing
+ * and reloading the ramps. */
 DEVICE real sfm_smooth_adjoint(const sfm_smooth *p, real s_min, real c_max, int circular, int generative, real in,
                                real out, real abar, real wt, GLOBAL real *graw)
 {
     const int K = p->K;
     const real x = generative ? out : in;
-#ifdef SFM_SMOOTH_RAMP_CACHE
-    sfm_ramp ramps[SFM_SMOOTH_RAMP_CACHE];
-    real inv_s[SFM_SMOOTH_RAMP_CACHE];
-#endif
     real F = 0, F1 = 0, F2 = 0;
+    SFM_SIMD_SUM(F, F1, F2)
     for (int k = 0; k < K; k++) {
         real is;
         const sfm_ramp r = sfm_smooth_component(p, k, x, &is);
         sfm_smooth_accumulate(p, k, r, is, &F, &F1, &F2);
-#ifdef SFM_SMOOTH_RAMP_CACHE
-        ramps[k] = r;
-        inv_s[k] = is;
-#endif
     }
     sfm_smooth_adj adj;
     const real gin = sfm_smooth_adjoint_setup(p->c, generative, abar, wt, x, F, F1, F2, &adj);
     real gw_mean = 0;
+    SFM_SIMD_SUM(gw_mean)
     for (int k = 0; k < K; k++) {
-        real gw, gb, gs, ga;
-#ifdef SFM_SMOOTH_RAMP_CACHE
-        sfm_smooth_adjoint_component(p, s_min, &adj, k, ramps[k], inv_s[k], &gw, &gb, &gs, &ga);
-#else
-        real is;
+        real gw, gb, gs, ga, is;
         const sfm_ramp r = sfm_smooth_component(p, k, x, &is);
         sfm_smooth_adjoint_component(p, s_min, &adj, k, r, is, &gw, &gb, &gs, &ga);
-#endif
         graw[k] += gw;
         gw_mean += gw;
         graw[K + k] += gb;
         graw[2 * K + k] += gs;
         graw[3 * K + k] += ga;
     }
+    SFM_SIMD
     for (int k = 0; k < K; k++) graw[k] -= p->block[k] * gw_mean;
     graw[4 * K] += sfm_smooth_adjoint_mixing(p, c_max, &adj);
     graw[4 * K + 1] = circular ? adj.gt : 0;

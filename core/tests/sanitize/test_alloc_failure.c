@@ -192,6 +192,26 @@ static void check_model(const char *name)
     }
     CHECK(n <= MAX_ALLOCATIONS, "%s: sf_internal_coordinates never stopped failing", name);
 
+    /* The float32 weights: a failed switch leaves the model as it was (float64, same energy). */
+    for (n = 1; n <= MAX_ALLOCATIONS; n++) {
+        memset(&err, 0, sizeof err);
+        arm(n);
+        sf_status rc = sf_model_set_weight_precision(m, SF_WEIGHTS_FLOAT32, &err);
+        armed = 0;
+        if (!injected(rc, &err, "sf_model_set_weight_precision", n)) {
+            CHECK(rc == SF_OK && sf_model_weight_precision(m) == SF_WEIGHTS_FLOAT32, "%s: float32: status %d (%s)",
+                  name, rc, err.message);
+            break;
+        }
+        CHECK(sf_model_weight_precision(m) == SF_WEIGHTS_FLOAT64, "%s: a failed switch changed the precision", name);
+        if (ws) {
+            double e2 = NAN;
+            sf_evaluate(m, ws, 1, pos, NULL, &e2, NULL, NULL, NULL);
+            CHECK(e2 == e, "%s: a failed switch changed the energy: %.17g vs %.17g", name, e2, e);
+        }
+    }
+    CHECK(n <= MAX_ALLOCATIONS, "%s: sf_model_set_weight_precision never stopped failing", name);
+
     free(u);
     free(f);
     sf_workspace_free(ws);

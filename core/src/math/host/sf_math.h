@@ -15,10 +15,31 @@
 typedef double real;
 
 /* The CPU keeps on the stack what a kernel recomputes (up to this many
- * components or bins, the C core's bound on K): the fused adjoint of the
- * smooth transform its ramps, the spline view its softmax values. */
-#define SFM_SMOOTH_RAMP_CACHE 64
+ * bins, the C core's bound on K): the spline view its softmax values. */
 #define SFM_SPLINE_CACHE 64
+
+/* Loops over a transform's K components run as vectors (K = 8 doubles are
+ * one AVX-512 register): OpenMP SIMD pragmas where the build compiles with
+ * -fopenmp-simd (core/CMakeLists.txt defines SF_OPENMP_SIMD); otherwise the
+ * plain loops of sf_math_common.h. */
+#ifdef SF_OPENMP_SIMD
+#define SFM_PRAGMA(x) _Pragma(#x)
+#define SFM_SIMD SFM_PRAGMA(omp simd)
+#define SFM_SIMD_SUM(...) SFM_PRAGMA(omp simd reduction(+ : __VA_ARGS__))
+#endif
+
+/* glibc's libmvec (2.35 and later) has vector versions of the functions the
+ * loops call; declaring them lets GCC's vectorizer call those instead of the
+ * scalar functions lane by lane.  glibc declares them itself only under
+ * -ffast-math, which the core does not use (it checks every result for
+ * finiteness).  libmvec's results are within 4 ulp of the scalar functions. */
+#if defined(SF_USE_LIBMVEC) && defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && \
+    defined(__GLIBC__) && (__GLIBC__ > 2 || (__GLIBC__ == 2 && __GLIBC_MINOR__ >= 35)) && !defined(__FAST_MATH__)
+__attribute__((simd("notinbranch"))) double exp(double);
+__attribute__((simd("notinbranch"))) double expm1(double);
+__attribute__((simd("notinbranch"))) double log1p(double);
+__attribute__((simd("notinbranch"))) double tanh(double);
+#endif
 
 #include "../sf_math_common.h"
 #include "../sf_math_smooth.h"
