@@ -7,9 +7,16 @@ Registered through the entry point group ``openmmml.potentials`` under the name
 >>> potential = MLPotential('smoothflow', modelPath='model.safetensors')
 >>> system = potential.createSystem(topology)
 
-The model's atoms are matched to the Topology by residue and atom names
-(openmmsmoothflow.mapModelToTopology); every copy of the molecule gets the
-potential.  createMixedSystem works too: the selected atoms must be whole copies.
+The model's atoms are matched to the Topology by its bonds and elements, names only
+breaking ties (openmmsmoothflow.mapModelToTopology; by names where the Topology has no
+bonds); every copy of the molecule gets the potential.  Give the positions, so that
+equivalent atoms (methyl hydrogens, ...) are labelled as the model expects and a start
+far outside the flow's support is reported:
+
+>>> system = potential.createSystem(pdb.topology, positions=pdb.positions)
+
+createMixedSystem works too (it removes the force field's terms among the selected
+atoms first): the selected atoms must be whole copies of the molecule.
 """
 import os
 
@@ -53,11 +60,17 @@ class SmoothFlowPotentialImpl(MLPotentialImpl):
             force = SmoothFlowForce.createFromBytes(modelBytes)
         self.modelBytes = force.getModelBytes()
 
-    def addForces(self, topology, system, atoms, forceGroup, periodic=None, **args):
-        # addSmoothFlowForce maps the model by names and refuses a model atom that is a
-        # virtual site of the System (createMixedSystem starts from a System that may hold them).
+    def addForces(self, topology, system, atoms, forceGroup, periodic=None, positions=None, replace=False,
+                  onProblem='error', **args):
+        """createSystem's and createMixedSystem's extra arguments: positions (resolve equivalent
+        atoms, check the start), replace (remove force-field terms among the molecule's atoms
+        that a System already holds) and onProblem ('error' or 'warn'); see addSmoothFlowForce."""
+        # addSmoothFlowForce maps the model by its bond graph and refuses a model atom that is a
+        # virtual site of the System (createMixedSystem starts from a System that may hold them),
+        # and force-field terms that the flow would count twice (createMixedSystem has removed them).
         from .topology import addSmoothFlowForce
-        addSmoothFlowForce(system, topology, self.modelBytes, atoms=atoms, forceGroup=forceGroup, periodic=periodic)
+        addSmoothFlowForce(system, topology, self.modelBytes, atoms=atoms, forceGroup=forceGroup, periodic=periodic,
+                           positions=positions, replace=replace, onProblem=onProblem)
 
     def getMLLongRange(self):
         # Only the internal coordinates of each molecule enter the energy.

@@ -100,3 +100,37 @@ def test_create_mixed_system(sf, fixtures, MLPotential, evaluate):
     context = openmm.Context(system, openmm.VerletIntegrator(0.001), openmm.Platform.getPlatformByName('Reference'))
     energy, _ = evaluate(context, positions, groups={5})
     assert energy == pytest.approx(ref['energies'][0], rel=1e-10)
+
+
+def test_pdbfile_structure_maps_by_graph(sf, MLPotential):
+    """The README's example: a PDBFile (OpenMM's names: ACE H1, NME C) and the shipped model
+    (Amber names).  With positions the equivalent atoms follow the flow and the start is checked;
+    in createMixedSystem the force field's terms among the molecule are removed first, so nothing
+    is counted twice and the force field's share of the energy inside the molecule is 0."""
+    import os
+    import warnings
+    here = os.path.dirname(os.path.abspath(__file__))
+    model = os.path.join(here, '..', '..', 'models', 'alanine_dipeptide', 'smooth.safetensors')
+    pdb = app.PDBFile(os.path.join(here, '..', 'data', 'mapping', 'ala2_openmm.pdb'))
+    potential = MLPotential('smoothflow', modelPath=model)
+    with pytest.warns(UserWarning, match='assigned by their names alone'):
+        potential.createSystem(pdb.topology)
+    with warnings.catch_warnings():
+        warnings.simplefilter('error')
+        system = potential.createSystem(pdb.topology, positions=pdb.positions, removeCMMotion=False)
+    context = openmm.Context(system, openmm.VerletIntegrator(0.001), openmm.Platform.getPlatformByName('Reference'))
+    context.setPositions(pdb.positions)
+    flow = context.getState(getEnergy=True).getPotentialEnergy().value_in_unit(openmm.unit.kilojoule_per_mole)
+
+    mm = app.ForceField('amber99sbildn.xml').createSystem(pdb.topology, nonbondedMethod=app.NoCutoff, constraints=None)
+    mixed = potential.createMixedSystem(pdb.topology, mm, list(range(22)), forceGroup=1, positions=pdb.positions)
+    context = openmm.Context(mixed, openmm.VerletIntegrator(0.001), openmm.Platform.getPlatformByName('Reference'))
+    context.setPositions(pdb.positions)
+    energy = context.getState(getEnergy=True).getPotentialEnergy().value_in_unit(openmm.unit.kilojoule_per_mole)
+    assert energy == pytest.approx(flow, rel=1e-12, abs=1e-8)
+
+    # two heavy atoms' positions exchanged: refused, naming the atoms
+    x = np.array(pdb.positions.value_in_unit(openmm.unit.nanometer))
+    x[[10, 14]] = x[[14, 10]]
+    with pytest.raises(ValueError, match=r"outside the model's support.*particle 10 \(CB ALA 2\)"):
+        potential.createSystem(pdb.topology, positions=x)

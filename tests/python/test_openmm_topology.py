@@ -60,9 +60,17 @@ def test_whole_topology_must_be_copies(sf, fixtures):
 
 def test_missing_atom_is_named(sf, fixtures):
     force = sf.SmoothFlowForce(fixtures['tiny']['path'])
-    topology = makeTopology(2, rename={(1, 'H'): 'HN'}, water=False)
-    with pytest.raises(ValueError, match=r"model atom 4 'H' of model residue 1 'NME'.*residue NME 4.*C, HN, N"):
+    topology = makeTopology(2, rename={(1, 'H'): 'HX'}, water=False)
+    with pytest.raises(ValueError, match=r"model atom 4 'H' of model residue 1 'NME'.*residue NME 4.*C, HX, N"):
         sf.mapModelToTopology(force, topology)
+
+
+def test_alternative_names_map_without_bonds(sf, fixtures):
+    """Without bonds, names are compared through OpenMM's table of alternative names
+    (pdbNames.xml): HN is NME's H, as PDBFile would read it."""
+    force = sf.SmoothFlowForce(fixtures['tiny']['path'])
+    topology = makeTopology(2, rename={(1, 'H'): 'HN'}, water=False)
+    assert sf.mapModelToTopology(force, topology) == expectedMolecules(makeTopology(2), 2)
 
 
 def test_extra_atom_is_named(sf, fixtures):
