@@ -15,10 +15,13 @@ import openmm as _openmm
 # The SWIG module links libSmoothFlowPlugin.so (found through RPATH $ORIGIN),
 # which registers the XML serialization proxy as it loads.
 from .smoothflow import SmoothFlowForce
-from .topology import addSmoothFlowForce, mapModelToTopology
+from .topology import (SmoothFlowConfigurationError, addSmoothFlowForce, checkConfiguration, equivalentAtoms,
+                       mapModelToTopology)
+from .zmatrix import buildZMatrix
 
 __version__ = '0.1.0'
-__all__ = ['SmoothFlowForce', 'addSmoothFlowForce', 'mapModelToTopology', 'pluginDirectory']
+__all__ = ['SmoothFlowForce', 'addSmoothFlowForce', 'mapModelToTopology', 'checkConfiguration', 'equivalentAtoms',
+           'SmoothFlowConfigurationError', 'buildZMatrix', 'pluginDirectory']
 
 
 def pluginDirectory():
