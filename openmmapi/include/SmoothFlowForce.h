@@ -52,6 +52,17 @@ public:
         SupportWall = 1
     };
     /**
+     * The precision the conditioner networks' weights are applied in.
+     */
+    enum WeightPrecision {
+        /** The model's stored weights (the default). */
+        WeightsFloat64 = 0,
+        /** Every conditioner weight rounded to the nearest float32, then used in double
+         *  arithmetic: a slightly different, exactly differentiated potential that streams half
+         *  the bytes per molecule (docs/c-core.md, "Weight precision"). */
+        WeightsFloat32 = 1
+    };
+    /**
      * Create a SmoothFlowForce from a model file.
      *
      * @param file    the path of a SmoothFlow model file (safetensors)
@@ -159,6 +170,18 @@ public:
      */
     bool usesPeriodicBoundaryConditions() const override;
     /**
+     * Set the precision the conditioner weights are applied in (WeightsFloat64 by default).
+     * Like the molecules, it takes effect in a Context created, or reinitialized, after the
+     * change.
+     *
+     * @param precision    WeightsFloat64 or WeightsFloat32
+     */
+    void setWeightPrecision(WeightPrecision precision);
+    /**
+     * Get the precision the conditioner weights are applied in.
+     */
+    WeightPrecision getWeightPrecision() const;
+    /**
      * Get how many internal coordinates were inside the wall zone, summed over
      * every evaluation so far in a Context (always 0 under SupportError).  Each
      * energy or force evaluation counts, including those that getState makes.
@@ -188,6 +211,7 @@ private:
     std::string config;
     std::vector<std::vector<int> > molecules;
     bool periodic;
+    WeightPrecision weightPrecision;
 };
 
 } // namespace SmoothFlowPlugin

@@ -53,15 +53,27 @@ SmoothFlowForce* SmoothFlowForce::createFromBytes(const vector<char>& modelBytes
     return new SmoothFlowForce(modelBytes, "model bytes");
 }
 
-SmoothFlowForce::SmoothFlowForce(vector<char> bytes, const string& source) : modelBytes(std::move(bytes)), periodic(false) {
-    // Load now, so that a bad model fails where it is named rather than at
-    // Context creation.  The model is immutable and shared with every kernel.
+// A model loaded from its bytes, in the given weight precision, owned by a shared_ptr.
+static shared_ptr<const sf_model> loadModel(const vector<char>& bytes, const string& source,
+                                            sf_weight_precision precision) {
     sf_model* loaded = nullptr;
     sf_error error{};
-    sf_status status = sf_model_load_bytes(modelBytes.data(), modelBytes.size(), &loaded, &error);
+    sf_status status = sf_model_load_bytes(bytes.data(), bytes.size(), &loaded, &error);
     if (status != SF_OK)
         throwCoreError("cannot load " + source, status, error);
-    model = shared_ptr<const sf_model>(loaded, [](const sf_model* m) { sf_model_free(const_cast<sf_model*>(m)); });
+    shared_ptr<const sf_model> owned(loaded, [](const sf_model* m) { sf_model_free(const_cast<sf_model*>(m)); });
+    status = sf_model_set_weight_precision(loaded, precision, &error);
+    if (status != SF_OK)
+        throwCoreError("cannot set the weight precision of " + source, status, error);
+    return owned;
+}
+
+SmoothFlowForce::SmoothFlowForce(vector<char> bytes, const string& source) : modelBytes(std::move(bytes)), periodic(false),
+    weightPrecision(WeightsFloat64) {
+    // Load now, so that a bad model fails where it is named rather than at
+    // Context creation.  The model is immutable and shared with every kernel.
+    model = loadModel(modelBytes, source, SF_WEIGHTS_FLOAT64);
+    const sf_model* loaded = model.get();
     int numAtoms = sf_model_num_atoms(loaded);
     for (int a = 0; a < numAtoms; a++) {
         atomNames.push_back(orEmpty(sf_model_atom_name(loaded, a)));
@@ -178,6 +190,21 @@ bool SmoothFlowForce::usesPeriodicBoundaryConditions() const {
 
 long long SmoothFlowForce::getWallCount(Context& context) const {
     return dynamic_cast<const SmoothFlowForceImpl&>(getImplInContext(context)).getWallCount();
+}
+
+void SmoothFlowForce::setWeightPrecision(WeightPrecision precision) {
+    if (precision != WeightsFloat64 && precision != WeightsFloat32)
+        throw OpenMMException("SmoothFlowForce: unknown weight precision " + to_string((int) precision) +
+                              " (WeightsFloat64 = 0 or WeightsFloat32 = 1)");
+    if (precision == weightPrecision)
+        return;
+    // A model of its own: Contexts made before keep theirs (changes take effect on reinitialize).
+    model = loadModel(modelBytes, "the model", precision == WeightsFloat32 ? SF_WEIGHTS_FLOAT32 : SF_WEIGHTS_FLOAT64);
+    weightPrecision = precision;
+}
+
+SmoothFlowForce::WeightPrecision SmoothFlowForce::getWeightPrecision() const {
+    return weightPrecision;
 }
 
 shared_ptr<const sf_model> SmoothFlowForce::getModel() const {

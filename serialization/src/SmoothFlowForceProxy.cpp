@@ -14,7 +14,8 @@ using namespace std;
 //   1: the model (base64), molecules, force group, name, periodic flag.
 //   2: and modelSha256, the SHA-256 of the model's bytes (64 lowercase hex digits), required
 //      and verified: a model altered inside the XML is an error, never a different potential.
-static const int CURRENT_VERSION = 2;
+//   3: and weightPrecision (0 = float64, 1 = float32); absent before, meaning float64.
+static const int CURRENT_VERSION = 3;
 
 SmoothFlowForceProxy::SmoothFlowForceProxy() : SerializationProxy("SmoothFlowForce") {
 }
@@ -25,6 +26,7 @@ void SmoothFlowForceProxy::serialize(const void* object, SerializationNode& node
     node.setStringProperty("name", force.getName());
     node.setIntProperty("forceGroup", force.getForceGroup());
     node.setBoolProperty("usesPeriodic", force.usesPeriodicBoundaryConditions());
+    node.setIntProperty("weightPrecision", (int) force.getWeightPrecision());
     node.setStringProperty("model", base64Encode(force.getModelBytes()));
     node.setStringProperty("modelSha256", sha256Hex(force.getModelBytes()));
     SerializationNode& molecules = node.createChildNode("Molecules");
@@ -59,6 +61,13 @@ void* SmoothFlowForceProxy::deserialize(const SerializationNode& node) const {
         force->setName(name);
     force->setForceGroup(node.getIntProperty("forceGroup", 0));
     force->setUsesPeriodicBoundaryConditions(node.getBoolProperty("usesPeriodic", false));
+    if (version >= 3) {
+        int precision = node.getIntProperty("weightPrecision", 0);
+        if (precision != SmoothFlowForce::WeightsFloat64 && precision != SmoothFlowForce::WeightsFloat32)
+            throw OpenMMException(which + ": weightPrecision " + to_string(precision) +
+                                  " is neither 0 (float64) nor 1 (float32)");
+        force->setWeightPrecision((SmoothFlowForce::WeightPrecision) precision);
+    }
     for (const SerializationNode& child : node.getChildren())
         if (child.getName() == "Molecules")
             for (const SerializationNode& molecule : child.getChildren()) {

@@ -16,6 +16,7 @@
 #include "openmm/System.h"
 #include "openmm/VerletIntegrator.h"
 #include "openmm/serialization/XmlSerializer.h"
+#include "smoothflow.h"
 #include <algorithm>
 #include <array>
 #include <iostream>
@@ -117,11 +118,11 @@ static void testNewerVersionRejected() {
     stringstream buffer;
     XmlSerializer::serialize<SmoothFlowForce>(&force, "Force", buffer);
     string xml = buffer.str();
-    size_t at = xml.find("version=\"2\"");
+    size_t at = xml.find("version=\"3\"");
     ASSERT(at != string::npos);
-    xml.replace(at, 11, "version=\"3\"");
+    xml.replace(at, 11, "version=\"4\"");
     stringstream newer(xml);
-    ASSERT_THROWS(delete XmlSerializer::deserialize<SmoothFlowForce>(newer), "unsupported version 3");
+    ASSERT_THROWS(delete XmlSerializer::deserialize<SmoothFlowForce>(newer), "unsupported version 4");
 }
 
 static string serialized(const SmoothFlowForce& force) {
@@ -167,7 +168,7 @@ static void testChecksumVerified() {
     ASSERT_THROWS(delete XmlSerializer::deserialize<SmoothFlowForce>(in2), "does not match");
 }
 
-/** Version 1 has no checksum and still loads; version 2 without one is refused. */
+/** Version 1 has no checksum and still loads; version 2 or 3 without one is refused. */
 static void testVersions() {
     SmoothFlowForce force(dataFile("tiny.safetensors"));
     force.addMolecule({5, 4, 3, 2, 1, 0});
@@ -180,10 +181,36 @@ static void testVersions() {
     stringstream in(without);
     ASSERT_THROWS(delete XmlSerializer::deserialize<SmoothFlowForce>(in), "lacks modelSha256");
     string version1 = without;
-    version1.replace(version1.find("version=\"2\""), 11, "version=\"1\"");
+    version1.replace(version1.find("version=\"3\""), 11, "version=\"1\"");
     stringstream in1(version1);
     unique_ptr<SmoothFlowForce> copy(XmlSerializer::deserialize<SmoothFlowForce>(in1));
     assertSameForce(force, *copy);
+}
+
+/** Version 3 keeps the weight precision: a float32 force comes back float32, with the same
+ * energy; a version-2 XML (no weightPrecision) reads as float64; a bad value is refused. */
+static void testWeightPrecision() {
+    SmoothFlowForce force(dataFile("tiny.safetensors"));
+    ASSERT_EQUAL(SmoothFlowForce::WeightsFloat64, force.getWeightPrecision());
+    force.setWeightPrecision(SmoothFlowForce::WeightsFloat32);
+    string xml = serialized(force);
+    ASSERT_EQUAL("1", attribute(xml, "weightPrecision"));
+    stringstream in(xml);
+    unique_ptr<SmoothFlowForce> copy(XmlSerializer::deserialize<SmoothFlowForce>(in));
+    ASSERT_EQUAL(SmoothFlowForce::WeightsFloat32, copy->getWeightPrecision());
+    ASSERT(sf_model_weight_precision(copy->getModel().get()) == SF_WEIGHTS_FLOAT32);
+    size_t at;
+    attribute(xml, "weightPrecision", &at);
+    string version2 = xml;
+    version2.erase(at - string(" weightPrecision=\"").size(), string(" weightPrecision=\"1\"").size());
+    version2.replace(version2.find("version=\"3\""), 11, "version=\"2\"");
+    stringstream in2(version2);
+    unique_ptr<SmoothFlowForce> old(XmlSerializer::deserialize<SmoothFlowForce>(in2));
+    ASSERT_EQUAL(SmoothFlowForce::WeightsFloat64, old->getWeightPrecision());
+    string bad = xml;
+    bad[at] = '7';
+    stringstream in3(bad);
+    ASSERT_THROWS(delete XmlSerializer::deserialize<SmoothFlowForce>(in3), "weightPrecision 7");
 }
 
 static string hexOf(const array<unsigned char, 32>& digest) {
@@ -283,6 +310,7 @@ int main() {
         testSha256Vectors();
         testChecksumVerified();
         testVersions();
+        testWeightPrecision();
     }
     catch (const exception& e) {
         cout << "exception: " << e.what() << endl;

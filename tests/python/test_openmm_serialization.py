@@ -29,7 +29,7 @@ def test_force_round_trip(sf, fixtures):
     force.setName('flow')
     force.setUsesPeriodicBoundaryConditions(True)
     xml = openmm.XmlSerializer.serialize(force)
-    assert '<Force' in xml and 'type="SmoothFlowForce"' in xml and 'version="2"' in xml
+    assert '<Force' in xml and 'type="SmoothFlowForce"' in xml and 'version="3"' in xml
     copy = sf.SmoothFlowForce.cast(openmm.XmlSerializer.deserialize(xml))
     assert _settings(copy) == _settings(force)
     # the settings made above, not defaults that both sides might share
@@ -66,8 +66,8 @@ def test_system_round_trip_gives_identical_energies(sf, fixtures, evaluate):
 
 def test_newer_version_is_rejected(sf, fixtures):
     xml = openmm.XmlSerializer.serialize(sf.SmoothFlowForce(fixtures['tiny']['path']))
-    newer = xml.replace('version="2"', 'version="3"', 1)
-    with pytest.raises(openmm.OpenMMException, match='unsupported version 3'):
+    newer = xml.replace('version="3"', 'version="4"', 1)
+    with pytest.raises(openmm.OpenMMException, match='unsupported version 4'):
         openmm.XmlSerializer.deserialize(newer)
 
 
@@ -147,7 +147,7 @@ def test_version_1_without_a_checksum_still_loads(sf, fixtures, evaluate):
     assert without != xml
     with pytest.raises(openmm.OpenMMException, match='lacks modelSha256'):
         openmm.XmlSerializer.deserialize(without)
-    version1 = re.sub(r'(<Force [^>]*)version="2"', r'\1version="1"', without, count=1)
+    version1 = re.sub(r'(<Force [^>]*)version="3"', r'\1version="1"', without, count=1)
     assert version1 != without
     positions = np.asarray(ref['positions'][0])
     e1, f1 = _energy(openmm.XmlSerializer.deserialize(version1), positions, evaluate)
