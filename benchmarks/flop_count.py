@@ -139,9 +139,10 @@ def count(config: dict, inverse_iterations: int = 8) -> dict:
             "bytes_one_molecule": 2 * weights + act}
 
 
-def bytes_per_molecule(c: dict, n: int) -> float:
-    """Bytes moved per molecule at n molecules (weights streamed twice per step)."""
-    return 2.0 * c["weight_bytes"] / n + c["activation_bytes"]
+def bytes_per_molecule(c: dict, n: int, weight_bytes_per_value: int = 8) -> float:
+    """Bytes moved per molecule at n molecules (weights streamed twice per step; 4 bytes per
+    weight with the float32 weight option)."""
+    return 2.0 * c["weight_bytes"] * weight_bytes_per_value / 8 / n + c["activation_bytes"]
 
 
 def count_file(path, inverse_iterations: int = 8) -> dict:
