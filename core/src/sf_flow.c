@@ -17,6 +17,13 @@
 
 static double *state_of(sf_workspace *ws, int l, int B) { return ws->state + (size_t)l * B * ws->model->D; }
 
+/* The smooth mixture's sums F, F', F'' that layer l's density pass kept for dimension d of
+ * molecule b, for its reverse pass. */
+static double *sums_of(sf_workspace *ws, int l, int B, int b, int d)
+{
+    return ws->sums + (((size_t)l * B + b) * ws->model->D + d) * 3;
+}
+
 /* Conditioner input: interval dim -> 2u - 1, circular -> (cos, sin). */
 static void encode(const sf_model *m, const sf_layer *L, int B, const double *y, double *enc)
 {
@@ -65,13 +72,14 @@ static void encode_backward(const sf_model *m, const sf_layer *L, int B, const d
  * is turned into its constrained values here, in place, so the reverse pass
  * only views it; the baselines (a few per cent of the cost) view the raw
  * block each time. */
-SF_VECTOR_CLONES static int step(const sf_model *m, const sf_layer *L, double *raw, int circ, double in, double *out, double *logdet)
+SF_VECTOR_CLONES static int step(const sf_model *m, const sf_layer *L, double *raw, int circ, double in, double *out,
+                                  double *logdet, double *sums)
 {
     const int gen = L->direction == SF_DIR_GENERATIVE;
     if (L->transform == SF_TRANSFORM_SMOOTH) {
         sfm_smooth_prepare(raw, L->K, m->smooth.s_min, m->smooth.c_max);
         const sfm_smooth p = sfm_smooth_view(raw, L->K, m->smooth.beta, m->smooth.alpha_min);
-        return sfm_smooth_step(&p, circ, gen, in, out, logdet);
+        return sfm_smooth_step_sums(&p, circ, gen, in, out, logdet, sums);
     }
     if (L->transform == SF_TRANSFORM_SPLINE) {
         const sfm_spline p = sfm_spline_view(raw, L->K, circ, m->spline.min_bin_width, m->spline.min_bin_height,
@@ -86,12 +94,12 @@ SF_VECTOR_CLONES static int step(const sf_model *m, const sf_layer *L, double *r
  * w dlogdet/din, and graw (zeroed by the caller) += abar dout/draw +
  * w dlogdet/draw. */
 SF_VECTOR_CLONES static void adjoint(const sf_model *m, const sf_layer *L, const double *raw, int circ, double in, double out,
-                    double abar, double w, double *gin, double *graw)
+                    const double *sums, double abar, double w, double *gin, double *graw)
 {
     const int gen = L->direction == SF_DIR_GENERATIVE;
     if (L->transform == SF_TRANSFORM_SMOOTH) {
         const sfm_smooth p = sfm_smooth_view(raw, L->K, m->smooth.beta, m->smooth.alpha_min);
-        *gin = sfm_smooth_adjoint(&p, m->smooth.s_min, m->smooth.c_max, circ, gen, in, out, abar, w, graw);
+        *gin = sfm_smooth_adjoint_sums(&p, m->smooth.s_min, m->smooth.c_max, circ, gen, in, out, sums, abar, w, graw);
     } else if (L->transform == SF_TRANSFORM_SPLINE) {
         const sfm_spline p = sfm_spline_view(raw, L->K, circ, m->spline.min_bin_width, m->spline.min_bin_height,
                                              m->spline.min_derivative);
@@ -195,7 +203,7 @@ sf_status sfF_log_density(const sf_model *m, sf_workspace *ws, int B, const doub
                 double *raw = params + (size_t)b * out + (size_t)i * L->P;
                 const double in = y[(size_t)b * D + d];
                 double xx, ld;
-                int it = step(m, L, raw, circ, in, &xx, &ld);
+                int it = step(m, L, raw, circ, in, &xx, &ld, sums_of(ws, l, B, b, d));
                 if (it < 0) return step_error(m, it, b, l, d, in, err);
                 /* Every state and log-determinant finite, so no NaN reaches a later layer. */
                 if (!isfinite(xx) || !isfinite(ld)) return nonfinite_step(m, L, b, l, d, raw, in, xx, ld, err);
@@ -236,7 +244,7 @@ void sfF_log_density_gradient(const sf_model *m, sf_workspace *ws, int B, const 
                 double *graw = ws->gparams + (size_t)b * out + (size_t)i * L->P;
                 const size_t at = (size_t)b * D + d;
                 /* The density pass took y (state l + 1) to x (state l). */
-                adjoint(m, L, raw, circ, y[at], x[at], g[at], weight[b], &g[at], graw);
+                adjoint(m, L, raw, circ, y[at], x[at], sums_of(ws, l, B, b, d), g[at], weight[b], &g[at], graw);
             }
         }
         sfN_backward(L, B, act, ws->gparams, ws->genc, ws->scratch, m->max_width);

@@ -204,6 +204,7 @@ struct sf_workspace {
     double *weight;     /* B   adjoint weights of log p */
     double *slope;      /* B x D  slope of the wall policy's clamp */
     sf_icgrad *icgrad;  /* B x D */
+    double *sums;       /* L x B x D x 3  smooth mixture sums kept for the reverse pass */
     size_t act_stride, enc_stride, params_stride;
 };
 

@@ -10,7 +10,7 @@
 #define SF_ALIGN 16
 
 typedef struct layout {
-    size_t u, state, enc, act, params, gstate, gparams, genc, scratch, q, gq, logdet, logp, weight, slope, icgrad,
+    size_t u, state, enc, act, params, gstate, gparams, genc, scratch, q, gq, logdet, logp, weight, slope, icgrad, sums,
         total;
     size_t enc_stride, act_stride, params_stride;
 } layout;
@@ -48,6 +48,7 @@ static layout plan(const sf_model *m, int B)
     TAKE(weight, b * sizeof(double));
     TAKE(slope, b * D * sizeof(double));
     TAKE(icgrad, b * D * sizeof(sf_icgrad));
+    TAKE(sums, L * b * D * 3 * sizeof(double));
 #undef TAKE
     p.total = off;
     return p;
@@ -91,6 +92,7 @@ sf_status sf_workspace_init(const sf_model *model, int max_batch, void *memory, 
     ws->weight = (double *)(base + p.weight);
     ws->slope = (double *)(base + p.slope);
     ws->icgrad = (sf_icgrad *)(base + p.icgrad);
+    ws->sums = (double *)(base + p.sums);
     ws->enc_stride = p.enc_stride;
     ws->act_stride = p.act_stride;
     ws->params_stride = p.params_stride;

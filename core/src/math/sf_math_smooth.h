@@ -124,10 +124,9 @@ DEVICE void sfm_smooth_accumulate(const sfm_smooth *p, int k, sfm_ramp r, real i
     *f2 += w * r.s2 * inv_s * inv_s;
 }
 
-/* F(x), F'(x) and (d2y non-null) F''(x) of the interval transform; the
- * circle adds t mod 1.  Every term of F' is positive: no cancellation in
- * log F'. */
-DEVICE void sfm_smooth_eval(const sfm_smooth *p, real x, real *y, real *dy, real *d2y)
+/* The mixture's sums at x: F = sum w_k sigma_k, F' and F'' (before the
+ * mixing weight c): what the value, the derivatives and the adjoint share. */
+DEVICE void sfm_smooth_sums(const sfm_smooth *p, real x, real *sums)
 {
     real f = 0, f1 = 0, f2 = 0;
     SFM_SIMD_SUM(f, f1, f2)
@@ -136,9 +135,26 @@ DEVICE void sfm_smooth_eval(const sfm_smooth *p, real x, real *y, real *dy, real
         const sfm_ramp r = sfm_smooth_component(p, k, x, &inv_s);
         sfm_smooth_accumulate(p, k, r, inv_s, &f, &f1, &f2);
     }
-    *y = (1 - p->c) * x + p->c * f;
-    *dy = (1 - p->c) + p->c * f1;
-    if (d2y) *d2y = p->c * f2;
+    sums[0] = f;
+    sums[1] = f1;
+    sums[2] = f2;
+}
+
+/* F(x), F'(x) and (d2y non-null) F''(x) of the interval transform from its
+ * sums; the circle adds t mod 1.  Every term of F' is positive: no
+ * cancellation in log F'. */
+DEVICE void sfm_smooth_from_sums(const sfm_smooth *p, real x, const real *sums, real *y, real *dy, real *d2y)
+{
+    *y = (1 - p->c) * x + p->c * sums[0];
+    *dy = (1 - p->c) + p->c * sums[1];
+    if (d2y) *d2y = p->c * sums[2];
+}
+
+DEVICE void sfm_smooth_eval(const sfm_smooth *p, real x, real *y, real *dy, real *d2y)
+{
+    real sums[3];
+    sfm_smooth_sums(p, x, sums);
+    sfm_smooth_from_sums(p, x, sums, y, dy, d2y);
 }
 
 /* Solve F(x) = y on [0, 1]; returns the iterations, or -1 without
@@ -194,23 +210,36 @@ DEVICE int sfm_smooth_solve(const sfm_smooth *p, real y, real *x)
 /* The density pass on one dimension, in (state l + 1) -> *out (state l), with
  * *logdet = log |d out / d in|: F for a density layer, F^-1 for a generative
  * one (circle: the shift t~ and the wrap mod 1 included).  Returns the Newton
- * iterations (0 when analytic) or -1 when the inverse did not converge. */
-DEVICE int sfm_smooth_step(const sfm_smooth *p, int circular, int generative, real in, real *out, real *logdet)
+ * iterations (0 when analytic) or -1 when the inverse did not converge.
+ * sums receives the mixture's sums at the point the reverse pass differentiates
+ * (in for a density layer, out for a generative one), which
+ * sfm_smooth_adjoint_sums then reuses instead of evaluating the K ramps again. */
+DEVICE int sfm_smooth_step_sums(const sfm_smooth *p, int circular, int generative, real in, real *out,
+                                real *logdet, real *sums)
 {
     real f, f1;
     if (generative) {
         /* x = F^-1((y - t) mod 1), logdet -log F'(x). */
         const int it = sfm_smooth_solve(p, circular ? sfm_wrap01(in - p->t) : in, out);
         if (it < 0) return -1;
-        sfm_smooth_eval(p, *out, &f, &f1, 0);
+        sfm_smooth_sums(p, *out, sums);
+        sfm_smooth_from_sums(p, *out, sums, &f, &f1, 0);
         *logdet = -log(f1);
         return it;
     }
     /* x = (F(y) + t) mod 1, logdet log F'(y). */
-    sfm_smooth_eval(p, in, &f, &f1, 0);
+    sfm_smooth_sums(p, in, sums);
+    sfm_smooth_from_sums(p, in, sums, &f, &f1, 0);
     *out = circular ? sfm_wrap01(f + p->t) : f;
     *logdet = log(f1);
     return 0;
+}
+
+/* The same, for a caller that does not keep the sums for the reverse pass. */
+DEVICE int sfm_smooth_step(const sfm_smooth *p, int circular, int generative, real in, real *out, real *logdet)
+{
+    real sums[3];
+    return sfm_smooth_step_sums(p, circular, generative, in, out, logdet, sums);
 }
 
 /* ---------------------------------------------------------------- adjoint
@@ -283,28 +312,19 @@ DEVICE real sfm_smooth_adjoint_mixing(const sfm_smooth *p, real c_max, const sfm
     return gc * c_max * sc * (1 - sc);
 }
 
-/* The whole adjoint of one dimension: returns d(loss)/d in and adds the raw
- * gradient to graw (4K + 2 values, zeroed by the caller; the t~ slot is set,
- * to the shift's derivative on the circle and 0 on the interval).  in and
- * out are the step's; no Newton iteration is differentiated.  The K ramps
- * are evaluated twice, for the sums and for the parameter derivatives: on a
- * GPU an array of them would spill registers, and on the CPU each pass is
- * one vector loop (SFM_SIMD), where the second exp costs less than storing
- * and reloading the ramps. */
-DEVICE real sfm_smooth_adjoint(const sfm_smooth *p, real s_min, real c_max, int circular, int generative, real in,
-                               real out, real abar, real wt, GLOBAL real *graw)
+/* The whole adjoint of one dimension, from the sums the density pass kept
+ * (sfm_smooth_step_sums): returns d(loss)/d in and adds the raw gradient to
+ * graw (4K + 2 values, zeroed by the caller; the t~ slot is set, to the
+ * shift's derivative on the circle and 0 on the interval).  in and out are the
+ * step's; no Newton iteration is differentiated.  The K ramps are evaluated
+ * once here, for the parameter derivatives. */
+DEVICE real sfm_smooth_adjoint_sums(const sfm_smooth *p, real s_min, real c_max, int circular, int generative,
+                                    real in, real out, const real *sums, real abar, real wt, GLOBAL real *graw)
 {
     const int K = p->K;
     const real x = generative ? out : in;
-    real F = 0, F1 = 0, F2 = 0;
-    SFM_SIMD_SUM(F, F1, F2)
-    for (int k = 0; k < K; k++) {
-        real is;
-        const sfm_ramp r = sfm_smooth_component(p, k, x, &is);
-        sfm_smooth_accumulate(p, k, r, is, &F, &F1, &F2);
-    }
     sfm_smooth_adj adj;
-    const real gin = sfm_smooth_adjoint_setup(p->c, generative, abar, wt, x, F, F1, F2, &adj);
+    const real gin = sfm_smooth_adjoint_setup(p->c, generative, abar, wt, x, sums[0], sums[1], sums[2], &adj);
     real gw_mean = 0;
     SFM_SIMD_SUM(gw_mean)
     for (int k = 0; k < K; k++) {
@@ -322,6 +342,16 @@ DEVICE real sfm_smooth_adjoint(const sfm_smooth *p, real s_min, real c_max, int 
     graw[4 * K] += sfm_smooth_adjoint_mixing(p, c_max, &adj);
     graw[4 * K + 1] = circular ? adj.gt : 0;
     return gin;
+}
+
+/* The same without kept sums: evaluates them first (a second pass over the K
+ * ramps; a kernel that cannot keep three values per dimension uses this). */
+DEVICE real sfm_smooth_adjoint(const sfm_smooth *p, real s_min, real c_max, int circular, int generative, real in,
+                               real out, real abar, real wt, GLOBAL real *graw)
+{
+    real sums[3];
+    sfm_smooth_sums(p, generative ? out : in, sums);
+    return sfm_smooth_adjoint_sums(p, s_min, c_max, circular, generative, in, out, sums, abar, wt, graw);
 }
 
 #endif /* SF_MATH_SMOOTH_H */
