@@ -279,6 +279,49 @@ SF_API int sf_affine_forward(const sf_affine_constants *c, const double *raw, do
                              double *y, double *dy, double *d2y);
 SF_API int sf_affine_inverse(const sf_affine_constants *c, const double *raw, double y, double *x);
 
+/* ---------------------------------------------------- model description
+ * What a device platform copies to its memory once (the OpenCL and CUDA
+ * kernels of platforms/common), and what a tool may inspect: the model's
+ * constants, each coupling layer's shape, and its weights as the core
+ * applies them.  Pointers stay owned by the model and valid while it lives. */
+
+typedef struct sf_model_description {
+    int N, D, n_layers;
+    sf_support_policy policy;
+    int has_prior;               /* truncated-normal prior of the interval dims */
+    double kT, energy_offset;    /* kJ/mol */
+    double log_scale_sum;        /* sum over dims of log(scale) (docs/model-format.md 5) */
+    double prior_log_norm;       /* 0 without a prior */
+    double margin, wall_constant;
+    sf_smooth_constants smooth;
+    sf_spline_constants spline;
+    sf_affine_constants affine;
+} sf_model_description;
+
+typedef struct sf_layer_description {
+    sf_transform_kind transform;
+    int generative;              /* 1 generative direction, 0 density direction */
+    int n_trans, n_cond;         /* transformed and conditioning dims */
+    int K, P;                    /* components or bins; raw parameters per transformed dim */
+    int activation;              /* 0 tanh, 1 SiLU, 2 softplus */
+    int n_linear;                /* linear maps of the conditioner */
+    const int *trans, *cond;     /* n_trans, n_cond dims */
+    const int *width;            /* n_linear + 1 widths; width[0] = encoded input */
+} sf_layer_description;
+
+/* SF_ERR_ARG for a NULL argument or a layer out of range (*out untouched). */
+SF_API sf_status sf_model_describe(const sf_model *model, sf_model_description *out);
+SF_API sf_status sf_model_describe_layer(const sf_model *model, int layer, sf_layer_description *out);
+/* Linear map `linear` of layer `layer`: W (width[linear + 1] x width[linear],
+ * row-major) as the core applies it (each weight rounded to float32 under
+ * SF_WEIGHTS_FLOAT32), and its bias; NULL when out of range. */
+SF_API const double *sf_model_layer_weight(const sf_model *model, int layer, int linear);
+SF_API const double *sf_model_layer_bias(const sf_model *model, int layer, int linear);
+/* Bond d's support [lo, hi] in nm (d < N - 1); the prior's mean and sigma of
+ * interval dim d < 2N - 3 (models with a prior).  SF_ERR_ARG out of range. */
+SF_API sf_status sf_model_bond_bounds(const sf_model *model, int d, double *lo, double *hi);
+SF_API sf_status sf_model_prior(const sf_model *model, int d, double *mean, double *sigma);
+
 #ifdef __cplusplus
 }
 #endif

@@ -346,6 +346,46 @@ static void test_float32_weights(void)
     CHECK(sf_model_weight_precision(NULL) == SF_WEIGHTS_FLOAT64, "NULL model reads float64");
 }
 
+/* sf_model_describe and friends against what the model builder wrote. */
+static void test_model_description(void)
+{
+    mb_spec spec = mb_default_spec(61);
+    spec.n_atoms = 7;
+    spec.n_hidden = 1;
+    spec.hidden[0] = 11;
+    spec.transform = "mixed";
+    spec.n_layers = 3;
+    sf_model *m = load(&spec);
+    if (!m) return;
+    sf_model_description d;
+    CHECK(sf_model_describe(m, &d) == SF_OK, "describe");
+    CHECK(d.N == 7 && d.D == 15 && d.n_layers == 3, "N %d D %d layers %d", d.N, d.D, d.n_layers);
+    CHECK(d.kT == sf_model_kT(m) && d.policy == sf_model_support_policy(m), "kT and policy as the getters say");
+    const char *kinds[3] = {"smooth", "spline", "affine"};
+    for (int l = 0; l < 3; l++) {
+        sf_layer_description L;
+        CHECK(sf_model_describe_layer(m, l, &L) == SF_OK, "layer %d", l);
+        CHECK((int)L.transform == l % 3, "layer %d is %s, described as %d", l, kinds[l % 3], (int)L.transform);
+        CHECK(L.n_trans + L.n_cond == d.D && L.n_linear == 2 && L.width[1] == 11, "layer %d shape", l);
+        CHECK(L.width[2] == L.n_trans * L.P, "layer %d output width %d = %d x %d", l, L.width[2], L.n_trans, L.P);
+        CHECK(sf_model_layer_weight(m, l, 1) != NULL && sf_model_layer_bias(m, l, 1) != NULL, "layer %d W", l);
+        CHECK(sf_model_layer_weight(m, l, 2) == NULL && sf_model_layer_bias(m, l, -1) == NULL, "out of range: NULL");
+    }
+    /* the weights as the core applies them: rounded to float under SF_WEIGHTS_FLOAT32 */
+    const double w64 = sf_model_layer_weight(m, 0, 0)[3];
+    sf_model_set_weight_precision(m, SF_WEIGHTS_FLOAT32, NULL);
+    const double w32 = sf_model_layer_weight(m, 0, 0)[3];
+    CHECK(w32 == (double)(float)w64 && w32 != w64, "float32 weight %.17g of %.17g", w32, w64);
+    sf_layer_description L;
+    double lo, hi, mean, sigma;
+    CHECK(sf_model_describe_layer(m, 3, &L) == SF_ERR_ARG && sf_model_describe(NULL, &d) == SF_ERR_ARG,
+          "out of range or NULL refused");
+    CHECK(sf_model_bond_bounds(m, 0, &lo, &hi) == SF_OK && lo > 0 && hi > lo, "bond 0 bounds %g %g", lo, hi);
+    CHECK(sf_model_bond_bounds(m, d.N - 1, &lo, &hi) == SF_ERR_ARG, "bond N-1 refused");
+    CHECK(sf_model_prior(m, 0, &mean, &sigma) == (d.has_prior ? SF_OK : SF_ERR_ARG), "prior as has_prior says");
+    sf_model_free(m);
+}
+
 static void test_periodic(void)
 {
     mb_spec spec = mb_default_spec(23);
@@ -2101,6 +2141,7 @@ int main(int argc, char **argv)
     test_forces();
     test_batch();
     test_float32_weights();
+    test_model_description();
     test_periodic();
     test_smoothness();
     test_support();
