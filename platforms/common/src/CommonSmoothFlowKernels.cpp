@@ -1,0 +1,338 @@
+#include "CommonSmoothFlowKernels.h"
+#include "CommonSmoothFlowKernelSources.h"
+#include "SmoothFlowCoreError.h"
+#include "openmm/OpenMMException.h"
+#include "openmm/common/ContextSelector.h"
+#include "openmm/internal/ContextImpl.h"
+#include "sf_math_kernel_source.h"
+#include <algorithm>
+#include <map>
+#include <sstream>
+
+using namespace SmoothFlowPlugin;
+using namespace OpenMM;
+using namespace std;
+
+namespace {
+
+// Must match MI_*, MR_*, LF_* and LAYER_FIELDS of kernels/smoothflow.cc.
+const int kHeaderFields = 8, kLayerFields = 16;
+enum { kStride, kGenc, kGa, kGb, kBeta };
+
+// One molecule's error code from the kernel, for messages (SF_DEVICE_* in kernels/smoothflow.cc).
+const char* deviceErrorName(int code) {
+    switch (code) {
+    case 1: return "a position that is not finite";
+    case 2: return "a degenerate internal coordinate (coincident atoms or collinear atoms)";
+    case 3: return "an internal coordinate whose normalized value or wall energy is not finite, or outside the support";
+    case 4: return "a layer whose inverse did not converge or whose input lies on the affine transform's boundary";
+    case 5: return "a layer whose output or log-determinant is not finite";
+    case 6: return "an energy that is not finite";
+    case 7: return "a force that is not finite";
+    default: return "an unknown error";
+    }
+}
+
+class ParticleIndexListener : public ComputeContext::ReorderListener {
+public:
+    explicit ParticleIndexListener(CommonCalcSmoothFlowForceKernel& owner) : owner(owner) {
+    }
+    void execute() override {
+        owner.updateParticleIndex();
+    }
+private:
+    CommonCalcSmoothFlowForceKernel& owner;
+};
+
+} // namespace
+
+CommonCalcSmoothFlowForceKernel::CommonCalcSmoothFlowForceKernel(const string& name, const Platform& platform, ComputeContext& cc) :
+        CalcSmoothFlowForceKernel(name, platform), cc(cc) {
+}
+
+void CommonCalcSmoothFlowForceKernel::initialize(const System& /*system*/, const SmoothFlowForce& force, const vector<int>& particles) {
+    ContextSelector selector(cc);
+    model = force.getModel();
+    this->particles = particles;
+    const sf_model* m = model.get();
+    sf_model_description info;
+    sf_model_describe(m, &info);
+    numAtoms = info.N;
+    numMolecules = particles.size() / numAtoms;
+    usePeriodic = force.usesPeriodicBoundaryConditions();
+    const int N = info.N, D = info.D, NL = info.n_layers;
+    const bool useDouble = cc.getUseDoublePrecision();
+    const bool mixedIsDouble = useDouble || cc.getUseMixedPrecision();
+    const int realSize = useDouble ? sizeof(double) : sizeof(float);
+
+    // modelInt: the Z-matrix rows, the layer table, then each layer's dims,
+    // widths and the offsets of its weights; weights: every linear map's W and
+    // bias; the scratch offsets of one molecule as they are laid out.
+    vector<int> ints(4 * N + kHeaderFields, 0);
+    for (int r = 0; r < N; r++)
+        sf_model_zmatrix_row(m, r, &ints[4 * r]);
+    const int layerTable = ints.size();
+    ints.resize(ints.size() + NL * kLayerFields, 0);
+    vector<double> weightValues;
+    int maxParams = 1, maxIn = 1, maxWidth = 1;
+    vector<sf_layer_description> layers(NL);
+    for (int l = 0; l < NL; l++) {
+        sf_model_describe_layer(m, l, &layers[l]);
+        const sf_layer_description& L = layers[l];
+        maxParams = max(maxParams, L.n_trans * L.P);
+        maxIn = max(maxIn, L.width[0]);
+        for (int k = 1; k < L.n_linear; k++)
+            maxWidth = max(maxWidth, L.width[k]);
+    }
+    const int posAt = 0, qAt = posAt + 3 * N, slopeAt = qAt + D, rowsAt = slopeAt + D, stateAt = rowsAt + 12 * D;
+    const int gstateAt = stateAt + (NL + 1) * D, gparamsAt = gstateAt + D, gencAt = gparamsAt + maxParams;
+    const int gaAt = gencAt + maxIn, gbAt = gaAt + maxWidth;
+    int scratchSize = gbAt + maxWidth;
+    for (int l = 0; l < NL; l++) {
+        const sf_layer_description& L = layers[l];
+        int* row = &ints[layerTable + l * kLayerFields];
+        row[0] = L.transform;
+        row[1] = L.generative;
+        row[2] = L.n_trans;
+        row[3] = L.n_cond;
+        row[4] = L.K;
+        row[5] = L.P;
+        row[6] = L.activation;
+        row[7] = L.n_linear;
+        row[12] = scratchSize;  // encoded input
+        scratchSize += L.width[0];
+        row[13] = scratchSize;  // hidden (aux, post) blocks
+        for (int k = 1; k < L.n_linear; k++)
+            scratchSize += 2 * L.width[k];
+        row[14] = scratchSize;  // the conditioner's output
+        scratchSize += L.n_trans * L.P;
+    }
+    for (int l = 0; l < NL; l++) {
+        const sf_layer_description& L = layers[l];
+        const int transAt = ints.size();
+        ints.insert(ints.end(), L.trans, L.trans + L.n_trans);
+        const int condAt = ints.size();
+        ints.insert(ints.end(), L.cond, L.cond + L.n_cond);
+        const int widthAt = ints.size();
+        ints.insert(ints.end(), L.width, L.width + L.n_linear + 1);
+        const int linearAt = ints.size();
+        for (int k = 0; k < L.n_linear; k++) {
+            const size_t nIn = L.width[k], nOut = L.width[k + 1];
+            ints.push_back(weightValues.size());
+            const double* W = sf_model_layer_weight(m, l, k);
+            weightValues.insert(weightValues.end(), W, W + nIn * nOut);
+            ints.push_back(weightValues.size());
+            const double* b = sf_model_layer_bias(m, l, k);
+            weightValues.insert(weightValues.end(), b, b + nOut);
+        }
+        int* row = &ints[layerTable + l * kLayerFields];
+        row[8] = transAt;
+        row[9] = condAt;
+        row[10] = widthAt;
+        row[11] = linearAt;
+    }
+    int* header = &ints[4 * N];
+    header[kStride] = scratchSize;
+    header[kGenc] = gencAt;
+    header[kGa] = gaAt;
+    header[kGb] = gbAt;
+    header[kBeta] = info.smooth.beta;
+    // modelReal: the model's constants, the bond bounds, then the prior's means and sigmas.
+    vector<double> reals = {info.margin, info.wall_constant, info.smooth.s_min, info.smooth.c_max, info.smooth.alpha_min,
+                            info.spline.min_bin_width, info.spline.min_bin_height, info.spline.min_derivative,
+                            info.affine.scale_max};
+    const size_t bonds = reals.size();
+    reals.resize(bonds + 2 * (N - 1) + 2 * (2 * N - 3), 0.0);
+    for (int d = 0; d < N - 1; d++)
+        sf_model_bond_bounds(m, d, &reals[bonds + d], &reals[bonds + N - 1 + d]);
+    if (info.has_prior)
+        for (int d = 0; d < 2 * N - 3; d++)
+            sf_model_prior(m, d, &reals[bonds + 2 * (N - 1) + d], &reals[bonds + 2 * (N - 1) + 2 * N - 3 + d]);
+    kT = info.kT;
+    energyConstant = info.kT * info.log_scale_sum + info.energy_offset + info.kT * info.prior_log_norm;
+
+    modelInt.initialize<int>(cc, ints.size(), "smoothflowModelInt");
+    modelInt.upload(ints);
+    modelReal.initialize(cc, reals.size(), realSize, "smoothflowModelReal");
+    modelReal.upload(reals, true);
+    weights.initialize(cc, max<size_t>(1, weightValues.size()), realSize, "smoothflowWeights");
+    weightValues.resize(weights.getSize(), 0.0);
+    weights.upload(weightValues, true);
+    scratch.initialize(cc, (size_t) scratchSize * numMolecules, realSize, "smoothflowScratch");
+    moleculeEnergy.initialize(cc, numMolecules, mixedIsDouble ? sizeof(double) : sizeof(float), "smoothflowMoleculeEnergy");
+    status.initialize<int>(cc, numMolecules, "smoothflowStatus");
+    status.upload(vector<int>(numMolecules, 0));
+    errorFlag.initialize<int>(cc, 1, "smoothflowErrorFlag");
+    errorFlag.upload(vector<int>(1, 0));
+    wallCounts.initialize<long long>(cc, numMolecules, "smoothflowWallCounts");
+    wallCounts.upload(vector<long long>(numMolecules, 0));
+    particleIndex.initialize<int>(cc, particles.size(), "smoothflowParticleIndex");
+    updateParticleIndex();
+    cc.addReorderListener(new ParticleIndexListener(*this));
+
+    // One molecule per work-group; a CPU device (PoCL) runs a work-group's
+    // threads as loops, so fewer of them waste less on short stages.
+    workGroupSize = min(cc.getIsCPU() ? 16 : 64, cc.getMaxThreadBlockSize());
+    // Only the model's shape is compiled in (kernels/smoothflow.cc): models
+    // of one shape share a program.
+    map<string, string> defines;
+    defines["WORK_GROUP_SIZE"] = cc.intToString(workGroupSize);
+    defines["NUM_ATOMS"] = cc.intToString(N);
+    defines["NUM_DIMS"] = cc.intToString(D);
+    defines["NUM_INTERVAL"] = cc.intToString(2 * N - 3);
+    defines["NUM_LAYERS"] = cc.intToString(NL);
+    defines["PERIODIC"] = usePeriodic ? "1" : "0";
+    defines["WALL"] = info.policy == SF_SUPPORT_WALL ? "1" : "0";
+    defines["HAS_PRIOR"] = info.has_prior ? "1" : "0";
+    defines["POS_AT"] = cc.intToString(posAt);
+    defines["Q_AT"] = cc.intToString(qAt);
+    defines["SLOPE_AT"] = cc.intToString(slopeAt);
+    defines["ROWS_AT"] = cc.intToString(rowsAt);
+    defines["STATE_AT"] = cc.intToString(stateAt);
+    defines["GSTATE_AT"] = cc.intToString(gstateAt);
+    defines["GPARAMS_AT"] = cc.intToString(gparamsAt);
+    // OpenMM's prelude defines the dialect (DEVICE, GLOBAL, real,
+    // USE_DOUBLE_PRECISION); then the shared mathematics, then the kernels.
+    string source = string(sf_math_kernel_source) + "\n" + CommonSmoothFlowKernelSources::smoothflow;
+    ComputeProgram program = cc.compileProgram(source, defines);
+    computeKernel = program->createKernel("computeSmoothFlow");
+    computeKernel->addArg(cc.getPosq());
+    computeKernel->addArg(particleIndex);
+    computeKernel->addArg(modelInt);
+    computeKernel->addArg(modelReal);
+    computeKernel->addArg(weights);
+    computeKernel->addArg(scratch);
+    computeKernel->addArg(moleculeEnergy);
+    computeKernel->addArg(cc.getLongForceBuffer());
+    computeKernel->addArg(status);
+    computeKernel->addArg(errorFlag);
+    computeKernel->addArg(wallCounts);
+    computeKernel->addArg(numMolecules);
+    computeKernel->addArg(cc.getPaddedNumAtoms());
+    if (mixedIsDouble) {
+        computeKernel->addArg(kT);
+        computeKernel->addArg(energyConstant);
+    } else {
+        computeKernel->addArg((float) kT);
+        computeKernel->addArg((float) energyConstant);
+    }
+    for (int i = 0; i < 4; i++)
+        computeKernel->addArg();  // includeForces and the box vectors, set per call
+    sumKernel = program->createKernel("sumSmoothFlowEnergy");
+    sumKernel->addArg(moleculeEnergy);
+    sumKernel->addArg(cc.getEnergyBuffer());
+    sumKernel->addArg(numMolecules);
+}
+
+void CommonCalcSmoothFlowForceKernel::updateParticleIndex() {
+    // OpenMM moves whole molecules between slots of its arrays; atomIndex[i]
+    // is the System particle now in slot i.
+    const vector<int>& atomIndex = cc.getAtomIndex();
+    vector<int> slot(atomIndex.size());
+    for (size_t i = 0; i < atomIndex.size(); i++)
+        slot[atomIndex[i]] = i;
+    hostParticleIndex.resize(particles.size());
+    for (size_t i = 0; i < particles.size(); i++)
+        hostParticleIndex[i] = slot[particles[i]];
+    particleIndex.upload(hostParticleIndex);
+}
+
+double CommonCalcSmoothFlowForceKernel::execute(ContextImpl& /*context*/, bool includeForces, bool includeEnergy) {
+    ContextSelector selector(cc);
+    Vec3 a, b, c;
+    cc.getPeriodicBoxVectors(a, b, c);
+    computeKernel->setArg(15, includeForces ? 1 : 0);
+    if (cc.getUseDoublePrecision()) {
+        computeKernel->setArg(16, mm_double4(a[0], a[1], a[2], 0));
+        computeKernel->setArg(17, mm_double4(b[0], b[1], b[2], 0));
+        computeKernel->setArg(18, mm_double4(c[0], c[1], c[2], 0));
+    } else {
+        computeKernel->setArg(16, mm_float4((float) a[0], (float) a[1], (float) a[2], 0));
+        computeKernel->setArg(17, mm_float4((float) b[0], (float) b[1], (float) b[2], 0));
+        computeKernel->setArg(18, mm_float4((float) c[0], (float) c[1], (float) c[2], 0));
+    }
+    computeKernel->execute(numMolecules * workGroupSize, workGroupSize);
+    if (includeEnergy) {
+        sumKernel->execute(workGroupSize, workGroupSize);
+        // The energy is read back now anyway: the error flag comes with it.
+        checkErrors();
+    }
+    return 0.0;  // the energy is in OpenMM's energy buffer
+}
+
+void CommonCalcSmoothFlowForceKernel::checkErrors() {
+    int flag = 0;
+    errorFlag.download(&flag);
+    if (flag == 0)
+        return;
+    vector<int> codes;
+    status.download(codes);
+    // Cleared, so the context can go on once the positions are fixed.
+    errorFlag.upload(vector<int>(1, 0));
+    status.upload(vector<int>(numMolecules, 0));
+    for (int molecule = 0; molecule < numMolecules; molecule++)
+        if (codes[molecule] != 0)
+            reportError(molecule, codes[molecule]);
+}
+
+void CommonCalcSmoothFlowForceKernel::reportError(int molecule, int code) {
+    // The C core evaluates the molecule again, from the device's positions,
+    // for the same message as on the Reference platform.
+    vector<double> pos(3 * numAtoms);
+    if (cc.getUseDoublePrecision()) {
+        vector<mm_double4> posq(cc.getPosq().getSize());
+        cc.getPosq().download(posq.data());
+        for (int a = 0; a < numAtoms; a++) {
+            const mm_double4& p = posq[hostParticleIndex[molecule * numAtoms + a]];
+            pos[3 * a] = p.x, pos[3 * a + 1] = p.y, pos[3 * a + 2] = p.z;
+        }
+    } else {
+        vector<mm_float4> posq(cc.getPosq().getSize());
+        cc.getPosq().download(posq.data());
+        for (int a = 0; a < numAtoms; a++) {
+            const mm_float4& p = posq[hostParticleIndex[molecule * numAtoms + a]];
+            pos[3 * a] = p.x, pos[3 * a + 1] = p.y, pos[3 * a + 2] = p.z;
+        }
+    }
+    Vec3 boxVectors[3];
+    cc.getPeriodicBoxVectors(boxVectors[0], boxVectors[1], boxVectors[2]);
+    double box[9];
+    for (int v = 0; v < 3; v++)
+        for (int k = 0; k < 3; k++)
+            box[3 * v + k] = boxVectors[v][k];
+    sf_workspace* workspace = nullptr;
+    sf_error error{};
+    sf_status result = sf_workspace_new(model.get(), 1, &workspace, &error);
+    if (result == SF_OK) {
+        double energy;
+        vector<double> forces(3 * numAtoms);
+        result = sf_evaluate(model.get(), workspace, 1, pos.data(), usePeriodic ? box : nullptr, &energy,
+                             forces.data(), nullptr, &error);
+        sf_workspace_free(workspace);
+    }
+    if (result != SF_OK) {
+        offsetErrorMolecule(error, molecule);
+        throwEvaluationError(result, error, particles, numAtoms);
+    }
+    // The C core in double finds nothing wrong at the current positions: the
+    // device failed in its own precision, or in a forces-only evaluation
+    // since the last check (the flag is kept until an energy is requested).
+    stringstream where;
+    for (int a = 0; a < numAtoms; a++)
+        where << (a == 0 ? "" : ", ") << particles[molecule * numAtoms + a];
+    const string precision = cc.getUseDoublePrecision() ? "double" : (cc.getUseMixedPrecision() ? "mixed" : "single");
+    throw OpenMMException("SmoothFlowForce: evaluation failed: molecule " + to_string(molecule) + ": the " +
+                          precision + "-precision device kernel found " + deviceErrorName(code) +
+                          " in this evaluation or a forces-only one since the last energy evaluation, which the C core "
+                          "does not find at the current positions [System particles " + where.str() + "]");
+}
+
+long long CommonCalcSmoothFlowForceKernel::getWallCount() const {
+    ContextSelector selector(cc);
+    vector<long long> counts;
+    wallCounts.download(counts);
+    long long total = 0;
+    for (long long n : counts)
+        total += n;
+    return total;
+}
