@@ -1,7 +1,7 @@
 """openmmsmoothflow: an OpenMM plugin whose SmoothFlowForce evaluates
 U = -kT log p(x) of a normalizing flow over a molecule's internal coordinates.
 
-Importing the package loads the plugin's kernels (Reference and CPU platforms)
+Importing the package loads the plugin's kernels (Reference, CPU and OpenCL platforms)
 from the package's own folder; nothing is copied into OpenMM's plugin folder.
 
 >>> import openmm, openmmsmoothflow
@@ -37,6 +37,14 @@ def _loadKernels():
     cpu = _os.path.join(pluginDirectory(), 'libSmoothFlowPluginCPU.so')
     if _os.path.exists(cpu):
         _openmm.Platform.loadPluginLibrary(cpu)
+    # The OpenCL kernel, where this build has one; a machine without a usable OpenCL
+    # runtime cannot load it, and then has no OpenCL platform to run it on either.
+    opencl = _os.path.join(pluginDirectory(), 'libSmoothFlowPluginOpenCL.so')
+    if _os.path.exists(opencl):
+        try:
+            _openmm.Platform.loadPluginLibrary(opencl)
+        except Exception:
+            pass
 
 
 _loadKernels()

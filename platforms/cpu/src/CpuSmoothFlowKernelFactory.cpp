@@ -10,7 +10,8 @@ using namespace std;
 extern "C" OPENMM_EXPORT_SMOOTHFLOW void registerPlatforms() {
 }
 
-extern "C" OPENMM_EXPORT_SMOOTHFLOW void registerKernelFactories() {
+// Called by both entry points below (see ReferenceSmoothFlowKernelFactory.cpp).
+static void registerOnCpu() {
     // Only the CPU platform: the Reference platform keeps the plain kernel.
     for (int i = 0; i < Platform::getNumPlatforms(); i++) {
         Platform& platform = Platform::getPlatform(i);
@@ -19,8 +20,12 @@ extern "C" OPENMM_EXPORT_SMOOTHFLOW void registerKernelFactories() {
     }
 }
 
+extern "C" OPENMM_EXPORT_SMOOTHFLOW void registerKernelFactories() {
+    registerOnCpu();
+}
+
 extern "C" OPENMM_EXPORT_SMOOTHFLOW void registerSmoothFlowCpuKernelFactories() {
-    registerKernelFactories();
+    registerOnCpu();
 }
 
 KernelImpl* CpuSmoothFlowKernelFactory::createKernelImpl(string name, const Platform& platform, ContextImpl& context) const {

@@ -10,7 +10,10 @@ using namespace std;
 extern "C" OPENMM_EXPORT_SMOOTHFLOW void registerPlatforms() {
 }
 
-extern "C" OPENMM_EXPORT_SMOOTHFLOW void registerKernelFactories() {
+// Called by both entry points below.  Not through registerKernelFactories():
+// every plugin library exports a function of that name, and a program that
+// links two of them gets one of the two for both.
+static void registerOnReference() {
     // The Reference platform, and any platform derived from it (they keep
     // positions and forces in the same PlatformData) that has no SmoothFlow
     // kernel of its own yet: the CPU platform gets its threaded kernel from
@@ -24,8 +27,12 @@ extern "C" OPENMM_EXPORT_SMOOTHFLOW void registerKernelFactories() {
     }
 }
 
+extern "C" OPENMM_EXPORT_SMOOTHFLOW void registerKernelFactories() {
+    registerOnReference();
+}
+
 extern "C" OPENMM_EXPORT_SMOOTHFLOW void registerSmoothFlowReferenceKernelFactories() {
-    registerKernelFactories();
+    registerOnReference();
 }
 
 KernelImpl* ReferenceSmoothFlowKernelFactory::createKernelImpl(string name, const Platform& platform, ContextImpl& /*context*/) const {
