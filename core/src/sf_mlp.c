@@ -18,6 +18,7 @@
 static void linear(int B, int n_in, int n_out, const double *W, const double *bias, const double *in, double *out)
 {
     for (int b = 0; b < B; b++) memcpy(out + (size_t)b * n_out, bias, (size_t)n_out * sizeof(double));
+    if (n_in == 0) return; /* a layer without conditioning dims: the bias alone (BLAS refuses lda = 0) */
     if (B == 1)
         cblas_dgemv(CblasRowMajor, CblasNoTrans, n_out, n_in, 1.0, W, n_in, in, 1, 1.0, out, 1);
     else
@@ -27,6 +28,7 @@ static void linear(int B, int n_in, int n_out, const double *W, const double *bi
 /* gin (B x n_in) = gout (B x n_out) W. */
 static void linear_backward(int B, int n_in, int n_out, const double *W, const double *gout, double *gin)
 {
+    if (n_in == 0) return; /* no inputs, no input gradient */
     if (B == 1)
         cblas_dgemv(CblasRowMajor, CblasTrans, n_out, n_in, 1.0, W, n_in, gout, 1, 0.0, gin, 1);
     else
