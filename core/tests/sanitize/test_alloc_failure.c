@@ -4,7 +4,7 @@
  * (core/tests/sanitize/CMakeLists.txt), so every allocation the core's
  * statically compiled sources make goes through the wrappers below.  For
  * each operation -- loading tests/data/tiny.safetensors and wall.safetensors
- * from bytes, sf_workspace_new, one sf_evaluate with forces,
+ * from bytes and from its file, sf_workspace_new, one sf_evaluate with forces,
  * sf_internal_coordinates -- the loop fails the 1st, 2nd, ... allocation the
  * call makes, and requires SF_ERR_NOMEM with an "out of memory" message and
  * no output each time, until n exceeds the call's allocation count, when the
@@ -146,6 +146,27 @@ static void check_model(const char *name)
     printf("%s: load makes %ld allocations, each failure reported\n", name, loads);
     if (!m) { free(bytes); free(pos); return; }
     CHECK(sf_model_num_atoms(m) == N, "%s: %d atoms, reference has %d", name, sf_model_num_atoms(m), N);
+
+    /* The same from the file: its read buffer is one more allocation that may fail. */
+    snprintf(path, sizeof path, "%s/%s.safetensors", SMOOTHFLOW_TEST_DATA_DIR, name);
+    long file_loads = 0;
+    for (n = 1; n <= MAX_ALLOCATIONS; n++) {
+        memset(&err, 0, sizeof err);
+        sf_model *mf = NULL;
+        arm(n);
+        sf_status rc = sf_model_load_file(path, &mf, &err);
+        armed = 0;
+        if (!injected(rc, &err, "sf_model_load_file", n)) {
+            CHECK(rc == SF_OK && mf, "%s: load_file without an injected failure: status %d (%s)", name, rc,
+                  err.message);
+            file_loads = count;
+            sf_model_free(mf);
+            break;
+        }
+        CHECK(mf == NULL, "%s: a failed load_file returned a model", name);
+    }
+    CHECK(file_loads > loads, "%s: load_file made %ld allocations, load_bytes %ld: the file buffer is one more",
+          name, file_loads, loads);
 
     sf_workspace *ws = NULL;
     for (n = 1; n <= MAX_ALLOCATIONS; n++) {
