@@ -18,18 +18,9 @@
 #include <stdlib.h>
 #include <string.h>
 
-static int failures = 0, checks = 0, quick = 0;
+#include "test_check.h"
 
-#define CHECK(cond, ...)                                                   \
-    do {                                                                   \
-        checks++;                                                          \
-        if (!(cond)) {                                                     \
-            failures++;                                                    \
-            printf("FAIL %s:%d: ", __FILE__, __LINE__);                    \
-            printf(__VA_ARGS__);                                           \
-            printf("\n");                                                  \
-        }                                                                  \
-    } while (0)
+static int quick = 0;
 
 static sf_model *load(const mb_spec *spec)
 {

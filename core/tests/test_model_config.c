@@ -24,18 +24,8 @@
 #define HAVE_POSIX_FILES 1
 #endif
 
-static int failures = 0, checks = 0;
+#include "test_check.h"
 
-#define CHECK(cond, ...)                                                   \
-    do {                                                                   \
-        checks++;                                                          \
-        if (!(cond)) {                                                     \
-            failures++;                                                    \
-            printf("FAIL %s:%d: ", __FILE__, __LINE__);                    \
-            printf(__VA_ARGS__);                                           \
-            printf("\n");                                                  \
-        }                                                                  \
-    } while (0)
 
 /* Loads `bytes`; on an expected failure checks the status, that no model is
  * handed out, that err carries the same code, and that the message holds

@@ -41,17 +41,8 @@ void *__wrap_aligned_alloc(size_t alignment, size_t size)
     return inject() ? NULL : __real_aligned_alloc(alignment, size);
 }
 
-static int failures = 0;
+#include "../test_check.h"
 
-#define CHECK(cond, ...)                                \
-    do {                                                \
-        if (!(cond)) {                                  \
-            failures++;                                 \
-            printf("FAIL %s:%d: ", __FILE__, __LINE__); \
-            printf(__VA_ARGS__);                        \
-            printf("\n");                               \
-        }                                               \
-    } while (0)
 
 /* No operation here makes anywhere near this many allocations. */
 #define MAX_ALLOCATIONS 100000
