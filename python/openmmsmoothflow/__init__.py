@@ -1,7 +1,7 @@
 """openmmsmoothflow: an OpenMM plugin whose SmoothFlowForce evaluates
 U = -kT log p(x) of a normalizing flow over a molecule's internal coordinates.
 
-Importing the package loads the plugin's kernels (Reference, CPU and OpenCL platforms)
+Importing the package loads the plugin's kernels (Reference, CPU, OpenCL and CUDA platforms)
 from the package's own folder; nothing is copied into OpenMM's plugin folder.
 
 >>> import openmm, openmmsmoothflow
@@ -43,6 +43,14 @@ def _loadKernels():
     if _os.path.exists(opencl):
         try:
             _openmm.Platform.loadPluginLibrary(opencl)
+        except Exception:
+            pass
+    # The CUDA kernel, where this build has one: it needs OpenMM's CUDA platform
+    # (openmm-cuda-13) and a CUDA driver, so on a machine without a GPU it does not load.
+    cuda = _os.path.join(pluginDirectory(), 'libSmoothFlowPluginCUDA.so')
+    if _os.path.exists(cuda):
+        try:
+            _openmm.Platform.loadPluginLibrary(cuda)
         except Exception:
             pass
 

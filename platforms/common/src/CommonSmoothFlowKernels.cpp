@@ -33,6 +33,58 @@ const char* deviceErrorName(int code) {
     }
 }
 
+// One molecule's slice of `scratch`, in reals (kernels/smoothflow.cc): the
+// positions, q, the clamp slopes, the B rows, the L + 1 states and the
+// gradients, then per layer its encoded input, hidden (aux, post) blocks and
+// conditioner output, kept for the reverse pass.
+struct ScratchLayout {
+    int posAt, qAt, slopeAt, rowsAt, stateAt, gstateAt, gparamsAt, gencAt, gaAt, gbAt;
+    vector<int> encAt, hiddenAt, paramsAt;  // per layer
+    int size;                               // the stride between molecules
+};
+
+vector<sf_layer_description> describeLayers(const sf_model* m) {
+    sf_model_description info;
+    sf_model_describe(m, &info);
+    vector<sf_layer_description> layers(info.n_layers);
+    for (int l = 0; l < info.n_layers; l++)
+        sf_model_describe_layer(m, l, &layers[l]);
+    return layers;
+}
+
+ScratchLayout scratchLayout(const sf_model_description& info, const vector<sf_layer_description>& layers) {
+    const int N = info.N, D = info.D, NL = info.n_layers;
+    int maxParams = 1, maxIn = 1, maxWidth = 1;
+    for (const sf_layer_description& L : layers) {
+        maxParams = max(maxParams, L.n_trans * L.P);
+        maxIn = max(maxIn, L.width[0]);
+        for (int k = 1; k < L.n_linear; k++)
+            maxWidth = max(maxWidth, L.width[k]);
+    }
+    ScratchLayout s;
+    s.posAt = 0;
+    s.qAt = s.posAt + 3 * N;
+    s.slopeAt = s.qAt + D;
+    s.rowsAt = s.slopeAt + D;
+    s.stateAt = s.rowsAt + 12 * D;
+    s.gstateAt = s.stateAt + (NL + 1) * D;
+    s.gparamsAt = s.gstateAt + D;
+    s.gencAt = s.gparamsAt + maxParams;
+    s.gaAt = s.gencAt + maxIn;
+    s.gbAt = s.gaAt + maxWidth;
+    s.size = s.gbAt + maxWidth;
+    for (const sf_layer_description& L : layers) {
+        s.encAt.push_back(s.size);
+        s.size += L.width[0];
+        s.hiddenAt.push_back(s.size);
+        for (int k = 1; k < L.n_linear; k++)
+            s.size += 2 * L.width[k];
+        s.paramsAt.push_back(s.size);
+        s.size += L.n_trans * L.P;
+    }
+    return s;
+}
+
 class ParticleIndexListener : public ComputeContext::ReorderListener {
 public:
     explicit ParticleIndexListener(CommonCalcSmoothFlowForceKernel& owner) : owner(owner) {
@@ -45,6 +97,45 @@ private:
 };
 
 } // namespace
+
+int SmoothFlowPlugin::commonSmoothFlowWorkGroupSize(bool isCPU, int maxThreadBlockSize) {
+    // One molecule per work-group; a CPU device (PoCL) runs a work-group's
+    // threads as loops, so fewer of them waste less on short stages.
+    return min(isCPU ? 16 : 64, maxThreadBlockSize);
+}
+
+string SmoothFlowPlugin::commonSmoothFlowProgramSource() {
+    // OpenMM's prelude (added by compileProgram) defines the dialect (DEVICE,
+    // GLOBAL, real, USE_DOUBLE_PRECISION); then the shared mathematics, then
+    // the kernels.
+    return string(sf_math_kernel_source) + "\n" + CommonSmoothFlowKernelSources::smoothflow;
+}
+
+map<string, string> SmoothFlowPlugin::commonSmoothFlowProgramDefines(const sf_model* model, bool periodic,
+                                                                     int workGroupSize) {
+    // Only the model's shape is compiled in (kernels/smoothflow.cc): models
+    // of one shape share a program.
+    sf_model_description info;
+    sf_model_describe(model, &info);
+    const ScratchLayout layout = scratchLayout(info, describeLayers(model));
+    map<string, string> defines;
+    defines["WORK_GROUP_SIZE"] = to_string(workGroupSize);
+    defines["NUM_ATOMS"] = to_string(info.N);
+    defines["NUM_DIMS"] = to_string(info.D);
+    defines["NUM_INTERVAL"] = to_string(2 * info.N - 3);
+    defines["NUM_LAYERS"] = to_string(info.n_layers);
+    defines["PERIODIC"] = periodic ? "1" : "0";
+    defines["WALL"] = info.policy == SF_SUPPORT_WALL ? "1" : "0";
+    defines["HAS_PRIOR"] = info.has_prior ? "1" : "0";
+    defines["POS_AT"] = to_string(layout.posAt);
+    defines["Q_AT"] = to_string(layout.qAt);
+    defines["SLOPE_AT"] = to_string(layout.slopeAt);
+    defines["ROWS_AT"] = to_string(layout.rowsAt);
+    defines["STATE_AT"] = to_string(layout.stateAt);
+    defines["GSTATE_AT"] = to_string(layout.gstateAt);
+    defines["GPARAMS_AT"] = to_string(layout.gparamsAt);
+    return defines;
+}
 
 CommonCalcSmoothFlowForceKernel::CommonCalcSmoothFlowForceKernel(const string& name, const Platform& platform, ComputeContext& cc) :
         CalcSmoothFlowForceKernel(name, platform), cc(cc) {
@@ -60,7 +151,7 @@ void CommonCalcSmoothFlowForceKernel::initialize(const System& /*system*/, const
     numAtoms = info.N;
     numMolecules = particles.size() / numAtoms;
     usePeriodic = force.usesPeriodicBoundaryConditions();
-    const int N = info.N, D = info.D, NL = info.n_layers;
+    const int N = info.N, NL = info.n_layers;
     const bool useDouble = cc.getUseDoublePrecision();
     const bool mixedIsDouble = useDouble || cc.getUseMixedPrecision();
     const int realSize = useDouble ? sizeof(double) : sizeof(float);
@@ -74,20 +165,8 @@ void CommonCalcSmoothFlowForceKernel::initialize(const System& /*system*/, const
     const int layerTable = ints.size();
     ints.resize(ints.size() + NL * kLayerFields, 0);
     vector<double> weightValues;
-    int maxParams = 1, maxIn = 1, maxWidth = 1;
-    vector<sf_layer_description> layers(NL);
-    for (int l = 0; l < NL; l++) {
-        sf_model_describe_layer(m, l, &layers[l]);
-        const sf_layer_description& L = layers[l];
-        maxParams = max(maxParams, L.n_trans * L.P);
-        maxIn = max(maxIn, L.width[0]);
-        for (int k = 1; k < L.n_linear; k++)
-            maxWidth = max(maxWidth, L.width[k]);
-    }
-    const int posAt = 0, qAt = posAt + 3 * N, slopeAt = qAt + D, rowsAt = slopeAt + D, stateAt = rowsAt + 12 * D;
-    const int gstateAt = stateAt + (NL + 1) * D, gparamsAt = gstateAt + D, gencAt = gparamsAt + maxParams;
-    const int gaAt = gencAt + maxIn, gbAt = gaAt + maxWidth;
-    int scratchSize = gbAt + maxWidth;
+    const vector<sf_layer_description> layers = describeLayers(m);
+    const ScratchLayout layout = scratchLayout(info, layers);
     for (int l = 0; l < NL; l++) {
         const sf_layer_description& L = layers[l];
         int* row = &ints[layerTable + l * kLayerFields];
@@ -99,13 +178,9 @@ void CommonCalcSmoothFlowForceKernel::initialize(const System& /*system*/, const
         row[5] = L.P;
         row[6] = L.activation;
         row[7] = L.n_linear;
-        row[12] = scratchSize;  // encoded input
-        scratchSize += L.width[0];
-        row[13] = scratchSize;  // hidden (aux, post) blocks
-        for (int k = 1; k < L.n_linear; k++)
-            scratchSize += 2 * L.width[k];
-        row[14] = scratchSize;  // the conditioner's output
-        scratchSize += L.n_trans * L.P;
+        row[12] = layout.encAt[l];
+        row[13] = layout.hiddenAt[l];
+        row[14] = layout.paramsAt[l];
     }
     for (int l = 0; l < NL; l++) {
         const sf_layer_description& L = layers[l];
@@ -132,10 +207,10 @@ void CommonCalcSmoothFlowForceKernel::initialize(const System& /*system*/, const
         row[11] = linearAt;
     }
     int* header = &ints[4 * N];
-    header[kStride] = scratchSize;
-    header[kGenc] = gencAt;
-    header[kGa] = gaAt;
-    header[kGb] = gbAt;
+    header[kStride] = layout.size;
+    header[kGenc] = layout.gencAt;
+    header[kGa] = layout.gaAt;
+    header[kGb] = layout.gbAt;
     header[kBeta] = info.smooth.beta;
     // modelReal: the model's constants, the bond bounds, then the prior's means and sigmas.
     vector<double> reals = {info.margin, info.wall_constant, info.smooth.s_min, info.smooth.c_max, info.smooth.alpha_min,
@@ -158,7 +233,7 @@ void CommonCalcSmoothFlowForceKernel::initialize(const System& /*system*/, const
     weights.initialize(cc, max<size_t>(1, weightValues.size()), realSize, "smoothflowWeights");
     weightValues.resize(weights.getSize(), 0.0);
     weights.upload(weightValues, true);
-    scratch.initialize(cc, (size_t) scratchSize * numMolecules, realSize, "smoothflowScratch");
+    scratch.initialize(cc, (size_t) layout.size * numMolecules, realSize, "smoothflowScratch");
     moleculeEnergy.initialize(cc, numMolecules, mixedIsDouble ? sizeof(double) : sizeof(float), "smoothflowMoleculeEnergy");
     status.initialize<int>(cc, numMolecules, "smoothflowStatus");
     status.upload(vector<int>(numMolecules, 0));
@@ -170,31 +245,9 @@ void CommonCalcSmoothFlowForceKernel::initialize(const System& /*system*/, const
     updateParticleIndex();
     cc.addReorderListener(new ParticleIndexListener(*this));
 
-    // One molecule per work-group; a CPU device (PoCL) runs a work-group's
-    // threads as loops, so fewer of them waste less on short stages.
-    workGroupSize = min(cc.getIsCPU() ? 16 : 64, cc.getMaxThreadBlockSize());
-    // Only the model's shape is compiled in (kernels/smoothflow.cc): models
-    // of one shape share a program.
-    map<string, string> defines;
-    defines["WORK_GROUP_SIZE"] = cc.intToString(workGroupSize);
-    defines["NUM_ATOMS"] = cc.intToString(N);
-    defines["NUM_DIMS"] = cc.intToString(D);
-    defines["NUM_INTERVAL"] = cc.intToString(2 * N - 3);
-    defines["NUM_LAYERS"] = cc.intToString(NL);
-    defines["PERIODIC"] = usePeriodic ? "1" : "0";
-    defines["WALL"] = info.policy == SF_SUPPORT_WALL ? "1" : "0";
-    defines["HAS_PRIOR"] = info.has_prior ? "1" : "0";
-    defines["POS_AT"] = cc.intToString(posAt);
-    defines["Q_AT"] = cc.intToString(qAt);
-    defines["SLOPE_AT"] = cc.intToString(slopeAt);
-    defines["ROWS_AT"] = cc.intToString(rowsAt);
-    defines["STATE_AT"] = cc.intToString(stateAt);
-    defines["GSTATE_AT"] = cc.intToString(gstateAt);
-    defines["GPARAMS_AT"] = cc.intToString(gparamsAt);
-    // OpenMM's prelude defines the dialect (DEVICE, GLOBAL, real,
-    // USE_DOUBLE_PRECISION); then the shared mathematics, then the kernels.
-    string source = string(sf_math_kernel_source) + "\n" + CommonSmoothFlowKernelSources::smoothflow;
-    ComputeProgram program = cc.compileProgram(source, defines);
+    workGroupSize = commonSmoothFlowWorkGroupSize(cc.getIsCPU(), cc.getMaxThreadBlockSize());
+    ComputeProgram program =
+        cc.compileProgram(commonSmoothFlowProgramSource(), commonSmoothFlowProgramDefines(m, usePeriodic, workGroupSize));
     computeKernel = program->createKernel("computeSmoothFlow");
     computeKernel->addArg(cc.getPosq());
     computeKernel->addArg(particleIndex);

@@ -6,6 +6,7 @@
 #include "openmm/common/ComputeContext.h"
 #include "openmm/common/ComputeKernel.h"
 #include "smoothflow.h"
+#include <map>
 #include <memory>
 #include <string>
 #include <vector>
@@ -13,12 +14,25 @@
 namespace SmoothFlowPlugin {
 
 /**
+ * The program CommonCalcSmoothFlowForceKernel hands to the platform's
+ * compileProgram(): the source that follows OpenMM's prelude (the shared
+ * mathematics, then kernels/smoothflow.cc) and its compile-time constants for
+ * a model, a periodicity and a work-group size.  The prelude, which the
+ * platform adds, carries the precision.  Public so that a test can compile
+ * exactly this program without a device (platforms/cuda/tests).
+ */
+std::string commonSmoothFlowProgramSource();
+std::map<std::string, std::string> commonSmoothFlowProgramDefines(const sf_model* model, bool periodic, int workGroupSize);
+/** The threads of the work-group that evaluates one molecule on a device. */
+int commonSmoothFlowWorkGroupSize(bool isCPU, int maxThreadBlockSize);
+
+/**
  * The SmoothFlow kernel of the GPU platforms, written once against OpenMM's
- * ComputeContext (OpenCL here; CUDA takes the same class).  The model's
- * weights, the molecules' intermediate values, their energies and the wall
- * counts live on the device; a step uploads nothing but kernel arguments
- * and, when the energy is requested, reads back one error flag.  One
- * work-group evaluates one molecule (kernels/smoothflow.cc,
+ * ComputeContext (the OpenCL and CUDA platforms create this same class).
+ * The model's weights, the molecules' intermediate values, their energies
+ * and the wall counts live on the device; a step uploads nothing but kernel
+ * arguments and, when the energy is requested, reads back one error flag.
+ * One work-group evaluates one molecule (kernels/smoothflow.cc,
  * docs/gpu-platforms.md).
  */
 class CommonCalcSmoothFlowForceKernel : public CalcSmoothFlowForceKernel {

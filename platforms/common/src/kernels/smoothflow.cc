@@ -243,8 +243,8 @@ DEVICE void sf_evaluate_molecule(int molecule, GLOBAL const real4 *RESTRICT posq
         int at[4];
         const int n = sf_dim_atoms(zmatrix, d, at);
         real r[4][3], value = 0, g[12];
-        for (int k = 0; k < n; k++)
-            for (int c = 0; c < 3; c++) r[k][c] = pos[3 * at[k] + c];
+        for (int j = 0; j < n; j++)
+            for (int c = 0; c < 3; c++) r[j][c] = pos[3 * at[j] + c];
         int bad;
         if (n == 2) bad = sfm_bond(r[0], r[1], PERIODIC, box, &value, g);
         else if (n == 3) bad = sfm_angle(r[0], r[1], r[2], PERIODIC, box, &value, g);
@@ -252,10 +252,10 @@ DEVICE void sf_evaluate_molecule(int molecule, GLOBAL const real4 *RESTRICT posq
         if (bad) {
             sf_fail(status, errorFlag, molecule, SF_DEVICE_GEOMETRY);
             value = 0;
-            for (int k = 0; k < 12; k++) g[k] = 0;
+            for (int j = 0; j < 12; j++) g[j] = 0;
         }
         q[d] = value;
-        for (int k = 0; k < 12; k++) rows[12 * d + k] = k < 3 * n ? g[k] : 0;
+        for (int j = 0; j < 12; j++) rows[12 * d + j] = j < 3 * n ? g[j] : 0;
         real offset, scale, unused, s = 1;
         sf_scale_of(bondLo, bondHi, d, &offset, &scale);
         real v = sfm_normalize(value, offset, scale, d >= NUM_INTERVAL);
@@ -327,8 +327,8 @@ DEVICE void sf_evaluate_molecule(int molecule, GLOBAL const real4 *RESTRICT posq
 
     /* 4. The prior and the molecule's energy: the threads' shares summed in
      * mixed precision, in a fixed order. */
-    GLOBAL const real *z = mol + STATE_AT;
 #if HAS_PRIOR
+    GLOBAL const real *z = mol + STATE_AT;
     GLOBAL const real *priorMean = bondLo + 2 * (NUM_ATOMS - 1), *priorSigma = priorMean + NUM_INTERVAL;
     for (int d = LOCAL_ID; d < NUM_INTERVAL; d += LOCAL_SIZE)
         energy += kT * sfm_prior_term(z[d], priorMean[d], priorSigma[d]);
@@ -399,10 +399,10 @@ DEVICE void sf_evaluate_molecule(int molecule, GLOBAL const real4 *RESTRICT posq
         const real gq = sfm_coordinate_gradient(gstate[d], k->kT, dlogj, scale, slope[d], walled, k->wallK, v, c);
         int at[4];
         const int n = sf_dim_atoms(zmatrix, d, at);
-        for (int k = 0; k < n; k++) {
-            const int atom = particleIndex[molecule * NUM_ATOMS + at[k]];
+        for (int j = 0; j < n; j++) {
+            const int atom = particleIndex[molecule * NUM_ATOMS + at[j]];
             for (int comp = 0; comp < 3; comp++) {
-                const real f = -gq * rows[12 * d + 3 * k + comp];
+                const real f = -gq * rows[12 * d + 3 * j + comp];
                 if (!sf_finite(f)) sf_fail(status, errorFlag, molecule, SF_DEVICE_FORCE);
                 ATOMIC_ADD(&forceBuffers[atom + comp * paddedNumAtoms], (mm_ulong) realToFixedPoint(f));
             }
