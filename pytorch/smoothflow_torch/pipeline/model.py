@@ -1,0 +1,161 @@
+"""The flow of a config's ``model`` section, for any molecule: coupling layers, bond bounds and the
+data-fitted prior (the alanine-dipeptide study's construction, with the molecule as an argument).
+
+- **Bond bounds** from the training frames: per bond the data's range [min, max] widened by
+  ``bond_padding`` (default 1) times its width on each side, so the data fill the middle third of
+  the unit interval and held-out frames, MD and flow samples have room before the support's edge;
+  ``bond_lo`` >= ``min_bond_lo`` (0.05 nm).
+- **Coupling layers** (``scheme``), dimensions in the model format's order (bonds 0..N-2, angles
+  N-1..2N-4, torsions 2N-3..3N-7; docs/model-format.md section 3):
+
+  ``ic_coupled`` (default; the shipped alanine flows): the torsions split into two interleaved
+  halves (even and odd Z-matrix rows, so the builder's consecutive backbone torsions, phi and psi,
+  fall in different halves) that transform each other for ``n_torsion_blocks`` blocks (2 layers
+  each); then ``n_angle_blocks`` blocks of the two angle halves conditioned on each other and on
+  the torsions; then the two bond halves conditioned on each other, the angles and the torsions.
+
+  ``ic_hierarchy``: the torsion blocks, then ``n_angle_blocks`` blocks of bonds | angles and angles
+  | bonds, then the angles given the torsions, then the bonds given angles and torsions.
+
+  ``random_halves``: ``n_layers`` layers over alternating random halves of all dimensions (seeded
+  by ``split_seed``).
+
+  Every layer has the same ``transform`` (smooth, spline, affine), ``direction`` (``density``:
+  an analytic energy, the shipped flows'; or ``generative``), ``n_components``, ``hidden``,
+  ``activation``.
+- **Prior** ``"uniform"`` or ``{"kind": "truncated_normal", "width": w}``: a normal per bond and
+  angle with the training data's mean and w times its standard deviation of the normalized
+  coordinate (every bond and angle well harmonic to the support's edges; the study's v2 fix for
+  bonds escaping shallow wells in MD).
+- ``init_from``: a model file whose weights and bond bounds replace the fresh ones (a later
+  stage); its layers must equal this config's.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+import torch
+
+from .. import zmatrix as zm
+from ..flow import SmoothFlow
+from ..training import set_seed
+
+SCHEMES = ("ic_coupled", "ic_hierarchy", "random_halves")
+MODEL_DEFAULTS = {
+    "transform": "smooth", "direction": "density", "scheme": "ic_coupled",
+    "n_torsion_blocks": 4, "n_angle_blocks": 2, "n_layers": 8, "split_seed": 0,
+    "n_components": 8, "hidden": [64, 64], "activation": "silu",
+    "bond_padding": 1.0, "min_bond_lo": 0.05, "energy_offset": 0.0,
+    "support": {"policy": "wall", "margin": 0.01, "wall_constant": 1000.0},
+    "prior": {"kind": "truncated_normal", "width": 1.0}, "init_from": None,
+}
+#: transform constants passed through to SmoothFlow when present
+CONSTANT_KEYS = ("smooth", "spline", "affine")
+
+
+def model_section(model: dict) -> dict:
+    """A model section with its defaults; unknown keys are an error naming them."""
+    unknown = sorted(set(model) - set(MODEL_DEFAULTS) - set(CONSTANT_KEYS))
+    if unknown:
+        raise ValueError(f"model: unknown keys {unknown}; known: {sorted(set(MODEL_DEFAULTS) | set(CONSTANT_KEYS))}")
+    return {**MODEL_DEFAULTS, **model}
+
+
+def dims(n_atoms: int):
+    """(bond dims, angle dims, torsion dims) of an N-atom flow."""
+    N = n_atoms
+    return list(range(0, N - 1)), list(range(N - 1, 2 * N - 3)), list(range(2 * N - 3, 3 * N - 6))
+
+
+def coupling_layers(n_atoms: int, model: dict) -> list:
+    """SmoothFlow's ``layers`` for a model section (module docstring)."""
+    m = model_section(model)
+    if n_atoms < 4:
+        raise ValueError(f"a coupling flow needs at least 4 atoms (a torsion to split), got {n_atoms}")
+    common = {"transform": m["transform"], "direction": m["direction"], "n_components": int(m["n_components"]),
+              "hidden": list(m["hidden"]), "activation": m["activation"]}
+    bonds, angles, torsions = dims(n_atoms)
+    pairs = []
+    if m["scheme"] in ("ic_hierarchy", "ic_coupled"):
+        t_even, t_odd = torsions[0::2], torsions[1::2]
+        for _ in range(int(m["n_torsion_blocks"])):
+            pairs += [(t_even, t_odd), (t_odd, t_even)]
+    if m["scheme"] == "ic_hierarchy":
+        for _ in range(int(m["n_angle_blocks"])):
+            pairs += [(bonds, angles), (angles, bonds)]
+        pairs += [(angles, torsions), (bonds, angles + torsions)]
+    elif m["scheme"] == "ic_coupled":
+        a_even, a_odd = angles[0::2], angles[1::2]
+        b_even, b_odd = bonds[0::2], bonds[1::2]
+        for _ in range(int(m["n_angle_blocks"])):
+            pairs += [(a_even, a_odd + torsions), (a_odd, a_even + torsions)]
+        pairs += [(b_even, b_odd + angles + torsions), (b_odd, b_even + angles + torsions)]
+    elif m["scheme"] == "random_halves":
+        rng = np.random.default_rng(int(m["split_seed"]))
+        D = 3 * n_atoms - 6
+        for i in range(int(m["n_layers"])):
+            if i % 2 == 0:
+                perm = rng.permutation(D)
+                a, b = sorted(perm[:D // 2].tolist()), sorted(perm[D // 2:].tolist())
+                pairs.append((a, b))
+            else:
+                pairs.append((b, a))
+    else:
+        raise ValueError(f"model.scheme must be one of {SCHEMES}, got {m['scheme']!r}")
+    return [{**common, "transformed": list(t), "conditioning": list(c)} for t, c in pairs]
+
+
+def bond_bounds(zmatrix, positions: np.ndarray, padding: float = 1.0, min_lo: float = 0.05):
+    """Per-bond (lo, hi) in nm, Z-matrix row order (module docstring)."""
+    zmatrix = np.asarray(zmatrix)
+    x = np.asarray(positions, dtype=np.float64)
+    b = np.linalg.norm(x[:, zmatrix[1:, 0]] - x[:, zmatrix[1:, 1]], axis=-1)
+    lo, hi = b.min(0), b.max(0)
+    width = np.maximum(hi - lo, 1e-4)     # a bond that never moved (one frame) still gets an interval
+    return np.maximum(lo - padding * width, min_lo), hi + padding * width
+
+
+def data_prior(prior, zmatrix, train_positions: np.ndarray, lo, hi, max_frames: int = 20000):
+    """The latent prior of a model section's ``prior`` (module docstring); the moments are
+    unweighted (a torsion bias barely moves bond and angle marginals)."""
+    if prior == "uniform":
+        return "uniform"
+    if not isinstance(prior, dict) or prior.get("kind") != "truncated_normal" or set(prior) - {"kind", "width"}:
+        raise ValueError(f"model.prior must be 'uniform' or {{'kind': 'truncated_normal', 'width': w}}, got {prior!r}")
+    width = float(prior.get("width", 1.0))
+    if not width > 0:
+        raise ValueError(f"model.prior.width must be > 0, got {width}")
+    zmatrix = np.asarray(zmatrix)
+    x = np.asarray(train_positions, dtype=np.float64)
+    x = torch.from_numpy(x[np.linspace(0, len(x) - 1, min(len(x), max_frames)).round().astype(int)])
+    u = zm.normalize(*zm.internal_coordinates(x, zmatrix), torch.as_tensor(lo), torch.as_tensor(hi))
+    u = u[:, :2 * len(zmatrix) - 3].numpy()
+    sigma = np.maximum(width * u.std(0), 1e-3)   # a coordinate without spread in few frames
+    return {"kind": "truncated_normal", "mean": u.mean(0).tolist(), "sigma": sigma.tolist()}
+
+
+def build_flow(model: dict, zmatrix, atoms: list, temperature: float, train_positions: np.ndarray, seed: int,
+               base: Optional[Path] = None) -> SmoothFlow:
+    """The SmoothFlow of a model section for one molecule (weights seeded by ``seed``);
+    ``init_from`` is relative to ``base``."""
+    m = model_section(model)
+    zmatrix = np.asarray(zmatrix, dtype=np.int64)
+    lo, hi = bond_bounds(zmatrix, train_positions, float(m["bond_padding"]), float(m["min_bond_lo"]))
+    set_seed(seed)
+    kwargs = {k: m[k] for k in CONSTANT_KEYS if k in m}
+    flow = SmoothFlow(zmatrix, lo, hi, coupling_layers(len(zmatrix), m), temperature=float(temperature),
+                      energy_offset=float(m["energy_offset"]), atoms=atoms, support=m["support"],
+                      prior=data_prior(m["prior"], zmatrix, train_positions, lo, hi), **kwargs)
+    if m["init_from"]:
+        from ..export import load_model
+        path = Path(m["init_from"])
+        path = path if path.is_absolute() or base is None else Path(base) / path
+        if not path.exists():
+            raise FileNotFoundError(f"model.init_from: {path} does not exist (train the earlier stage first)")
+        start = load_model(path)
+        if start.config()["layers"] != flow.config()["layers"]:
+            raise ValueError(f"model.init_from: {path} has other layers than this config")
+        flow.load_state_dict(start.state_dict(), strict=True)
+    return flow

@@ -1,0 +1,319 @@
+"""Training data by Langevin MD with the project's force field, resumable, optionally biased.
+
+Each chain starts from the project's structure, minimized, gets velocities at the temperature
+(seed ``seed + chain``), equilibrates ``equilibration_ps``, then saves a frame every
+``interval_ps``: positions, the force field's forces and energy (force group 0) and the bias
+energy (group 31). LangevinMiddleIntegrator, friction 1/ps, 2 fs, no constraints, hydrogen mass
+3 amu taken from the bonded heavy atom (masses change the dynamics, not the distribution of
+configurations, which is all the data is for).
+
+**Resuming.** Every chain keeps its frames (``data/chain<c>.npz``) and the integrator's state
+after its last frame (``data/chain<c>.state.xml``), rewritten every ``checkpoint_ps``. A rerun
+continues each chain from its state and appends; a rerun with a larger ``ns`` or more ``chains``
+extends the data set. Settings that change the chains' dynamics (time step, interval, seed,
+masses, bias, temperature, force field) must match the first run's (``data/settings.json``);
+``restart`` starts over.
+
+**The bias** (optional; the alanine-dipeptide study's method, for any torsion): a torsion's rare
+states (phi > 0 of a dipeptide, about once per 100 ns) cannot be counted from plain MD. A short
+well-tempered metadynamics run along the torsion (openmm.app.Metadynamics: bias factor 4,
+Gaussians 1 kJ/mol high and 0.35 rad wide, one per ps) builds V ~ -(3/4) F(torsion); V is then
+frozen as a 181-point periodic table (``data/bias.npz``) and the chains run under it. A frame's
+Boltzmann weight is exp(V / kT), exact because V is fixed: no assumption that metadynamics
+converged enters; a poor V only costs efficiency (the weights' Kish ESS, in the summary).
+
+When every chain has its frames, they are assembled into ``data/frames.npz`` (data.py) with
+``data/summary.json`` (settings, cost, the weighted fraction of the first torsion of interest
+above 0 per chain).
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import time
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+
+from . import data
+from .project import Project, dihedral
+
+BIAS_GROUP = 31
+BIAS_FACTOR = 4.0
+BIAS_HEIGHT = 1.0       # kJ/mol
+BIAS_WIDTH = 0.35       # rad
+BIAS_PACE_PS = 1.0
+BIAS_GRID = 181         # points over [-pi, pi], periodic (2 degrees)
+
+#: settings whose change makes a chain a different chain (a rerun must match them)
+CHAIN_KEYS = ("dt_fs", "interval_ps", "equilibration_ps", "friction_per_ps", "hydrogen_mass", "seed",
+              "temperature", "forcefield", "bias")
+
+
+def prepared_system(project: Project, hydrogen_mass: float):
+    """The force field's System with hydrogen masses raised to ``hydrogen_mass`` amu (0: unchanged)."""
+    import openmm.unit as unit
+    system = project.system()
+    if hydrogen_mass:
+        for a, b in project.topology().bonds():
+            if (a.element.symbol == "H") == (b.element.symbol == "H"):
+                continue
+            h, heavy = (a, b) if a.element.symbol == "H" else (b, a)
+            shift = hydrogen_mass - system.getParticleMass(h.index).value_in_unit(unit.dalton)
+            system.setParticleMass(h.index, hydrogen_mass)
+            heavy_mass = system.getParticleMass(heavy.index).value_in_unit(unit.dalton) - shift
+            if heavy_mass <= 0:
+                raise ValueError(f"hydrogen mass {hydrogen_mass} amu leaves atom {heavy.index} without mass")
+            system.setParticleMass(heavy.index, heavy_mass)
+    return system
+
+
+def _torsion_force(atoms):
+    import openmm
+    cv = openmm.CustomTorsionForce("theta")
+    cv.addTorsion(*[int(a) for a in atoms], [])
+    return cv
+
+
+def add_static_bias(system, atoms, table) -> None:
+    """V(torsion) tabulated on BIAS_GRID points over [-pi, pi] (periodic), in force group BIAS_GROUP."""
+    import openmm
+    table = np.asarray(table, float)
+    if table.shape != (BIAS_GRID,) or not np.all(np.isfinite(table)) or abs(table[0] - table[-1]) > 1e-9:
+        raise ValueError(f"a bias table holds {BIAS_GRID} finite values with table[0] == table[-1]")
+    force = openmm.CustomCVForce("bias(t)")
+    force.addCollectiveVariable("t", _torsion_force(atoms))
+    force.addTabulatedFunction("bias", openmm.Continuous1DFunction(table.tolist(), -np.pi, np.pi, True))
+    force.setForceGroup(BIAS_GROUP)
+    system.addForce(force)
+
+
+def _platform(name: str):
+    import openmm
+    return openmm.Platform.getPlatformByName(name)
+
+
+def build_bias(project: Project, torsion: dict, ns: float, settings: dict, progress: bool = True) -> dict:
+    """Well-tempered metadynamics along ``torsion`` for ``ns``; writes ``data/bias.npz``."""
+    import openmm
+    import openmm.app as app
+    import openmm.unit as unit
+    from tqdm.auto import tqdm
+
+    dt = settings["dt_fs"]
+    system = prepared_system(project, settings["hydrogen_mass"])
+    variable = app.BiasVariable(_torsion_force(torsion["atoms"]), -np.pi, np.pi, BIAS_WIDTH, periodic=True,
+                                gridWidth=BIAS_GRID)
+    pace = max(1, int(round(BIAS_PACE_PS * 1000 / dt)))
+    meta = app.Metadynamics(system, [variable], project.temperature * unit.kelvin, BIAS_FACTOR,
+                            BIAS_HEIGHT * unit.kilojoule_per_mole, pace)
+    integrator = openmm.LangevinMiddleIntegrator(project.temperature * unit.kelvin,
+                                                 settings["friction_per_ps"] / unit.picosecond, dt * unit.femtoseconds)
+    seed = settings["seed"] - 1
+    integrator.setRandomNumberSeed(seed)
+    sim = app.Simulation(project.topology(), system, integrator, _platform(settings["platform"]))
+    sim.context.setPositions(project.positions() * unit.nanometer)
+    sim.minimizeEnergy()
+    sim.context.setVelocitiesToTemperature(project.temperature * unit.kelvin, seed)
+    t0, values = time.time(), []
+    for _ in tqdm(range(max(1, int(round(ns * 1000 / BIAS_PACE_PS)))), desc="metadynamics", unit="Gaussian",
+                  disable=not progress, mininterval=1.0):
+        meta.step(sim, pace)
+        values.append(float(meta.getCollectiveVariables(sim)[0]))
+    free_energy = np.asarray(meta.getFreeEnergy().value_in_unit(unit.kilojoule_per_mole), float).ravel()
+    table = -free_energy * (BIAS_FACTOR - 1) / BIAS_FACTOR     # the deposited bias
+    table -= table.max()
+    values = np.array(values)
+    info = {"torsion": torsion, "method": "well-tempered metadynamics (openmm.app.Metadynamics)", "ns": ns,
+            "bias_factor": BIAS_FACTOR, "height_kj_mol": BIAS_HEIGHT, "width_rad": BIAS_WIDTH,
+            "pace_ps": BIAS_PACE_PS, "grid": BIAS_GRID, "seed": seed, "wall_seconds": round(time.time() - t0, 1),
+            "positive_fraction_during_run": float(np.mean(values > 0)),
+            "crossings_of_0_during_run": int(np.sum(np.diff(np.sign(values)) != 0))}
+    project.data_dir.mkdir(parents=True, exist_ok=True)
+    np.savez(project.data_dir / "bias.npz", grid=np.linspace(-np.pi, np.pi, BIAS_GRID), bias=table,
+             info=json.dumps(info))
+    return info
+
+
+def load_bias(project: Project):
+    """(table, info) of ``data/bias.npz``, or None."""
+    f = project.data_dir / "bias.npz"
+    if not f.exists():
+        return None
+    with np.load(f) as d:
+        return d["bias"].astype(float), json.loads(str(d["info"]))
+
+
+def run_chain(project_path, chain: int, n_frames: int, settings: dict, bias_table=None, progress: bool = True,
+              position: int = 0) -> Path:
+    """Run chain ``chain`` until it holds ``n_frames`` frames, resuming from its state file."""
+    import openmm
+    import openmm.unit as unit
+
+    project = Project(project_path)
+    frames_file = project.data_dir / f"chain{chain}.npz"
+    state_file = project.data_dir / f"chain{chain}.state.xml"
+    keys = ("positions", "forces", "energies", "bias")
+    saved = {k: [] for k in keys}
+    if frames_file.exists():
+        with np.load(frames_file) as d:
+            saved = {k: list(d[k]) for k in keys}
+    if len(saved["positions"]) >= n_frames:
+        return frames_file
+    dt = settings["dt_fs"]
+    system = prepared_system(project, settings["hydrogen_mass"])
+    if bias_table is not None:
+        add_static_bias(system, settings["bias"]["atoms"], bias_table)
+    integrator = openmm.LangevinMiddleIntegrator(project.temperature * unit.kelvin,
+                                                 settings["friction_per_ps"] / unit.picosecond, dt * unit.femtoseconds)
+    seed = settings["seed"] + chain
+    # a continued chain draws a new random stream (the state file does not hold the generator's)
+    integrator.setRandomNumberSeed(seed + 100003 * len(saved["positions"]))
+    context = openmm.Context(system, integrator, _platform(settings["platform"]))
+    if saved["positions"]:
+        if not state_file.exists():
+            raise FileNotFoundError(f"{frames_file} has frames but {state_file} is missing: cannot continue the "
+                                    f"chain; rerun with restart")
+        context.setState(openmm.XmlSerializer.deserialize(state_file.read_text()))
+    else:
+        context.setPositions(project.positions() * unit.nanometer)
+        openmm.LocalEnergyMinimizer.minimize(context)
+        context.setVelocitiesToTemperature(project.temperature * unit.kelvin, seed)
+        integrator.step(int(round(settings["equilibration_ps"] * 1000 / dt)))
+    steps = max(1, int(round(settings["interval_ps"] * 1000 / dt)))
+    every = max(1, int(round(settings["checkpoint_ps"] / settings["interval_ps"])))
+    bar = None
+    if progress:     # tqdm only when shown: its multiprocessing lock leaks in spawned workers otherwise
+        from tqdm.auto import tqdm
+        bar = tqdm(total=n_frames, initial=len(saved["positions"]), desc=f"chain {chain}", unit="frame",
+                   position=position, mininterval=1.0)
+
+    def checkpoint():
+        tmp = frames_file.with_name(frames_file.name + ".tmp.npz")
+        np.savez(tmp, **{k: np.array(v, np.float32) for k, v in saved.items()})
+        state = openmm.XmlSerializer.serialize(context.getState(getPositions=True, getVelocities=True))
+        # the state first, then the frames: a crash between leaves a state ahead of the saved
+        # frames, and the chain continues from that later (equally valid) point
+        state_file.with_suffix(".tmp").write_text(state)
+        os.replace(state_file.with_suffix(".tmp"), state_file)
+        os.replace(tmp, frames_file)
+
+    while len(saved["positions"]) < n_frames:
+        integrator.step(steps)
+        s = context.getState(getPositions=True, getForces=True, getEnergy=True, groups={0})
+        v = context.getState(getEnergy=True, groups={BIAS_GROUP}).getPotentialEnergy() if bias_table is not None \
+            else 0 * unit.kilojoule_per_mole
+        saved["positions"].append(s.getPositions(asNumpy=True).value_in_unit(unit.nanometer))
+        saved["forces"].append(s.getForces(asNumpy=True).value_in_unit(unit.kilojoule_per_mole / unit.nanometer))
+        saved["energies"].append(s.getPotentialEnergy().value_in_unit(unit.kilojoule_per_mole))
+        saved["bias"].append(v.value_in_unit(unit.kilojoule_per_mole))
+        if bar is not None:
+            bar.update(1)
+        if len(saved["positions"]) % every == 0 or len(saved["positions"]) == n_frames:
+            checkpoint()
+    if bar is not None:
+        bar.close()
+    return frames_file
+
+
+def _chain_settings(project: Project, dt_fs, interval_ps, equilibration_ps, friction, hydrogen_mass, seed, bias,
+                    bias_ns, platform, checkpoint_ps) -> dict:
+    torsion = project.torsion(bias) if bias else None
+    if bias and not bias_ns > 0:
+        existing = load_bias(project)
+        if existing is None:
+            raise ValueError("a bias needs bias_ns > 0 (the metadynamics run that builds it) or an existing "
+                             "data/bias.npz")
+        bias_ns = existing[1]["ns"]      # continuing chains under the bias built before
+    return {"dt_fs": float(dt_fs), "interval_ps": float(interval_ps), "equilibration_ps": float(equilibration_ps),
+            "friction_per_ps": float(friction), "hydrogen_mass": float(hydrogen_mass), "seed": int(seed),
+            "temperature": project.temperature, "forcefield": project.forcefield_files,
+            "bias": None if torsion is None else {"name": torsion["name"], "atoms": list(torsion["atoms"]),
+                                                  "metadynamics_ns": float(bias_ns)},
+            "platform": platform, "checkpoint_ps": float(checkpoint_ps)}
+
+
+def simulate(project, ns: float = 1.0, chains: int = 1, interval_ps: float = 1.0, dt_fs: float = 2.0,
+             equilibration_ps: float = 100.0, friction: float = 1.0, hydrogen_mass: float = 3.0, seed: int = 1000,
+             bias: Optional[str] = None, bias_ns: float = 0.0, checkpoint_ps: float = 100.0,
+             platform: str = "Reference", jobs: int = 1, restart: bool = False, progress: bool = True) -> dict:
+    """Run (or continue) the data chains and assemble ``data/frames.npz`` (module docstring).
+
+    ``ns``: production per chain; ``bias``: a torsion of interest's name (``phi``, ``phi:SER2``) or
+    four atoms, with ``bias_ns`` of metadynamics to build it. Returns the summary."""
+    project = project if isinstance(project, Project) else Project(project)
+    if not (ns > 0 and chains >= 1 and interval_ps > 0 and dt_fs > 0 and equilibration_ps >= 0):
+        raise ValueError("ns, interval_ps and dt_fs must be > 0, chains >= 1, equilibration_ps >= 0")
+    n_frames = int(round(ns * 1000 / interval_ps))
+    if n_frames < 1:
+        raise ValueError(f"{ns} ns at one frame per {interval_ps} ps is no frame")
+    d = project.data_dir
+    d.mkdir(parents=True, exist_ok=True)
+    settings = _chain_settings(project, dt_fs, interval_ps, equilibration_ps, friction, hydrogen_mass, seed, bias,
+                               bias_ns, platform, checkpoint_ps)
+    settings_file = d / "settings.json"
+    if restart:
+        for f in list(d.glob("chain*")) + [d / "bias.npz", d / "frames.npz", d / "summary.json", settings_file]:
+            f.unlink(missing_ok=True)
+    if settings_file.exists():
+        before = json.loads(settings_file.read_text())
+        diff = [k for k in CHAIN_KEYS if before.get(k) != settings.get(k)]
+        if diff:
+            raise ValueError(f"{d} holds chains run with other {diff} ({', '.join(f'{k}: {before.get(k)}' for k in diff)}"
+                             f"): continue them with the same settings, or start over with restart")
+    settings_file.write_text(json.dumps(settings, indent=1) + "\n")
+    t0 = time.time()
+    table = None
+    if settings["bias"] is not None:
+        if load_bias(project) is None:
+            build_bias(project, project.torsion(bias), bias_ns, settings, progress)
+        table, info = load_bias(project)
+        if info["torsion"]["atoms"] != settings["bias"]["atoms"]:
+            raise ValueError(f"data/bias.npz was built for {info['torsion']['name']}, not {settings['bias']['name']}: "
+                             f"restart to build a new one")
+    jobs_list = [(str(project.path), c, n_frames, settings, table, progress, c) for c in range(chains)]
+    if jobs > 1 and chains > 1:
+        import multiprocessing
+        with multiprocessing.get_context("spawn").Pool(min(jobs, chains)) as pool:
+            files = pool.starmap(run_chain, jobs_list)
+    else:
+        files = [run_chain(*j) for j in jobs_list]
+    summary = assemble(project, files, settings, n_frames)
+    summary["wall_seconds_this_run"] = round(time.time() - t0, 1)
+    (d / "summary.json").write_text(json.dumps(summary, indent=1) + "\n")
+    return summary
+
+
+def assemble(project: Project, files, settings: dict, n_frames: int) -> dict:
+    """Write ``data/frames.npz`` from the chains' first ``n_frames`` frames; return the summary."""
+    keys = ("positions", "forces", "energies", "bias")
+    parts = {k: [] for k in keys + ("chain", "time_ps", "split")}
+    for c, f in enumerate(files):
+        with np.load(f) as d:
+            for k in keys:
+                parts[k].append(d[k][:n_frames].astype(np.float32))
+        parts["chain"].append(np.full(n_frames, c, np.int16))
+        parts["time_ps"].append(((np.arange(n_frames) + 1) * settings["interval_ps"]).astype(np.float32))
+        parts["split"].append(data.split_of(n_frames))
+    frames = {k: np.concatenate(v) for k, v in parts.items()}
+    tmp = project.frames_path.with_name("frames.tmp.npz")
+    np.savez(tmp, **frames)
+    os.replace(tmp, project.frames_path)
+    weights = data.frame_weights(frames["bias"].astype(float), project.kT)
+    summary = {"frames": int(len(weights)), "chains": len(files), "frames_per_chain": n_frames,
+               "settings": settings, "weights_kish_ess_fraction": float(weights.sum() ** 2 / (weights ** 2).sum()
+                                                                         / len(weights)),
+               "sha256": hashlib.sha256(project.frames_path.read_bytes()).hexdigest()}
+    phis = [t for t in project.torsions if t["name"].startswith("phi:")]
+    torsion = settings["bias"] or (phis or project.torsions or [None])[0]
+    if torsion is not None:
+        values = dihedral(frames["positions"], torsion["atoms"])
+        chain = frames["chain"]
+        per_chain = [float(np.average(values[chain == c] > 0, weights=weights[chain == c])) for c in range(len(files))]
+        summary["positive_fraction"] = {
+            "torsion": torsion["name"], "reweighted": float(np.average(values > 0, weights=weights)),
+            "as_sampled": float(np.mean(values > 0)), "per_chain": per_chain,
+            "stderr": float(np.std(per_chain, ddof=1) / np.sqrt(len(per_chain))) if len(per_chain) > 1 else None}
+    return summary
