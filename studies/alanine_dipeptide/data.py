@@ -1,8 +1,10 @@
 """The alanine dipeptide data set: loading, splitting, and what the trainer needs from it.
 
 The files are written by `generate_data.py` (data/alanine_dipeptide/<setting>.npz); see its
-docstring for the layout.  Arrays come back as float64 numpy arrays (the file stores float32
-to stay compact); `torch_split` turns a split into tensors for the trainer.
+docstring for the layout, which is the pipeline's ``data/frames.npz`` layout: the frames are read
+by the pipeline's reader (``smoothflow_torch.pipeline.data``) with the study's molecule and
+temperature.  Arrays come back as float64 numpy arrays (the file stores float32 to stay
+compact); `torch_split` turns a split into tensors for the trainer.
 
 Frames from phi-biased chains (phi_bias.py) carry importance weights exp(V_bias/kT), scaled to
 mean 1 over the whole file: every average over frames (losses, histograms, free energies, the
@@ -12,23 +14,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+from smoothflow_torch.pipeline import data as frames_file
+# Frames: positions (n, 22, 3) nm, forces (n, 22, 3) kJ/mol/nm, energies (n,) kJ/mol, weights (n,)
+from smoothflow_torch.pipeline.data import SPLITS, Frames, boltzmann_indices  # noqa: F401 (the study's names)
+from smoothflow_torch.pipeline.project import dihedral
 
-from . import molecule
+from . import forcefield, molecule
 
 DATA_DIR = Path(__file__).resolve().parents[2] / "data" / "alanine_dipeptide"
-SPLITS = {"train": 0, "test": 1}
-
-
-@dataclass(frozen=True)
-class Frames:
-    """Configurations with their reference forces and energies (float64)."""
-    positions: np.ndarray   # (n, 22, 3) nm
-    forces: np.ndarray      # (n, 22, 3) kJ/mol/nm
-    energies: np.ndarray    # (n,) kJ/mol
-    weights: np.ndarray     # (n,) Boltzmann reweighting factors of biased frames (mean 1 over the file)
-
-    def __len__(self) -> int:
-        return len(self.positions)
 
 
 def path(setting: str = "obc", data_dir=None) -> Path:
@@ -43,31 +36,14 @@ def load(setting: str = "obc", split: str = "train", data_dir=None) -> Frames:
     FileNotFoundError
         With the command that generates the file.
     ValueError
-        When the file's arrays do not have the documented shapes.
+        When the file's arrays do not have the documented shapes, its bias is not finite or
+        the split has no frames.
     """
     f = path(setting, data_dir)
     if not f.exists():
         raise FileNotFoundError(f"{f} does not exist: generate it with "
                                 f"`python -m alanine_dipeptide.generate_data --setting {setting}` (from studies/)")
-    with np.load(f) as d:
-        pos, frc, ene, spl = d["positions"], d["forces"], d["energies"], d["split"]
-        bias = d["bias"].astype(np.float64) if "bias" in d.files else np.zeros(len(pos))
-    n = len(pos)
-    if pos.shape != (n, molecule.N_ATOMS, 3) or frc.shape != pos.shape or ene.shape != (n,) or spl.shape != (n,):
-        raise ValueError(f"{f}: arrays have shapes {pos.shape}, {frc.shape}, {ene.shape}, {spl.shape}; expected "
-                         f"(n, {molecule.N_ATOMS}, 3) positions and forces, (n,) energies and split")
-    if split == "all":
-        mask = np.ones(n, bool)
-    elif split in SPLITS:
-        mask = spl == SPLITS[split]
-    else:
-        raise ValueError(f"split must be 'train', 'test' or 'all', not {split!r}")
-    if bias.shape != (n,) or not np.all(np.isfinite(bias)):
-        raise ValueError(f"{f}: the bias array must hold {n} finite values")
-    from .generate_data import frame_weights
-    wts = frame_weights(bias)
-    return Frames(pos[mask].astype(np.float64), frc[mask].astype(np.float64), ene[mask].astype(np.float64),
-                  wts[mask])
+    return frames_file.load(f, forcefield.KT, molecule.N_ATOMS, split)
 
 
 @dataclass(frozen=True)
@@ -81,13 +57,6 @@ class Reference:
 
 def reference_path(setting: str = "obc", data_dir=None) -> Path:
     return Path(data_dir or DATA_DIR) / f"{setting}.reference.npz"
-
-
-def boltzmann_indices(weights: np.ndarray, n: int) -> np.ndarray:
-    """`n` indices drawn by systematic resampling with probability proportional to `weights`,
-    in increasing order: a deterministic, Boltzmann-distributed subset (some may repeat)."""
-    c = np.cumsum(weights) / np.sum(weights)
-    return np.minimum(np.searchsorted(c, (np.arange(n) + 0.5) / n), len(weights) - 1)
 
 
 def write_reference(setting: str = "obc", data_dir=None, n_test: int = 200) -> Path:
@@ -127,5 +96,4 @@ def torch_split(frames: Frames, dtype=None):
 
 def backbone_dihedrals(positions: np.ndarray):
     """(phi, psi) in radians of frames (n, 22, 3), IUPAC sign."""
-    from .generate_data import dihedral
     return dihedral(positions, molecule.PHI_ATOMS), dihedral(positions, molecule.PSI_ATOMS)

@@ -6,7 +6,9 @@ flow, (b) the spline flow, (c) Amber ff99SB-ILDN (OBC), at time steps 0.25, 0.5,
 Per run: the total-energy drift (kJ/mol/ns, and per degree of freedom) and the fluctuation
 ratio RMS(E_tot - <E_tot>) / RMS(E_kin - <E_kin>).  The dt^2 law is checked by a log-log fit
 of the ratio against dt.  A Langevin run with the smooth flow gives a Ramachandran plot beside
-the reference MD's.  Output: report.md and PNG plots in one folder.  Never imports torch.
+the reference MD's.  Output: report.md and PNG plots in one folder.  The NVE runs and their
+statistics are the pipeline's (smoothflow_torch.pipeline.md: nve_series, summarize,
+dt2_slopes; importing it loads torch, but no torch code runs).
 
 Usage (from studies/): python -m alanine_dipeptide.energy_conservation [--long] [--out DIR]
 """
@@ -23,6 +25,11 @@ from pathlib import Path
 import numpy as np
 import openmm
 import openmm.unit as unit
+
+# (pipeline.md is also the name of the pipeline's md step, so its functions are imported by name;
+# dt2_slopes is one of the study's names)
+from smoothflow_torch.pipeline.md import dt2_slopes, nve_series, summary_table  # noqa: F401
+from smoothflow_torch.pipeline.md import summarize as summarize_runs
 
 from . import data, forcefield, molecule, repo_paths
 
@@ -71,35 +78,14 @@ def thermalized_context(system: openmm.System, integrator, positions, seed: int,
 
 
 def nve_run(job) -> dict:
-    """One NVE run; returns its energy series and summary numbers."""
+    """One NVE run; returns its energy series and summary numbers (the pipeline's NVE run,
+    smoothflow_torch.pipeline.md.nve_series, on the study's systems)."""
     potential, models, dt_fs, ps, start, positions, seed, samples, platform = job
     system = make_system(potential, models)
     integrator = openmm.VerletIntegrator(dt_fs * unit.femtoseconds)
     context = thermalized_context(system, integrator, positions, seed, platform)
-    steps = int(round(ps * 1000 / dt_fs))
-    every = max(1, steps // samples)
-    rows, t0, error = [], time.time(), None
-    try:
-        for i in range(0, steps + 1, every):
-            if i:
-                integrator.step(every)
-            s = context.getState(getEnergy=True)
-            epot = s.getPotentialEnergy().value_in_unit(unit.kilojoule_per_mole)
-            ekin = s.getKineticEnergy().value_in_unit(unit.kilojoule_per_mole)
-            rows.append((i * dt_fs / 1000, epot, ekin))
-            if not np.isfinite(epot + ekin) or ekin > 1e4:
-                error = f"unstable after {i * dt_fs / 1000:.3f} ps (E_kin {ekin:.3g} kJ/mol)"
-                break
-    except openmm.OpenMMException as e:  # e.g. a configuration outside the flow's support
-        error = str(e).splitlines()[0]
-    r = np.array(rows)
-    out = {"potential": potential, "dt_fs": dt_fs, "start": start, "seconds": time.time() - t0,
-           "series": r.tolist(), "error": error}
-    if error is None and len(r) > 3:
-        etot = r[:, 1] + r[:, 2]
-        out["drift_kj_mol_ns"] = float(np.polyfit(r[:, 0] / 1000, etot, 1)[0])
-        out["ratio"] = float(np.std(etot) / np.std(r[:, 2]))
-    return out
+    return {"potential": potential, "dt_fs": dt_fs, "start": start,
+            **nve_series(context, integrator, dt_fs, ps, samples)}
 
 
 def langevin_run(job) -> dict:
@@ -124,31 +110,9 @@ def langevin_run(job) -> dict:
 
 
 def summarize(runs):
-    table = {}
-    for r in runs:
-        key = (r["potential"], r["dt_fs"])
-        table.setdefault(key, []).append(r)
-    rows = []
-    for (potential, dt), rs in sorted(table.items(), key=lambda kv: (kv[0][0], kv[0][1])):
-        ok = [r for r in rs if r["error"] is None]
-        row = {"potential": potential, "dt_fs": dt, "runs": len(rs), "failed": len(rs) - len(ok)}
-        if ok:
-            row["ratio"] = float(np.mean([r["ratio"] for r in ok]))
-            row["drift_kj_mol_ns"] = float(np.mean([r["drift_kj_mol_ns"] for r in ok]))
-            row["drift_per_dof"] = row["drift_kj_mol_ns"] / DOF
-        row["errors"] = [f"{potential} at {dt:g} fs, start {r['start']}: {r['error']}"
-                         for r in sorted(rs, key=lambda r: r["start"]) if r["error"]]
-        rows.append(row)
-    return rows
-
-
-def dt2_slopes(rows):
-    slopes = {}
-    for p in sorted({r["potential"] for r in rows}):
-        pts = [(r["dt_fs"], r["ratio"]) for r in rows if r["potential"] == p and "ratio" in r and r["ratio"] > 0]
-        if len(pts) >= 2:
-            slopes[p] = float(np.polyfit(np.log([d for d, _ in pts]), np.log([x for _, x in pts]), 1)[0])
-    return slopes
+    """Per potential and time step: mean ratio and drift over the runs that finished, failures
+    (the pipeline's summary with the study's degrees of freedom)."""
+    return summarize_runs(runs, DOF)
 
 
 def plot(rows, runs, langevin, reference, out: Path):
@@ -234,13 +198,7 @@ def report(rows, slopes, langevin, meta, out: Path):
     if meta.get("models"):
         lines += ["Models: " + "; ".join(f"{p} `{m['path']}` (sha256 {m['sha256']})"
                                         for p, m in meta["models"].items()) + ".", ""]
-    lines += ["| potential | dt (fs) | RMS dE_tot / RMS dE_kin | drift (kJ/mol/ns) | drift per dof | failed runs |",
-              "|---|---|---|---|---|---|"]
-    for r in rows:
-        ratio = f"{r['ratio']:.5f}" if "ratio" in r else "-"
-        drift = f"{r['drift_kj_mol_ns']:.2f}" if "drift_kj_mol_ns" in r else "-"
-        per = f"{r['drift_per_dof']:.4f}" if "drift_per_dof" in r else "-"
-        lines.append(f"| {r['potential']} | {r['dt_fs']:g} | {ratio} | {drift} | {per} | {r['failed']}/{r['runs']} |")
+    lines += summary_table(rows, ratio=".5f", drift=".2f", per_dof=".4f")
     lines += [""] + goal_lines(rows)
     lines += ["", "Log-log slope of the fluctuation ratio against dt (2 for a smooth potential under velocity Verlet): "
               + ", ".join(f"{p} {s:.2f}" for p, s in slopes.items()) + ".", ""]

@@ -33,6 +33,7 @@ import openmm
 import openmm.unit as unit
 import torch
 from smoothflow_torch import load_model
+from smoothflow_torch.pipeline.evaluate import sample_flow as pipeline_sample_flow
 from tqdm import tqdm
 
 from . import data, forcefield, metrics, molecule, results_report, weights
@@ -122,15 +123,8 @@ def stiffness_ratios(flow, frames: data.Frames, ff: "ForceFieldEnergy", n_frames
 
 
 def sample_flow(flow, n: int, seed: int, batch: int = 5000):
-    """n samples (positions, log q) from the flow, in batches."""
-    gen = torch.Generator().manual_seed(seed)
-    xs, lqs = [], []
-    with torch.no_grad():
-        for i in tqdm(range(0, n, batch), desc="sampling the flow", unit="batch"):
-            x, lq = flow.sample(min(batch, n - i), generator=gen, return_log_prob=True)
-            xs.append(x.numpy())
-            lqs.append(lq.numpy())
-    return np.concatenate(xs), np.concatenate(lqs)
+    """n samples (positions, log q) from the flow, in batches (the pipeline's, with a progress bar)."""
+    return pipeline_sample_flow(flow, n, seed, batch, progress=True)
 
 
 def _model_digest(path: Path) -> str:

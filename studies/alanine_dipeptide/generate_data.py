@@ -43,6 +43,9 @@ from pathlib import Path
 import numpy as np
 import openmm
 import openmm.unit as unit
+from smoothflow_torch.pipeline import data as pipeline_data
+from smoothflow_torch.pipeline.project import dihedral
+from smoothflow_torch.pipeline.simulate import positive_fraction, raise_hydrogen_masses
 
 from . import forcefield, molecule, phi_bias
 
@@ -50,16 +53,8 @@ HYDROGEN_MASS = 3.0  # amu
 
 
 def prepared_system(setting: str) -> openmm.System:
-    system = forcefield.system(setting)
-    top = molecule.topology()
-    for bond in top.bonds():
-        a, b = bond
-        if a.element.symbol == "H" or b.element.symbol == "H":
-            h, heavy = (a, b) if a.element.symbol == "H" else (b, a)
-            shift = HYDROGEN_MASS - system.getParticleMass(h.index).value_in_unit(unit.dalton)
-            system.setParticleMass(h.index, HYDROGEN_MASS)
-            system.setParticleMass(heavy.index, system.getParticleMass(heavy.index).value_in_unit(unit.dalton) - shift)
-    return system
+    """The force field's System with hydrogen masses raised to HYDROGEN_MASS (the pipeline's)."""
+    return raise_hydrogen_masses(forcefield.system(setting), molecule.topology(), HYDROGEN_MASS)
 
 
 def _context(setting: str, seed: int, dt_fs: float, bias_table=None):
@@ -122,30 +117,16 @@ def run_chain(setting: str, chain: int, ns: float, interval_ps: float, checkpoin
     return done
 
 
-def dihedral(x: np.ndarray, idx) -> np.ndarray:
-    """IUPAC dihedral (radians) of atoms idx over frames x (n, N, 3)."""
-    b1 = x[:, idx[1]] - x[:, idx[0]]
-    b2 = x[:, idx[2]] - x[:, idx[1]]
-    b3 = x[:, idx[3]] - x[:, idx[2]]
-    n1, n2 = np.cross(b1, b2), np.cross(b2, b3)
-    y = np.linalg.norm(b2, axis=-1) * np.einsum("ij,ij->i", b1, n2)
-    return np.arctan2(y, np.einsum("ij,ij->i", n1, n2))
-
-
 def frame_weights(bias: np.ndarray) -> np.ndarray:
     """Reweighting factors exp(V/kT) of biased frames, scaled to mean 1 (all ones when unbiased)."""
-    kt = forcefield.MOLAR_GAS_CONSTANT * forcefield.TEMPERATURE
-    w = np.exp((bias - bias.max()) / kt)
-    return w / w.mean()
+    return pipeline_data.frame_weights(bias, forcefield.KT)
 
 
 def phi_population(phi: np.ndarray, weights: np.ndarray, chain: np.ndarray) -> dict:
     """Weighted phi > 0 fraction overall, per chain, and its standard error across chains."""
-    per_chain = [float(np.average(phi[chain == c] > 0, weights=weights[chain == c])) for c in np.unique(chain)]
-    return {"phi_positive_fraction": float(np.average(phi > 0, weights=weights)),
-            "phi_positive_fraction_per_chain": per_chain,
-            "phi_positive_fraction_stderr": float(np.std(per_chain, ddof=1) / np.sqrt(len(per_chain)))
-            if len(per_chain) > 1 else None,
+    p = positive_fraction(phi, weights, chain)
+    return {"phi_positive_fraction": p["reweighted"], "phi_positive_fraction_per_chain": p["per_chain"],
+            "phi_positive_fraction_stderr": p["stderr"],
             "weights_kish_ess_fraction": float(weights.sum() ** 2 / (weights ** 2).sum() / len(weights))}
 
 

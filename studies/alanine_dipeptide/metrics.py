@@ -1,10 +1,14 @@
-"""Metrics of a Boltzmann generator (flow-math section 9), numpy only.
+"""Metrics of a Boltzmann generator (flow-math section 9), on numpy arrays; the free-energy
+profile and the histogram KL are the pipeline's (smoothflow_torch.pipeline.evaluate).
 
 - sampling efficiency ESS/n of importance weights,
 - free energy profiles along a coordinate from samples (with weights),
 - KL divergence of histograms (phi/psi), with a pseudocount so empty bins stay finite.
 """
 import numpy as np
+# (pipeline.evaluate is also the name of the pipeline's evaluate step: import by name)
+from smoothflow_torch.pipeline.evaluate import free_energy
+from smoothflow_torch.pipeline.evaluate import histogram_kl  # noqa: F401 (the study's name)
 
 from . import weights
 
@@ -41,27 +45,9 @@ def sampling_efficiency_interval(log_w: np.ndarray, n_boot: int = 200, seed: int
 
 
 def free_energy_profile(values: np.ndarray, bins: np.ndarray, weights=None, kT: float = 1.0):
-    """F(bin) = -kT log p(bin), shifted to min 0; empty bins are +inf."""
-    hist, _ = np.histogram(values, bins=bins, weights=weights)
-    p = hist / hist.sum()
-    with np.errstate(divide="ignore"):
-        f = -kT * np.log(p)
-    return f - f[np.isfinite(f)].min()
-
-
-def histogram_kl(p_counts: np.ndarray, q_counts: np.ndarray, pseudocount: float = 1e-6) -> float:
-    """KL(p || q) of two histograms with the same bins (any shape), in nats.
-
-    A small pseudocount (relative to the total) keeps bins empty in q finite.
-    """
-    p = np.asarray(p_counts, float).ravel()
-    q = np.asarray(q_counts, float).ravel()
-    if p.shape != q.shape:
-        raise ValueError(f"histograms differ in shape: {p.shape} vs {q.shape}")
-    p = p / p.sum() + pseudocount
-    q = q / q.sum() + pseudocount
-    p, q = p / p.sum(), q / q.sum()
-    return float(np.sum(p * np.log(p / q)))
+    """F(bin) = -kT log p(bin) over the bin edges ``bins``, shifted to min 0; empty bins are +inf
+    (the pipeline's)."""
+    return free_energy(values, weights, bins, kT)
 
 
 def ramachandran_histogram(phi: np.ndarray, psi: np.ndarray, n_bins: int = 60, weights=None) -> np.ndarray:

@@ -18,22 +18,26 @@ The table (`<setting>.bias.npz`: phi grid, V in kJ/mol, settings) is small and s
 data chains are reproducible without rerunning metadynamics.
 """
 import json
-import time
 from pathlib import Path
 
 import numpy as np
 import openmm
-import openmm.app as app
-import openmm.unit as unit
+# (pipeline.simulate is also the name of the pipeline's simulate step: import by name)
+from smoothflow_torch.pipeline.simulate import BIAS_GRID, torsion_force
+from smoothflow_torch.pipeline.simulate import BIAS_GROUP as PIPELINE_BIAS_GROUP
+from smoothflow_torch.pipeline.simulate import add_static_bias as add_torsion_bias
+from smoothflow_torch.pipeline.simulate import metadynamics
 
 from . import forcefield, molecule
 
-BIAS_GROUP = 31          # the bias's force group; the force field uses group 0
+# the static bias force is the pipeline's: its force group (31; the force field uses group 0) and
+# its table of BIAS_GRID = 181 points over [-pi, pi] (2 degrees)
+BIAS_GROUP = PIPELINE_BIAS_GROUP
+GRID = BIAS_GRID
 BIAS_FACTOR = 4.0        # gamma: barrier of 30 kJ/mol seen as 7.5, alpha_L basin ~ 25 % of biased frames
 HEIGHT = 1.0             # kJ/mol, initial Gaussian height
 WIDTH = 0.35             # rad, Gaussian width
 PACE_STEPS = 500         # a Gaussian every 1 ps at 2 fs
-GRID = 181               # table points over [-pi, pi] (2 degrees)
 
 
 def bias_path(setting: str, data_dir: Path) -> Path:
@@ -42,56 +46,29 @@ def bias_path(setting: str, data_dir: Path) -> Path:
 
 def phi_force() -> openmm.CustomTorsionForce:
     """phi as a collective variable (IUPAC sign, radians in [-pi, pi])."""
-    cv = openmm.CustomTorsionForce("theta")
-    cv.addTorsion(*molecule.PHI_ATOMS, [])
-    return cv
+    return torsion_force(molecule.PHI_ATOMS)
 
 
 def add_static_bias(system: openmm.System, table: np.ndarray) -> None:
-    """Add V(phi), tabulated on GRID points over [-pi, pi] (periodic), in force group BIAS_GROUP."""
-    table = np.asarray(table, float)
-    if table.shape != (GRID,) or not np.all(np.isfinite(table)) or abs(table[0] - table[-1]) > 1e-9:
-        raise ValueError(f"bias table must hold {GRID} finite values with table[0] == table[-1]")
-    force = openmm.CustomCVForce("phi_bias(phi)")  # as openmm.app.Metadynamics applies its bias
-    force.addCollectiveVariable("phi", phi_force())
-    force.addTabulatedFunction("phi_bias", openmm.Continuous1DFunction(table.tolist(), -np.pi, np.pi, True))
-    force.setForceGroup(BIAS_GROUP)
-    system.addForce(force)
+    """Add V(phi), tabulated on GRID points over [-pi, pi] (periodic), in force group BIAS_GROUP
+    (the pipeline's static bias along phi)."""
+    add_torsion_bias(system, molecule.PHI_ATOMS, table)
 
 
 def build(setting: str, ns: float, data_dir: Path, system_factory, seed: int = 999, progress: bool = True) -> dict:
     """Run well-tempered metadynamics along phi for `ns` and write the final bias table.
 
     `system_factory(setting)` returns the System the data chains use (same masses), so the
-    bias is built under the same dynamics."""
-    from tqdm import tqdm
-
+    bias is built under the same dynamics (the pipeline's metadynamics, with the study's settings)."""
     dt_fs = 2.0
-    system = system_factory(setting)
-    variable = app.BiasVariable(phi_force(), -np.pi, np.pi, WIDTH, periodic=True, gridWidth=GRID)
-    meta = app.Metadynamics(system, [variable], forcefield.TEMPERATURE * unit.kelvin, BIAS_FACTOR,
-                            HEIGHT * unit.kilojoule_per_mole, PACE_STEPS)
-    integrator = openmm.LangevinMiddleIntegrator(forcefield.TEMPERATURE * unit.kelvin, 1 / unit.picosecond,
-                                                 dt_fs * unit.femtoseconds)
-    integrator.setRandomNumberSeed(seed)
-    sim = app.Simulation(molecule.topology(), system, integrator, openmm.Platform.getPlatformByName("Reference"))
-    sim.context.setPositions(molecule.standard_positions() * unit.nanometer)
-    sim.minimizeEnergy()
-    sim.context.setVelocitiesToTemperature(forcefield.TEMPERATURE * unit.kelvin, seed)
-    t0 = time.time()
-    chunks = int(round(ns * 1000))  # 1 ps each
-    phis = []
-    for _ in tqdm(range(chunks), desc=f"{setting} metadynamics", unit="ps", disable=not progress, mininterval=2.0):
-        meta.step(sim, PACE_STEPS)
-        phis.append(float(meta.getCollectiveVariables(sim)[0]))
-    free_energy = np.asarray(meta.getFreeEnergy().value_in_unit(unit.kilojoule_per_mole), float).ravel()
-    table = -free_energy * (BIAS_FACTOR - 1) / BIAS_FACTOR   # = the deposited bias
-    table -= table.max()                                      # V <= 0; only differences matter
-    phis = np.array(phis)
+    table, phis, seconds = metadynamics(
+        system_factory(setting), molecule.topology(), molecule.standard_positions(), molecule.PHI_ATOMS,
+        forcefield.TEMPERATURE, dt_fs, PACE_STEPS, int(round(ns * 1000)), 1.0, seed, "Reference",
+        bias_factor=BIAS_FACTOR, height=HEIGHT, width=WIDTH, progress=progress, desc=f"{setting} metadynamics")
     settings = {"method": "well-tempered metadynamics (openmm.app.Metadynamics) along phi", "ns": ns,
                 "bias_factor": BIAS_FACTOR, "height_kj_mol": HEIGHT, "width_rad": WIDTH,
                 "pace_ps": PACE_STEPS * dt_fs / 1000, "grid": GRID, "seed": seed,
-                "wall_seconds": round(time.time() - t0, 1),
+                "wall_seconds": round(seconds, 1),
                 "phi_positive_fraction_during_run": float(np.mean(phis > 0)),
                 "crossings_of_phi_0_during_run": int(np.sum(np.diff(np.sign(phis)) != 0))}
     np.savez(bias_path(setting, data_dir), phi=np.linspace(-np.pi, np.pi, GRID), bias=table,

@@ -8,14 +8,19 @@ provenance in its ``training`` metadata) and ``summary.json``. Rerunning the sam
 resumes from the newest checkpoint (bit-identical to an uninterrupted run on the same machine);
 ``--restart`` starts over.
 
-The flow (the config's ``model`` section):
+The flow (the config's ``model`` section) is built by the pipeline's
+``smoothflow_torch.pipeline.model`` with the study's Z-matrix, atoms and defaults
+(``MODEL_DEFAULTS``: every key the config leaves out takes the study's default, not the pipeline's):
 
 - **Z-matrix** ``zmatrix.ZMATRIX`` (phi and psi are single torsions), atoms metadata from
   ``molecule.atoms_metadata()``, temperature 300 K.
 - **Bond bounds** from the training frames: per bond the data's range [min, max] widened by
   ``bond_padding`` (default 1.0) times its width on each side, so the data fill the middle
   third of the unit interval and held-out frames, MD and flow samples have room before the
-  support's edge; ``bond_lo`` is kept >= 0.05 nm.
+  support's edge; ``bond_lo`` is kept >= 0.05 nm. (The pipeline's guards for frames without
+  spread, a bond width of at least 1e-4 nm and a prior sigma of at least 1e-3, never act on the
+  study's data: its narrowest bond spans 0.012 nm in the 200 reference frames, the shipped
+  models' smallest prior sigma is 0.015.)
 - **Coupling layers** (``scheme``):
 
   ``ic_hierarchy`` (default; the layout of the smooth-flows paper's alanine dipeptide model,
@@ -58,8 +63,10 @@ from pathlib import Path
 import numpy as np
 import torch
 from smoothflow_torch import SmoothFlow
-from smoothflow_torch import zmatrix as zm
-from smoothflow_torch.training import TrainConfig, Trainer, set_seed
+from smoothflow_torch.pipeline import model as flow_model
+from smoothflow_torch.pipeline.model import CONSTANT_KEYS, SCHEMES, dims  # noqa: F401 (the study's names)
+from smoothflow_torch.pipeline.train import needs_target, section, training_arrays
+from smoothflow_torch.training import TrainConfig, Trainer
 
 from . import data as ad_data
 from . import forcefield, molecule, repo_paths
@@ -69,8 +76,7 @@ STUDY = Path(__file__).resolve().parent
 REPO = repo_paths.REPO
 
 RUNS = REPO / "runs"
-SCHEMES = ("ic_hierarchy", "ic_coupled", "random_halves")
-#: model-section keys and their defaults
+#: model-section keys and the study's defaults (the pipeline's model.py builds the flow from them)
 MODEL_DEFAULTS = {
     "transform": "smooth", "direction": "density", "scheme": "ic_hierarchy",
     "n_torsion_blocks": 4, "n_angle_blocks": 1, "n_layers": 8, "split_seed": 0,
@@ -79,72 +85,27 @@ MODEL_DEFAULTS = {
     "energy_offset": 0.0, "support": {"policy": "wall", "margin": 0.01, "wall_constant": 1000.0},
     "prior": "uniform", "init_from": None,
 }
-#: transform constants passed through to SmoothFlow when present
-CONSTANT_KEYS = ("smooth", "spline", "affine")
 DATA_DEFAULTS = {"setting": "obc", "max_train_frames": None, "data_dir": None}
 TARGET_DEFAULTS = {"setting": "obc", "high_energy": 1000.0, "platform": "Reference"}
 
 
-def _section(given: dict, defaults: dict, where: str, extra=()) -> dict:
-    unknown = sorted(set(given) - set(defaults) - set(extra))
-    if unknown:
-        raise ValueError(f"{where}: unknown keys {unknown}; known: {sorted(set(defaults) | set(extra))}")
-    return {**defaults, **given}
-
-
-def dims(n_atoms: int):
-    """(bond dims, angle dims, torsion dims) of the flow (docs/model-format.md section 3)."""
-    N = n_atoms
-    return (list(range(0, N - 1)), list(range(N - 1, 2 * N - 3)), list(range(2 * N - 3, 3 * N - 6)))
+def _pipeline_model(model: dict) -> dict:
+    """The study's model section with the study's defaults filled in, as the pipeline's model.py
+    takes it: every key explicit (the pipeline's own defaults differ: scheme, n_angle_blocks,
+    prior), the temperature apart."""
+    m = section(model, MODEL_DEFAULTS, "model", CONSTANT_KEYS)
+    return {k: v for k, v in m.items() if k != "temperature"}
 
 
 def coupling_layers(n_atoms: int, model: dict) -> list:
     """The ``layers`` list of SmoothFlow for a model section (module docstring)."""
-    m = _section(model, MODEL_DEFAULTS, "model", CONSTANT_KEYS)
-    common = {"transform": m["transform"], "direction": m["direction"],
-              "n_components": int(m["n_components"]), "hidden": list(m["hidden"]),
-              "activation": m["activation"]}
-    bonds, angles, torsions = dims(n_atoms)
-    pairs = []   # (transformed, conditioning)
-    if m["scheme"] in ("ic_hierarchy", "ic_coupled"):
-        t_even, t_odd = torsions[0::2], torsions[1::2]
-        for _ in range(int(m["n_torsion_blocks"])):
-            pairs += [(t_even, t_odd), (t_odd, t_even)]
-    if m["scheme"] == "ic_hierarchy":
-        for _ in range(int(m["n_angle_blocks"])):
-            pairs += [(bonds, angles), (angles, bonds)]
-        pairs += [(angles, torsions), (bonds, angles + torsions)]
-    elif m["scheme"] == "ic_coupled":
-        # as ic_hierarchy for the torsions, but angles and bonds are split in halves that
-        # condition on each other, so correlated angles (around one atom) can be learned
-        a_even, a_odd = angles[0::2], angles[1::2]
-        b_even, b_odd = bonds[0::2], bonds[1::2]
-        for _ in range(int(m["n_angle_blocks"])):
-            pairs += [(a_even, a_odd + torsions), (a_odd, a_even + torsions)]
-        pairs += [(b_even, b_odd + angles + torsions), (b_odd, b_even + angles + torsions)]
-    elif m["scheme"] == "random_halves":
-        rng = np.random.default_rng(int(m["split_seed"]))
-        D = 3 * n_atoms - 6
-        for i in range(int(m["n_layers"])):
-            if i % 2 == 0:
-                perm = rng.permutation(D)
-                a, b = sorted(perm[:D // 2].tolist()), sorted(perm[D // 2:].tolist())
-                pairs.append((a, b))
-            else:
-                pairs.append((b, a))
-    else:
-        raise ValueError(f"model.scheme must be one of {SCHEMES}, got {m['scheme']!r}")
-    return [{**common, "transformed": list(t), "conditioning": list(c)} for t, c in pairs]
+    return flow_model.coupling_layers(n_atoms, _pipeline_model(model))
 
 
 def bond_bounds(positions: np.ndarray, padding: float = 1.0, min_lo: float = 0.05):
     """Per-bond (lo, hi) in nm, Z-matrix row order: the data's range widened by ``padding``
     times its width on each side, lo >= ``min_lo``."""
-    x = np.asarray(positions, dtype=np.float64)
-    b = np.linalg.norm(x[:, ZMATRIX[1:, 0]] - x[:, ZMATRIX[1:, 1]], axis=-1)
-    lo, hi = b.min(0), b.max(0)
-    width = hi - lo
-    return np.maximum(lo - padding * width, min_lo), hi + padding * width
+    return flow_model.bond_bounds(ZMATRIX, positions, padding, min_lo)
 
 
 def data_prior(prior, train_positions: np.ndarray, lo, hi, max_frames: int = 20000):
@@ -152,58 +113,28 @@ def data_prior(prior, train_positions: np.ndarray, lo, hi, max_frames: int = 200
     ``{"kind": "truncated_normal", "width": w}``, a normal per bond and angle with the training
     data's mean and w times its standard deviation of the normalized coordinate u (unweighted:
     the phi bias barely moves bond and angle marginals)."""
-    if prior == "uniform":
-        return "uniform"
-    if not isinstance(prior, dict) or prior.get("kind") != "truncated_normal" or set(prior) - {"kind", "width"}:
-        raise ValueError(f"model.prior must be 'uniform' or {{'kind': 'truncated_normal', 'width': w}}, got {prior!r}")
-    width = float(prior.get("width", 1.0))
-    if not width > 0:
-        raise ValueError(f"model.prior.width must be > 0, got {width}")
-    x = np.asarray(train_positions, dtype=np.float64)
-    x = torch.from_numpy(x[np.linspace(0, len(x) - 1, min(len(x), max_frames)).round().astype(int)])
-    u = zm.normalize(*zm.internal_coordinates(x, ZMATRIX), torch.as_tensor(lo), torch.as_tensor(hi))
-    u = u[:, :2 * molecule.N_ATOMS - 3].numpy()
-    return {"kind": "truncated_normal", "mean": u.mean(0).tolist(), "sigma": (width * u.std(0)).tolist()}
+    return flow_model.data_prior(prior, ZMATRIX, train_positions, lo, hi, max_frames)
 
 
 def build_flow(model: dict, train_positions: np.ndarray, seed: int) -> SmoothFlow:
-    """The alanine dipeptide SmoothFlow of a model section (weights seeded by ``seed``)."""
-    m = _section(model, MODEL_DEFAULTS, "model", CONSTANT_KEYS)
-    lo, hi = bond_bounds(train_positions, float(m["bond_padding"]), float(m["min_bond_lo"]))
-    set_seed(seed)
-    kwargs = {k: m[k] for k in CONSTANT_KEYS if k in m}
-    flow = SmoothFlow(ZMATRIX, lo, hi, coupling_layers(molecule.N_ATOMS, m),
-                      temperature=float(m["temperature"]), energy_offset=float(m["energy_offset"]),
-                      atoms=molecule.atoms_metadata(), support=m["support"],
-                      prior=data_prior(m["prior"], train_positions, lo, hi), **kwargs)
-    if m["init_from"]:
-        # a later stage (e.g. reverse KL fine-tuning) starting from an exported model; its
-        # weights and bond bounds replace the fresh ones, the architecture must match
-        from smoothflow_torch import load_model
-        path = Path(m["init_from"])
-        path = path if path.is_absolute() else REPO / path
-        start = load_model(path)
-        if start.config()["layers"] != flow.config()["layers"]:
-            raise ValueError(f"model.init_from: {path} has other layers than this config")
-        flow.load_state_dict(start.state_dict(), strict=True)
-    return flow
+    """The alanine dipeptide SmoothFlow of a model section (weights seeded by ``seed``);
+    ``init_from`` is relative to the repository."""
+    temperature = float(section(model, MODEL_DEFAULTS, "model", CONSTANT_KEYS)["temperature"])
+    return flow_model.build_flow(_pipeline_model(model), ZMATRIX, molecule.atoms_metadata(), temperature,
+                                 train_positions, seed, base=REPO)
 
 
 def setup(config: TrainConfig, out_dir: Path, data_dir=None) -> Trainer:
     """Data, flow and target of a config, as a Trainer writing to ``out_dir``."""
-    d = _section(config.data, DATA_DEFAULTS, "data")
-    t = _section(config.target, TARGET_DEFAULTS, "target")
+    d = section(config.data, DATA_DEFAULTS, "data")
+    t = section(config.target, TARGET_DEFAULTS, "target")
     data_dir = data_dir or d["data_dir"]
     train = ad_data.load(d["setting"], "train", data_dir)
     test = ad_data.load(d["setting"], "test", data_dir)
-    pos, frc, wts = train.positions, train.forces, train.weights
-    if d["max_train_frames"] and d["max_train_frames"] < len(pos):
-        idx = np.linspace(0, len(pos) - 1, int(d["max_train_frames"])).round().astype(int)
-        pos, frc, wts = pos[idx], frc[idx], wts[idx]
+    pos, frc, wts = training_arrays(train, d["max_train_frames"])
     flow = build_flow(config.model, pos, config.seed)
     target = None
-    if config.weights["reverse_kl"] or config.weights["tail_matching"] or config.eval_samples \
-            or config.force_matching_noise:
+    if needs_target(config):
         from smoothflow_torch.openmm_bridge import OpenMMEnergy
         target = OpenMMEnergy(forcefield.system(t["setting"]), temperature=flow.temperature,
                               platform=t["platform"], high_energy=t["high_energy"])

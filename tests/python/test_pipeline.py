@@ -331,16 +331,22 @@ def test_ess_interval_brackets_known_cases():
     assert lo == pytest.approx(0.01, rel=1e-6) and hi <= 1.0 + 1e-12
 
 
-def test_the_pipeline_builds_the_alanine_study_flow_from_its_config():
-    """The pipeline's flow construction is the study's with the molecule as an argument: the
-    shipped smooth flow's stage-1 model section gives the same flow (config and every tensor)."""
+@pytest.mark.parametrize('kind', ['smooth', 'spline', 'affine'])
+@pytest.mark.parametrize('stage', ['_stage1', '_stage2', ''])
+def test_the_pipeline_builds_the_alanine_study_flow_from_its_config(kind, stage):
+    """The pipeline's flow construction is the study's with the molecule as an argument: each
+    shipped config's model section (init_from left out: the earlier stage's run is not shipped),
+    read with the pipeline's defaults, gives the flow the study builds from it with the study's
+    defaults (same config, every tensor equal)."""
     import torch
     from alanine_dipeptide import data, molecule
     from alanine_dipeptide import train as study
     from alanine_dipeptide.zmatrix import ZMATRIX
     from smoothflow_torch.pipeline.model import build_flow
-    with open(os.path.join(os.path.dirname(study.__file__), 'configs', 'smooth_stage1.json')) as f:
+    with open(os.path.join(os.path.dirname(study.__file__), 'configs', f'{kind}{stage}.json')) as f:
         model = json.load(f)['model']
+    assert ('init_from' in model) == (stage != '_stage1')
+    model = {k: v for k, v in model.items() if k != 'init_from'}
     x = data.load_reference('obc').test.positions
     theirs = study.build_flow(model, x, 0)
     ours = build_flow(model, ZMATRIX, molecule.atoms_metadata(), 300.0, x, 0)

@@ -60,6 +60,8 @@ def load(path, kT: float, n_atoms: int, split: str = "train") -> Frames:
     if pos.shape != (n, n_atoms, 3) or frc.shape != pos.shape or ene.shape != (n,) or spl.shape != (n,):
         raise ValueError(f"{path}: arrays have shapes {pos.shape}, {frc.shape}, {ene.shape}, {spl.shape}; "
                          f"expected (n, {n_atoms}, 3) positions and forces, (n,) energies and split")
+    if bias.shape != (n,) or not np.all(np.isfinite(bias)):
+        raise ValueError(f"{path}: the bias array must hold {n} finite values")
     if split == "all":
         mask = np.ones(n, bool)
     elif split in SPLITS:

@@ -81,12 +81,14 @@ def held_out_metrics(flow, frames: pdata.Frames, batch: int = 256) -> dict:
             "force_rmse_kj_mol_nm": float(np.sqrt(sq / (total * n_atoms * 3))) if total else float("nan")}
 
 
-def sample_flow(flow, n: int, seed: int, batch: int = 2000):
-    """``n`` samples (positions (n, N, 3) nm, log q) drawn with a generator seeded ``seed``."""
+def sample_flow(flow, n: int, seed: int, batch: int = 2000, progress: bool = False):
+    """``n`` samples (positions (n, N, 3) nm, log q) drawn with a generator seeded ``seed``, in
+    batches of ``batch`` (which set the samples: the generator's draws follow the batches)."""
+    from tqdm.auto import tqdm
     gen = torch.Generator().manual_seed(seed)
     xs, lqs = [], []
     with torch.no_grad():
-        for i in range(0, n, batch):
+        for i in tqdm(range(0, n, batch), desc="sampling the flow", unit="batch", disable=not progress):
             x, lq = flow.sample(min(batch, n - i), generator=gen, return_log_prob=True)
             xs.append(x.numpy())
             lqs.append(lq.numpy())
@@ -97,9 +99,10 @@ def _edges(bins: int) -> np.ndarray:
     return np.linspace(-np.pi, np.pi, bins + 1)
 
 
-def free_energy(values, weights=None, bins: int = 36, kT: float = 1.0) -> np.ndarray:
-    """F(bin) = -kT log p(bin) of an angle in [-pi, pi], minimum 0; empty bins +inf."""
-    h, _ = np.histogram(values, bins=_edges(bins), weights=weights)
+def free_energy(values, weights=None, bins=36, kT: float = 1.0) -> np.ndarray:
+    """F(bin) = -kT log p(bin), minimum 0; empty bins +inf. ``bins``: a number of equal bins of an
+    angle in [-pi, pi], or the bin edges."""
+    h, _ = np.histogram(values, bins=_edges(bins) if np.ndim(bins) == 0 else bins, weights=weights)
     with np.errstate(divide="ignore"):
         f = -kT * np.log(h / h.sum())
     return f - f[np.isfinite(f)].min()
@@ -109,6 +112,8 @@ def histogram_kl(p_counts, q_counts, pseudocount: float = 1e-6) -> float:
     """KL(p || q) of two histograms on the same bins, nats (a pseudocount keeps empty q bins finite)."""
     p = np.asarray(p_counts, float).ravel()
     q = np.asarray(q_counts, float).ravel()
+    if p.shape != q.shape:
+        raise ValueError(f"histograms differ in shape: {p.shape} vs {q.shape}")
     p = p / p.sum() + pseudocount
     q = q / q.sum() + pseudocount
     p, q = p / p.sum(), q / q.sum()

@@ -49,18 +49,13 @@ def _system(project_path: str, model: Optional[str], start):
     return system
 
 
-def nve_run(job) -> dict:
-    """One NVE run: ``(project path, potential label, model path or None, dt fs, ps, start index,
-    positions, seed, energy samples, platform)``."""
+def nve_series(context, integrator, dt_fs: float, ps: float, samples: int) -> dict:
+    """Integrate ``ps`` of NVE in a thermalized ``context`` with its velocity Verlet
+    ``integrator``, reading the energies ``samples`` times: ``{"seconds", "series": [(t ps,
+    E_pot, E_kin)], "error"}`` and, for a run that finished, its ``drift_kj_mol_ns`` and ``ratio``
+    (module docstring). The alanine study's main job runs its NVE runs through this too."""
     import openmm
     import openmm.unit as unit
-    project_path, potential, model, dt_fs, ps, start, positions, seed, samples, platform = job
-    project = Project(project_path)
-    system = _system(project_path, model, positions)
-    integrator = openmm.VerletIntegrator(dt_fs * unit.femtoseconds)
-    context = openmm.Context(system, integrator, openmm.Platform.getPlatformByName(platform))
-    context.setPositions(np.asarray(positions) * unit.nanometer)
-    context.setVelocitiesToTemperature(project.temperature * unit.kelvin, seed)
     steps = max(1, int(round(ps * 1000 / dt_fs)))
     every = max(1, steps // samples)
     rows, t0, error = [], time.time(), None
@@ -73,20 +68,35 @@ def nve_run(job) -> dict:
             ekin = s.getKineticEnergy().value_in_unit(unit.kilojoule_per_mole)
             rows.append((i * dt_fs / 1000, epot, ekin))
             if not np.isfinite(epot + ekin) or ekin > 1e4:
-                error = f"unstable after {i * dt_fs / 1000:.4g} ps (E_kin {ekin:.3g} kJ/mol)"
+                error = f"unstable after {i * dt_fs / 1000:.3f} ps (E_kin {ekin:.3g} kJ/mol)"
                 break
-    except openmm.OpenMMException as e:
+    except openmm.OpenMMException as e:   # e.g. a configuration outside the flow's support
         error = str(e).splitlines()[0]
     r = np.array(rows)
-    out = {"potential": potential, "dt_fs": dt_fs, "start": start, "seconds": time.time() - t0,
-           "series": r.tolist(), "error": error}
+    out = {"seconds": time.time() - t0, "series": r.tolist(), "error": error}
     if error is None and len(r) > 3:
         etot = r[:, 1] + r[:, 2]
         out["drift_kj_mol_ns"] = float(np.polyfit(r[:, 0] / 1000, etot, 1)[0])
         out["ratio"] = float(np.std(etot) / np.std(r[:, 2]))
     elif error is None:
-        error = out["error"] = f"too few energy samples ({len(r)}) for a ratio: run longer"
+        out["error"] = f"too few energy samples ({len(r)}) for a ratio: run longer"
     return out
+
+
+def nve_run(job) -> dict:
+    """One NVE run: ``(project path, potential label, model path or None, dt fs, ps, start index,
+    positions, seed, energy samples, platform)``."""
+    import openmm
+    import openmm.unit as unit
+    project_path, potential, model, dt_fs, ps, start, positions, seed, samples, platform = job
+    project = Project(project_path)
+    system = _system(project_path, model, positions)
+    integrator = openmm.VerletIntegrator(dt_fs * unit.femtoseconds)
+    context = openmm.Context(system, integrator, openmm.Platform.getPlatformByName(platform))
+    context.setPositions(np.asarray(positions) * unit.nanometer)
+    context.setVelocitiesToTemperature(project.temperature * unit.kelvin, seed)
+    return {"potential": potential, "dt_fs": dt_fs, "start": start,
+            **nve_series(context, integrator, dt_fs, ps, samples)}
 
 
 def summarize(runs, dof: int) -> list:
@@ -166,6 +176,18 @@ def _plot(rows, runs, out: Path) -> list:
     return ["fluctuation_ratio_vs_dt.png", "total_energy.png"]
 
 
+def summary_table(rows, ratio: str = ".5g", drift: str = ".4g", per_dof: str = ".4g") -> list:
+    """The markdown table of ``summarize``'s rows, numbers in the given formats (the alanine
+    study's report keeps its own)."""
+    lines = ["| potential | dt (fs) | RMS dE_tot / RMS dE_kin | drift (kJ/mol/ns) | drift per dof | failed runs |",
+             "|---|---|---|---|---|---|"]
+    for r in rows:
+        cells = [format(r[k], f) if k in r else "-"
+                 for k, f in (("ratio", ratio), ("drift_kj_mol_ns", drift), ("drift_per_dof", per_dof))]
+        lines.append(f"| {r['potential']} | {r['dt_fs']:g} | {' | '.join(cells)} | {r['failed']}/{r['runs']} |")
+    return lines
+
+
 def report(project: Project, rows, slopes, relative, meta: dict, plots) -> str:
     lines = [f"# Energy conservation: {project.name}, flows against {project.forcefield_label}", "",
              f"{meta['date']}; {meta['starts']} thermalized starts per potential and time step, {meta['ps']:g} ps "
@@ -175,13 +197,7 @@ def report(project: Project, rows, slopes, relative, meta: dict, plots) -> str:
                 f"held-out frames {meta['start_frames']} of the data."), ""]
     lines += ["Models: " + "; ".join(f"{p} `{m['path']}` (sha256 {m['sha256']})" for p, m in meta["models"].items())
               + ".", ""]
-    lines += ["| potential | dt (fs) | RMS dE_tot / RMS dE_kin | drift (kJ/mol/ns) | drift per dof | failed runs |",
-              "|---|---|---|---|---|---|"]
-    for r in rows:
-        ratio = f"{r['ratio']:.5g}" if "ratio" in r else "-"
-        drift = f"{r['drift_kj_mol_ns']:.4g}" if "drift_kj_mol_ns" in r else "-"
-        per = f"{r['drift_per_dof']:.4g}" if "drift_per_dof" in r else "-"
-        lines.append(f"| {r['potential']} | {r['dt_fs']:g} | {ratio} | {drift} | {per} | {r['failed']}/{r['runs']} |")
+    lines += summary_table(rows)
     if relative:
         lines += ["", "Flow over force field (a failed run counts as infinitely worse; the goal is within 2x):", "",
                   "| flow | dt (fs) | ratio / force field's | within 2x |", "|---|---|---|---|"]

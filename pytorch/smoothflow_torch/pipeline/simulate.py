@@ -54,10 +54,15 @@ CHAIN_KEYS = ("dt_fs", "interval_ps", "equilibration_ps", "friction_per_ps", "hy
 
 def prepared_system(project: Project, hydrogen_mass: float):
     """The force field's System with hydrogen masses raised to ``hydrogen_mass`` amu (0: unchanged)."""
+    return raise_hydrogen_masses(project.system(), project.topology(), hydrogen_mass)
+
+
+def raise_hydrogen_masses(system, topology, hydrogen_mass: float):
+    """``system`` with every hydrogen's mass raised to ``hydrogen_mass`` amu, the difference taken
+    from its bonded heavy atom (0: unchanged); the alanine study's data generator uses it too."""
     import openmm.unit as unit
-    system = project.system()
     if hydrogen_mass:
-        for a, b in project.topology().bonds():
+        for a, b in topology.bonds():
             if (a.element.symbol == "H") == (b.element.symbol == "H"):
                 continue
             h, heavy = (a, b) if a.element.symbol == "H" else (b, a)
@@ -70,7 +75,17 @@ def prepared_system(project: Project, hydrogen_mass: float):
     return system
 
 
-def _torsion_force(atoms):
+def positive_fraction(values: np.ndarray, weights: np.ndarray, chain: np.ndarray) -> dict:
+    """The fraction of frames with a torsion ``values`` > 0: reweighted, as sampled, per chain
+    (reweighted) and the standard error of the chains' fractions (None for one chain)."""
+    per_chain = [float(np.average(values[chain == c] > 0, weights=weights[chain == c])) for c in np.unique(chain)]
+    return {"reweighted": float(np.average(values > 0, weights=weights)), "as_sampled": float(np.mean(values > 0)),
+            "per_chain": per_chain,
+            "stderr": float(np.std(per_chain, ddof=1) / np.sqrt(len(per_chain))) if len(per_chain) > 1 else None}
+
+
+def torsion_force(atoms):
+    """The torsion of four atoms as a collective variable (IUPAC sign, radians in [-pi, pi])."""
     import openmm
     cv = openmm.CustomTorsionForce("theta")
     cv.addTorsion(*[int(a) for a in atoms], [])
@@ -84,7 +99,7 @@ def add_static_bias(system, atoms, table) -> None:
     if table.shape != (BIAS_GRID,) or not np.all(np.isfinite(table)) or abs(table[0] - table[-1]) > 1e-9:
         raise ValueError(f"a bias table holds {BIAS_GRID} finite values with table[0] == table[-1]")
     force = openmm.CustomCVForce("bias(t)")
-    force.addCollectiveVariable("t", _torsion_force(atoms))
+    force.addCollectiveVariable("t", torsion_force(atoms))
     force.addTabulatedFunction("bias", openmm.Continuous1DFunction(table.tolist(), -np.pi, np.pi, True))
     force.setForceGroup(BIAS_GROUP)
     system.addForce(force)
@@ -95,40 +110,52 @@ def _platform(name: str):
     return openmm.Platform.getPlatformByName(name)
 
 
-def build_bias(project: Project, torsion: dict, ns: float, settings: dict, progress: bool = True) -> dict:
-    """Well-tempered metadynamics along ``torsion`` for ``ns``; writes ``data/bias.npz``."""
+def metadynamics(system, topology, positions, atoms, temperature: float, dt_fs: float, pace_steps: int,
+                 gaussians: int, friction_per_ps: float, seed: int, platform: str, bias_factor: float = BIAS_FACTOR,
+                 height: float = BIAS_HEIGHT, width: float = BIAS_WIDTH, progress: bool = True,
+                 desc: str = "metadynamics"):
+    """Well-tempered metadynamics (openmm.app.Metadynamics) along the torsion of ``atoms``: from
+    the minimized ``positions``, ``gaussians`` Gaussians, one every ``pace_steps`` steps of Langevin
+    dynamics. Returns the final deposited bias on BIAS_GRID points over [-pi, pi] (maximum 0), the
+    torsion after each Gaussian and the seconds the run took (the alanine study builds its phi
+    bias with this too)."""
     import openmm
     import openmm.app as app
     import openmm.unit as unit
     from tqdm.auto import tqdm
 
-    dt = settings["dt_fs"]
-    system = prepared_system(project, settings["hydrogen_mass"])
-    variable = app.BiasVariable(_torsion_force(torsion["atoms"]), -np.pi, np.pi, BIAS_WIDTH, periodic=True,
-                                gridWidth=BIAS_GRID)
-    pace = max(1, int(round(BIAS_PACE_PS * 1000 / dt)))
-    meta = app.Metadynamics(system, [variable], project.temperature * unit.kelvin, BIAS_FACTOR,
-                            BIAS_HEIGHT * unit.kilojoule_per_mole, pace)
-    integrator = openmm.LangevinMiddleIntegrator(project.temperature * unit.kelvin,
-                                                 settings["friction_per_ps"] / unit.picosecond, dt * unit.femtoseconds)
-    seed = settings["seed"] - 1
+    variable = app.BiasVariable(torsion_force(atoms), -np.pi, np.pi, width, periodic=True, gridWidth=BIAS_GRID)
+    meta = app.Metadynamics(system, [variable], temperature * unit.kelvin, bias_factor,
+                            height * unit.kilojoule_per_mole, pace_steps)
+    integrator = openmm.LangevinMiddleIntegrator(temperature * unit.kelvin, friction_per_ps / unit.picosecond,
+                                                 dt_fs * unit.femtoseconds)
     integrator.setRandomNumberSeed(seed)
-    sim = app.Simulation(project.topology(), system, integrator, _platform(settings["platform"]))
-    sim.context.setPositions(project.positions() * unit.nanometer)
+    sim = app.Simulation(topology, system, integrator, _platform(platform))
+    sim.context.setPositions(positions * unit.nanometer)
     sim.minimizeEnergy()
-    sim.context.setVelocitiesToTemperature(project.temperature * unit.kelvin, seed)
+    sim.context.setVelocitiesToTemperature(temperature * unit.kelvin, seed)
     t0, values = time.time(), []
-    for _ in tqdm(range(max(1, int(round(ns * 1000 / BIAS_PACE_PS)))), desc="metadynamics", unit="Gaussian",
-                  disable=not progress, mininterval=1.0):
-        meta.step(sim, pace)
+    for _ in tqdm(range(gaussians), desc=desc, unit="Gaussian", disable=not progress, mininterval=1.0):
+        meta.step(sim, pace_steps)
         values.append(float(meta.getCollectiveVariables(sim)[0]))
     free_energy = np.asarray(meta.getFreeEnergy().value_in_unit(unit.kilojoule_per_mole), float).ravel()
-    table = -free_energy * (BIAS_FACTOR - 1) / BIAS_FACTOR     # the deposited bias
-    table -= table.max()
-    values = np.array(values)
+    table = -free_energy * (bias_factor - 1) / bias_factor     # the deposited bias
+    table -= table.max()                                        # V <= 0; only differences matter
+    return table, np.array(values), time.time() - t0
+
+
+def build_bias(project: Project, torsion: dict, ns: float, settings: dict, progress: bool = True) -> dict:
+    """Well-tempered metadynamics along ``torsion`` for ``ns``; writes ``data/bias.npz``."""
+    dt = settings["dt_fs"]
+    seed = settings["seed"] - 1
+    table, values, seconds = metadynamics(
+        prepared_system(project, settings["hydrogen_mass"]), project.topology(), project.positions(),
+        torsion["atoms"], project.temperature, dt, max(1, int(round(BIAS_PACE_PS * 1000 / dt))),
+        max(1, int(round(ns * 1000 / BIAS_PACE_PS))), settings["friction_per_ps"], seed, settings["platform"],
+        progress=progress)
     info = {"torsion": torsion, "method": "well-tempered metadynamics (openmm.app.Metadynamics)", "ns": ns,
             "bias_factor": BIAS_FACTOR, "height_kj_mol": BIAS_HEIGHT, "width_rad": BIAS_WIDTH,
-            "pace_ps": BIAS_PACE_PS, "grid": BIAS_GRID, "seed": seed, "wall_seconds": round(time.time() - t0, 1),
+            "pace_ps": BIAS_PACE_PS, "grid": BIAS_GRID, "seed": seed, "wall_seconds": round(seconds, 1),
             "positive_fraction_during_run": float(np.mean(values > 0)),
             "crossings_of_0_during_run": int(np.sum(np.diff(np.sign(values)) != 0))}
     project.data_dir.mkdir(parents=True, exist_ok=True)
@@ -310,10 +337,6 @@ def assemble(project: Project, files, settings: dict, n_frames: int) -> dict:
     torsion = settings["bias"] or (phis or project.torsions or [None])[0]
     if torsion is not None:
         values = dihedral(frames["positions"], torsion["atoms"])
-        chain = frames["chain"]
-        per_chain = [float(np.average(values[chain == c] > 0, weights=weights[chain == c])) for c in range(len(files))]
-        summary["positive_fraction"] = {
-            "torsion": torsion["name"], "reweighted": float(np.average(values > 0, weights=weights)),
-            "as_sampled": float(np.mean(values > 0)), "per_chain": per_chain,
-            "stderr": float(np.std(per_chain, ddof=1) / np.sqrt(len(per_chain))) if len(per_chain) > 1 else None}
+        summary["positive_fraction"] = {"torsion": torsion["name"],
+                                        **positive_fraction(values, weights, frames["chain"])}
     return summary

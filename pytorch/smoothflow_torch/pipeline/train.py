@@ -102,8 +102,8 @@ def stages(config) -> List[TrainConfig]:
         try:
             cfg = TrainConfig.from_dict(current)
             model_section(cfg.model)
-            _section(cfg.data, DATA_DEFAULTS, "data")
-            _section(cfg.target, TARGET_DEFAULTS, "target")
+            section(cfg.data, DATA_DEFAULTS, "data")
+            section(cfg.target, TARGET_DEFAULTS, "target")
         except (TypeError, ValueError) as e:
             raise ValueError(f"stage {i} ({current.get('name')}): {e}") from None
         names.append(cfg.name)
@@ -111,29 +111,43 @@ def stages(config) -> List[TrainConfig]:
     return out
 
 
-def _section(given: dict, defaults: dict, where: str) -> dict:
-    unknown = sorted(set(given) - set(defaults))
+def section(given: dict, defaults: dict, where: str, extra=()) -> dict:
+    """A config section with its defaults; a key in neither ``defaults`` nor ``extra`` is an
+    error naming it (the alanine study reads its configs with this too)."""
+    unknown = sorted(set(given) - set(defaults) - set(extra))
     if unknown:
-        raise ValueError(f"{where}: unknown keys {unknown}; known: {sorted(defaults)}")
+        raise ValueError(f"{where}: unknown keys {unknown}; known: {sorted(set(defaults) | set(extra))}")
     return {**defaults, **given}
+
+
+def training_arrays(frames: pdata.Frames, max_frames: Optional[int]):
+    """(positions, forces, weights) of the training frames, thinned to ``max_frames`` evenly
+    spaced ones when there are more."""
+    pos, frc, wts = frames.positions, frames.forces, frames.weights
+    if max_frames and max_frames < len(pos):
+        idx = np.linspace(0, len(pos) - 1, int(max_frames)).round().astype(int)
+        pos, frc, wts = pos[idx], frc[idx], wts[idx]
+    return pos, frc, wts
+
+
+def needs_target(config: TrainConfig) -> bool:
+    """Whether a run needs the force field as its target: a loss or an evaluation on flow samples."""
+    return bool(config.weights["reverse_kl"] or config.weights["tail_matching"] or config.eval_samples
+                or config.force_matching_noise)
 
 
 def setup(project: Project, config: TrainConfig) -> Trainer:
     """The data, flow and target of one stage, as a Trainer writing to ``runs/<name>/``."""
-    d = _section(config.data, DATA_DEFAULTS, "data")
-    t = _section(config.target, TARGET_DEFAULTS, "target")
+    d = section(config.data, DATA_DEFAULTS, "data")
+    t = section(config.target, TARGET_DEFAULTS, "target")
     frames = project.resolve(d["frames"])
     train = pdata.load(frames, project.kT, project.n_atoms, "train")
     test = pdata.load(frames, project.kT, project.n_atoms, "test")
-    pos, frc, wts = train.positions, train.forces, train.weights
-    if d["max_train_frames"] and d["max_train_frames"] < len(pos):
-        idx = np.linspace(0, len(pos) - 1, int(d["max_train_frames"])).round().astype(int)
-        pos, frc, wts = pos[idx], frc[idx], wts[idx]
+    pos, frc, wts = training_arrays(train, d["max_train_frames"])
     flow = build_flow(config.model, project.zmatrix, project.meta["atoms"], project.temperature, pos, config.seed,
                       base=project.path)
     target = None
-    if config.weights["reverse_kl"] or config.weights["tail_matching"] or config.eval_samples \
-            or config.force_matching_noise:
+    if needs_target(config):
         from ..openmm_bridge import OpenMMEnergy
         target = OpenMMEnergy(project.system(), temperature=project.temperature, platform=t["platform"],
                               high_energy=t["high_energy"])
