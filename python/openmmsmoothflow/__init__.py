@@ -37,22 +37,16 @@ def _loadKernels():
     cpu = _os.path.join(pluginDirectory(), 'libSmoothFlowPluginCPU.so')
     if _os.path.exists(cpu):
         _openmm.Platform.loadPluginLibrary(cpu)
-    # The OpenCL kernel, where this build has one; a machine without a usable OpenCL
-    # runtime cannot load it, and then has no OpenCL platform to run it on either.
-    opencl = _os.path.join(pluginDirectory(), 'libSmoothFlowPluginOpenCL.so')
-    if _os.path.exists(opencl):
-        try:
-            _openmm.Platform.loadPluginLibrary(opencl)
-        except Exception:
-            pass
-    # The CUDA kernel, where this build has one: it needs OpenMM's CUDA platform
-    # (openmm-cuda-13) and a CUDA driver, so on a machine without a GPU it does not load.
-    cuda = _os.path.join(pluginDirectory(), 'libSmoothFlowPluginCUDA.so')
-    if _os.path.exists(cuda):
-        try:
-            _openmm.Platform.loadPluginLibrary(cuda)
-        except Exception:
-            pass
-
+    # The GPU kernels, where this build has them.  A machine without a usable OpenCL
+    # runtime, or without a CUDA driver (libSmoothFlowPluginCUDA needs OpenMM's CUDA
+    # platform, openmm-cuda-13, and the driver), cannot load them, and then has no such
+    # platform to run them on either.
+    for name in ('libSmoothFlowPluginOpenCL.so', 'libSmoothFlowPluginCUDA.so'):
+        path = _os.path.join(pluginDirectory(), name)
+        if _os.path.exists(path):
+            try:
+                _openmm.Platform.loadPluginLibrary(path)
+            except Exception:
+                pass
 
 _loadKernels()
