@@ -157,16 +157,23 @@ def openmm_context(system, positions, platform_name, threads):
     return ctx, integ
 
 
-def stepper(ctx, integ, x0):
+def stepper(ctx, integ, x0, sync=False):
+    """run(k) times k steps from x0; evaluate() gives the energy and forces at x0.  With sync, each
+    block ends with a download of the positions (getState), which waits for the queued work: a
+    device platform returns from step() once its kernels are queued."""
     zeros = np.zeros_like(x0)
 
     def run(k):
         ctx.setPositions(x0)      # every block starts from the same state
         ctx.setVelocities(zeros)
+        if sync:
+            ctx.getState(getPositions=True)   # the uploads done before the clock starts
         step = integ.step
         t0 = time.perf_counter()
         for _ in range(k):
             step(1)
+        if sync:
+            ctx.getState(getPositions=True)
         return time.perf_counter() - t0
 
     def evaluate():

@@ -37,7 +37,7 @@ from pathlib import Path
 import numpy as np
 
 import flop_count
-from bench_cpu import DT_PS, MODELS, SHIPPED, Case, fmt_t, machine, summarize
+from bench_cpu import DT_PS, MODELS, SHIPPED, Case, fmt_t, machine, stepper, summarize
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -67,27 +67,8 @@ def device_context(system, positions, platform_name, precision):
 
 
 def device_stepper(ctx, integ, x0):
-    """bench_cpu's stepper, plus a synchronization at the end of each block: a device platform
-    returns from step() once the kernels are queued, so the block ends with a download of the
-    positions (getState), which waits for them to finish."""
-    zeros = np.zeros_like(x0)
-
-    def run(k):
-        ctx.setPositions(x0)
-        ctx.setVelocities(zeros)
-        ctx.getState(getPositions=True)   # the uploads done before the clock starts
-        step = integ.step
-        t0 = time.perf_counter()
-        for _ in range(k):
-            step(1)
-        ctx.getState(getPositions=True)
-        return time.perf_counter() - t0
-
-    def evaluate():
-        ctx.setPositions(x0)
-        st = ctx.getState(getEnergy=True, getForces=True)
-        return st.getPotentialEnergy()._value, st.getForces(asNumpy=True)._value
-    return run, evaluate
+    """bench_cpu's stepper, each block ending with a synchronization (see there)."""
+    return stepper(ctx, integ, x0, sync=True)
 
 
 def device_name(platform_name) -> str:
@@ -205,13 +186,12 @@ def main():
     agree = {}
     for m in models:
         n = sizes[1] if len(sizes) > 1 else sizes[0]
-        ref_ctx = None
         x = random_positions(flows[m], n, seed=100 + n).numpy().reshape(-1, 3)
         ctx, _ = device_context(flow_system(Path(model_paths[m]).read_bytes(), n, x.shape[0] // n), x, "Reference",
                                 None)
         st = ctx.getState(getEnergy=True, getForces=True)
         e0, f0 = st.getPotentialEnergy()._value, st.getForces(asNumpy=True)._value
-        del ctx, ref_ctx
+        del ctx
         for c in cases:
             if c.model == m and c.n == n and c.evaluate and not c.skipped:
                 e, f = c.evaluate()
