@@ -130,6 +130,12 @@ static void linear_backward_f32_c(int n_in, int n_out, const float *Wp, const do
 #include <immintrin.h>
 #define SF_HAVE_AVX512_F32 1
 
+/* The lanes of a panel that hold rows: the first min(rows, SF_PANEL). */
+static inline __mmask8 panel_mask(int rows)
+{
+    return (__mmask8)(rows >= SF_PANEL ? 0xffu : (1u << rows) - 1u);
+}
+
 __attribute__((target("avx512f"))) static void linear_f32_avx512(int n_in, int n_out, const float *Wp,
                                                                   const double *bias, const double *x, double *out)
 {
@@ -150,7 +156,7 @@ __attribute__((target("avx512f"))) static void linear_f32_avx512(int n_in, int n
                                    _mm512_set1_pd(x[i]), acc0);
         acc0 = _mm512_add_pd(acc0, acc1);
         const int rows = n_out - p * SF_PANEL < SF_PANEL ? n_out - p * SF_PANEL : SF_PANEL;
-        const __mmask8 mask = (__mmask8)((1u << rows) - 1u);
+        const __mmask8 mask = panel_mask(rows);
         _mm512_mask_storeu_pd(out + p * SF_PANEL, mask,
                               _mm512_add_pd(_mm512_maskz_loadu_pd(mask, bias + p * SF_PANEL), acc0));
     }
@@ -168,8 +174,7 @@ __attribute__((target("avx512f"))) static void linear_backward_f32_avx512(int n_
         const float *w0 = Wp + (size_t)p * n_in * SF_PANEL, *w1 = w0 + (size_t)n_in * SF_PANEL;
         const int left = n_out - (p + 1) * SF_PANEL;
         const __m512d g0 = _mm512_loadu_pd(g + p * SF_PANEL);
-        const __m512d g1 = _mm512_maskz_loadu_pd((__mmask8)(left >= SF_PANEL ? 0xff : (1u << left) - 1u),
-                                                 g + (p + 1) * SF_PANEL);
+        const __m512d g1 = _mm512_maskz_loadu_pd(panel_mask(left), g + (p + 1) * SF_PANEL);
         for (int i = 0; i < n_in; i++) {
             double *a = partial + (size_t)i * SF_PANEL;
             __m512d v = _mm512_loadu_pd(a);
@@ -181,8 +186,7 @@ __attribute__((target("avx512f"))) static void linear_backward_f32_avx512(int n_
     if (p < panels) {
         const float *w0 = Wp + (size_t)p * n_in * SF_PANEL;
         const int left = n_out - p * SF_PANEL;
-        const __m512d g0 = _mm512_maskz_loadu_pd((__mmask8)(left >= SF_PANEL ? 0xff : (1u << left) - 1u),
-                                                 g + p * SF_PANEL);
+        const __m512d g0 = _mm512_maskz_loadu_pd(panel_mask(left), g + p * SF_PANEL);
         for (int i = 0; i < n_in; i++) {
             double *a = partial + (size_t)i * SF_PANEL;
             _mm512_storeu_pd(a, _mm512_fmadd_pd(_mm512_cvtps_pd(_mm256_loadu_ps(w0 + (size_t)i * SF_PANEL)), g0,
@@ -193,20 +197,10 @@ __attribute__((target("avx512f"))) static void linear_backward_f32_avx512(int n_
 }
 #endif
 
-/* The CPU's AVX-512 support, asked once (GCC's cached cpuid). */
-static int use_avx512(void)
-{
-#ifdef SF_HAVE_AVX512_F32
-    return __builtin_cpu_supports("avx512f");
-#else
-    return 0;
-#endif
-}
-
 static void linear_f32(int n_in, int n_out, const float *Wp, const double *bias, const double *x, double *out)
 {
 #ifdef SF_HAVE_AVX512_F32
-    if (use_avx512()) {
+    if (__builtin_cpu_supports("avx512f")) { /* GCC's cached cpuid */
         linear_f32_avx512(n_in, n_out, Wp, bias, x, out);
         return;
     }
@@ -217,7 +211,7 @@ static void linear_f32(int n_in, int n_out, const float *Wp, const double *bias,
 static void linear_backward_f32(int n_in, int n_out, const float *Wp, const double *g, double *gin, double *partial)
 {
 #ifdef SF_HAVE_AVX512_F32
-    if (use_avx512()) {
+    if (__builtin_cpu_supports("avx512f")) {
         linear_backward_f32_avx512(n_in, n_out, Wp, g, gin, partial);
         return;
     }
