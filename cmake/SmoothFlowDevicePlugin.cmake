@@ -1,15 +1,15 @@
-# smoothflow_device_plugin(<target> SOURCE <factory.cpp> OPENMM_LIBRARY <libOpenMM<platform>>
+# smoothflow_device_plugin(<target> SOURCES <factory.cpp> [<more.cpp>] OPENMM_LIBRARY <libOpenMM<platform>>
 #                          [LIBRARIES <...>] [DEFINITIONS <...>])
 # A GPU platform's plugin library: its kernel factory plus the common kernels of
 # platforms/common (compiled into each platform's library, as OpenMM compiles its
 # common kernels), linked against OpenMM's platform library, installed in
 # <prefix>/lib/plugins, and found at run time beside OpenMM's own platform plugins.
 function(smoothflow_device_plugin target)
-    cmake_parse_arguments(ARG "" "SOURCE;OPENMM_LIBRARY" "LIBRARIES;DEFINITIONS" ${ARGN})
+    cmake_parse_arguments(ARG "" "OPENMM_LIBRARY" "SOURCES;LIBRARIES;DEFINITIONS" ${ARGN})
     if(NOT TARGET SmoothFlowCommon)
         add_subdirectory(${PROJECT_SOURCE_DIR}/platforms/common ${CMAKE_BINARY_DIR}/platforms/common)
     endif()
-    add_library(${target} SHARED ${ARG_SOURCE} $<TARGET_OBJECTS:SmoothFlowCommon>)
+    add_library(${target} SHARED ${ARG_SOURCES} $<TARGET_OBJECTS:SmoothFlowCommon>)
     target_include_directories(${target}
         PUBLIC ${CMAKE_CURRENT_SOURCE_DIR}/include
         PRIVATE ${PROJECT_SOURCE_DIR}/platforms/common/src ${PROJECT_SOURCE_DIR}/openmmapi/src)

@@ -17,7 +17,7 @@ quiet=${1:-}
 log() { [ "$quiet" = "--quiet" ] || echo "[setup] $*" >&2; }
 
 debs=(build-essential cmake swig libcjson-dev libopenblas-pthread-dev pkgconf ocl-icd-opencl-dev opencl-headers
-      ocl-icd-libopencl1 pocl-opencl-icd clinfo valgrind gfortran)
+      ocl-icd-libopencl1 pocl-opencl-icd clinfo valgrind gfortran libclblast-dev)
 missing=()
 for p in "${debs[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing+=("$p")

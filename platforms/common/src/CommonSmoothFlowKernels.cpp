@@ -6,6 +6,10 @@
 #include "openmm/internal/ContextImpl.h"
 #include "sf_math_kernel_source.h"
 #include <algorithm>
+#include <chrono>
+#include <cstdlib>
+#include <cstring>
+#include <iostream>
 #include <map>
 #include <sstream>
 
@@ -112,7 +116,7 @@ string SmoothFlowPlugin::commonSmoothFlowProgramSource() {
 }
 
 map<string, string> SmoothFlowPlugin::commonSmoothFlowProgramDefines(const sf_model* model, bool periodic,
-                                                                     int workGroupSize) {
+                                                                     int workGroupSize, bool batchedStages) {
     // Only the model's shape is compiled in (kernels/smoothflow.cc): models
     // of one shape share a program.
     sf_model_description info;
@@ -134,11 +138,26 @@ map<string, string> SmoothFlowPlugin::commonSmoothFlowProgramDefines(const sf_mo
     defines["STATE_AT"] = to_string(layout.stateAt);
     defines["GSTATE_AT"] = to_string(layout.gstateAt);
     defines["GPARAMS_AT"] = to_string(layout.gparamsAt);
+    defines["BATCHED_STAGES"] = batchedStages ? "1" : "0";
     return defines;
 }
 
-CommonCalcSmoothFlowForceKernel::CommonCalcSmoothFlowForceKernel(const string& name, const Platform& platform, ComputeContext& cc) :
-        CalcSmoothFlowForceKernel(name, platform), cc(cc) {
+SmoothFlowDevicePath SmoothFlowPlugin::smoothFlowDevicePathFromEnvironment() {
+    const char* value = getenv("SMOOTHFLOW_DEVICE_PATH");
+    if (value == nullptr || *value == '\0' || strcmp(value, "auto") == 0)
+        return SmoothFlowDevicePath::Auto;
+    if (strcmp(value, "fused") == 0)
+        return SmoothFlowDevicePath::Fused;
+    if (strcmp(value, "batched") == 0)
+        return SmoothFlowDevicePath::Batched;
+    throw OpenMMException(string("SmoothFlowForce: the environment variable SMOOTHFLOW_DEVICE_PATH is '") + value +
+                          "'; it must be auto, fused or batched");
+}
+
+CommonCalcSmoothFlowForceKernel::CommonCalcSmoothFlowForceKernel(const string& name, const Platform& platform, ComputeContext& cc,
+                                                                 unique_ptr<SmoothFlowMatrixProducts> products,
+                                                                 const string& noProducts) :
+        CalcSmoothFlowForceKernel(name, platform), cc(cc), products(move(products)), noProducts(noProducts) {
 }
 
 void CommonCalcSmoothFlowForceKernel::initialize(const System& /*system*/, const SmoothFlowForce& force, const vector<int>& particles) {
@@ -182,6 +201,7 @@ void CommonCalcSmoothFlowForceKernel::initialize(const System& /*system*/, const
         row[13] = layout.hiddenAt[l];
         row[14] = layout.paramsAt[l];
     }
+    linearMaps.assign(NL, {});
     for (int l = 0; l < NL; l++) {
         const sf_layer_description& L = layers[l];
         const int transAt = ints.size();
@@ -194,6 +214,20 @@ void CommonCalcSmoothFlowForceKernel::initialize(const System& /*system*/, const
         for (int k = 0; k < L.n_linear; k++) {
             const size_t nIn = L.width[k], nOut = L.width[k + 1];
             ints.push_back(weightValues.size());
+            // The batched path's products (kernels/smoothflow.cc: sf_hidden_at, sf_backward_src/dst).
+            LinearMap map;
+            map.nIn = nIn;
+            map.nOut = nOut;
+            map.weight = weightValues.size();
+            int hidden = layout.hiddenAt[l];
+            for (int j = 1; j < k; j++)
+                hidden += 2 * L.width[j];
+            map.input = k == 0 ? layout.encAt[l] : hidden + (int) nIn;
+            map.output = k == L.n_linear - 1 ? layout.paramsAt[l] : (k == 0 ? layout.hiddenAt[l] : hidden + 2 * (int) nIn);
+            map.gradOut = k == 0 ? layout.gencAt : ((L.n_linear - 1 - k) % 2 == 0 ? layout.gaAt : layout.gbAt);
+            map.gradIn = k == L.n_linear - 1 ? layout.gparamsAt
+                                             : ((L.n_linear - 2 - k) % 2 == 0 ? layout.gaAt : layout.gbAt);
+            linearMaps[l].push_back(map);
             const double* W = sf_model_layer_weight(m, l, k);
             weightValues.insert(weightValues.end(), W, W + nIn * nOut);
             ints.push_back(weightValues.size());
@@ -245,32 +279,64 @@ void CommonCalcSmoothFlowForceKernel::initialize(const System& /*system*/, const
     updateParticleIndex();
     cc.addReorderListener(new ParticleIndexListener(*this));
 
+    stride = layout.size;
+
+    // Which path (SmoothFlowDevicePath): fused unless the batched one may win.
+    const SmoothFlowDevicePath requested = smoothFlowDevicePathFromEnvironment();
+    if (requested == SmoothFlowDevicePath::Batched && !products)
+        throw OpenMMException("SmoothFlowForce: SMOOTHFLOW_DEVICE_PATH=batched, but the batched path is not available on "
+                              "the " + getPlatform().getName() + " platform: " + noProducts);
+    if (requested == SmoothFlowDevicePath::Auto)
+        path = products && numMolecules >= kMinBatchedMolecules ? SmoothFlowDevicePath::Auto : SmoothFlowDevicePath::Fused;
+    else
+        path = requested;
+
     workGroupSize = commonSmoothFlowWorkGroupSize(cc.getIsCPU(), cc.getMaxThreadBlockSize());
     ComputeProgram program =
         cc.compileProgram(commonSmoothFlowProgramSource(), commonSmoothFlowProgramDefines(m, usePeriodic, workGroupSize));
+    // The arguments both kernels share, in order, after their own first ones.
+    auto addModelArguments = [&](ComputeKernel& kernel, bool partials) {
+        kernel->addArg(cc.getPosq());
+        kernel->addArg(particleIndex);
+        kernel->addArg(modelInt);
+        kernel->addArg(modelReal);
+        kernel->addArg(weights);
+        kernel->addArg(scratch);
+        kernel->addArg(moleculeEnergy);
+        kernel->addArg(cc.getLongForceBuffer());
+        kernel->addArg(status);
+        kernel->addArg(errorFlag);
+        kernel->addArg(wallCounts);
+        if (partials) {
+            kernel->addArg(energyPartial);
+            kernel->addArg(wallPartial);
+        }
+        kernel->addArg(numMolecules);
+        kernel->addArg(cc.getPaddedNumAtoms());
+        if (mixedIsDouble) {
+            kernel->addArg(kT);
+            kernel->addArg(energyConstant);
+        } else {
+            kernel->addArg((float) kT);
+            kernel->addArg((float) energyConstant);
+        }
+        for (int i = 0; i < 5; i++)
+            kernel->addArg();  // includeForces, commit and the box vectors, set per call
+    };
     computeKernel = program->createKernel("computeSmoothFlow");
-    computeKernel->addArg(cc.getPosq());
-    computeKernel->addArg(particleIndex);
-    computeKernel->addArg(modelInt);
-    computeKernel->addArg(modelReal);
-    computeKernel->addArg(weights);
-    computeKernel->addArg(scratch);
-    computeKernel->addArg(moleculeEnergy);
-    computeKernel->addArg(cc.getLongForceBuffer());
-    computeKernel->addArg(status);
-    computeKernel->addArg(errorFlag);
-    computeKernel->addArg(wallCounts);
-    computeKernel->addArg(numMolecules);
-    computeKernel->addArg(cc.getPaddedNumAtoms());
-    if (mixedIsDouble) {
-        computeKernel->addArg(kT);
-        computeKernel->addArg(energyConstant);
-    } else {
-        computeKernel->addArg((float) kT);
-        computeKernel->addArg((float) energyConstant);
+    addModelArguments(computeKernel, false);
+    if (path != SmoothFlowDevicePath::Fused) {
+        // Each thread's energy and wall-count shares between the stages.
+        energyPartial.initialize(cc, (size_t) numMolecules * workGroupSize, mixedIsDouble ? sizeof(double) : sizeof(float),
+                                 "smoothflowEnergyPartial");
+        wallPartial.initialize<int>(cc, (size_t) numMolecules * workGroupSize, "smoothflowWallPartial");
+        ComputeProgram stages = cc.compileProgram(commonSmoothFlowProgramSource(),
+                                                  commonSmoothFlowProgramDefines(m, usePeriodic, workGroupSize, true));
+        stageKernel = stages->createKernel("computeSmoothFlowStage");
+        for (int i = 0; i < 3; i++)
+            stageKernel->addArg();  // stage, layer, linear map
+        addModelArguments(stageKernel, true);
     }
-    for (int i = 0; i < 4; i++)
-        computeKernel->addArg();  // includeForces and the box vectors, set per call
     sumKernel = program->createKernel("sumSmoothFlowEnergy");
     sumKernel->addArg(moleculeEnergy);
     sumKernel->addArg(cc.getEnergyBuffer());
@@ -290,21 +356,111 @@ void CommonCalcSmoothFlowForceKernel::updateParticleIndex() {
     particleIndex.upload(hostParticleIndex);
 }
 
-double CommonCalcSmoothFlowForceKernel::execute(ContextImpl& /*context*/, bool includeForces, bool includeEnergy) {
-    ContextSelector selector(cc);
+void CommonCalcSmoothFlowForceKernel::setStepArguments(ComputeKernel& kernel, int first, bool includeForces, bool commit) {
     Vec3 a, b, c;
     cc.getPeriodicBoxVectors(a, b, c);
-    computeKernel->setArg(15, includeForces ? 1 : 0);
+    kernel->setArg(first, includeForces ? 1 : 0);
+    kernel->setArg(first + 1, commit ? 1 : 0);
     if (cc.getUseDoublePrecision()) {
-        computeKernel->setArg(16, mm_double4(a[0], a[1], a[2], 0));
-        computeKernel->setArg(17, mm_double4(b[0], b[1], b[2], 0));
-        computeKernel->setArg(18, mm_double4(c[0], c[1], c[2], 0));
+        kernel->setArg(first + 2, mm_double4(a[0], a[1], a[2], 0));
+        kernel->setArg(first + 3, mm_double4(b[0], b[1], b[2], 0));
+        kernel->setArg(first + 4, mm_double4(c[0], c[1], c[2], 0));
     } else {
-        computeKernel->setArg(16, mm_float4((float) a[0], (float) a[1], (float) a[2], 0));
-        computeKernel->setArg(17, mm_float4((float) b[0], (float) b[1], (float) b[2], 0));
-        computeKernel->setArg(18, mm_float4((float) c[0], (float) c[1], (float) c[2], 0));
+        kernel->setArg(first + 2, mm_float4((float) a[0], (float) a[1], (float) a[2], 0));
+        kernel->setArg(first + 3, mm_float4((float) b[0], (float) b[1], (float) b[2], 0));
+        kernel->setArg(first + 4, mm_float4((float) c[0], (float) c[1], (float) c[2], 0));
     }
+}
+
+void CommonCalcSmoothFlowForceKernel::runFused(bool includeForces, bool commit) {
+    setStepArguments(computeKernel, 15, includeForces, commit);
     computeKernel->execute(numMolecules * workGroupSize, workGroupSize);
+}
+
+// Must match SF_STAGE_* of kernels/smoothflow.cc.
+enum { kStageCoordinates, kStageEncode, kStageBiasActivate, kStageStep, kStageEnergy, kStageAdjoint,
+       kStageActivationGrad, kStageEncodeGrad, kStageForces };
+
+void CommonCalcSmoothFlowForceKernel::runBatched(bool includeForces, bool commit) {
+    setStepArguments(stageKernel, 20, includeForces, commit);
+    auto launch = [&](int stage, int layer, int linear) {
+        stageKernel->setArg(0, stage);
+        stageKernel->setArg(1, layer);
+        stageKernel->setArg(2, linear);
+        stageKernel->execute(numMolecules * workGroupSize, workGroupSize);
+    };
+    const int NL = linearMaps.size();
+    // The molecules are the columns: each one's scratch slice is a column of
+    // stride reals, W (row major nOut x nIn) is column-major nIn x nOut.
+    launch(kStageCoordinates, 0, 0);
+    for (int l = NL - 1; l >= 0; l--) {
+        launch(kStageEncode, l, 0);
+        for (size_t k = 0; k < linearMaps[l].size(); k++) {
+            const LinearMap& L = linearMaps[l][k];
+            products->multiply(true, L.nOut, numMolecules, L.nIn, weights, L.weight, L.nIn, scratch, L.input, stride,
+                               scratch, L.output, stride);
+            launch(kStageBiasActivate, l, k);
+        }
+        launch(kStageStep, l, 0);
+    }
+    launch(kStageEnergy, 0, 0);
+    if (!includeForces)
+        return;
+    for (int l = 0; l < NL; l++) {
+        launch(kStageAdjoint, l, 0);
+        for (int k = linearMaps[l].size() - 1; k >= 0; k--) {
+            const LinearMap& L = linearMaps[l][k];
+            products->multiply(false, L.nIn, numMolecules, L.nOut, weights, L.weight, L.nIn, scratch, L.gradIn, stride,
+                               scratch, L.gradOut, stride);
+            if (k > 0)
+                launch(kStageActivationGrad, l, k);
+        }
+        launch(kStageEncodeGrad, l, 0);
+    }
+    launch(kStageForces, 0, 0);
+}
+
+void CommonCalcSmoothFlowForceKernel::chooseByTrial() {
+    // Both paths evaluate the current positions without adding forces or
+    // wall counts (commit 0); a one-int download waits for the queue.  The
+    // first round warms up (the BLAS compiles or loads its kernels), the
+    // best of the next two counts.
+    int flag;
+    auto timeOf = [&](bool batched) {
+        errorFlag.download(&flag);
+        const auto start = chrono::steady_clock::now();
+        if (batched)
+            runBatched(true, false);
+        else
+            runFused(true, false);
+        errorFlag.download(&flag);
+        return chrono::duration<double>(chrono::steady_clock::now() - start).count();
+    };
+    double fused = 1e300, batched = 1e300;
+    for (int round = 0; round < 3; round++) {
+        const double f = timeOf(false), b = timeOf(true);
+        if (round > 0) {
+            fused = min(fused, f);
+            batched = min(batched, b);
+        }
+    }
+    path = batched < fused ? SmoothFlowDevicePath::Batched : SmoothFlowDevicePath::Fused;
+    if (getenv("SMOOTHFLOW_VERBOSE") != nullptr)
+        cerr << "SmoothFlowForce on " << getPlatform().getName() << ", " << numMolecules << " molecules: fused "
+             << fused * 1e3 << " ms, batched (" << products->name() << ") " << batched * 1e3
+             << " ms per evaluation with forces: " << (path == SmoothFlowDevicePath::Batched ? "batched" : "fused")
+             << endl;
+}
+
+double CommonCalcSmoothFlowForceKernel::execute(ContextImpl& /*context*/, bool includeForces, bool includeEnergy) {
+    ContextSelector selector(cc);
+    // `auto` decides at the first evaluation with forces (an MD step's kind).
+    if (path == SmoothFlowDevicePath::Auto && includeForces)
+        chooseByTrial();
+    if (path == SmoothFlowDevicePath::Batched)
+        runBatched(includeForces, true);
+    else
+        runFused(includeForces, true);
     if (includeEnergy) {
         sumKernel->execute(workGroupSize, workGroupSize);
         // The energy is read back now anyway: the error flag comes with it.

@@ -2,6 +2,7 @@
 #define COMMON_SMOOTHFLOW_KERNELS_H_
 
 #include "SmoothFlowKernels.h"
+#include "SmoothFlowMatrixProducts.h"
 #include "openmm/common/ComputeArray.h"
 #include "openmm/common/ComputeContext.h"
 #include "openmm/common/ComputeKernel.h"
@@ -17,14 +18,32 @@ namespace SmoothFlowPlugin {
  * The program CommonCalcSmoothFlowForceKernel hands to the platform's
  * compileProgram(): the source that follows OpenMM's prelude (the shared
  * mathematics, then kernels/smoothflow.cc) and its compile-time constants for
- * a model, a periodicity and a work-group size.  The prelude, which the
+ * a model, a periodicity and a work-group size; batchedStages gives the
+ * batched path's program instead of the fused one.  The prelude, which the
  * platform adds, carries the precision.  Public so that a test can compile
  * exactly this program without a device (platforms/cuda/tests).
  */
 std::string commonSmoothFlowProgramSource();
-std::map<std::string, std::string> commonSmoothFlowProgramDefines(const sf_model* model, bool periodic, int workGroupSize);
+std::map<std::string, std::string> commonSmoothFlowProgramDefines(const sf_model* model, bool periodic, int workGroupSize,
+                                                                   bool batchedStages = false);
 /** The threads of the work-group that evaluates one molecule on a device. */
 int commonSmoothFlowWorkGroupSize(bool isCPU, int maxThreadBlockSize);
+
+/**
+ * How the device evaluates the flow (docs/gpu-platforms.md): the fused path
+ * runs every stage of a molecule in one launch, with the conditioners'
+ * products as plain loops; the batched path launches each stage for all
+ * molecules and does the products with the platform's BLAS, one matrix
+ * product per linear map over all molecules.  The environment variable
+ * SMOOTHFLOW_DEVICE_PATH (read when a Context is created) chooses: `auto`
+ * (the default: fused below kMinBatchedMolecules molecules or without a
+ * BLAS, otherwise whichever is faster in a timed trial at the first force
+ * evaluation), `fused` or `batched`.
+ */
+enum class SmoothFlowDevicePath { Auto, Fused, Batched };
+SmoothFlowDevicePath smoothFlowDevicePathFromEnvironment();
+/** Below this many molecules `auto` takes the fused path without a trial. */
+const int kMinBatchedMolecules = 16;
 
 /**
  * The SmoothFlow kernel of the GPU platforms, written once against OpenMM's
@@ -37,13 +56,23 @@ int commonSmoothFlowWorkGroupSize(bool isCPU, int maxThreadBlockSize);
  */
 class CommonCalcSmoothFlowForceKernel : public CalcSmoothFlowForceKernel {
 public:
-    CommonCalcSmoothFlowForceKernel(const std::string& name, const OpenMM::Platform& platform, OpenMM::ComputeContext& cc);
+    /**
+     * products: the platform's BLAS for the batched path, or null, with
+     * `noProducts` saying why (e.g. the library was built without CLBlast).
+     */
+    CommonCalcSmoothFlowForceKernel(const std::string& name, const OpenMM::Platform& platform, OpenMM::ComputeContext& cc,
+                                    std::unique_ptr<SmoothFlowMatrixProducts> products = nullptr,
+                                    const std::string& noProducts = "this platform has no BLAS interface");
     void initialize(const OpenMM::System& system, const SmoothFlowForce& force, const std::vector<int>& particles) override;
     double execute(OpenMM::ContextImpl& context, bool includeForces, bool includeEnergy) override;
     long long getWallCount() const override;
     /** Recompute where each model atom sits in OpenMM's reordered arrays (called on every reordering). @private */
     void updateParticleIndex();
 private:
+    void setStepArguments(OpenMM::ComputeKernel& kernel, int first, bool includeForces, bool commit);
+    void runFused(bool includeForces, bool commit);
+    void runBatched(bool includeForces, bool commit);
+    void chooseByTrial();
     void checkErrors();
     [[noreturn]] void reportError(int molecule, int code);
     OpenMM::ComputeContext& cc;
@@ -54,8 +83,21 @@ private:
     bool usePeriodic = false;
     double kT = 0, energyConstant = 0;  // kJ/mol: kT sum log scale + U0 + kT (prior normalization)
     OpenMM::ComputeArray particleIndex, modelInt, modelReal, weights, scratch, moleculeEnergy, status, errorFlag,
-        wallCounts;
-    OpenMM::ComputeKernel computeKernel, sumKernel;
+        wallCounts, energyPartial, wallPartial;
+    OpenMM::ComputeKernel computeKernel, stageKernel, sumKernel;
+    // The batched path: the BLAS, the chosen path, and each linear map's
+    // product as offsets into weights and scratch (in reals).
+    std::unique_ptr<SmoothFlowMatrixProducts> products;
+    std::string noProducts;
+    SmoothFlowDevicePath path = SmoothFlowDevicePath::Fused;
+    struct LinearMap {
+        int nIn, nOut;
+        size_t weight;            // W (nOut x nIn, row major) in weights
+        int input, output;        // forward: input and pre-activation output in a molecule's slice
+        int gradIn, gradOut;      // reverse: the gradient it reads (nOut) and writes (nIn)
+    };
+    std::vector<std::vector<LinearMap>> linearMaps;  // per layer
+    int stride = 0;
 };
 
 } // namespace SmoothFlowPlugin

@@ -1,5 +1,6 @@
 #include "CudaSmoothFlowKernelFactory.h"
 #include "CommonSmoothFlowKernels.h"
+#include "CublasMatrixProducts.h"
 #include "openmm/OpenMMException.h"
 #include "openmm/cuda/CudaContext.h"
 #include "openmm/cuda/CudaPlatform.h"
@@ -39,6 +40,6 @@ KernelImpl* CudaSmoothFlowKernelFactory::createKernelImpl(string name, const Pla
     // context's forces and energy.
     CudaContext& cu = *data.contexts[0];
     if (name == CalcSmoothFlowForceKernel::Name())
-        return new CommonCalcSmoothFlowForceKernel(name, platform, cu);
+        return new CommonCalcSmoothFlowForceKernel(name, platform, cu, make_unique<CublasMatrixProducts>(cu));
     throw OpenMMException("CudaSmoothFlowKernelFactory: tried to create kernel with illegal kernel name '" + name + "'");
 }

@@ -24,8 +24,10 @@
  * CMake puts on LD_LIBRARY_PATH on a machine without a driver.
  *
  * For each model given, each precision (single, mixed, double) and with and
- * without periodic boundaries, the program must compile, its PTX must hold
- * both kernels, and NVRTC must not warn on the plugin's part of the text
+ * without periodic boundaries, the fused program must compile and its PTX
+ * hold computeSmoothFlow and sumSmoothFlowEnergy; so must the batched path's
+ * program (BATCHED_STAGES 1, not periodic) with computeSmoothFlowStage; and
+ * NVRTC must not warn on the plugin's part of the text
  * (OpenMM's own prelude draws warnings under CUDA 13; they are counted).
  * Models of one shape (N, layer count, support policy, prior) give the same
  * text, which is compiled once.  And since the context compiles with
@@ -283,11 +285,16 @@ int main(int argc, char** argv) {
                 kinds += string(l ? "," : "") + transformName(layer.transform);
             }
             cout << argv[m] << ": N " << info.N << ", " << info.n_layers << " layers (" << kinds << ")" << endl;
-            for (int periodic = 0; periodic < 2; periodic++) {
-                const map<string, string> defines = commonSmoothFlowProgramDefines(model, periodic, workGroupSize);
+            // The fused program with and without periodic boundaries, and the
+            // batched path's (its periodic code is the fused one's, so once).
+            for (int variant = 0; variant < 3; variant++) {
+                const bool periodic = variant == 1, batched = variant == 2;
+                const map<string, string> defines =
+                    commonSmoothFlowProgramDefines(model, periodic, workGroupSize, batched);
                 for (Precision precision : {kSingle, kMixed, kDouble}) {
                     const string text = cudaProgramText(precision, *common, *vectorOps, source, defines);
-                    const string label = string(kPrecisionName[precision]) + (periodic ? ", periodic" : "");
+                    const string label =
+                        string(kPrecisionName[precision]) + (periodic ? ", periodic" : "") + (batched ? ", batched stages" : "");
                     // Transform kinds, widths and weights are data: models of one shape share the program text.
                     auto seen = compiled.find(text);
                     if (seen != compiled.end()) {
@@ -301,9 +308,12 @@ int main(int argc, char** argv) {
                         failures++;
                         continue;
                     }
-                    if (entryBody(result.ptx, "computeSmoothFlow").empty() ||
-                        entryBody(result.ptx, "sumSmoothFlowEnergy").empty()) {
-                        cout << "  " << label << ": FAIL, the PTX lacks computeSmoothFlow or sumSmoothFlowEnergy" << endl;
+                    const bool complete = batched ? !entryBody(result.ptx, "computeSmoothFlowStage").empty()
+                                                  : !entryBody(result.ptx, "computeSmoothFlow").empty() &&
+                                                        !entryBody(result.ptx, "sumSmoothFlowEnergy").empty();
+                    if (!complete) {
+                        cout << "  " << label << ": FAIL, the PTX lacks "
+                             << (batched ? "computeSmoothFlowStage" : "computeSmoothFlow or sumSmoothFlowEnergy") << endl;
                         failures++;
                         continue;
                     }

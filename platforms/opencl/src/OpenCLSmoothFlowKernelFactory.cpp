@@ -1,5 +1,8 @@
 #include "OpenCLSmoothFlowKernelFactory.h"
 #include "CommonSmoothFlowKernels.h"
+#ifdef SMOOTHFLOW_HAVE_CLBLAST
+#include "CLBlastMatrixProducts.h"
+#endif
 #include "openmm/OpenMMException.h"
 #include "openmm/internal/ContextImpl.h"
 #include "openmm/opencl/OpenCLContext.h"
@@ -37,7 +40,13 @@ KernelImpl* OpenCLSmoothFlowKernelFactory::createKernelImpl(string name, const P
     // With several devices the force runs on the first; OpenMM sums every
     // context's forces and energy.
     OpenCLContext& cl = *data.contexts[0];
-    if (name == CalcSmoothFlowForceKernel::Name())
-        return new CommonCalcSmoothFlowForceKernel(name, platform, cl);
+    if (name == CalcSmoothFlowForceKernel::Name()) {
+#ifdef SMOOTHFLOW_HAVE_CLBLAST
+        return new CommonCalcSmoothFlowForceKernel(name, platform, cl, make_unique<CLBlastMatrixProducts>(cl));
+#else
+        return new CommonCalcSmoothFlowForceKernel(name, platform, cl, nullptr,
+                                                   "libSmoothFlowPluginOpenCL was built without CLBlast");
+#endif
+    }
     throw OpenMMException("OpenCLSmoothFlowKernelFactory: tried to create kernel with illegal kernel name '" + name + "'");
 }
