@@ -5,7 +5,9 @@ platforms, one interleaved run.
 Cases, for the shipped smooth alanine-dipeptide flow and the 8-layer generative flow at 1, 16,
 256 and 4096 molecules (a System of n copies, one SmoothFlowForce over all of them):
   SmoothFlowForce on each device platform found (OpenCL, CUDA) in single, mixed and double
-      precision (the Precision property)
+      precision (the Precision property), by each of its two paths (SMOOTHFLOW_DEVICE_PATH=fused:
+      one launch, products as loops; =batched: one launch per stage, products by the platform's
+      BLAS, CLBlast or cuBLAS): the table "Which path wins" is where `auto` should choose which
   SmoothFlowForce on the CPU platform (all cores) and, for one molecule, Reference: the best
       this machine does without the device
   ff99SB-ILDN/OBC, one alanine dipeptide, on each device platform (mixed) and on Reference
@@ -53,8 +55,11 @@ POCL_PER_CORE = {"fp64": 73.6, "fp32": 147.2, "bandwidth": 27.4, "source": "this
                  "assumption; bandwidth: its one-thread copy of cache-sized arrays)"}
 
 
-def device_context(system, positions, platform_name, precision):
+def device_context(system, positions, platform_name, precision, path=None):
+    """A Context; `path` sets SMOOTHFLOW_DEVICE_PATH, which the kernel reads when it is created."""
     import openmm
+    if path:
+        os.environ["SMOOTHFLOW_DEVICE_PATH"] = path
     plat = openmm.Platform.getPlatformByName(platform_name)
     props = {}
     if platform_name in ("OpenCL", "CUDA"):
@@ -123,6 +128,7 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--platforms", default=None, help="device platforms (default: OpenCL and CUDA where OpenMM has them)")
     ap.add_argument("--precisions", default="single,mixed,double")
+    ap.add_argument("--paths", default="fused,batched", help="the device paths to time (SMOOTHFLOW_DEVICE_PATH)")
     ap.add_argument("--sizes", default="1,16,256,4096")
     ap.add_argument("--models", default="smooth,gen8")
     ap.add_argument("--rounds", type=int, default=3)
@@ -137,6 +143,7 @@ def main():
         sys.exit("no device platform (OpenCL, CUDA) in this OpenMM: nothing to benchmark")
     sizes = [int(s) for s in args.sizes.split(",")]
     precisions = args.precisions.split(",")
+    paths = args.paths.split(",")
     models = args.models.split(",")
     start, load_start = time.perf_counter(), os.getloadavg()
 
@@ -162,8 +169,9 @@ def main():
             N = x.shape[1]
             for p in platforms:
                 for prec in precisions:
-                    run, ev = device_stepper(*device_context(flow_system(mb, n, N), x0, p, prec), x0)
-                    cases.append(Case(m, f"SmoothFlowForce {p} {prec}", n, 1, "MD step", run, ev))
+                    for path in paths:
+                        run, ev = device_stepper(*device_context(flow_system(mb, n, N), x0, p, prec, path), x0)
+                        cases.append(Case(m, f"SmoothFlowForce {p} {prec} {path}", n, 1, "MD step", run, ev))
                 c = Case(m, f"TorchForce (openmm-torch) {p}", n, 1, "MD step")
                 c.skipped = ("openmm-torch 1.5 from PyPI registers TorchForce's kernel for the Reference platform "
                              "only (bench_cpu.py times it there)")
@@ -227,9 +235,10 @@ def main():
             continue
         lim, c = limits[p], flops[r["model"]]
         tm = r["seconds_per_molecule_step"]
-        peak = lim["fp64"] if r["evaluator"].endswith("double") else lim["fp32"]
+        double = " double" in r["evaluator"]
+        peak = lim["fp64"] if double else lim["fp32"]
         r["fraction_of_peak"] = c["flops"] / tm / (peak * 1e9)
-        b = flop_count.bytes_per_molecule(c, r["molecules"], 8 if r["evaluator"].endswith("double") else 4)
+        b = flop_count.bytes_per_molecule(c, r["molecules"], 8 if double else 4)
         r["fraction_of_bandwidth"] = b / tm / (lim["bandwidth"] * 1e9)
         # the roofline bound: the slower of compute and memory at this size
         r["fraction_of_roofline"] = max(c["flops"] / (peak * 1e9), b / (lim["bandwidth"] * 1e9)) / tm
@@ -238,7 +247,8 @@ def main():
             r["ratio_to_ff99sb_same_device"] = r["seconds_per_step"] / ffp if r["molecules"] == 1 else None
     res = {"machine": machine(), "load_average_at_start": load_start, "devices": devices, "limits": limits,
            "flops": flops, "models": {m: MODELS[m] for m in models},
-           "settings": {"platforms": platforms, "precisions": precisions, "sizes": sizes, "rounds": args.rounds,
+           "settings": {"platforms": platforms, "precisions": precisions, "paths": paths, "sizes": sizes,
+                        "rounds": args.rounds,
                         "block_seconds": args.block_seconds, "wall_seconds": time.perf_counter() - start},
            "agreement_with_reference": agree, "results": results}
     res["targets"] = gpu_targets(res, platforms)
@@ -272,6 +282,25 @@ def gpu_targets(res, platforms):
                         "by": f"{v:.1%} ({best['evaluator']})"})
         out.append({"target": f"{p}: >= 10x better than TorchForce on the same device", "value": None, "limit": 10,
                     "met": False, "by": "not measurable: openmm-torch 1.5 from PyPI has no kernel for this platform"})
+    return out
+
+
+MIN_BATCHED_MOLECULES = 16  # kMinBatchedMolecules of platforms/common/src/CommonSmoothFlowKernels.h
+
+
+def path_comparison(res):
+    """{'model, platform precision': {n: batched seconds / fused seconds}} where both were timed."""
+    times = {}
+    for r in res["results"]:
+        parts = r["evaluator"].split()
+        if len(parts) == 4 and parts[0] == "SmoothFlowForce" and "seconds_per_step" in r:
+            times.setdefault((r["model"], parts[1], parts[2]), {}).setdefault(r["molecules"], {})[parts[3]] = \
+                r["seconds_per_step"]
+    out = {}
+    for (model, p, prec), by_n in times.items():
+        ratios = {n: t["batched"] / t["fused"] for n, t in by_n.items() if "batched" in t and "fused" in t}
+        if ratios:
+            out[f"{model}, {p} {prec}"] = ratios
     return out
 
 
@@ -313,6 +342,18 @@ def write_markdown(path, res):
             frac = (f"{big['fraction_of_peak']:.1%} / {big['fraction_of_bandwidth']:.1%} / "
                     f"{big['fraction_of_roofline']:.1%}") if big and "fraction_of_peak" in big else "-"
             lines.append(f"| {ev} | " + " | ".join(cells) + f" | {frac} |")
+        lines.append("")
+    wins = path_comparison(res)
+    if wins:
+        lines += ["## Which path wins", "",
+                  "Batched time over fused time per step (below 1: the batched path is faster). `auto` "
+                  f"takes the fused path below {MIN_BATCHED_MOLECULES} molecules without a trial, and above "
+                  "times both at the first force evaluation.", "",
+                  "| model, platform, precision | " + " | ".join(f"n={n}" for n in res["settings"]["sizes"]) + " |",
+                  "|---|" + "---|" * len(res["settings"]["sizes"])]
+        for key, by_n in wins.items():
+            lines.append(f"| {key} | " + " | ".join(f"{by_n[n]:.2f}" if n in by_n else "-"
+                                                    for n in res["settings"]["sizes"]) + " |")
         lines.append("")
     ag = res["agreement_with_reference"]
     if ag:
