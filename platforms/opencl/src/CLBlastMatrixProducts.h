@@ -6,7 +6,12 @@
 
 namespace SmoothFlowPlugin {
 
-/** The batched path's matrix products on OpenCL: CLBlast's GEMM on the context's queue. */
+/**
+ * The batched path's matrix products on OpenCL: CLBlast's GEMM on the
+ * context's queue.  CLBlast pads and copies matrices whose shape or offsets
+ * its fast kernel cannot take, into a temporary buffer it would otherwise
+ * allocate at every call: one buffer is kept here instead, grown as needed.
+ */
 class CLBlastMatrixProducts : public SmoothFlowMatrixProducts {
 public:
     explicit CLBlastMatrixProducts(OpenMM::OpenCLContext& cl) : cl(cl) {
@@ -17,6 +22,8 @@ public:
                   int ldc) override;
 private:
     OpenMM::OpenCLContext& cl;
+    cl::Buffer temp;
+    size_t tempBytes = 0;
 };
 
 } // namespace SmoothFlowPlugin
