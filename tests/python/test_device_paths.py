@@ -3,7 +3,8 @@ fused path (every stage of a molecule in one launch, the conditioners' products 
 the batched path (each stage one launch over all molecules, the products by the platform's BLAS:
 CLBlast on OpenCL, cuBLAS on CUDA), chosen by SMOOTHFLOW_DEVICE_PATH = auto | fused | batched.
 
-Run on OpenCL (PoCL on the CPU here and in CI), each against the Reference platform: random
+Run on each GPU platform found as test_device_platforms.py finds them (OpenCL on PoCL here and in
+CI; CUDA where there is a GPU), each against the Reference platform: random
 models of every transform kind in both layer directions, the shipped smooth flow, periodic and
 not, double and float; the automatic choice's timed trial, which evaluates both paths without
 committing their forces or wall counts; MD that applies the batched path's forces step after
@@ -17,6 +18,7 @@ import numpy as np
 import openmm
 import pytest
 from openmm import unit
+from test_device_platforms import GPU_PLATFORMS, REQUIRED, _unavailable
 
 REPO = Path(__file__).resolve().parents[2]
 SHIPPED = REPO / 'models' / 'alanine_dipeptide'
@@ -25,24 +27,24 @@ TOLERANCE = {'double': (1e-9, 1e-9), 'mixed': (5e-5, 5e-4), 'single': (5e-5, 5e-
 MIN_BATCHED_MOLECULES = 16  # kMinBatchedMolecules of CommonSmoothFlowKernels.h
 
 
-@pytest.fixture(scope='module')
-def opencl(sf):
-    """The OpenCL platform with the SmoothFlow kernel library loaded ($SMOOTHFLOW_OPENCL_PLUGIN,
-    as ctest sets it, or the build tree's lib/ beside python/)."""
-    try:
-        platform = openmm.Platform.getPlatformByName('OpenCL')
-    except Exception:
-        pytest.skip('OpenMM has no OpenCL platform here')
-    candidates = [os.environ.get('SMOOTHFLOW_OPENCL_PLUGIN'),
-                  os.path.join(sf.pluginDirectory(), 'libSmoothFlowPluginOpenCL.so'),
-                  os.path.join(sf.pluginDirectory(), '..', '..', 'lib', 'libSmoothFlowPluginOpenCL.so')]
-    found = [p for p in candidates if p and os.path.exists(p)]
-    if not found:
-        if os.environ.get('SMOOTHFLOW_OPENCL_PLUGIN') is not None:
-            raise AssertionError('the OpenCL kernel library libSmoothFlowPluginOpenCL.so was not found')
-        pytest.skip('this build has no OpenCL kernel library (libSmoothFlowPluginOpenCL.so)')
-    openmm.Platform.loadPluginLibrary(os.path.abspath(found[0]))
-    return platform
+@pytest.fixture(params=GPU_PLATFORMS)
+def platform(request, sf):
+    """Each GPU platform whose SmoothFlow kernel library loads and which has a device (found as in
+    test_device_platforms.py); skipped with the reason otherwise, or failed where required."""
+    name = request.param
+    why = _unavailable(name)
+    if why is None:
+        system = openmm.System()
+        system.addParticle(1.0)
+        try:
+            openmm.Context(system, openmm.VerletIntegrator(0.001), openmm.Platform.getPlatformByName(name))
+        except Exception as e:
+            why = f'the {name} platform has no usable device: {e}'
+    if why:
+        if name in REQUIRED:
+            raise AssertionError(why)
+        pytest.skip(why)
+    return name
 
 
 @pytest.fixture
@@ -99,7 +101,7 @@ def _box(size):
 
 @pytest.mark.parametrize('transform', ['smooth', 'spline', 'affine'])
 @pytest.mark.parametrize('directions', ['generative', 'density'])
-def test_batched_path_matches_reference(sf, sftorch, opencl, devicePath, tmp_path, transform, directions):
+def test_batched_path_matches_reference(sf, sftorch, platform, devicePath, tmp_path, transform, directions):
     """Two hidden layers, so the reverse pass goes through both gradient buffers (ga, gb) and an
     activation's derivative between products: 1, 7 and 40 molecules in double. In float, the
     one-hidden-layer model of test_device_platforms.py (the two-layer one's energy cancels too
@@ -110,29 +112,29 @@ def test_batched_path_matches_reference(sf, sftorch, opencl, devicePath, tmp_pat
     for n in (1, 7, 40):
         system, _ = _system(sf, path, n, 7)
         _assert_close(_evaluate(_context(system, 'Reference'), x[:n]),
-                      _evaluate(_context(system, 'OpenCL', 'double'), x[:n]), 'double', n)
+                      _evaluate(_context(system, platform, 'double'), x[:n]), 'double', n)
     flow, path = _random_model(sftorch, tmp_path, transform, directions)
     x = sftorch.testing.random_positions(flow, 7, seed=5, margin=0.05).numpy()
     system, _ = _system(sf, path, 7, 7)
     _assert_close(_evaluate(_context(system, 'Reference'), x),
-                  _evaluate(_context(system, 'OpenCL', 'single'), x), 'single')
+                  _evaluate(_context(system, platform, 'single'), x), 'single')
     periodic = x[:7] + np.random.default_rng(1).integers(-2, 3, size=(7, 7, 3)) * 1.1
     system, _ = _system(sf, path, 7, 7, box=_box(1.1))
     _assert_close(_evaluate(_context(system, 'Reference'), periodic),
-                  _evaluate(_context(system, 'OpenCL', 'double'), periodic), 'double', 'periodic')
+                  _evaluate(_context(system, platform, 'double'), periodic), 'double', 'periodic')
 
 
 @pytest.mark.parametrize('precision', ['double', 'mixed'])
-def test_batched_path_shipped_smooth_flow(sf, opencl, devicePath, precision):
+def test_batched_path_shipped_smooth_flow(sf, platform, devicePath, precision):
     from alanine_dipeptide import data
     x = data.load_reference('obc').test.positions[:24]
     system, _ = _system(sf, SHIPPED / 'smooth.safetensors', 24, 22)
     reference = _evaluate(_context(system, 'Reference'), x)
     devicePath('batched')
-    _assert_close(reference, _evaluate(_context(system, 'OpenCL', precision), x), precision)
+    _assert_close(reference, _evaluate(_context(system, platform, precision), x), precision)
 
 
-def test_automatic_choice_trial_commits_nothing(sf, sftorch, opencl, devicePath, tmp_path, capfd):
+def test_automatic_choice_trial_commits_nothing(sf, sftorch, platform, devicePath, tmp_path, capfd):
     """At the first force evaluation `auto` times both paths on the current positions. Those trial
     runs must add neither forces nor wall counts: with positions in the wall zone the device's
     forces and wall count must still equal Reference's after the trial (a trial that committed
@@ -148,12 +150,13 @@ def test_automatic_choice_trial_commits_nothing(sf, sftorch, opencl, devicePath,
     devicePath('auto')
     os.environ['SMOOTHFLOW_VERBOSE'] = '1'
     try:
-        context = _context(system, 'OpenCL', 'double')
+        context = _context(system, platform, 'double')
         found = _evaluate(context, x)
     finally:
         del os.environ['SMOOTHFLOW_VERBOSE']
     report = capfd.readouterr().err
-    match = re.search(rf'SmoothFlowForce on OpenCL, {n} molecules: fused ([\d.e+-]+) ms, batched \(CLBlast\) '
+    blas = 'CLBlast' if platform == 'OpenCL' else r'cuBLAS[ \d]*'
+    match = re.search(rf'SmoothFlowForce on {platform}, {n} molecules: fused ([\d.e+-]+) ms, batched \({blas}\) '
                       r'([\d.e+-]+) ms per evaluation with forces: (fused|batched)', report)
     assert match, report
     fused, batched, chosen = float(match[1]), float(match[2]), match[3]
@@ -162,20 +165,20 @@ def test_automatic_choice_trial_commits_nothing(sf, sftorch, opencl, devicePath,
     assert force.getWallCount(context) == referenceWalls
 
 
-def test_below_the_threshold_auto_takes_no_trial(sf, opencl, devicePath, capfd):
+def test_below_the_threshold_auto_takes_no_trial(sf, platform, devicePath, capfd):
     from alanine_dipeptide import data
     x = data.load_reference('obc').test.positions[:2]
     system, _ = _system(sf, SHIPPED / 'smooth.safetensors', 2, 22)
     devicePath('auto')
     os.environ['SMOOTHFLOW_VERBOSE'] = '1'
     try:
-        _evaluate(_context(system, 'OpenCL', 'double'), x)
+        _evaluate(_context(system, platform, 'double'), x)
     finally:
         del os.environ['SMOOTHFLOW_VERBOSE']
-    assert 'SmoothFlowForce on OpenCL' not in capfd.readouterr().err
+    assert f'SmoothFlowForce on {platform}' not in capfd.readouterr().err
 
 
-def test_batched_md_follows_the_fused_trajectory(sf, opencl, devicePath):
+def test_batched_md_follows_the_fused_trajectory(sf, platform, devicePath):
     """Velocity Verlet for 40 steps (the batched path's forces applied at every step) from the
     same state: the two paths' trajectories agree to rounding in double."""
     from alanine_dipeptide import data
@@ -186,7 +189,7 @@ def test_batched_md_follows_the_fused_trajectory(sf, opencl, devicePath):
     final = {}
     for choice in ('fused', 'batched'):
         devicePath(choice)
-        context = _context(system, 'OpenCL', 'double')
+        context = _context(system, platform, 'double')
         context.setPositions(x.reshape(-1, 3))
         context.setVelocitiesToTemperature(300, 7)
         context.getIntegrator().step(40)
@@ -199,17 +202,17 @@ def test_batched_md_follows_the_fused_trajectory(sf, opencl, devicePath):
     assert abs(final['batched'][1] - final['fused'][1]) < 1e-9 * abs(final['fused'][1])
 
 
-def test_path_variable_is_checked(sf, opencl, devicePath):
+def test_path_variable_is_checked(sf, platform, devicePath):
     from alanine_dipeptide import data
     system, _ = _system(sf, SHIPPED / 'smooth.safetensors', 1, 22)
     devicePath('fastest')
     with pytest.raises(openmm.OpenMMException, match="SMOOTHFLOW_DEVICE_PATH is 'fastest'; it must be auto, fused or batched"):
-        _context(system, 'OpenCL', 'double')
+        _context(system, platform, 'double')
     devicePath('fused')
-    _evaluate(_context(system, 'OpenCL', 'double'), data.load_reference('obc').test.positions[:1])
+    _evaluate(_context(system, platform, 'double'), data.load_reference('obc').test.positions[:1])
 
 
-def test_batched_path_names_bad_input_as_reference_does(sf, opencl, devicePath):
+def test_batched_path_names_bad_input_as_reference_does(sf, platform, devicePath):
     """A NaN position in molecule 5 of 20: the same message as on Reference (the molecule, its
     model atoms and System particles), and the Context goes on once the positions are fixed."""
     from alanine_dipeptide import data
@@ -220,7 +223,7 @@ def test_batched_path_names_bad_input_as_reference_does(sf, opencl, devicePath):
     with pytest.raises(openmm.OpenMMException) as expected:
         _evaluate(_context(system, 'Reference'), bad)
     devicePath('batched')
-    context = _context(system, 'OpenCL', 'double')
+    context = _context(system, platform, 'double')
     with pytest.raises(openmm.OpenMMException) as found:
         _evaluate(context, bad)
     assert str(found.value) == str(expected.value)

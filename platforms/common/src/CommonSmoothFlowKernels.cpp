@@ -33,6 +33,10 @@ const char* deviceErrorName(int code) {
     case 5: return "a layer whose output or log-determinant is not finite";
     case 6: return "an energy that is not finite";
     case 7: return "a force that is not finite";
+    case 8:
+        return "an affine layer's input that rounds to exactly 0 or 1 in float: the layer before it put the state's logit "
+               "beyond float's range (about +-17; double reaches +-37). Evaluate this model in double precision "
+               "(Precision=double)";
     default: return "an unknown error";
     }
 }

@@ -59,6 +59,7 @@ typedef struct sf_constants {
 #define SF_DEVICE_NONFINITE 5  /* a layer's output or log-determinant is not finite */
 #define SF_DEVICE_ENERGY 6     /* the energy is not finite */
 #define SF_DEVICE_FORCE 7      /* a force contribution is not finite */
+#define SF_DEVICE_AFFINE_FLOAT 8 /* (float) an affine input rounded to exactly 0 or 1 */
 
 /* Fields of one layer in the layer table (LAYER_TABLE + l * LAYER_FIELDS). */
 #define LF_TRANSFORM 0
@@ -379,7 +380,13 @@ DEVICE void sf_stage_step(int l, int molecule, GLOBAL const int *RESTRICT modelI
         const int it = sf_step(k, info[LF_TRANSFORM], info[LF_GENERATIVE], info[LF_K], mol + info[LF_PARAMS] + i * P,
                                d >= NUM_INTERVAL, y[d], &out, &logdet);
         if (it < 0) {
+#ifdef USE_DOUBLE_PRECISION
             sf_fail(status, errorFlag, molecule, SF_DEVICE_STEP);
+#else
+            /* The affine states pass through a sigmoid, which in float is
+             * exactly 1 once the logit passes about 17 (in double, 37). */
+            sf_fail(status, errorFlag, molecule, it == -2 ? SF_DEVICE_AFFINE_FLOAT : SF_DEVICE_STEP);
+#endif
             out = y[d];
             logdet = 0;
         } else if (!sf_finite(out) || !sf_finite(logdet)) {
