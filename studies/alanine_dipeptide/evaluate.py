@@ -33,6 +33,7 @@ import openmm
 import openmm.unit as unit
 import torch
 from smoothflow_torch import load_model
+from smoothflow_torch.pipeline.evaluate import held_out_metrics as pipeline_held_out_metrics
 from smoothflow_torch.pipeline.evaluate import sample_flow as pipeline_sample_flow
 from tqdm import tqdm
 
@@ -61,16 +62,10 @@ class ForceFieldEnergy:
 
 
 def held_out_metrics(flow, frames: data.Frames, batch: int = 512) -> dict:
-    """Weighted mean NLL and force RMSE over held-out frames (weights: data.Frames.weights)."""
-    nll, sq, total = 0.0, 0.0, 0.0
-    for i in range(0, len(frames), batch):
-        x = torch.from_numpy(frames.positions[i:i + batch])
-        w = frames.weights[i:i + batch]
-        e, f = flow.energy_and_forces(x)
-        nll += float(np.sum(w * (-flow.log_prob(x)).detach().numpy()))
-        sq += float(np.sum(w * ((f.detach().numpy() - frames.forces[i:i + batch]) ** 2).sum((1, 2))))
-        total += float(w.sum())
-    return {"nll_nats": nll / total, "force_rmse_kj_mol_nm": float(np.sqrt(sq / (total * molecule.N_ATOMS * 3)))}
+    """Weighted mean NLL and force RMSE over held-out frames (weights: data.Frames.weights), the
+    pipeline's (smoothflow_torch.pipeline.evaluate.held_out_metrics: also the number of frames
+    and of those outside the flow's bond bounds, which are counted, not averaged)."""
+    return pipeline_held_out_metrics(flow, frames, batch)
 
 
 def _scan(u0: torch.Tensor, d: int, values: torch.Tensor) -> torch.Tensor:

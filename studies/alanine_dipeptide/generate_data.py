@@ -1,120 +1,85 @@
-"""Generate alanine dipeptide training and test data with OpenMM: positions and reference forces.
+"""The study's training data, made by the pipeline: ``smoothflow simulate`` on the study's project
+with the study's settings, then exported to the study's files.
 
-Langevin dynamics (LangevinMiddleIntegrator, 300 K, friction 1/ps) with Amber ff99SB-ILDN, OBC
-implicit solvent (the main setting) or vacuum, no constraints, on the Reference platform
-(fastest for 22 atoms).  Hydrogen masses are raised to 3 amu (taken from the bonded heavy
-atom) so that 2 fs steps are stable without constraints: masses change the dynamics but not
-the Boltzmann distribution of configurations, which is all the data is for.
+The chains are the pipeline's (smoothflow_torch.pipeline.simulate; docs/pipeline.md,
+"simulate"): Langevin dynamics (LangevinMiddleIntegrator, 300 K, friction 1/ps, 2 fs) with Amber
+ff99SB-ILDN, OBC implicit solvent (the main setting) or vacuum, no constraints, on the Reference
+platform; hydrogen masses 3 amu (taken from the bonded heavy atom) so that 2 fs steps are
+stable without constraints; a static bias V(phi) (phi_bias.py) because unbiased MD visits the
+rare phi > 0 basin about once per 100 ns; each frame the force field's forces and energy alone
+and the bias energy V, its Boltzmann weight exp(V/kT), exact because the bias is fixed. Six
+chains of 20 ns with seeds 1000 + chain, 100 ps of equilibration, a frame every 2 ps, the last
+20 % of each held out. The shipped bias table (``<setting>.bias.npz``) is installed as the
+project's ``data/bias.npz``, so the chains run under it without rerunning the metadynamics
+(without a shipped table the pipeline builds one, with the same settings: ``--bias-ns``).
 
-The chains run with a static bias V(phi) (phi_bias.py: built first by a short well-tempered
-metadynamics run, then frozen), because unbiased MD visits the rare phi > 0 basin about once
-per 100 ns.  Each frame stores the force field's forces and energy alone (force group 0) and
-the bias energy V; its Boltzmann weight is exp(V/kT) (data.Frames.weights), exact because the
-bias is fixed.  --bias-ns 0 gives unbiased chains (weights 1).
+What is the study's own: the files the rest of the study and the main job read, in
+``data/alanine_dipeptide/``: ``<setting>.npz`` (the pipeline's ``data/frames.npz``, same
+layout), ``<setting>.json`` (provenance and the weighted phi > 0 populations: overall, per
+chain, standard error across chains) and ``<setting>.reference.npz`` (~1 MB, shipped: 200
+Boltzmann-resampled held-out frames, phi/psi and weight of every frame; data.write_reference).
+The shipped files were made by this study's earlier chain loop with the same settings; the
+pipeline's chains start from ``alanine_dipeptide.pdb`` (the same structure, written to 0.001 A)
+and draw a fresh random stream when resumed, so a rerun gives statistically equal, not
+bit-identical, frames.
 
-Several independent chains (one process per core) start from the minimized standard-geometry
-structure with different seeds, equilibrate 100 ps, then save a frame every --interval-ps.
-Each chain checkpoints (integrator state + frames so far) every --checkpoint-ps and resumes
-from its checkpoint when rerun, so a long run can span sessions.  When every chain is done,
-the frames are assembled into <out>/<setting>.npz:
-
-    positions (n, 22, 3) float32 nm, forces (n, 22, 3) float32 kJ/mol/nm,
-    energies (n,) float32 kJ/mol, chain (n,) int16, time_ps (n,) float32,
-    split (n,) uint8: 0 train, 1 test (the last 20 % of every chain: a fixed held-out split
-    in time, so test frames are not near-copies of training frames),
-    bias (n,) float32 kJ/mol: the bias energy V(phi) of the frame (0 when unbiased)
-
-a JSON summary with provenance, cost and the weighted phi-basin populations (overall, per
-chain, standard error across chains), and <setting>.reference.npz (~1 MB, shipped: 200
-Boltzmann-resampled held-out frames, phi/psi and weight of every frame) for the main job and
-tests.  <setting>.bias.npz (the bias table, shipped) is reused when present.
-
-Usage: python -m alanine_dipeptide.generate_data --setting obc [--ns 20 --chains 6 --bias-ns 10]
-       (the study package is installed by scripts/setup.sh)
+Usage (the study package is installed by scripts/setup.sh):
+    python -m alanine_dipeptide.generate_data --setting obc [--ns 20 --chains 6 --jobs 2]
+(the project, ``runs/alanine_dipeptide`` or ``runs/alanine_dipeptide_vacuum``, is made when
+missing; rerunning continues the chains, as ``smoothflow simulate`` does.)
 """
 import argparse
 import json
-import multiprocessing
 import os
-import platform
-import time
+import shutil
 from pathlib import Path
 
 import numpy as np
-import openmm
-import openmm.unit as unit
+from smoothflow_torch import pipeline
 from smoothflow_torch.pipeline import data as pipeline_data
-from smoothflow_torch.pipeline.project import dihedral
-from smoothflow_torch.pipeline.simulate import positive_fraction, raise_hydrogen_masses
+# (pipeline.simulate is also the name of the pipeline's simulate step: import by name)
+from smoothflow_torch.pipeline.simulate import load_bias, positive_fraction
 
-from . import forcefield, molecule, phi_bias
+from . import forcefield, phi_bias
 
+STUDY = Path(__file__).resolve().parent
+REPO = STUDY.parents[1]
 HYDROGEN_MASS = 3.0  # amu
+#: the study's chains (the pipeline's simulate arguments)
+CHAINS = {"ns": 20.0, "chains": 6, "interval_ps": 2.0, "dt_fs": 2.0, "equilibration_ps": 100.0, "friction": 1.0,
+          "hydrogen_mass": HYDROGEN_MASS, "seed": 1000, "checkpoint_ps": 1000.0}
+BIAS_NS = 10.0       # metadynamics that built the shipped table
 
 
-def prepared_system(setting: str) -> openmm.System:
-    """The force field's System with hydrogen masses raised to HYDROGEN_MASS (the pipeline's)."""
-    return raise_hydrogen_masses(forcefield.system(setting), molecule.topology(), HYDROGEN_MASS)
+def project_path(setting: str) -> Path:
+    return REPO / "runs" / ("alanine_dipeptide" if setting == "obc" else f"alanine_dipeptide_{setting}")
 
 
-def _context(setting: str, seed: int, dt_fs: float, bias_table=None):
-    system = prepared_system(setting)
-    if bias_table is not None:
-        phi_bias.add_static_bias(system, bias_table)
-    integrator = openmm.LangevinMiddleIntegrator(forcefield.TEMPERATURE * unit.kelvin, 1 / unit.picosecond,
-                                                 dt_fs * unit.femtoseconds)
-    integrator.setRandomNumberSeed(seed)
-    context = openmm.Context(system, integrator, openmm.Platform.getPlatformByName("Reference"))
-    return context, integrator
+def make_project(setting: str, path=None) -> pipeline.Project:
+    """The study's project for a setting (README.md's `smoothflow prepare` command), made when missing."""
+    path = Path(path) if path else project_path(setting)
+    if (path / "project.json").exists():
+        return pipeline.Project(path)
+    files = ["amber99sbildn.xml"] + (["amber99_obc.xml"] if setting == "obc" else [])
+    return pipeline.prepare(STUDY / "alanine_dipeptide.pdb", path, forcefield=files,
+                            temperature=forcefield.TEMPERATURE, zmatrix=STUDY / "zmatrix.txt",
+                            name="alanine dipeptide" + ("" if setting == "obc" else f" ({setting})"))
 
 
-def run_chain(setting: str, chain: int, ns: float, interval_ps: float, checkpoint_ps: float, dt_fs: float,
-              workdir: Path, progress: bool, bias_table=None) -> Path:
-    """Run (or resume) one chain; returns the path of its finished frames file."""
-    from tqdm import tqdm
-
-    done = workdir / f"chain{chain}.npz"
-    if done.exists():
-        return done
-    seed = 1000 + chain
-    context, integrator = _context(setting, seed, dt_fs, bias_table)
-    n_frames = int(round(ns * 1000 / interval_ps))
-    steps_per_frame = int(round(interval_ps * 1000 / dt_fs))
-    state_file, partial = workdir / f"chain{chain}.state.xml", workdir / f"chain{chain}.partial.npz"
-    if state_file.exists() and partial.exists():
-        context.setState(openmm.XmlSerializer.deserialize(state_file.read_text()))
-        saved = np.load(partial)
-        pos, frc, ene, bias = (list(saved[k]) for k in ("positions", "forces", "energies", "bias"))
-    else:
-        context.setPositions(molecule.standard_positions() * unit.nanometer)
-        openmm.LocalEnergyMinimizer.minimize(context)
-        context.setVelocitiesToTemperature(forcefield.TEMPERATURE * unit.kelvin, seed)
-        integrator.step(int(round(100_000 / dt_fs)))  # 100 ps of equilibration
-        pos, frc, ene, bias = [], [], [], []
-    frames_per_checkpoint = max(1, int(round(checkpoint_ps / interval_ps)))
-    bar = tqdm(total=n_frames, initial=len(pos), desc=f"{setting} chain {chain}", unit="frame",
-               position=chain, disable=not progress, mininterval=2.0)
-    while len(pos) < n_frames:
-        integrator.step(steps_per_frame)
-        # Forces and energy of the force field alone (group 0); the bias (if any) is stored apart.
-        s = context.getState(getPositions=True, getForces=True, getEnergy=True, groups={0})
-        v = context.getState(getEnergy=True, groups={phi_bias.BIAS_GROUP}).getPotentialEnergy()
-        bias.append(np.float32(v.value_in_unit(unit.kilojoule_per_mole)) if bias_table is not None else np.float32(0))
-        pos.append(s.getPositions(asNumpy=True).value_in_unit(unit.nanometer).astype(np.float32))
-        frc.append(s.getForces(asNumpy=True).value_in_unit(unit.kilojoule_per_mole / unit.nanometer)
-                   .astype(np.float32))
-        ene.append(np.float32(s.getPotentialEnergy().value_in_unit(unit.kilojoule_per_mole)))
-        bar.update(1)
-        if len(pos) % frames_per_checkpoint == 0 or len(pos) == n_frames:
-            np.savez(partial.with_suffix(".tmp.npz"), positions=np.array(pos), forces=np.array(frc),
-                     energies=np.array(ene), bias=np.array(bias))
-            os.replace(partial.with_suffix(".tmp.npz"), partial)
-            state_file.write_text(openmm.XmlSerializer.serialize(context.getState(getPositions=True,
-                                                                                  getVelocities=True)))
-    bar.close()
-    os.replace(partial, done)
-    state_file.unlink(missing_ok=True)
-    return done
+def install_bias(project: pipeline.Project, setting: str, data_dir) -> bool:
+    """Write the shipped table ``<setting>.bias.npz`` as the project's ``data/bias.npz`` (the
+    pipeline's form), unless the project has a bias; False when there is no shipped table."""
+    if (project.data_dir / "bias.npz").exists():
+        return True
+    shipped = phi_bias.load(setting, data_dir)
+    if shipped is None:
+        return False
+    table, settings = shipped
+    info = {**settings, "torsion": project.torsion("phi")}
+    project.data_dir.mkdir(parents=True, exist_ok=True)
+    np.savez(project.data_dir / "bias.npz", grid=np.linspace(-np.pi, np.pi, phi_bias.GRID), bias=table,
+             info=json.dumps(info))
+    return True
 
 
 def frame_weights(bias: np.ndarray) -> np.ndarray:
@@ -130,70 +95,62 @@ def phi_population(phi: np.ndarray, weights: np.ndarray, chain: np.ndarray) -> d
             "weights_kish_ess_fraction": float(weights.sum() ** 2 / (weights ** 2).sum() / len(weights))}
 
 
-def assemble(setting: str, chain_files, interval_ps: float, out: Path, meta: dict) -> dict:
-    keys = ("positions", "forces", "energies", "bias")
-    parts = {k: [] for k in keys + ("chain", "time_ps", "split")}
-    for c, f in enumerate(chain_files):
-        d = np.load(f)
-        n = len(d["positions"])
-        for k in keys:
-            parts[k].append(d[k])
-        parts["chain"].append(np.full(n, c, np.int16))
-        parts["time_ps"].append((np.arange(n, dtype=np.float32) + 1) * interval_ps)
-        s = np.zeros(n, np.uint8)
-        s[int(0.8 * n):] = 1
-        parts["split"].append(s)
-    data = {k: np.concatenate(v) for k, v in parts.items()}
+def export(project: pipeline.Project, setting: str, out: Path, summary: dict) -> dict:
+    """The project's frames as the study's ``<setting>.npz``, its ``<setting>.json`` and
+    ``<setting>.reference.npz``."""
+    from .data import backbone_dihedrals, write_reference
     out.mkdir(parents=True, exist_ok=True)
-    np.savez(out / f"{setting}.npz", **data)
-    phi = dihedral(data["positions"].astype(np.float64), molecule.PHI_ATOMS)
-    population = phi_population(phi, frame_weights(data["bias"].astype(np.float64)), data["chain"])
-    summary = dict(meta, frames=int(len(phi)), **population,
-                   phi_positive_fraction_biased=float(np.mean(phi > 0)),
-                   file=f"{setting}.npz", bytes=(out / f"{setting}.npz").stat().st_size)
-    (out / f"{setting}.json").write_text(json.dumps(summary, indent=2) + "\n")
-    from .data import write_reference
+    shutil.copyfile(project.frames_path, out / f"{setting}.npz")
+    with np.load(out / f"{setting}.npz") as d:
+        positions, bias, chain = d["positions"].astype(np.float64), d["bias"].astype(np.float64), d["chain"]
+    phi = backbone_dihedrals(positions)[0]
+    s = summary["settings"]
+    bias_info = phi_bias.load(setting, out)
+    meta = {"molecule": "alanine dipeptide (ACE-ALA-NME), standard geometry, minimized",
+            "force_field": " + ".join(project.forcefield_files),
+            "integrator": f"LangevinMiddleIntegrator {project.temperature:g} K, {s['friction_per_ps']:g}/ps, "
+                          f"{s['dt_fs']} fs, hydrogen mass {s['hydrogen_mass']} amu, no constraints, no cutoff, "
+                          f"{s['platform']} platform",
+            "made_by": f"smoothflow simulate (the pipeline) on the project {project.path.name}",
+            "phi_bias": None if s["bias"] is None else (bias_info[1] if bias_info else s["bias"]),
+            "chains": summary["chains"], "ns_per_chain": summary["frames_per_chain"] * s["interval_ps"] / 1000,
+            "equilibration_ps": s["equilibration_ps"], "interval_ps": s["interval_ps"],
+            "seeds": [s["seed"] + c for c in range(summary["chains"])], "sha256": summary["sha256"],
+            "wall_seconds_this_run": summary.get("wall_seconds_this_run")}
+    result = dict(meta, frames=int(len(phi)), **phi_population(phi, frame_weights(bias), chain),
+                  phi_positive_fraction_biased=float(np.mean(phi > 0)), file=f"{setting}.npz",
+                  bytes=(out / f"{setting}.npz").stat().st_size)
+    (out / f"{setting}.json").write_text(json.dumps(result, indent=2) + "\n")
     write_reference(setting, out)
-    return summary
+    return result
 
 
-def main():
+def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--setting", choices=forcefield.SETTINGS, default="obc")
-    ap.add_argument("--ns", type=float, default=20.0, help="production length of each chain")
-    ap.add_argument("--chains", type=int, default=6, help="independent chains, one process per core")
-    ap.add_argument("--interval-ps", type=float, default=2.0)
-    ap.add_argument("--checkpoint-ps", type=float, default=1000.0)
-    ap.add_argument("--dt-fs", type=float, default=2.0)
-    ap.add_argument("--bias-ns", type=float, default=10.0,
-                    help="length of the metadynamics run that builds the static phi bias (0: unbiased chains)")
-    ap.add_argument("--out", default=str(Path(__file__).resolve().parents[2] / "data" / "alanine_dipeptide"))
-    args = ap.parse_args()
+    ap.add_argument("--ns", type=float, default=CHAINS["ns"], help="production length of each chain")
+    ap.add_argument("--chains", type=int, default=CHAINS["chains"])
+    ap.add_argument("--interval-ps", type=float, default=CHAINS["interval_ps"])
+    ap.add_argument("--checkpoint-ps", type=float, default=CHAINS["checkpoint_ps"])
+    ap.add_argument("--bias-ns", type=float, default=BIAS_NS,
+                    help="metadynamics that builds the phi bias when no table is shipped (0: unbiased chains)")
+    ap.add_argument("--jobs", type=int, default=os.cpu_count() or 1, help="chains in parallel")
+    ap.add_argument("--project", help="the project folder (default runs/alanine_dipeptide[_SETTING])")
+    ap.add_argument("--out", default=str(REPO / "data" / "alanine_dipeptide"))
+    args = ap.parse_args(argv)
     out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    t0 = time.time()
-    bias = None
-    if args.bias_ns > 0:
-        if phi_bias.load(args.setting, out) is None:
-            print(json.dumps(phi_bias.build(args.setting, args.bias_ns, out, prepared_system), indent=2))
-        bias, bias_settings = phi_bias.load(args.setting, out)
-    workdir = out / f"{args.setting}.work"
-    workdir.mkdir(parents=True, exist_ok=True)
-    jobs = [(args.setting, c, args.ns, args.interval_ps, args.checkpoint_ps, args.dt_fs, workdir, True, bias)
-            for c in range(args.chains)]
-    with multiprocessing.Pool(min(args.chains, os.cpu_count() or 1)) as pool:
-        files = pool.starmap(run_chain, jobs)
-    meta = {"molecule": "alanine dipeptide (ACE-ALA-NME), standard geometry, minimized",
-            "force_field": "amber99sbildn.xml" + (" + amber99_obc.xml" if args.setting == "obc" else " (vacuum)"),
-            "integrator": f"LangevinMiddleIntegrator 300 K, 1/ps, {args.dt_fs} fs, hydrogen mass {HYDROGEN_MASS} amu, "
-                          "no constraints, no cutoff, Reference platform",
-            "phi_bias": bias_settings if bias is not None else None,
-            "chains": args.chains, "ns_per_chain": args.ns, "equilibration_ps": 100, "interval_ps": args.interval_ps,
-            "seeds": [1000 + c for c in range(args.chains)], "openmm": openmm.__version__,
-            "machine": platform.processor() or platform.machine(),
-            "wall_seconds_this_run": round(time.time() - t0, 1)}
-    summary = assemble(args.setting, files, args.interval_ps, out, meta)
-    print(json.dumps(summary, indent=2))
+    project = make_project(args.setting, args.project)
+    biased = args.bias_ns > 0
+    shipped = biased and install_bias(project, args.setting, out)
+    chains = dict(CHAINS, ns=args.ns, chains=args.chains, interval_ps=args.interval_ps,
+                  checkpoint_ps=args.checkpoint_ps)
+    summary = pipeline.simulate(project, **chains, bias="phi" if biased else None,
+                                bias_ns=0.0 if shipped else args.bias_ns, jobs=args.jobs)
+    if biased and not shipped:     # the table the pipeline built becomes the shipped one
+        table, info = load_bias(project)
+        np.savez(phi_bias.bias_path(args.setting, out), phi=np.linspace(-np.pi, np.pi, phi_bias.GRID), bias=table,
+                 settings=json.dumps({k: v for k, v in info.items() if k != "torsion"}))
+    print(json.dumps(export(project, args.setting, out, summary), indent=2))
 
 
 if __name__ == "__main__":

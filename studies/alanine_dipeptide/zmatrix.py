@@ -16,33 +16,25 @@ bond to j, the angle a-j-k and the torsion a-j-k-l.  Choices, and why:
   HH31-C-N-C) and places its other two hydrogens at about +-120 degrees from the first
   (X-C-C-H1), so one dimension carries the rotor and two nearly constant ones its geometry.
 - Amide hydrogens are anti to the carbonyl O of the same peptide bond (H-N-C-O, about 180).
+
+The rows are in ``zmatrix.txt`` beside this file, the form the pipeline's ``prepare --zmatrix``
+takes (the study's project is made from it: README.md, "The study as a pipeline project").
 """
+from pathlib import Path
+
 import numpy as np
 
-ZMATRIX = np.array([
-    [1, -1, -1, -1],    # CH3 (ACE) at the origin
-    [4, 1, -1, -1],     # C (ACE)
-    [5, 4, 1, -1],      # O (ACE)
-    [6, 4, 1, 5],       # N (ALA)      improper N-C-CH3-O
-    [8, 6, 4, 1],       # CA           omega(ACE) CA-N-C-CH3
-    [14, 8, 6, 4],      # C (ALA)      phi
-    [16, 14, 8, 6],     # N (NME)      psi
-    [15, 14, 8, 16],    # O (ALA)      improper O-C-CA-N
-    [18, 16, 14, 8],    # C (NME)      omega(NME)
-    [10, 8, 6, 14],     # CB           chirality
-    [9, 8, 6, 14],      # HA           chirality
-    [7, 6, 4, 5],       # H (ALA)      H-N-C-O
-    [17, 16, 14, 15],   # H (NME)      H-N-C-O
-    [0, 1, 4, 5],       # HH31 (ACE)   methyl rotor
-    [2, 1, 4, 0],       # HH32 (ACE)
-    [3, 1, 4, 0],       # HH33 (ACE)
-    [11, 10, 8, 6],     # HB1          methyl rotor
-    [12, 10, 8, 11],    # HB2
-    [13, 10, 8, 11],    # HB3
-    [19, 18, 16, 14],   # HH31 (NME)   methyl rotor
-    [20, 18, 16, 19],   # HH32 (NME)
-    [21, 18, 16, 19],   # HH33 (NME)
-], dtype=np.int64)
+#: the rows, one per line, with the atom each places (also what `smoothflow prepare --zmatrix` reads)
+ZMATRIX_FILE = Path(__file__).resolve().with_name("zmatrix.txt")
+
+
+def read(path=ZMATRIX_FILE) -> np.ndarray:
+    """The (22, 4) rows of a Z-matrix text file: four integers per line, ``#`` starts a comment."""
+    rows = [[int(v) for v in line.split("#")[0].split()] for line in Path(path).read_text().splitlines()]
+    return np.array([r for r in rows if r], dtype=np.int64)
+
+
+ZMATRIX = read()
 
 #: flow dimension of phi and psi (torsions start at 2N - 3 = 41; row r has torsion dim 41 + r - 3)
 PHI_DIM = 41 + 5 - 3

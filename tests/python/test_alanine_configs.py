@@ -1,14 +1,16 @@
-"""The alanine-dipeptide training configs: each is named for what it produces, the three
-flow kinds share one budget at every stage, each stage starts from the one before it, the
-shipped model was trained with exactly the settings of its config, and the coupling layers
-they build cover every dimension."""
+"""The alanine-dipeptide training configs, pipeline configs of three stages each
+(``configs/<kind>.json``; smoothflow_torch.pipeline.train): the stages are named for the runs
+they produce, the three flow kinds share one budget at every stage, each stage starts from the
+one before it, the shipped model was trained with exactly the settings of its final stage, and
+the coupling layers they build cover every dimension."""
 import json
 from pathlib import Path
 
 import pytest
 from safetensors import safe_open
 
-from alanine_dipeptide import train
+from smoothflow_torch.pipeline import model as pipeline_model
+from smoothflow_torch.pipeline.train import stages
 from smoothflow_torch.training import TrainConfig
 
 REPO = Path(__file__).resolve().parents[2]
@@ -16,10 +18,12 @@ CONFIGS = REPO / "studies" / "alanine_dipeptide" / "configs"
 KINDS = ("smooth", "spline", "affine")
 # the shipped flow <kind>.safetensors comes from three stages: <kind>_stage1, <kind>_stage2, <kind>
 STAGES = ("{}_stage1", "{}_stage2", "{}")
+#: where the study's project reads its frames (relative to the project folder runs/alanine_dipeptide)
+FRAMES = "../../data/alanine_dipeptide/obc.npz"
 
 
-def _config(name):
-    return json.loads((CONFIGS / f"{name}.json").read_text())
+def _stages(kind):
+    return [c.to_dict() for c in stages(CONFIGS / f"{kind}.json")]
 
 
 def _without(c, *model_keys, top=("name", "_comment")):
@@ -28,18 +32,20 @@ def _without(c, *model_keys, top=("name", "_comment")):
             for k, v in c.items() if k not in top}
 
 
-def test_every_config_is_valid_and_named_for_its_run():
-    names = sorted(p.stem for p in CONFIGS.glob("*.json"))
-    assert names == sorted([s.format(k) for k in KINDS for s in STAGES] + ["tiny"])
-    for name in names:
-        c = _config(name)
-        TrainConfig.from_dict({k: v for k, v in c.items() if not k.startswith("_")})
-        assert c["name"] == name, f"{name}.json trains a run named {c['name']!r}"
+def test_every_config_is_a_valid_pipeline_config_named_for_its_runs():
+    assert sorted(p.stem for p in CONFIGS.glob("*.json")) == sorted(KINDS + ("tiny",))
+    for kind in KINDS:
+        assert [c["name"] for c in _stages(kind)] == [s.format(kind) for s in STAGES]
+        for c in _stages(kind):
+            assert c["data"] == {"frames": FRAMES, "max_train_frames": None}
+            assert c["target"] == {"high_energy": 1000.0, "platform": "Reference"}
+    (tiny,) = _stages("tiny")
+    assert tiny["name"] == "tiny" and tiny["iterations"] == 4
 
 
-@pytest.mark.parametrize("stage", STAGES)
+@pytest.mark.parametrize("stage", range(3))
 def test_the_three_kinds_share_one_budget(stage):
-    cfgs = [_config(stage.format(k)) for k in KINDS]
+    cfgs = [_stages(k)[stage] for k in KINDS]
     assert [c["model"]["transform"] for c in cfgs] == list(KINDS)
     # alpha_min is a smooth-transform constant (1 for the smooth flow, the default 0.1 where
     # no layer reads it): it cannot change the spline or affine flows
@@ -52,7 +58,7 @@ def test_the_three_kinds_share_one_budget(stage):
 
 @pytest.mark.parametrize("kind", KINDS)
 def test_each_stage_starts_from_the_run_before(kind):
-    first, second, last = (_config(s.format(kind)) for s in STAGES)
+    first, second, last = _stages(kind)
     assert not first["model"].get("init_from")
     assert second["model"]["init_from"] == f"runs/{first['name']}/model.safetensors"
     assert last["model"]["init_from"] == f"runs/{second['name']}/model.safetensors"
@@ -65,34 +71,42 @@ def test_each_stage_starts_from_the_run_before(kind):
 @pytest.mark.parametrize("kind", KINDS)
 def test_shipped_model_was_trained_with_its_config(kind):
     """The shipped file's own provenance (its `training` metadata) holds the settings it was
-    trained with; they equal configs/<kind>.json but for the run's name and where its start
-    came from (the run was named <kind>_v5_stage3b and started from a committed file)."""
+    trained with by the study's former script; they equal the final stage's but for the run's
+    name, where its start came from (the run was named <kind>_v5_stage3b and started from a
+    committed file) and how the data and target are named: the former script's ``setting: obc``
+    is the project's force field (amber99sbildn + amber99_obc) and the frames file ``obc.npz``."""
     with safe_open(str(REPO / "models" / "alanine_dipeptide" / f"{kind}.safetensors"), framework="numpy") as f:
         recorded = json.loads(f.metadata()["training"])["config"]
-    current = TrainConfig.from_dict({k: v for k, v in _config(kind).items() if not k.startswith("_")}).to_dict()
+    current = _stages(kind)[-1]
     # (progress: whether a progress bar was drawn, which cannot change the run)
-    top = ("name", "_comment", "progress")
+    top = ("name", "_comment", "progress", "data", "target")
     assert _without(recorded, "init_from", top=top) == _without(current, "init_from", top=top)
+    assert recorded["data"] == {"setting": "obc", "max_train_frames": current["data"]["max_train_frames"]}
+    assert Path(current["data"]["frames"]).name == f"{recorded['data']['setting']}.npz"
+    assert recorded["target"] == {"setting": "obc", **current["target"]}
+    # every model key the former script defaulted differently from the pipeline is explicit
+    assert TrainConfig.from_dict(recorded).model.keys() >= {"scheme", "n_angle_blocks", "prior"}
 
 
 def test_coupling_layers_cover_every_dimension():
-    model = _config("smooth")["model"]
-    for scheme in train.SCHEMES:
+    model = _stages("smooth")[-1]["model"]
+    model = {k: v for k, v in model.items() if k != "init_from"}
+    for scheme in pipeline_model.SCHEMES:
         covered = set()
-        for L in train.coupling_layers(22, {**model, "scheme": scheme}):
+        for L in pipeline_model.coupling_layers(22, {**model, "scheme": scheme}):
             assert not set(L["transformed"]) & set(L["conditioning"])
             covered |= set(L["transformed"])
         assert covered == set(range(60)), scheme
-    layers = train.coupling_layers(22, {**model, "scheme": "ic_hierarchy"})
+    layers = pipeline_model.coupling_layers(22, {**model, "scheme": "ic_hierarchy"})
     # phi (dim 43) and psi (dim 44) are in different torsion halves
     assert (43 in layers[0]["transformed"]) != (44 in layers[0]["transformed"])
     with pytest.raises(ValueError, match="unknown keys"):
-        train.coupling_layers(22, {"n_component": 4})
+        pipeline_model.coupling_layers(22, {"n_component": 4})
     # ic_coupled (the shipped scheme): each half of the angles (and of the bonds) is
     # conditioned on the other half
     assert model["scheme"] == "ic_coupled"
-    bonds, angles, _ = train.dims(22)
-    for L in train.coupling_layers(22, model):
+    bonds, angles, _ = pipeline_model.dims(22)
+    for L in pipeline_model.coupling_layers(22, model):
         t = set(L["transformed"])
         for group in (set(angles), set(bonds)):
             if t <= group:

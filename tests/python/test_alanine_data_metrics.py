@@ -168,6 +168,7 @@ def test_biased_frames_carry_boltzmann_weights(tmp_path):
 def test_static_phi_bias_is_its_table_and_stays_out_of_the_stored_forces(tmp_path):
     """The bias force reproduces its table at phi, and a data chain stores the force field's
     forces and energy alone, with the bias energy beside them."""
+    import json
     import openmm.unit as u
     from alanine_dipeptide import generate_data, phi_bias
     grid = np.linspace(-np.pi, np.pi, phi_bias.GRID)
@@ -183,9 +184,14 @@ def test_static_phi_bias_is_its_table_and_stays_out_of_the_stored_forces(tmp_pat
     assert v == pytest.approx(5.0 * np.cos(phi) - 5.0, abs=1e-3)
     with pytest.raises(ValueError, match="table"):
         phi_bias.add_static_bias(system, table[:-1])
-    f = generate_data.run_chain("obc", 0, 0.004, 2.0, 1000.0, 2.0, tmp_path, False, table)
-    d = np.load(f)
-    assert len(d["positions"]) == 2
+    # a data chain of the study's project (generate_data: the pipeline's simulate under the
+    # installed table), two frames after 1 ps of equilibration
+    np.savez(tmp_path / "obc.bias.npz", phi=grid, bias=table, settings=json.dumps({"ns": 0.0}))
+    project = generate_data.make_project("obc", tmp_path / "project")
+    assert generate_data.install_bias(project, "obc", tmp_path)
+    from smoothflow_torch import pipeline
+    pipeline.simulate(project, ns=0.004, chains=1, interval_ps=2.0, equilibration_ps=1.0, bias="phi", progress=False)
+    d = np.load(project.frames_path)
     ff = openmm.Context(forcefield.system("obc"), openmm.VerletIntegrator(0.001),
                         openmm.Platform.getPlatformByName("Reference"))
     for k in range(2):

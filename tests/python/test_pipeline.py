@@ -275,6 +275,38 @@ def test_md_starts_from_a_given_file(run, tmp_path):
            starts_from=tmp_path / 'starts.npz')
 
 
+def test_evaluate_and_md_read_another_frames_file(run, tmp_path):
+    """--frames: a file without a split holds held-out frames only, its bias still weighing them
+    (here every other held-out frame of the project, in reverse order): evaluate's NLL is theirs,
+    md's start is drawn from them."""
+    import openmm
+    import torch
+    from smoothflow_torch import load_model
+    from smoothflow_torch.pipeline import Project, md
+    project = Project(run['project'])
+    with np.load(project.frames_path) as d:
+        pick = np.flatnonzero(d['split'] == 1)[::-2]
+        sub = {k: d[k][pick] for k in ('positions', 'forces', 'energies', 'bias')}
+    np.savez(tmp_path / 'held_out.npz', **sub)
+    _cli('evaluate', project.path, '--samples', '8', '--frames', tmp_path / 'held_out.npz', '--out', tmp_path / 'ev')
+    ours = json.loads((tmp_path / 'ev' / 'evaluation.json').read_text())['results'][0]
+    flow = load_model(project.model_path)
+    x = torch.from_numpy(sub['positions'].astype(np.float64))
+    nll = -flow.log_prob(x).detach().numpy()
+    w = np.exp(sub['bias'].astype(np.float64) / project.kT)
+    assert ours['test_frames'] == len(pick)
+    assert ours['nll_nats'] == pytest.approx(np.average(nll, weights=w), rel=1e-9)
+    result = md(project, dt_fs=[0.5], ps=0.01, starts=1, samples=5, out=tmp_path / 'md', progress=False,
+                frames=tmp_path / 'held_out.npz')
+    (i,) = result['meta']['start_frames']
+    context = openmm.Context(project.system(), openmm.VerletIntegrator(0.001),
+                             openmm.Platform.getPlatformByName('Reference'))
+    context.setPositions(sub['positions'][i].astype(np.float64))
+    e0 = context.getState(getEnergy=True).getPotentialEnergy().value_in_unit(openmm.unit.kilojoule_per_mole)
+    ff = [r for r in result['runs'] if r['potential'] == 'force field'][0]
+    assert ff['epot_start'] == pytest.approx(e0, rel=1e-9)
+
+
 def test_command_line_help_and_errors(sf, tmp_path, capsys):
     env = dict(os.environ)
     out = subprocess.run([sys.executable, '-m', 'smoothflow_torch.pipeline', '--help'], capture_output=True,
@@ -329,27 +361,3 @@ def test_ess_interval_brackets_known_cases():
     lw[7] = 50.0
     lo, hi = weights.ess_interval(lw)
     assert lo == pytest.approx(0.01, rel=1e-6) and hi <= 1.0 + 1e-12
-
-
-@pytest.mark.parametrize('kind', ['smooth', 'spline', 'affine'])
-@pytest.mark.parametrize('stage', ['_stage1', '_stage2', ''])
-def test_the_pipeline_builds_the_alanine_study_flow_from_its_config(kind, stage):
-    """The pipeline's flow construction is the study's with the molecule as an argument: each
-    shipped config's model section (init_from left out: the earlier stage's run is not shipped),
-    read with the pipeline's defaults, gives the flow the study builds from it with the study's
-    defaults (same config, every tensor equal)."""
-    import torch
-    from alanine_dipeptide import data, molecule
-    from alanine_dipeptide import train as study
-    from alanine_dipeptide.zmatrix import ZMATRIX
-    from smoothflow_torch.pipeline.model import build_flow
-    with open(os.path.join(os.path.dirname(study.__file__), 'configs', f'{kind}{stage}.json')) as f:
-        model = json.load(f)['model']
-    assert ('init_from' in model) == (stage != '_stage1')
-    model = {k: v for k, v in model.items() if k != 'init_from'}
-    x = data.load_reference('obc').test.positions
-    theirs = study.build_flow(model, x, 0)
-    ours = build_flow(model, ZMATRIX, molecule.atoms_metadata(), 300.0, x, 0)
-    assert json.dumps(ours.config(), sort_keys=True) == json.dumps(theirs.config(), sort_keys=True)
-    a, b = ours.state_dict(), theirs.state_dict()
-    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)

@@ -1,22 +1,26 @@
-"""The alanine-dipeptide study runs on the pipeline's code (issue 21, part 3) and keeps its own
-configuration semantics: its defaults, its ``temperature`` key, ``init_from`` relative to the
-repository, its data files and kT. Each test checks the study against something it does not
-share with the pipeline: the shipped model files, the study's documented defaults, a data file
-written here."""
+"""The alanine-dipeptide study is a pipeline project (issue 21, part 3): its molecule and
+hand-written Z-matrix are a structure file and a Z-matrix file that ``smoothflow prepare`` takes,
+its flows are pipeline configs of three stages, and the modules it keeps (data, data generation,
+bias, the main job's statistics) call the pipeline's code with the study's settings. Each test
+checks the study against something it does not share with the pipeline: the shipped model
+files, the study's molecule and force field, a data file written here."""
 import json
-import os
+from pathlib import Path
 
 import numpy as np
 import pytest
 
 torch = pytest.importorskip('torch')
-train = pytest.importorskip('alanine_dipeptide.train')
+pytest.importorskip('openmmsmoothflow')
 from alanine_dipeptide import data, energy_conservation, forcefield, generate_data, molecule  # noqa: E402
-from alanine_dipeptide.zmatrix import ZMATRIX  # noqa: E402
-from smoothflow_torch import export_model, load_model  # noqa: E402
+from alanine_dipeptide.zmatrix import PHI_DIM, PSI_DIM, ZMATRIX  # noqa: E402
+from smoothflow_torch import load_model  # noqa: E402
+from smoothflow_torch import pipeline  # noqa: E402
 from smoothflow_torch.pipeline import model as pipeline_model  # noqa: E402
+from smoothflow_torch.pipeline.train import stages  # noqa: E402
 
-CONFIGS = os.path.join(os.path.dirname(train.__file__), 'configs')
+STUDY = Path(molecule.__file__).resolve().parent
+REPO = STUDY.parents[1]
 
 
 @pytest.fixture(scope='module')
@@ -24,63 +28,70 @@ def frames():
     return data.load_reference('obc').test.positions
 
 
-def _model(name):
-    with open(os.path.join(CONFIGS, f'{name}.json')) as f:
-        return json.load(f)['model']
+@pytest.fixture(scope='module')
+def project(tmp_path_factory):
+    """The study's project, made as its README makes it (smoothflow prepare with the study's
+    structure and Z-matrix files; runs/alanine_dipeptide there)."""
+    return pipeline.prepare(STUDY / 'alanine_dipeptide.pdb', tmp_path_factory.mktemp('p') / 'alanine_dipeptide',
+                            zmatrix=STUDY / 'zmatrix.txt', name='alanine dipeptide')
+
+
+def test_the_project_is_the_studys_molecule_zmatrix_and_force_field(project, frames):
+    np.testing.assert_array_equal(project.zmatrix, ZMATRIX)
+    assert project.n_atoms == molecule.N_ATOMS and project.temperature == forcefield.TEMPERATURE
+    assert [a['element'] for a in project.meta['atoms']] == [el for _, _, el in molecule.ATOMS]
+    assert [a['residue'] for a in project.meta['atoms']] == [r for r, _, _ in molecule.ATOMS]
+    assert sorted(tuple(sorted((a.index, b.index))) for a, b in project.topology().bonds()) == sorted(molecule.BONDS)
+    by_name = {t['name']: t for t in project.torsions}
+    assert by_name['phi:ALA2']['atoms'] == list(molecule.PHI_ATOMS) and by_name['phi:ALA2']['dim'] == PHI_DIM
+    assert by_name['psi:ALA2']['atoms'] == list(molecule.PSI_ATOMS) and by_name['psi:ALA2']['dim'] == PSI_DIM
+    # the project's System is the study's force field: the same energies on held-out frames
+    import openmm
+    import openmm.unit as unit
+    energies = []
+    for system in (project.system(), forcefield.system('obc')):
+        ctx = openmm.Context(system, openmm.VerletIntegrator(0.001), openmm.Platform.getPlatformByName('Reference'))
+        e = []
+        for x in frames[:5]:
+            ctx.setPositions(x * unit.nanometer)
+            e.append(ctx.getState(getEnergy=True).getPotentialEnergy().value_in_unit(unit.kilojoule_per_mole))
+        energies.append(e)
+    np.testing.assert_allclose(energies[0], energies[1], rtol=1e-12)
+    # and the stored energies of the study's data (computed before the positions were stored as float32)
+    assert data.load_reference('obc').test.energies[:5] == pytest.approx(energies[0], abs=0.02)
 
 
 @pytest.mark.parametrize('kind', ['smooth', 'spline', 'affine'])
-def test_each_shipped_config_builds_the_shipped_models_architecture(kind, frames):
-    """The final stage's config (without init_from, whose run is not shipped) gives the shipped
-    model's layers, molecule, temperature, support and transform constants; bond bounds and the
-    prior's moments come from the full data set, which is not shipped, so only their form is compared."""
-    model = {k: v for k, v in _model(kind).items() if k != 'init_from'}
-    built = train.build_flow(model, frames, 0).config()
-    shipped = load_model(os.path.join(train.REPO, 'models', 'alanine_dipeptide', f'{kind}.safetensors')).config()
+def test_each_config_builds_the_shipped_models_architecture_in_the_project(kind, project, frames):
+    """The final stage of configs/<kind>.json (without init_from, whose run is not shipped), built
+    by the pipeline for the project, gives the shipped model's layers, Z-matrix, temperature,
+    support and transform constants; bond bounds and the prior's moments come from the full data
+    set, which is not shipped, so only their form is compared, and the atoms carry the project's
+    (OpenMM's) names where the shipped file has the Amber names of the study's former topology."""
+    final = stages(STUDY / 'configs' / f'{kind}.json')[-1]
+    model = {k: v for k, v in final.model.items() if k != 'init_from'}
+    built = pipeline_model.build_flow(model, project.zmatrix, project.meta['atoms'], project.temperature, frames,
+                                      final.seed, base=project.path).config()
+    shipped = load_model(REPO / 'models' / 'alanine_dipeptide' / f'{kind}.safetensors').config()
     assert built.keys() == shipped.keys()
     for key in built:
         if key == 'prior':
             assert built[key]['kind'] == shipped[key]['kind'] == 'truncated_normal'
             assert len(built[key]['mean']) == len(shipped[key]['mean']) == 2 * molecule.N_ATOMS - 3
+        elif key == 'atoms':
+            assert [(a['residue'], a['element']) for a in built[key]] == \
+                [(a['residue'], a['element']) for a in shipped[key]]
+            assert [a['name'] for a in shipped[key]] == [n for _, n, _ in molecule.ATOMS]
         else:
             assert json.dumps(built[key], sort_keys=True) == json.dumps(shipped[key], sort_keys=True), key
 
 
-def test_the_studys_defaults_not_the_pipelines(frames):
-    """A config that names nothing gets the study's documented defaults (train.py: ic_hierarchy,
-    one angle block, a uniform prior, 300 K), which differ from the pipeline's."""
-    flow = train.build_flow({'hidden': [8]}, frames, 0)
-    config = flow.config()
-    assert config['prior'] == 'uniform' and config['temperature'] == 300.0
-    assert len(config['layers']) == 2 * 4 + 2 * 1 + 2        # torsion blocks, angle blocks, angles, bonds
-    bonds, angles, torsions = train.dims(molecule.N_ATOMS)
-    assert config['layers'][8]['transformed'] == bonds and config['layers'][8]['conditioning'] == angles
-    assert config['layers'][-1]['conditioning'] == angles + torsions
-    pipeline = pipeline_model.build_flow({'hidden': [8]}, ZMATRIX, molecule.atoms_metadata(), 300.0, frames, 0)
-    assert pipeline.config()['prior'] != 'uniform' and len(pipeline.config()['layers']) != len(config['layers'])
-
-
-def test_the_studys_temperature_key_and_unknown_keys(frames):
-    flow = train.build_flow({'hidden': [8], 'temperature': 310.0}, frames, 0)
-    assert flow.temperature == 310.0 and flow.config()['temperature'] == 310.0
-    with pytest.raises(ValueError, match='unknown keys'):
-        pipeline_model.model_section({'temperature': 310.0})    # the study's key, not the pipeline's
-    with pytest.raises(ValueError, match=r"unknown keys \['n_component'\].*'temperature'"):
-        train.build_flow({'n_component': 4}, frames, 0)
-
-
-def test_init_from_is_relative_to_the_repository(frames, tmp_path):
-    start = train.build_flow({'hidden': [8]}, frames, 1)
-    with torch.no_grad():
-        for p in start.parameters():
-            p.add_(0.01)
-    export_model(start, tmp_path / 'start.safetensors')
-    flow = train.build_flow({'hidden': [8], 'init_from': str(tmp_path / 'start.safetensors')}, frames, 0)
-    a, b = start.state_dict(), flow.state_dict()
-    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
-    missing = os.path.join('runs', 'no_such_stage', 'model.safetensors')
-    with pytest.raises(FileNotFoundError, match=str(train.REPO / missing)):
-        train.build_flow({'hidden': [8], 'init_from': missing}, frames, 0)
+def test_the_configs_frames_are_the_studys_data_file():
+    """data.frames of every stage, relative to the project folder runs/alanine_dipeptide, is the
+    file the study's data generator writes and data.load reads."""
+    for kind in ('smooth', 'spline', 'affine'):
+        for c in stages(STUDY / 'configs' / f'{kind}.json'):
+            assert (REPO / 'runs' / 'alanine_dipeptide' / c.data['frames']).resolve() == data.path('obc').resolve()
 
 
 def _data_file(directory, bias):
@@ -111,8 +122,11 @@ def test_the_study_reads_its_data_with_its_temperature(tmp_path):
         data.load('obc', 'train', tmp_path)
 
 
-def test_data_generation_masses_and_populations():
-    system = generate_data.prepared_system('obc')
+def test_data_generation_masses_and_populations(project):
+    """The study's chains (the pipeline's, on the study's project) carry hydrogens of 3 amu
+    taken from their heavy atoms; the phi > 0 populations are weighted per chain."""
+    from smoothflow_torch.pipeline.simulate import prepared_system
+    system = prepared_system(project, generate_data.CHAINS['hydrogen_mass'])
     plain = forcefield.system('obc')
     masses = np.array([system.getParticleMass(i)._value for i in range(molecule.N_ATOMS)])
     before = np.array([plain.getParticleMass(i)._value for i in range(molecule.N_ATOMS)])
@@ -137,16 +151,31 @@ def test_energy_conservation_summary_per_degree_of_freedom():
     assert row['errors'] == ['smooth at 1 fs, start 2: unstable after 1.000 ps']
 
 
-def test_the_phi_bias_is_built_by_the_pipelines_metadynamics_with_the_studys_settings(tmp_path):
+def test_the_studys_data_are_the_pipelines_chains_under_the_shipped_bias(tmp_path):
+    """generate_data: the study's project, the shipped phi bias table installed as its
+    data/bias.npz, the pipeline's chains under it, exported to the study's files (the frames
+    file itself, its provenance with the weighted phi > 0 fraction, the reference summary)."""
+    import shutil
     from alanine_dipeptide import phi_bias
-    settings = phi_bias.build('obc', 0.002, tmp_path, generate_data.prepared_system, progress=False)
-    assert {k: settings[k] for k in ('ns', 'bias_factor', 'height_kj_mol', 'width_rad', 'pace_ps', 'grid', 'seed')} \
-        == {'ns': 0.002, 'bias_factor': 4.0, 'height_kj_mol': 1.0, 'width_rad': 0.35, 'pace_ps': 1.0, 'grid': 181,
-            'seed': 999}
-    table, loaded = phi_bias.load('obc', tmp_path)
-    assert loaded == settings and table.shape == (181,) and table.max() == 0.0
-    # two Gaussians of at most 1 kJ/mol deposited, seen as (1 - 1/4) of the free energy: a dip, V <= 0
-    assert -2.0 <= table.min() < -0.1
-    system = forcefield.system('obc')
-    phi_bias.add_static_bias(system, table)     # periodic and finite, as the data chains need it
-    assert system.getForce(system.getNumForces() - 1).getForceGroup() == phi_bias.BIAS_GROUP == 31
+    out = tmp_path / 'data'
+    out.mkdir()
+    shutil.copy(data.DATA_DIR / 'obc.bias.npz', out)
+    project = generate_data.make_project('obc', tmp_path / 'project')
+    assert generate_data.make_project('obc', tmp_path / 'project').path == project.path    # reopened, not remade
+    assert generate_data.install_bias(project, 'obc', out)
+    summary = pipeline.simulate(project, ns=0.006, chains=2, interval_ps=1.0, equilibration_ps=1.0, bias='phi',
+                                progress=False)
+    result = generate_data.export(project, 'obc', out, summary)
+    assert (out / 'obc.npz').read_bytes() == project.frames_path.read_bytes()
+    table, settings = phi_bias.load('obc', out)
+    assert result['phi_bias'] == settings and settings['bias_factor'] == 4.0 and settings['ns'] == 10.0
+    every = data.load('obc', 'all', out)
+    phi = data.backbone_dihedrals(every.positions)[0]
+    with np.load(out / 'obc.npz') as d:
+        bias = d['bias'].astype(np.float64)
+    # each frame ran under the shipped table: its bias energy is the table's value at its phi
+    assert bias == pytest.approx(np.interp(phi, np.linspace(-np.pi, np.pi, phi_bias.GRID), table), abs=0.05)
+    w = np.exp(bias / forcefield.KT)
+    assert result['frames'] == 12 and result['phi_positive_fraction'] == pytest.approx(np.average(phi > 0, weights=w))
+    np.testing.assert_allclose(every.weights, w / w.mean(), rtol=1e-12)
+    assert len(data.load_reference('obc', out).test) == 200

@@ -1,5 +1,5 @@
 """Training infrastructure: the OpenMM bridge, the losses, the Trainer (log, checkpoints,
-bit-identical resume, export), the JSON config, and the alanine dipeptide training script.
+bit-identical resume, export), the JSON config.
 
 Small and fast (a 6-atom chain with a harmonic OpenMM target); one thread.
 """
@@ -179,7 +179,6 @@ def test_config_round_trip(tmp_path):
 
 # ---------------------------------------------------------------- the Trainer
 LOSS_KEYS = ("loss", "nll", "force_matching", "reverse_kl")
-STUDY_LOSS_KEYS = LOSS_KEYS + ("tail_matching",)
 
 
 def _train_entries(path):
@@ -359,75 +358,6 @@ def test_trainer_any_transform_kind(tmp_path, target, dataset, kind):
     idx = np.linspace(0, 15, 10).round().astype(int)
     assert last["step"] == 2
     _assert_held_out(last, loaded, x[48:][idx], f[48:][idx])
-
-
-# ---------------------------------------------------------------- the alanine dipeptide script
-def test_alanine_data_prior_is_the_datas_mean_and_width():
-    from alanine_dipeptide import data, train
-    x = data.load_reference("obc").test.positions
-    lo, hi = train.bond_bounds(x)
-    prior = train.data_prior({"kind": "truncated_normal", "width": 2.0}, x, lo, hi)
-    flow = train.build_flow({"prior": {"kind": "truncated_normal", "width": 2.0}}, x, seed=0)
-    u = flow.internal_coordinates(torch.from_numpy(x))[:, :41].numpy()
-    np.testing.assert_allclose(prior["mean"], u.mean(0), atol=1e-12)
-    np.testing.assert_allclose(prior["sigma"], 2.0 * u.std(0), rtol=1e-10)
-    assert flow.config()["prior"] == prior
-    assert train.data_prior("uniform", x, lo, hi) == "uniform"
-    with pytest.raises(ValueError, match="prior"):
-        train.data_prior({"kind": "normal"}, x, lo, hi)
-
-
-def test_alanine_tiny_run(tmp_path):
-    """The study's training script end to end (all three losses, noisy force matching,
-    frame weights) on a data file built from the shipped held-out frames, so the test needs
-    no generated data."""
-    from alanine_dipeptide import data, train
-    ref = data.load_reference("obc")
-    n = len(ref.test)
-    rng = np.random.default_rng(0)
-    bias = (-2.0 * rng.random(n)).astype(np.float32)   # some frames weigh less, as from biased chains
-    split = (np.arange(n) >= int(0.8 * n)).astype(np.uint8)
-    data_dir = tmp_path / "data"
-    data_dir.mkdir()
-    np.savez(data_dir / "obc.npz", positions=ref.test.positions.astype(np.float32),
-             forces=ref.test.forces.astype(np.float32), energies=ref.test.energies.astype(np.float32),
-             chain=np.zeros(n, np.int16), time_ps=np.arange(n, dtype=np.float32), split=split, bias=bias)
-    config = json.loads((REPO / "studies/alanine_dipeptide/configs/tiny.json").read_text())
-    config["data"]["data_dir"] = str(data_dir)
-    (tmp_path / "tiny.json").write_text(json.dumps(config))
-    train.main([str(tmp_path / "tiny.json"), "--out", str(tmp_path / "run"), "--no-progress"])
-    log = Trainer.read_log(tmp_path / "run" / "log.jsonl")
-    train_entries = [e for e in log if e["kind"] == "train"]
-    assert [e["step"] for e in train_entries] == [1, 2, 3, 4]
-    w = config["weights"]
-    for e in train_entries:     # every term on, the loss their weighted sum
-        assert e["loss"] == pytest.approx(sum(w[k] * e[k] for k in STUDY_LOSS_KEYS[1:]), rel=1e-12)
-        assert e["fm_invalid"] == 0 and e["tail_invalid"] == 0 and not e["skipped"]
-    flow = load_model(tmp_path / "run" / "model.safetensors")
-    assert flow.n_atoms == 22 and flow.atoms[8]["name"] == "CA"
-    # built from the training split (split == 0): its bond bounds are that data's range
-    # widened by bond_padding (1.0) times its width, and its prior the data's mean and width
-    x_train = ref.test.positions[split == 0]
-    rows = np.asarray(flow.zmatrix)[1:, :2]
-    b = np.linalg.norm(x_train[:, rows[:, 0]] - x_train[:, rows[:, 1]], axis=-1)
-    span = b.max(0) - b.min(0)
-    np.testing.assert_allclose(flow.bond_lo.numpy(), np.maximum(b.min(0) - span, 0.05), rtol=1e-12)
-    np.testing.assert_allclose(flow.bond_hi.numpy(), b.max(0) + span, rtol=1e-12)
-    u = flow.internal_coordinates(torch.from_numpy(x_train))[:, :flow.n_interval].numpy()
-    prior = flow.config()["prior"]
-    assert prior["kind"] == "truncated_normal"
-    np.testing.assert_allclose(prior["mean"], u.mean(0), atol=1e-12)
-    np.testing.assert_allclose(prior["sigma"], u.std(0), rtol=1e-10)
-    # the last evaluation is the exported flow on 20 evenly spaced held-out (split == 1)
-    # frames, weighted by the reweighting factors exp(+V / kT) of their bias V
-    evals = [e for e in log if e["kind"] == "eval"]
-    assert [e["step"] for e in evals] == [0, 2, 4]
-    test = split == 1
-    idx = np.linspace(0, test.sum() - 1, 20).round().astype(int)
-    wt = np.exp(bias[test].astype(np.float64) / flow.kT)[idx]
-    _assert_held_out(evals[-1], flow, torch.from_numpy(ref.test.positions[test].astype(np.float32)
-                                                        .astype(np.float64)[idx]),
-                     torch.from_numpy(ref.test.forces[test].astype(np.float32).astype(np.float64)[idx]), wt)
 
 
 def test_frame_weights_steer_batches_and_weight_the_evaluation(tmp_path, target, dataset):

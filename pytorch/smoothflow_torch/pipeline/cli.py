@@ -130,6 +130,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--seeds", type=int, default=1, help="independent sample sets, pooled (default %(default)s)")
     p.add_argument("--bins", type=int, default=36, help="histogram bins over 360 degrees (default %(default)s)")
     p.add_argument("--out", help="folder for the report (default PROJECT/evaluation)")
+    p.add_argument("--frames", metavar="NPZ",
+                   help="a frames file to evaluate on instead of PROJECT/data/frames.npz (e.g. data kept elsewhere)")
 
     p = add("md", "energy conservation in NVE: flow against force field")
     p.add_argument("project", help="the project folder (made by prepare)")
@@ -141,6 +143,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--starts-from", metavar="NPZ",
                    help="take the starts evenly spaced from this file's 'positions' (Boltzmann-distributed frames) "
                         "instead of the project's held-out data")
+    p.add_argument("--frames", metavar="NPZ",
+                   help="take the held-out starts from this frames file instead of PROJECT/data/frames.npz")
     p.add_argument("--platform", default="Reference")
     p.add_argument("--jobs", type=int, default=1, help="runs in parallel (default %(default)s)")
     p.add_argument("--out", help="folder for the report (default PROJECT/md)")
@@ -175,12 +179,12 @@ def main(argv=None):
                                   "final_eval": s["final_eval"]}))
         elif args.command == "evaluate":
             evaluate(args.project, args.models or None, samples=args.samples, seed=args.seed, seeds=args.seeds,
-                     bins=args.bins, out=args.out)
+                     bins=args.bins, out=args.out, frames=args.frames)
             print((_out(args, "evaluation") / "report.md").read_text())
         elif args.command == "md":
             md(args.project, args.models or None, dt_fs=args.dt_fs, ps=args.ps, starts=args.starts,
                samples=args.samples, platform=args.platform, jobs=args.jobs, out=args.out,
-               progress=not args.no_progress, starts_from=args.starts_from)
+               progress=not args.no_progress, starts_from=args.starts_from, frames=args.frames)
             print((_out(args, "md") / "report.md").read_text())
     except (ValueError, FileNotFoundError, FileExistsError) as e:
         print(f"smoothflow {args.command}: error: {e}", file=sys.stderr)

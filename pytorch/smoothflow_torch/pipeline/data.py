@@ -7,6 +7,11 @@ Layout (float32 on disk, the alanine-dipeptide study's layout, so its data file 
     frame (0 without one), chain (n,), time_ps (n,), split (n,): 0 train, 1 held out (the last
     20 % of every chain, a split in time, so held-out frames are not near-copies of training ones)
 
+A file without ``split`` holds held-out frames only and one without ``bias`` unbiased ones
+(weight 1): e.g. the alanine study's shipped ``obc.reference.npz``, 200 held-out frames drawn
+Boltzmann-distributed from its data, which evaluate and md can read in place of the data
+(``--frames``).
+
 A frame from a chain run under a fixed bias V has the exact Boltzmann weight exp(V / kT): every
 average over frames (losses, metrics, histograms) is weighted by it (``Frames.weights``, mean 1
 over the file).
@@ -54,7 +59,8 @@ def load(path, kT: float, n_atoms: int, split: str = "train") -> Frames:
     if not path.exists():
         raise FileNotFoundError(f"{path} does not exist: run `smoothflow simulate PROJECT` first")
     with np.load(path) as d:
-        pos, frc, ene, spl = d["positions"], d["forces"], d["energies"], d["split"]
+        pos, frc, ene = d["positions"], d["forces"], d["energies"]
+        spl = d["split"] if "split" in d.files else np.full(len(pos), SPLITS["test"], np.uint8)
         bias = d["bias"].astype(np.float64) if "bias" in d.files else np.zeros(len(pos))
     n = len(pos)
     if pos.shape != (n, n_atoms, 3) or frc.shape != pos.shape or ene.shape != (n,) or spl.shape != (n,):

@@ -315,9 +315,11 @@ def report(project: Project, results, meta: dict, plots: Sequence[str]) -> str:
 
 
 def evaluate(project, models: Optional[Sequence] = None, samples: int = 2000, seed: int = 0, seeds: int = 1,
-             bins: int = 36, out=None, platform: str = "Reference") -> dict:
+             bins: int = 36, out=None, platform: str = "Reference", frames=None) -> dict:
     """Evaluate ``models`` (default the project's model.safetensors); write the report (module
-    docstring). Returns ``{"meta", "results"}`` as in evaluation.json."""
+    docstring). ``frames``: a frames file (data.py's layout) to read instead of the project's
+    ``data/frames.npz``, e.g. data kept outside the project (relative to the caller). Returns
+    ``{"meta", "results"}`` as in evaluation.json."""
     project = project if isinstance(project, Project) else Project(project)
     models = [Path(m) for m in models] if models else [project.model_path]   # as given: relative to the caller
     for m in models:
@@ -328,13 +330,15 @@ def evaluate(project, models: Optional[Sequence] = None, samples: int = 2000, se
     out = Path(out) if out else project.path / "evaluation"
     out.mkdir(parents=True, exist_ok=True)
     t0 = time.time()
-    test = pdata.load(project.frames_path, project.kT, project.n_atoms, "test")
-    every = pdata.load(project.frames_path, project.kT, project.n_atoms, "all")
+    frames = Path(frames) if frames else project.frames_path
+    test = pdata.load(frames, project.kT, project.n_atoms, "test")
+    every = pdata.load(frames, project.kT, project.n_atoms, "all")
     ff = ForceFieldEnergy(project, platform)
     results = [evaluate_model(project, m, test, every, ff, samples, seed, seeds, bins) for m in models]
     plots = _plots(project, results, every, out, bins)
     meta = {"date": datetime.datetime.now().isoformat(timespec="minutes"), "project": project.name,
-            "forcefield": project.forcefield_files, "temperature": project.temperature, "test_frames": len(test),
+            "forcefield": project.forcefield_files, "temperature": project.temperature, "frames": str(frames),
+            "test_frames": len(test),
             "samples": samples, "seed": seed, "seeds": seeds, "bins": bins, "seconds": time.time() - t0}
     clean = [{k: v for k, v in r.items() if not k.startswith("_")} for r in results]
     (out / "evaluation.json").write_text(json.dumps({"meta": meta, "results": clean}, indent=1) + "\n")

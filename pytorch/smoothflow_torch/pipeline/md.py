@@ -216,10 +216,12 @@ def report(project: Project, rows, slopes, relative, meta: dict, plots) -> str:
 
 def md(project, models: Optional[Sequence] = None, dt_fs: Sequence[float] = (0.25, 0.5, 1.0, 2.0), ps: float = 10.0,
        starts: int = 4, samples: int = 400, platform: str = "Reference", jobs: int = 1, out=None,
-       progress: bool = True, starts_from=None) -> dict:
+       progress: bool = True, starts_from=None, frames=None) -> dict:
     """Run the NVE comparison (module docstring) for ``models`` (default the project's model) and the
     force field; returns ``{"meta", "summary", "runs", "slopes", "relative"}`` as in results.json
-    (``runs``: every run's numbers and starting potential energy, without its energy series)."""
+    (``runs``: every run's numbers and starting potential energy, without its energy series).
+    ``frames``: the frames file whose held-out frames start the runs, instead of the project's
+    ``data/frames.npz`` (ignored with ``starts_from``)."""
     from tqdm.auto import tqdm
     project = project if isinstance(project, Project) else Project(project)
     models = [Path(m) for m in models] if models else [project.model_path]   # as given: relative to the caller
@@ -235,7 +237,7 @@ def md(project, models: Optional[Sequence] = None, dt_fs: Sequence[float] = (0.2
     out = Path(out) if out else project.path / "md"
     out.mkdir(parents=True, exist_ok=True)
     if starts_from is None:
-        test = pdata.load(project.frames_path, project.kT, project.n_atoms, "test")
+        test = pdata.load(Path(frames) if frames else project.frames_path, project.kT, project.n_atoms, "test")
         idx = pdata.boltzmann_indices(test.weights, starts)
         begin = [test.positions[i] for i in idx]
     else:
