@@ -14,10 +14,12 @@ How the model's atoms are found (docs/atom-mapping.md says why):
 
 Equivalent atoms (the hydrogens of a methyl, the oxygens of a carboxylate, two methyls on one
 carbon, ...) are atoms the graph cannot tell apart, but the flow can: it was trained with one
-labelling, and a labelling of opposite handedness is far outside its support.  With positions,
-each group of equivalent atoms gets the permutation of lowest flow energy (the flow's own
-density decides); without them the names decide and a warning says how to check
-(checkConfiguration), which names the exact atoms to swap.
+labelling, and a labelling of opposite handedness is far outside its support.  Where a group's
+Topology atoms carry exactly the model's names (the model's own naming convention), the names
+are the trained labelling and decide; positions then only check it (a labelling far above the
+group's best is reported, naming the atoms to swap).  Otherwise, with positions, the group gets
+the permutation of lowest flow energy (the flow's own density decides); without them the names
+decide and a warning says how to check (checkConfiguration), which names the exact atoms to swap.
 """
 import itertools
 import json
@@ -402,6 +404,39 @@ def _permute(molecule, group, perm):
     return out
 
 
+def _namedPermutation(model, molecule, group, allAtoms):
+    """The permutation of one group (as _permute takes it) that gives each unit the Topology atom
+    carrying the model's own name and residue name for the unit's root, or None where the names
+    do not decide: another naming convention, or names that are not a bijection onto the model's.
+    With the model's naming the names are the labelling the flow was trained with."""
+    if model.names is None:
+        return None
+
+    def key(residueName, name):
+        return _standardName(residueName, '')[0], name
+    wanted = [key(model.residueNames[u[0]], model.names[u[0]]) for u in group]
+    atoms = [allAtoms[molecule[u[0]]] for u in group]
+    have = {key(atom.residue.name, atom.name): j for j, atom in enumerate(atoms)}
+    if len(set(wanted)) != len(group) or len(have) != len(group) or set(have) != set(wanted):
+        return None
+    return tuple(have[k] for k in wanted)
+
+
+def _applyNames(model, molecule, allAtoms, neighbours=None):
+    """The mapping with every group that names decide in the model's labelling (outer groups
+    first, each on the result of those before), and the groups left to the positions.  With
+    neighbours (the Topology's bonds), a renaming that would break a bond does not decide."""
+    molecule, free = list(molecule), []
+    for group in model.equivalentGroups():
+        perm = _namedPermutation(model, molecule, group, allAtoms)
+        named = None if perm is None else _permute(molecule, group, perm)
+        if named is None or (neighbours is not None and not _isAutomorphism(molecule, named, neighbours)):
+            free.append(group)
+        else:
+            molecule = named
+    return molecule, free
+
+
 def _isAutomorphism(molecule, permuted, neighbours):
     """Whether exchanging the Topology atoms as permuted does keep every bond a bond."""
     move = {t: u for t, u in zip(molecule, permuted) if t != u}
@@ -600,13 +635,14 @@ def _groupPermutations(group):
     return list(itertools.permutations(range(len(group))))
 
 
-def _resolveEquivalent(model, molecule, x, evaluator, neighbours=None, maxCandidates=5000):
+def _resolveEquivalent(model, molecule, x, evaluator, neighbours=None, maxCandidates=5000, groups=None):
     """The labelling of the equivalent atoms with the lowest flow energy.  Every combination of
     the groups' permutations is tried where there are at most maxCandidates (216 for alanine
     dipeptide's three methyls): the result is then the same however the structure labelled them.
     Beyond that, group by group, outer groups first, until nothing changes.  With neighbours (a
-    Topology with rings), only permutations that keep every bond a bond are used."""
-    groups = model.equivalentGroups()
+    Topology with rings), only permutations that keep every bond a bond are used.  groups: the
+    groups to permute (all by default)."""
+    groups = model.equivalentGroups() if groups is None else groups
     perms = [_groupPermutations(g) for g in groups]
     if math.prod(len(p) for p in perms) <= maxCandidates:
         best, bestEnergy = list(molecule), evaluator.energy(x[molecule])
@@ -668,12 +704,12 @@ def _supportProblems(model, x):
     return problems
 
 
-def _swapProblems(model, molecule, x, evaluator, threshold):
+def _swapProblems(model, molecule, x, evaluator, threshold, groups=None):
     """Equivalent atoms whose permutation lowers the flow's energy by more than threshold kJ/mol:
-    the Topology's labelling has the handedness opposite to the model's."""
+    the Topology's labelling has the handedness opposite to the model's (groups: all by default)."""
     problems = []
     energy = evaluator.energy(x[molecule])
-    for group in model.equivalentGroups():
+    for group in (model.equivalentGroups() if groups is None else groups):
         # the fix that moves fewest atoms (a swap of two, where one does), then the lowest energy
         best, bestKey = None, None
         for perm in _groupPermutations(group)[1:]:
@@ -703,6 +739,27 @@ def _mirrorProblem(model, evaluator, x, threshold, kT):
                         f"lower: the structure has the handedness opposite to the model's (a stereocentre "
                         f"inverted, such as a D- for an L-amino acid), or the mapping mirrors it"}
     return None
+
+
+def _particleText(allAtoms, p):
+    if allAtoms is not None and p < len(allAtoms):
+        return f"particle {p} ({allAtoms[p].name} {allAtoms[p].residue.name} {allAtoms[p].residue.id})"
+    return f"particle {p}"
+
+
+def _equivalentText(model, m, p, particles, particleText, kT):
+    """The message of one 'equivalent atoms' problem (of _swapProblems, in local atom order) of
+    molecule m whose model atoms are the given particles: which atoms to swap."""
+    moves = [(a, particles[t], particles[u]) for a, t, u in p['moves']]
+    roles = ', '.join(f"{model.describe(a)} -> {particleText(u)}" for a, t, u in moves)
+    if len(moves) == 2:
+        what = f"swap {particleText(moves[0][1])} and {particleText(moves[1][1])} ({roles})"
+    else:
+        what = f"relabel {', '.join(particleText(t) for _, t, _ in moves)} ({roles})"
+    return (f"molecule {m}: equivalent atoms are labelled with the handedness opposite to the "
+            f"model's (relabelling them lowers the flow's energy by {p['value'] / kT:.1f} kT): "
+            f"{what}.  Exchange these atoms' names in the structure, pass positions when mapping, "
+            f"or call checkConfiguration(..., fix=True)")
 
 
 def checkConfiguration(force, positions, topology=None, molecules=None, onProblem='error',
@@ -757,9 +814,7 @@ def checkConfiguration(force, positions, topology=None, molecules=None, onProble
     kT = force.getKT()
 
     def particleText(p):
-        if allAtoms is not None and p < len(allAtoms):
-            return f"particle {p} ({allAtoms[p].name} {allAtoms[p].residue.name} {allAtoms[p].residue.id})"
-        return f"particle {p}"
+        return _particleText(allAtoms, p)
 
     problems = []
     for m in (range(numMolecules) if molecules is None else molecules):
@@ -780,22 +835,14 @@ def checkConfiguration(force, positions, topology=None, molecules=None, onProble
             mirror['particles'] = tuple(particles)
             mirror['text'] = f"molecule {m}: {mirror['text']}"
             problems.append(mirror)
+            continue  # labels' handedness is the model's only on a molecule of the model's handedness
         # the equivalent-atom test permutes the molecule's own particles
         local = list(range(model.n))
         for p in _swapProblems(model, local, xm, evaluator, swapThreshold * kT):
-            moves = [(a, particles[t], particles[u]) for a, t, u in p['moves']]
-            roles = ', '.join(f"{model.describe(a)} -> {particleText(u)}" for a, t, u in moves)
-            if len(moves) == 2:
-                what = f"swap {particleText(moves[0][1])} and {particleText(moves[1][1])} ({roles})"
-            else:
-                what = f"relabel {', '.join(particleText(t) for _, t, _ in moves)} ({roles})"
+            p['text'] = _equivalentText(model, m, p, particles, particleText, kT)
             p['molecule'] = m
             p['particles'] = tuple(particles[a] for a in p['atoms'])
             p['fix'] = [particles[i] for i in p['fix']]
-            p['text'] = (f"molecule {m}: equivalent atoms are labelled with the handedness opposite to the "
-                         f"model's (relabelling them lowers the flow's energy by {p['value'] / kT:.1f} kT): "
-                         f"{what}.  Exchange these atoms' names in the structure, pass positions when mapping, "
-                         f"or call checkConfiguration(..., fix=True)")
             del p['moves']
             problems.append(p)
             if fix:
@@ -828,8 +875,11 @@ def mapModelToTopology(force, topology, atoms=None, positions=None):
         Topology each bonded group of them must be one copy of the model's molecule; without
         bonds their residues, in order, must be whole copies of the model's residues.
     positions : list of Vec3, Quantity or array, optional
-        the Topology's positions (nm without units): equivalent atoms are then assigned the
-        permutation the flow gives the lowest energy; without them, by names
+        the Topology's positions (nm without units).  Equivalent atoms whose Topology names
+        are exactly the model's are assigned by those names, and the positions check them (a
+        UserWarning names the atoms to swap where their labelling is more than 10 kT above the
+        best); the other groups are assigned the permutation the flow gives the lowest energy.
+        Without positions, names decide every group.
 
     Returns
     -------
@@ -842,12 +892,14 @@ def mapModelToTopology(force, topology, atoms=None, positions=None):
     ValueError
         naming the atoms, residue or bonded group that does not match the model
     """
-    molecules, _ = _map(force, topology, atoms, positions)
+    molecules, _ = _map(force, topology, atoms, positions, checkNames=True)
     return molecules
 
 
-def _map(force, topology, atoms, positions):
-    """(molecules, byGraph)."""
+def _map(force, topology, atoms, positions, checkNames=False, threshold=10.0):
+    """(molecules, byGraph).  With checkNames, a group labelled by names whose permutation
+    lowers the flow's energy by more than threshold kT is warned about (addSmoothFlowForce
+    leaves that to checkConfiguration, which can raise)."""
     numAtoms = force.getNumModelAtoms()
     selected = _selectedAtoms(topology, atoms)
     if not force.hasModelAtomInfo():
@@ -875,13 +927,35 @@ def _map(force, topology, atoms, positions):
         if box is not None:
             box = [[float(c) for c in v.value_in_unit(unit.nanometer)] for v in box]
         evaluator = _Evaluator(model)
+        allAtoms = list(topology.atoms())
         resolved = []
-        for molecule in molecules:
+        for m, molecule in enumerate(molecules):
             xm = np.zeros((topology.getNumAtoms(), 3))
             xm[molecule] = _wholeMolecule(model, x[molecule], box)
-            resolved.append(_resolveEquivalent(model, molecule, xm, evaluator, neighbours))
+            # names in the model's convention decide; the positions decide the other groups
+            molecule, free = _applyNames(model, molecule, allAtoms, neighbours)
+            if free:
+                molecule = _resolveEquivalent(model, molecule, xm, evaluator, neighbours, groups=free)
+            if checkNames and len(free) < len(model.equivalentGroups()):
+                _warnNamedLabelling(model, m, molecule, xm[molecule], evaluator, allAtoms,
+                                    [g for g in model.equivalentGroups() if g not in free], threshold * force.getKT())
+            resolved.append(molecule)
         molecules = resolved
     return molecules, anyBond
+
+
+def _warnNamedLabelling(model, m, molecule, x, evaluator, allAtoms, named, threshold):
+    """The positions' check of the groups the names decided (x in model atom order): a warning
+    that names the atoms to swap where a permutation lowers the energy by more than threshold.
+    As in checkConfiguration, only on a geometry inside the support and of the model's
+    handedness (a mirror image or broken bonds make every labelling look wrong)."""
+    kT = model.force.getKT()
+    if _supportProblems(model, x) or _mirrorProblem(model, evaluator, x, threshold, kT) is not None:
+        return
+    texts = [_equivalentText(model, m, p, molecule, lambda t: _particleText(allAtoms, t), kT)
+             for p in _swapProblems(model, list(range(model.n)), x, evaluator, threshold, groups=named)]
+    if texts:
+        warnings.warn('; '.join(texts), stacklevel=4)
 
 
 def _createForce(model):
@@ -1050,9 +1124,11 @@ def addSmoothFlowForce(system, topology, model, atoms=None, forceGroup=0, period
         whether the force uses periodic boundary conditions; by default, when
         the Topology has a box or the System already uses them
     positions : list of Vec3, Quantity or array, optional
-        the starting positions: equivalent atoms are assigned to match the model's handedness,
-        and the configuration is checked (checkConfiguration); without them a warning says how
-        to check, where the model has equivalent atoms
+        the starting positions: equivalent atoms not named as in the model are assigned to
+        match the model's handedness (those named as in the model keep their names), and the
+        configuration is checked (checkConfiguration, which reports a named labelling of the
+        wrong handedness); without them a warning says how to check, where the model has
+        equivalent atoms
     replace : bool
         remove the System's force-field terms among each molecule's atoms (bonded terms zeroed,
         intramolecular nonbonded pairs excluded), which the flow's energy already contains;

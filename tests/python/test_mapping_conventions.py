@@ -110,44 +110,55 @@ def test_each_naming_convention_maps(sf, convention):
 
 
 def test_energy_is_that_of_the_model_order_in_every_convention(sf, T):
-    """With positions, every convention gets the same energy: that of the model-ordered
-    positions with each methyl's hydrogens in the permutation the flow prefers, the lowest of
-    all 216 permutations of the three methyls (found group by group)."""
+    """With positions, a methyl whose hydrogens carry the model's own names keeps them (the
+    labelling the flow was trained with); the other methyls get the permutation the flow
+    prefers, the lowest over their permutations.  So the energy is the lowest over the methyls
+    the names do not decide: all three for old PDB names, ACE's and NME's for OpenMM's names
+    (ALA's HB1-3 are the model's), none for the model's (Amber) names."""
     force = sf.SmoothFlowForce(MODEL)
     x = positionsNm()
     evaluator = T._Evaluator(T._Model(force))
-    lowest = min(evaluator.energy(x[list(p)]) for p in allMethylPermutations())
+
+    def lowest(groups):
+        return min(evaluator.energy(x[list(p)]) for p in allMethylPermutations(groups))
+
+    # the methyls the names leave to the positions
+    free = {'amber': (), 'openmm': (METHYLS[1], METHYLS[2]), 'pdbv2': METHYLS}
     for convention in CONVENTIONS:
         energy, _ = flowEnergy(sf, rawTopology(convention), x, positions=x)
-        assert energy == pytest.approx(lowest, rel=1e-12, abs=1e-9), convention
+        assert energy == pytest.approx(lowest(free[convention]), rel=1e-12, abs=1e-9), convention
+        # PDBFile gives every file OpenMM's names
         energy, _ = flowEnergy(sf, pdb(convention).topology, x, positions=pdb(convention).positions)
-        assert energy == pytest.approx(lowest, rel=1e-12, abs=1e-9), convention
+        assert energy == pytest.approx(lowest(free['openmm']), rel=1e-12, abs=1e-9), convention
 
 
-def allMethylPermutations():
-    for p0, p1, p2 in itertools.product(*(itertools.permutations(m) for m in METHYLS)):
+def allMethylPermutations(free=METHYLS):
+    """Every labelling that permutes the hydrogens of the given methyls (the others kept)."""
+    for perms in itertools.product(*(itertools.permutations(m) for m in free)):
         order = list(range(22))
-        for group, perm in zip(METHYLS, (p0, p1, p2)):
+        for group, perm in zip(free, perms):
             for a, b in zip(group, perm):
                 order[a] = b
         yield order
 
 
-def test_permuted_equivalent_atoms_give_the_same_energy(sf):
-    """Equivalent atoms permuted in the structure (names exchanged: HB2 <-> HB3, the ACE methyl
-    hydrogens rotated, two NME hydrogens exchanged): with positions the mapping undoes it and the
-    energy equals the correctly mapped one; without positions, the names are followed."""
+def test_permuted_equivalent_atoms_give_the_same_energy(sf, T):
+    """Equivalent atoms permuted in a structure whose names are not the model's (old PDB names:
+    2HB <-> 3HB, the ACE methyl's hydrogens rotated, two NME hydrogens exchanged): with positions
+    the mapping undoes it and the energy equals the unpermuted one.  With the model's own names
+    permuted the same way, the names are followed and the start check reports the two swaps of
+    the wrong handedness (test_mapping_names.py)."""
     x = positionsNm()
-    reference, referenceMolecule = flowEnergy(sf, rawTopology('amber'), x, positions=x)
-    swaps = {('ALA', 'HB2'): 'HB3', ('ALA', 'HB3'): 'HB2', ('ACE', 'HH31'): 'HH32', ('ACE', 'HH32'): 'HH33',
-             ('ACE', 'HH33'): 'HH31', ('NME', 'HH31'): 'HH32', ('NME', 'HH32'): 'HH31'}
-    topology = rawTopology('amber')
+    reference, referenceMolecule = flowEnergy(sf, rawTopology('pdbv2'), x, positions=x)
+    swaps = {('ALA', '2HB'): '3HB', ('ALA', '3HB'): '2HB', ('ACE', '1HH3'): '2HH3', ('ACE', '2HH3'): '3HH3',
+             ('ACE', '3HH3'): '1HH3', ('NME', '1HH3'): '2HH3', ('NME', '2HH3'): '1HH3'}
+    topology = rawTopology('pdbv2')
     for atom in topology.atoms():
         atom.name = swaps.get((atom.residue.name, atom.name), atom.name)
     energy, molecule = flowEnergy(sf, topology, x, positions=x)
     assert energy == pytest.approx(reference, rel=1e-12, abs=1e-9)
     assert molecule == referenceMolecule
-    # without positions, names decide (HB2 is now atom 13): far from the reference, by the swap
+    # without positions, names decide (2HB is now atom 13): far from the reference, by the swap
     force = sf.SmoothFlowForce(MODEL)
     byNames = sf.mapModelToTopology(force, topology)[0]
     assert byNames[12] == 13 and byNames[13] == 12
