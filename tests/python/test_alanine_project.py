@@ -165,10 +165,11 @@ def _methyl_relabellings():
 
 def test_pipeline_md_runs_the_main_jobs_nve_runs(project, tmp_path):
     """pipeline.md from the main job's starts (``starts_from`` the reference file, seed 100 +
-    start) runs the main job's NVE runs: the force field's run is the main job's (to rounding); the smooth flow's starts where the main job's does up to the labels of the methyl
-    hydrogens, which the pipeline's graph mapping assigns from the positions (the labelling of
-    lowest flow energy) and the main job by the study's names (as trained), so the chaotic
-    trajectories part while their statistics do not (README.md, "The study as a pipeline project")."""
+    start) runs the main job's NVE runs: the force field's run is the main job's (to rounding), and
+    so is the smooth flow's. The graph mapping keeps the model's own names for the methyl
+    hydrogens (as trained, and as the main job maps them), although a cyclic relabelling has a
+    lower flow energy at this start (which the mapping once chose, giving a slightly different
+    potential: docs/atom-mapping.md)."""
     result = pipeline.md(project, [MODELS / 'smooth.safetensors'], dt_fs=[1.0], ps=0.3, starts=1, samples=30,
                          starts_from=REFERENCE, out=tmp_path, progress=False)
     ours = {r['potential']: r for r in result['runs']}
@@ -185,4 +186,6 @@ def test_pipeline_md_runs_the_main_jobs_nve_runs(project, tmp_path):
     with torch.no_grad():
         energies = [float(flow.energy(torch.from_numpy(start[p][None]))[0]) for p in _methyl_relabellings()]
     assert theirs['smooth']['series'][0][1] == pytest.approx(energies[0], rel=1e-10)
-    assert ours['flow smooth']['epot_start'] == pytest.approx(min(energies), rel=1e-10)
+    assert min(energies) < energies[0] - 0.1, 'no lower relabelling here: the test would not test the labels'
+    assert ours['flow smooth']['epot_start'] == pytest.approx(energies[0], rel=1e-10)
+    assert ours['flow smooth']['ratio'] == pytest.approx(theirs['smooth']['ratio'], rel=1e-6)
