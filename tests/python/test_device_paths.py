@@ -18,7 +18,7 @@ import numpy as np
 import openmm
 import pytest
 from openmm import unit
-from test_device_platforms import GPU_PLATFORMS, REQUIRED, _unavailable
+from test_device_platforms import GPU_PLATFORMS, REQUIRED, _box, _evaluate, _system, _unavailable
 
 REPO = Path(__file__).resolve().parents[2]
 SHIPPED = REPO / 'models' / 'alanine_dipeptide'
@@ -53,29 +53,9 @@ def devicePath(monkeypatch):
     return lambda value: monkeypatch.setenv('SMOOTHFLOW_DEVICE_PATH', value)
 
 
-def _system(sf, path, numMolecules, numAtoms, box=None):
-    system = openmm.System()
-    for _ in range(numMolecules * numAtoms):
-        system.addParticle(12.0)
-    force = sf.SmoothFlowForce(str(path))
-    for m in range(numMolecules):
-        force.addMolecule(list(range(m * numAtoms, (m + 1) * numAtoms)))
-    if box is not None:
-        system.setDefaultPeriodicBoxVectors(*box)
-        force.setUsesPeriodicBoundaryConditions(True)
-    system.addForce(force)
-    return system, force
-
-
 def _context(system, platform, precision=None):
     props = {'Precision': precision} if precision else {}
     return openmm.Context(system, openmm.VerletIntegrator(0.0005), openmm.Platform.getPlatformByName(platform), props)
-
-
-def _evaluate(context, positions):
-    context.setPositions(np.asarray(positions).reshape(-1, 3))
-    state = context.getState(getEnergy=True, getForces=True)
-    return state.getPotentialEnergy().value_in_unit(KJ), np.asarray(state.getForces(asNumpy=True).value_in_unit(KJ_NM))
 
 
 def _assert_close(reference, found, precision, what=''):
@@ -93,10 +73,6 @@ def _random_model(sftorch, tmp_path, transform, directions, seed=3, prior=None, 
     path = tmp_path / f'{transform}-{directions}-{len(hidden)}.safetensors'
     sftorch.export_model(flow, path)
     return flow, path
-
-
-def _box(size):
-    return [openmm.Vec3(size, 0, 0), openmm.Vec3(0, size, 0), openmm.Vec3(0, 0, size)]
 
 
 @pytest.mark.parametrize('transform', ['smooth', 'spline', 'affine'])

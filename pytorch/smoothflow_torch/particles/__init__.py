@@ -1,0 +1,18 @@
+"""Particle benchmark systems of the equivariant-flow literature (LJ13, DW4) for OpenMM.
+
+systems   the OpenMM Systems (custom forces) and the same energies in NumPy / PyTorch
+data      data sets from OpenMM Langevin / replica-exchange runs, with provenance and a
+          held-out split by chain (``python -m smoothflow_torch.particles.data --help``)
+
+Reduced units and the sampling protocol: docs/particle-systems.md.
+"""
+
+from .systems import (DW_GROUP, LJ_GROUP, OSCILLATOR_GROUP, R_KJ_PER_MOL_K,
+                      REDUCED_TEMPERATURE_KELVIN, SYSTEMS, ParticleSystem, dw4_energy, dw4_system,
+                      lj13_energy, lj13_system, lj_energy, oscillator_energy, pair_indices,
+                      remove_com)
+
+__all__ = ["DW_GROUP", "LJ_GROUP", "OSCILLATOR_GROUP", "R_KJ_PER_MOL_K",
+           "REDUCED_TEMPERATURE_KELVIN", "SYSTEMS", "ParticleSystem", "dw4_energy", "dw4_system",
+           "lj13_energy", "lj13_system", "lj_energy", "oscillator_energy", "pair_indices",
+           "remove_com"]
