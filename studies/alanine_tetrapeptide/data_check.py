@@ -32,7 +32,8 @@ def main(project=Path("runs/alanine_tetrapeptide")):
     kT = MOLAR_GAS_CONSTANT * meta["temperature"]
     phis = [t for t in meta["torsions"] if t["name"].startswith("phi:")]
     files = sorted((project / "data").glob("chain*.npz"), key=lambda f: int(f.stem[5:]))
-    print(f"bias: {settings['bias']['name'] if settings['bias'] else 'none'}; a frame every "
+    biased = [settings['bias']] if isinstance(settings['bias'], dict) else (settings['bias'] or [])
+    print(f"bias: {' + '.join(b['name'] for b in biased) or 'none'}; a frame every "
           f"{settings['interval_ps']} ps")
     header = "chain  frames    ns  Kish ESS  " + "  ".join(f"{t['name']:>30s}" for t in phis)
     print(header + "\n" + " " * 32 + "  ".join(f"{'sampled / reweighted / entries':>30s}" for _ in phis))

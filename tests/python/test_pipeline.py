@@ -5,7 +5,8 @@ One module-scoped run through the command line's main() (seconds of MD with a ph
 two-stage training of a few steps, 64 flow samples, NVE at two time steps), then checks of what
 it wrote against independent computations: the flow in the C core (SmoothFlowForce) is finite,
 equals the PyTorch flow and its forces match finite differences; the reports hold the numbers the
-run produced; a rerun of simulate continues the chains instead of starting over.
+run produced; a rerun of simulate continues the chains instead of starting over. A second project
+runs simulate under two biased torsions (phi + psi): the frames' bias is the sum of the two tables.
 """
 import json
 import os
@@ -130,6 +131,188 @@ def test_simulate_refuses_other_dynamics(run):
     with pytest.raises(ValueError, match=r"other \['dt_fs'\]"):
         simulate(run['project'], ns=0.016, chains=2, interval_ps=0.1, dt_fs=1.0, equilibration_ps=1, bias='phi',
                  bias_ns=0.005, progress=False)
+
+
+# ---------------------------------------------------------------------- several biased torsions
+TWO_BIASES = ['phi:SER2', 'psi:SER2']
+BIASED_RUN = ['--interval-ps', '0.1', '--equilibration-ps', '1', '--chains', '2', '--checkpoint-ps', '2',
+              '--no-progress']
+#: the keys of a one-torsion bias.npz's info as the first version wrote them
+ONE_BIAS_INFO_KEYS = {'torsion', 'method', 'ns', 'bias_factor', 'height_kj_mol', 'width_rad', 'pace_ps', 'grid',
+                      'seed', 'wall_seconds', 'positive_fraction_during_run', 'crossings_of_0_during_run'}
+
+
+def _iupac_dihedral(x, idx):
+    b1, b2, b3 = x[:, idx[1]] - x[:, idx[0]], x[:, idx[2]] - x[:, idx[1]], x[:, idx[3]] - x[:, idx[2]]
+    n1, n2 = np.cross(b1, b2), np.cross(b2, b3)
+    return np.arctan2(np.linalg.norm(b2, axis=1) * (b1 * n2).sum(1), (n1 * n2).sum(1))
+
+
+def _periodic_spline(table, angles):
+    """The periodic natural cubic spline through ``table`` (equal steps over [-pi, pi], first ==
+    last) at ``angles``: what OpenMM's periodic Continuous1DFunction evaluates."""
+    y = np.asarray(table, float)[:-1]
+    n = len(y)
+    h = 2 * np.pi / n
+    cyclic = 4 * np.eye(n) + np.roll(np.eye(n), 1, 1) + np.roll(np.eye(n), -1, 1)
+    m = np.linalg.solve(cyclic, 6 / h ** 2 * (np.roll(y, 1) - 2 * y + np.roll(y, -1)))   # second derivatives
+    u = (np.asarray(angles, float) + np.pi) / h
+    i = np.minimum(np.floor(u).astype(int), n - 1)
+    j = (i + 1) % n
+    t = (u - i) * h
+    slope = (y[j] - y[i]) / h - h * (2 * m[i] + m[j]) / 6
+    return y[i] + slope * t + m[i] / 2 * t ** 2 + (m[j] - m[i]) / (6 * h) * t ** 3
+
+
+@pytest.fixture(scope='module')
+def two_biases(sf, tmp_path_factory):
+    """ACE-SER-NHE under phi + psi: 4 ps per chain with repeated --bias, then continued to 5 ps
+    with the comma-separated form and no --bias-ns (the tables as built)."""
+    project = tmp_path_factory.mktemp('two_biases') / 'serine'
+    _cli('prepare', STRUCTURE, project, '--torsion', CHI1)
+    _cli('simulate', project, '--ns', '0.004', '--bias', 'phi', '--bias', 'psi:SER2', '--bias-ns', '0.02',
+         *BIASED_RUN)
+    seen = {'project': project, 'first': [_chain_frames(project, c) for c in range(2)],
+            'bias': (project / 'data' / 'bias.npz').read_bytes()}
+    _cli('simulate', project, '--ns', '0.005', '--bias', ','.join(TWO_BIASES), *BIASED_RUN)
+    return seen
+
+
+def test_two_biased_torsions_store_the_sum_of_their_tables(two_biases):
+    import openmm
+    from smoothflow_torch.pipeline import Project
+    from smoothflow_torch.pipeline.simulate import add_static_biases
+    project = Project(two_biases['project'])
+    with np.load(project.data_dir / 'bias.npz') as d:
+        assert sorted(d.files) == ['bias', 'grid', 'info']
+        tables, info = d['bias'].astype(float), json.loads(str(d['info']))
+    # one well-tempered metadynamics run per torsion, its own seed, the same settings
+    assert tables.shape == (2, 181) and [i['torsion']['name'] for i in info] == TWO_BIASES
+    assert [i['seed'] for i in info] == [999, 998] and all(set(i) == ONE_BIAS_INFO_KEYS for i in info)
+    assert all(i['ns'] == 0.02 and i['bias_factor'] == 4.0 for i in info)
+    assert not np.allclose(tables[0], tables[1])
+    settings = json.loads((project.data_dir / 'settings.json').read_text())
+    assert settings['bias'] == [{'name': i['torsion']['name'], 'atoms': i['torsion']['atoms'], 'metadynamics_ns': 0.02}
+                                for i in info]
+    # the rerun appended under the same tables
+    assert (project.data_dir / 'bias.npz').read_bytes() == two_biases['bias']
+    for c in range(2):
+        assert np.array_equal(_chain_frames(project.path, c)[:40], two_biases['first'][c])
+    with np.load(project.frames_path) as d:
+        x, stored, chain = d['positions'].astype(float), d['bias'].astype(float), d['chain']
+    assert len(x) == 100
+    parts = [_periodic_spline(t, _iupac_dihedral(x, i['torsion']['atoms'])) for t, i in zip(tables, info)]
+    assert all(np.ptp(p) > 0.1 for p in parts)          # each table moves the stored value
+    # frames are float32: positions to ~1e-7 relative move a torsion by ~1e-6 rad, V by a few 1e-6 kJ/mol
+    assert np.abs(stored - (parts[0] + parts[1])).max() < 1e-4
+    # the chains' force itself, in double precision at the same positions, is the sum to 1e-6 kJ/mol
+    system = openmm.System()
+    for _ in range(project.n_atoms):
+        system.addParticle(1.0)
+    add_static_biases(system, [(i['torsion']['atoms'], t) for t, i in zip(tables, info)])
+    context = openmm.Context(system, openmm.VerletIntegrator(0.001), openmm.Platform.getPlatformByName('Reference'))
+    energy = []
+    for p in x:
+        context.setPositions(p)
+        energy.append(context.getState(getEnergy=True, groups={31}).getPotentialEnergy().value_in_unit(
+            openmm.unit.kilojoule_per_mole))
+    assert np.abs(np.array(energy) - (parts[0] + parts[1])).max() < 1e-6
+    # the summary reports phi > 0 and psi > 0, both biased, reweighted with exp(V/kT)
+    summary = json.loads((project.data_dir / 'summary.json').read_text())
+    fractions = summary['positive_fractions']
+    assert [(f['torsion'], f['biased']) for f in fractions] == [(n, True) for n in TWO_BIASES]
+    w = np.exp((stored - stored.max()) / project.kT)
+    for f, i in zip(fractions, info):
+        up = _iupac_dihedral(x, i['torsion']['atoms']) > 0
+        assert f['reweighted'] == pytest.approx(np.average(up, weights=w), abs=1e-6)
+        assert f['per_chain'] == pytest.approx([np.average(up[chain == c], weights=w[chain == c]) for c in (0, 1)],
+                                               abs=1e-6)
+    assert summary['positive_fraction'] == fractions[0]
+
+
+def test_a_rerun_with_another_bias_list_is_refused_naming_the_difference(two_biases, tmp_path):
+    from smoothflow_torch.pipeline import simulate
+    project = two_biases['project']
+    kept = {f.name: f.read_bytes() for f in (project / 'data').iterdir() if f.is_file()}
+    again = dict(ns=0.005, chains=2, interval_ps=0.1, equilibration_ps=1, progress=False)
+    for bias, said in [('phi', r'dropped psi:SER2'),
+                       (TWO_BIASES + [CHI1], r'added SER2:N-SER2:CA-SER2:CB-SER2:OG'),
+                       (TWO_BIASES[::-1], r'the same torsions in another order'),
+                       (None, r'dropped phi:SER2, psi:SER2')]:
+        with pytest.raises(ValueError, match=r"other \['bias'\] \(bias: .*" + said):
+            simulate(project, bias=bias, **again)
+    with pytest.raises(ValueError, match=r"psi:SER2: 0\.02 ns of metadynamics before, 0\.03 now"):
+        simulate(project, bias=TWO_BIASES, bias_ns=0.03, **again)
+    assert {f.name: f.read_bytes() for f in (project / 'data').iterdir() if f.is_file()} == kept
+    # without settings.json, the tables themselves are checked, torsion by torsion
+    copy = tmp_path / 'copy'
+    shutil.copytree(project, copy)
+    (copy / 'data' / 'settings.json').unlink()
+    with pytest.raises(ValueError, match=r"bias\.npz was built for phi:SER2 \+ psi:SER2, not phi:SER2 \+ "
+                                         r"SER2:N-SER2:CA-SER2:CB-SER2:OG \(added SER2:N-SER2:CA-SER2:CB-SER2:OG; "
+                                         r"dropped psi:SER2\)"):
+        simulate(copy, bias=['phi:SER2', CHI1], **again)
+
+
+def test_an_interrupted_build_reruns_only_the_missing_tables(two_biases, tmp_path):
+    """Finished tables wait in data/bias.part<i>.npz: a rebuild keeps them and runs the rest
+    (same seed, so the same table on the Reference platform)."""
+    from smoothflow_torch.pipeline import Project
+    from smoothflow_torch.pipeline.simulate import bias_torsions, build_biases, load_biases
+    copy = Project(shutil.copytree(two_biases['project'], tmp_path / 'copy'))
+    (table0, info0), (table1, _) = load_biases(copy)
+    settings = json.loads((copy.data_dir / 'settings.json').read_text())
+    (copy.data_dir / 'bias.npz').unlink()
+    np.savez(copy.data_dir / 'bias.part0.npz', bias=table0 - 1.0, info=json.dumps(info0))   # marked: kept, not rerun
+    build_biases(copy, bias_torsions(copy, TWO_BIASES), 0.02, settings, progress=False)
+    (new0, _), (new1, _) = load_biases(copy)
+    assert np.array_equal(new0, table0 - 1.0) and np.array_equal(new1, table1)
+    assert not list(copy.data_dir.glob('bias.part*'))
+
+def test_bias_lists_are_parsed_and_checked(run):
+    from smoothflow_torch.pipeline import Project
+    from smoothflow_torch.pipeline.simulate import bias_torsions
+    project = Project(run['project'])
+    names = lambda bias: [t['name'] for t in bias_torsions(project, bias)]
+    assert names(None) == [] and names([]) == []
+    assert names('phi') == ['phi:SER2'] and names(['phi', 'psi:SER2']) == TWO_BIASES
+    assert names(' phi:SER2 , psi:SER2 ') == TWO_BIASES
+    assert [t['atoms'] for t in bias_torsions(project, '6,8,10,13')] == [[6, 8, 10, 13]]   # four atoms, one torsion
+    assert names([CHI1, 'omega']) == [CHI1.replace(' ', '-'), 'omega:SER2']
+    with pytest.raises(ValueError, match=r"one torsion twice: 'phi' \(phi:SER2\) and '4,6,8,15'"):
+        bias_torsions(project, ['phi', '4,6,8,15'])
+    with pytest.raises(ValueError, match=r"one torsion twice"):
+        bias_torsions(project, 'phi:SER2,phi')
+    with pytest.raises(ValueError, match=r"no torsion of interest is named 'phi:ALA3'; the project's are omega:SER2"):
+        bias_torsions(project, 'phi:SER2,phi:ALA3')
+
+
+def test_one_bias_keeps_the_first_versions_layout(run, tmp_path):
+    """One torsion: bias.npz and settings.json as the first version wrote them, and the alanine
+    study's shipped table, installed by its generate_data.install_bias, drives the chains."""
+    alanine = pytest.importorskip('alanine_dipeptide.generate_data')
+    from alanine_dipeptide import data as study_data
+    from smoothflow_torch.pipeline import Project, simulate
+    from smoothflow_torch.pipeline.simulate import load_bias, load_biases
+    with np.load(run['project'] / 'data' / 'bias.npz') as d:
+        assert d.files == ['grid', 'bias', 'info'] and d['grid'].shape == d['bias'].shape == (181,)
+        info = json.loads(str(d['info']))
+    assert set(info) == ONE_BIAS_INFO_KEYS and info['torsion']['name'] == 'phi:SER2' and info['seed'] == 999
+    settings = json.loads((run['project'] / 'data' / 'settings.json').read_text())
+    assert settings['bias'] == {'name': 'phi:SER2', 'atoms': [4, 6, 8, 15], 'metadynamics_ns': 0.005}
+    # the study's table in a fresh copy of the project (no data), then one frame per chain under it
+    copy = Project(shutil.copytree(run['project'], tmp_path / 'p', ignore=shutil.ignore_patterns('data', 'runs')))
+    assert alanine.install_bias(copy, 'obc', study_data.DATA_DIR)
+    table, info = load_bias(copy)
+    with np.load(study_data.DATA_DIR / 'obc.bias.npz') as d:
+        assert np.array_equal(table, d['bias'])
+    assert len(load_biases(copy)) == 1 and info['ns'] == 10.0
+    simulate(copy, ns=0.0002, chains=1, interval_ps=0.1, equilibration_ps=0.1, bias='phi', progress=False)
+    assert json.loads((copy.data_dir / 'settings.json').read_text())['bias'] == \
+        {'name': 'phi:SER2', 'atoms': [4, 6, 8, 15], 'metadynamics_ns': 10.0}
+    with np.load(copy.frames_path) as d:
+        x, stored = d['positions'].astype(float), d['bias'].astype(float)
+    assert np.abs(stored - _periodic_spline(table, _iupac_dihedral(x, [4, 6, 8, 15]))).max() < 1e-4
 
 
 def test_train_stages_chain_and_the_model_runs_in_the_c_core(run):
