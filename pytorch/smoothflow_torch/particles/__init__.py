@@ -3,8 +3,12 @@
 systems   the OpenMM Systems (custom forces) and the same energies in NumPy / PyTorch
 data      data sets from OpenMM Langevin / replica-exchange runs, with provenance and a
           held-out split by chain (``python -m smoothflow_torch.particles.data --help``)
+egnn      E(n)-equivariant graph network on the centre-of-mass-free subspace (free-form flows)
+fff       FFF loss (Hutchinson surrogate), exact log-det / NLL on the subspace
+train     training loop (``python -m smoothflow_torch.particles.train CONFIG --out DIR``)
 
-Reduced units and the sampling protocol: docs/particle-systems.md.
+Reduced units and the sampling protocol: docs/particle-systems.md; the free-form flows:
+docs/free-form-flows.md.
 """
 
 from .systems import (DW_GROUP, LJ_GROUP, OSCILLATOR_GROUP, R_KJ_PER_MOL_K,
