@@ -24,6 +24,19 @@ Losses (``docs/flow-math.md`` section 8; ``studies/alanine_dipeptide/training.md
   terms (log |det du/dz|, the normalization scales and log J of the Z-matrix) are all inside
   log q, consistently with the energy. Samples with a non-finite target energy (u = +inf) or
   log q are left out of the mean and counted.
+- :func:`alpha_divergence`: an importance-weighted likelihood on the flow's own samples whose
+  gradient is that of the alpha-divergence ``log E_q[w^alpha] / (alpha - 1)`` between the
+  flow q and the target p, with ``w = p / q`` the importance weights (up to the target's
+  normalization). For alpha = 2 that is the log of the weights' second moment, which is
+  ``n / ESS`` in the limit: the loss that targets the weights' variance directly, as flow
+  annealed importance sampling bootstrap (Midgley et al. 2023) does with alpha = 2. Samples
+  are drawn without gradient, weighted by the self-normalized ``w^alpha``, and the flow's
+  log density of them is raised: ``-sum_i (w_i^alpha / sum_j w_j^alpha) log q(x_i)``. Its
+  gradient is the self-normalized estimate of the divergence's gradient, ``-E_q[w^alpha grad
+  log q] / E_q[w^alpha]``, in score-function form (no reparameterization, so the target's
+  forces never enter: lower variance than the reverse KL, whose per-sample gradients carry
+  them). Its value is a weighted NLL, not the divergence. The samples with the largest weights,
+  where the flow under-covers the target, pull hardest.
 - :func:`tail_matching`: energy differences off the data. Each frame of the batch gets one
   bond or angle moved to a uniformly random point of its interval (inside the wall margin),
   and the flow's energy rise ``dU_flow = (U(x') - U(x)) / kT`` is matched to the target's
@@ -36,7 +49,8 @@ Losses (``docs/flow-math.md`` section 8; ``studies/alanine_dipeptide/training.md
   flow can represent (its potential is bounded, about kT log(1/(1 - c_max)) per layer).
 
 :class:`Trainer` runs Adam on the weighted sum
-``w_nll * nll + w_fm * force_matching + w_rkl * reverse_kl + w_tail * tail_matching`` with a
+``w_nll * nll + w_fm * force_matching + w_rkl * reverse_kl + w_tail * tail_matching +
+w_alpha * alpha_divergence`` with a
 learning-rate schedule, gradient clipping, fixed seeds, a tqdm bar, a JSONL log of every loss
 at every step, periodic held-out evaluation, checkpoints that resume bit-identically, and
 export with provenance.
@@ -62,12 +76,12 @@ import torch
 from .export import export_model
 
 __all__ = ["FORCE_UNITS", "LR_SCHEDULES", "LOSS_NAMES", "TrainConfig", "Trainer", "nll",
-           "force_matching", "reverse_kl", "tail_matching", "weighted_loss", "learning_rate", "set_seed",
+           "force_matching", "reverse_kl", "tail_matching", "alpha_divergence", "weighted_loss", "learning_rate", "set_seed",
            "sampling_efficiency", "git_info"]
 
 FORCE_UNITS = ("reduced", "kJ/mol/nm")
 LR_SCHEDULES = ("constant", "cosine", "step")
-LOSS_NAMES = ("nll", "force_matching", "reverse_kl", "tail_matching")
+LOSS_NAMES = ("nll", "force_matching", "reverse_kl", "tail_matching", "alpha_divergence")
 CHECKPOINT_FORMAT = "smoothflow-checkpoint"
 CHECKPOINT_VERSION = 1
 
@@ -167,6 +181,52 @@ def reverse_kl(flow, target: Callable[[torch.Tensor], torch.Tensor], n: int,
     if not return_info:
         return loss
     return loss, {"n_invalid": int(n - n_ok), "n_cut": int(getattr(target, "last_n_cut", 0))}
+
+
+def alpha_divergence(flow, target: Callable[[torch.Tensor], torch.Tensor], n: int,
+                     alpha: float = 2.0, generator: Optional[torch.Generator] = None,
+                     return_info: bool = False):
+    """The alpha-divergence surrogate ``-sum_i wbar_i log q(x_i)`` (module docstring), nats.
+
+    Parameters
+    ----------
+    flow : SmoothFlow
+    target : callable
+        Positions ``(n, N, 3)`` -> reduced energies ``(n,)``; ``reduced_energy(x, cut=False)``
+        is used when the target has it (the weights need the raw energies). No gradient is
+        taken through it.
+    n : int
+        Flow samples.
+    alpha : float
+        > 1; wbar_i is proportional to ``w_i ** alpha``.
+    generator : torch.Generator, optional
+        For the latent draws.
+    return_info : bool
+        Also return ``{"n_invalid": samples with a non-finite weight (left out), "ess":
+        the batch's ESS / n of w, "top_weight": the largest normalized w^alpha}``.
+
+    Returns
+    -------
+    torch.Tensor or (torch.Tensor, dict)
+        NaN when no sample has a finite weight.
+    """
+    if not (alpha > 1 and math.isfinite(alpha)):
+        raise ValueError(f"alpha_divergence: alpha must be finite and > 1, got {alpha}")
+    with torch.no_grad():
+        x, log_q0 = flow.sample(n, generator=generator, return_log_prob=True)
+        log_w = -_raw_reduced_energy(target, x).to(log_q0.dtype) - log_q0
+    ok = torch.isfinite(log_w)
+    info = {"n_invalid": int(n - int(ok.sum())), "ess": sampling_efficiency(log_w),
+            "top_weight": float("nan")}
+    if not bool(ok.any()):
+        loss = log_q0.new_tensor(float("nan"))
+        return (loss, info) if return_info else loss
+    scaled = torch.where(ok, alpha * log_w, torch.full_like(log_w, -math.inf))
+    wbar = torch.softmax(scaled, 0)
+    info["top_weight"] = float(wbar.max())
+    log_q = flow.log_prob(x[ok])
+    loss = -(wbar[ok] * log_q).sum()
+    return (loss, info) if return_info else loss
 
 
 def tail_matching(flow, target: Callable[[torch.Tensor], torch.Tensor], positions: torch.Tensor,
@@ -271,6 +331,8 @@ class TrainConfig:
     iterations: int = 1000
     batch_size: int = 128
     reverse_kl_batch_size: int = 128
+    alpha_batch_size: int = 256
+    alpha: float = 2.0
     weights: Dict[str, float] = dataclasses.field(
         default_factory=lambda: {"nll": 1.0, "force_matching": 0.0, "reverse_kl": 0.0})
     force_units: str = "reduced"
@@ -325,8 +387,8 @@ class TrainConfig:
             v = getattr(self, k)
             if isinstance(v, bool) or not isinstance(v, int) or v < 0:
                 raise ValueError(f"{k} must be an integer >= 0, got {v!r}")
-        for k in ("batch_size", "reverse_kl_batch_size", "eval_batch_size", "keep_checkpoints",
-                  "lr_decay_every"):
+        for k in ("batch_size", "reverse_kl_batch_size", "alpha_batch_size", "eval_batch_size",
+                  "keep_checkpoints", "lr_decay_every"):
             v = getattr(self, k)
             if isinstance(v, bool) or not isinstance(v, int) or v < 1:
                 raise ValueError(f"{k} must be an integer >= 1, got {v!r}")
@@ -340,6 +402,10 @@ class TrainConfig:
             raise ValueError(f"force_matching_noise must be finite and >= 0 nm, got {self.force_matching_noise}")
         if not (self.tail_matching_cap > 0 and math.isfinite(self.tail_matching_cap)):
             raise ValueError(f"tail_matching_cap must be finite and > 0 kT, got {self.tail_matching_cap}")
+        if isinstance(self.alpha, bool) or not isinstance(self.alpha, (int, float)) \
+                or not (self.alpha > 1 and math.isfinite(self.alpha)):
+            raise ValueError(f"alpha (of the alpha_divergence loss) must be finite and > 1, got {self.alpha!r}")
+        self.alpha = float(self.alpha)
         if self.grad_clip is not None and not self.grad_clip > 0:
             raise ValueError(f"grad_clip must be > 0 or null, got {self.grad_clip}")
         if len(self.adam_betas) != 2:
@@ -477,6 +543,8 @@ class Trainer:
             raise ValueError("force matching needs reference forces in train_data")
         if w["reverse_kl"] and target is None:
             raise ValueError("the reverse_kl loss needs a target energy")
+        if w["alpha_divergence"] and target is None:
+            raise ValueError("the alpha_divergence loss needs a target energy")
         if w["tail_matching"] and (target is None or self.train_positions is None):
             raise ValueError("the tail_matching loss needs train_data and a target energy")
         if w["force_matching"] and config.force_matching_noise > 0 and not hasattr(target, "evaluate"):
@@ -560,6 +628,13 @@ class Trainer:
             terms["reverse_kl"] = rkl
             entry["rkl_invalid"] = info["n_invalid"]
             entry["rkl_cut"] = info["n_cut"]
+        if w["alpha_divergence"]:
+            ad, info = alpha_divergence(flow, self.target, c.alpha_batch_size, c.alpha,
+                                        generator=self.sample_generator, return_info=True)
+            terms["alpha_divergence"] = ad
+            entry["alpha_invalid"] = info["n_invalid"]
+            entry["alpha_ess"] = info["ess"]
+            entry["alpha_top_weight"] = info["top_weight"]
         loss = weighted_loss(terms, w)
         lr = learning_rate(c, self.step)
         entry["lr"] = lr

@@ -544,3 +544,27 @@ def test_ess_interval_brackets_known_cases():
     lw[7] = 50.0
     lo, hi = weights.ess_interval(lw)
     assert lo == pytest.approx(0.01, rel=1e-6) and hi <= 1.0 + 1e-12
+
+
+def test_init_from_keeps_the_start_models_prior_when_the_data_differ(run):
+    """A flow fine-tuned from a model trained on other data starts as that model: its prior
+    (fitted to the data, and not a state_dict tensor) comes from the start, not from the new
+    data (before, a shipped flow fine-tuned on regenerated data began as another flow)."""
+    import torch
+    from smoothflow_torch import load_model
+    from smoothflow_torch.pipeline import Project
+    from smoothflow_torch.pipeline.data import load
+    from smoothflow_torch.pipeline.model import build_flow
+    project = Project(run['project'])
+    start_path = run['project'] / 'runs' / 'first' / 'model.safetensors'
+    start = load_model(start_path)
+    frames = load(project.frames_path, project.kT, 20, 'train').positions
+    other = frames[: max(4, len(frames) // 5)]          # another data set: another fitted prior
+    model = dict(CONFIG['stages'][0]['model'], init_from=str(start_path))
+    flow = build_flow(model, project.zmatrix, project.meta['atoms'], project.temperature, other, 0)
+    fresh = build_flow(CONFIG['stages'][0]['model'], project.zmatrix, project.meta['atoms'],
+                       project.temperature, other, 0)
+    assert fresh.prior['mean'] != start.prior['mean']    # the data would give another prior
+    x = torch.from_numpy(load(project.frames_path, project.kT, 20, 'test').positions[:6])
+    assert torch.equal(flow.energy(x), start.energy(x))
+    assert flow.prior == start.prior

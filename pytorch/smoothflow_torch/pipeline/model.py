@@ -27,8 +27,9 @@ data-fitted prior (the alanine-dipeptide study's construction, with the molecule
   angle with the training data's mean and w times its standard deviation of the normalized
   coordinate (every bond and angle well harmonic to the support's edges; the study's v2 fix for
   bonds escaping shallow wells in MD).
-- ``init_from``: a model file whose weights and bond bounds replace the fresh ones (a later
-  stage); its layers must equal this config's.
+- ``init_from``: a model file whose weights, bond bounds and prior replace the fresh ones (a
+  later stage, or a trained model fine-tuned on other data); its layers must equal this
+  config's.
 """
 from __future__ import annotations
 
@@ -142,12 +143,7 @@ def build_flow(model: dict, zmatrix, atoms: list, temperature: float, train_posi
     ``init_from`` is relative to ``base``."""
     m = model_section(model)
     zmatrix = np.asarray(zmatrix, dtype=np.int64)
-    lo, hi = bond_bounds(zmatrix, train_positions, float(m["bond_padding"]), float(m["min_bond_lo"]))
-    set_seed(seed)
-    kwargs = {k: m[k] for k in CONSTANT_KEYS if k in m}
-    flow = SmoothFlow(zmatrix, lo, hi, coupling_layers(len(zmatrix), m), temperature=float(temperature),
-                      energy_offset=float(m["energy_offset"]), atoms=atoms, support=m["support"],
-                      prior=data_prior(m["prior"], zmatrix, train_positions, lo, hi), **kwargs)
+    start = None
     if m["init_from"]:
         from ..export import load_model
         path = Path(m["init_from"])
@@ -155,6 +151,21 @@ def build_flow(model: dict, zmatrix, atoms: list, temperature: float, train_posi
         if not path.exists():
             raise FileNotFoundError(f"model.init_from: {path} does not exist (train the earlier stage first)")
         start = load_model(path)
+    lo, hi = bond_bounds(zmatrix, train_positions, float(m["bond_padding"]), float(m["min_bond_lo"]))
+    prior = data_prior(m["prior"], zmatrix, train_positions, lo, hi)
+    if start is not None:
+        # The prior is part of the flow (not a state_dict tensor): a start fitted to other data
+        # (a shipped model fine-tuned on new data) keeps its own, or it would be another flow.
+        if (start.prior == "uniform") != (prior == "uniform"):
+            raise ValueError(f"model.init_from: {path} has a {'uniform' if start.prior == 'uniform' else 'truncated-normal'} "
+                             f"prior, this config a {'uniform' if prior == 'uniform' else 'truncated-normal'} one")
+        prior = start.prior
+    set_seed(seed)
+    kwargs = {k: m[k] for k in CONSTANT_KEYS if k in m}
+    flow = SmoothFlow(zmatrix, lo, hi, coupling_layers(len(zmatrix), m), temperature=float(temperature),
+                      energy_offset=float(m["energy_offset"]), atoms=atoms, support=m["support"],
+                      prior=prior, **kwargs)
+    if start is not None:
         if start.config()["layers"] != flow.config()["layers"]:
             raise ValueError(f"model.init_from: {path} has other layers than this config")
         flow.load_state_dict(start.state_dict(), strict=True)

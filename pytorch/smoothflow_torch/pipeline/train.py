@@ -132,7 +132,8 @@ def training_arrays(frames: pdata.Frames, max_frames: Optional[int]):
 
 def needs_target(config: TrainConfig) -> bool:
     """Whether a run needs the force field as its target: a loss or an evaluation on flow samples."""
-    return bool(config.weights["reverse_kl"] or config.weights["tail_matching"] or config.eval_samples
+    return bool(config.weights["reverse_kl"] or config.weights["tail_matching"]
+                or config.weights["alpha_divergence"] or config.eval_samples
                 or config.force_matching_noise)
 
 
