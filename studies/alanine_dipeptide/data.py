@@ -59,15 +59,16 @@ def reference_path(setting: str = "obc", data_dir=None) -> Path:
     return Path(data_dir or DATA_DIR) / f"{setting}.reference.npz"
 
 
-def write_reference(setting: str = "obc", data_dir=None, n_test: int = 200) -> Path:
+def write_reference(setting: str = "obc", data_dir=None, n_test: int = 200, out=None) -> Path:
     """Write <setting>.reference.npz (~1 MB) from the full data set: `n_test` held-out frames
     drawn by systematic resampling (so they are Boltzmann distributed even from biased chains;
-    weight 1 each), and phi/psi and the weight of every frame (float32)."""
+    weight 1 each), and phi/psi and the weight of every frame (float32). ``out``: another
+    path to write it to (default: beside the data)."""
     test = load(setting, "test", data_dir)
     idx = boltzmann_indices(test.weights, n_test)
     every = load(setting, "all", data_dir)
     phi, psi = backbone_dihedrals(every.positions)
-    out = reference_path(setting, data_dir)
+    out = Path(out) if out is not None else reference_path(setting, data_dir)
     np.savez(out, positions=test.positions[idx].astype(np.float32), forces=test.forces[idx].astype(np.float32),
              energies=test.energies[idx].astype(np.float32), phi=phi.astype(np.float32), psi=psi.astype(np.float32),
              weights=every.weights.astype(np.float32))

@@ -21,7 +21,11 @@ Boltzmann-resampled held-out frames, phi/psi and weight of every frame; data.wri
 The shipped files were made by this study's earlier chain loop with the same settings; the
 pipeline's chains start from ``alanine_dipeptide.pdb`` (the same structure, written to 0.001 A)
 and draw a fresh random stream when resumed, so a rerun gives statistically equal, not
-bit-identical, frames.
+bit-identical, frames. Hence a rerun never replaces the shipped ``<setting>.json`` and
+``<setting>.reference.npz`` (the documented numbers and the tests use them): it writes its own
+beside the project's data (``<project>/data/<setting>.json``, ``.reference.npz``) and says so,
+unless ``--replace-shipped`` is given. ``<setting>.npz`` (not shipped: the training data) is
+always written.
 
 Usage (the study package is installed by scripts/setup.sh):
     python -m alanine_dipeptide.generate_data --setting obc [--ns 20 --chains 6 --jobs 2]
@@ -32,6 +36,7 @@ import argparse
 import json
 import os
 import shutil
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -95,11 +100,22 @@ def phi_population(phi: np.ndarray, weights: np.ndarray, chain: np.ndarray) -> d
             "weights_kish_ess_fraction": float(weights.sum() ** 2 / (weights ** 2).sum() / len(weights))}
 
 
-def export(project: pipeline.Project, setting: str, out: Path, summary: dict) -> dict:
-    """The project's frames as the study's ``<setting>.npz``, its ``<setting>.json`` and
-    ``<setting>.reference.npz``."""
+def summary_destinations(project: pipeline.Project, setting: str, out: Path, replace_shipped: bool):
+    """Where ``<setting>.json`` and ``<setting>.reference.npz`` go: into ``out`` when neither is
+    there yet or ``replace_shipped``; otherwise beside the project's data (module docstring)."""
+    shipped = [out / f"{setting}.json", out / f"{setting}.reference.npz"]
+    if replace_shipped or not any(f.exists() for f in shipped):
+        return shipped[0], shipped[1], False
+    return project.data_dir / f"{setting}.json", project.data_dir / f"{setting}.reference.npz", True
+
+
+def export(project: pipeline.Project, setting: str, out: Path, summary: dict,
+           replace_shipped: bool = False) -> dict:
+    """The project's frames as the study's ``<setting>.npz``, and its ``<setting>.json`` and
+    ``<setting>.reference.npz`` (where: ``summary_destinations``)."""
     from .data import backbone_dihedrals, write_reference
     out.mkdir(parents=True, exist_ok=True)
+    json_path, reference, kept = summary_destinations(project, setting, out, replace_shipped)
     shutil.copyfile(project.frames_path, out / f"{setting}.npz")
     with np.load(out / f"{setting}.npz") as d:
         positions, bias, chain = d["positions"].astype(np.float64), d["bias"].astype(np.float64), d["chain"]
@@ -120,8 +136,11 @@ def export(project: pipeline.Project, setting: str, out: Path, summary: dict) ->
     result = dict(meta, frames=int(len(phi)), **phi_population(phi, frame_weights(bias), chain),
                   phi_positive_fraction_biased=float(np.mean(phi > 0)), file=f"{setting}.npz",
                   bytes=(out / f"{setting}.npz").stat().st_size)
-    (out / f"{setting}.json").write_text(json.dumps(result, indent=2) + "\n")
-    write_reference(setting, out)
+    json_path.write_text(json.dumps(result, indent=2) + "\n")
+    write_reference(setting, out, out=reference)
+    if kept:
+        print(f"kept the shipped {out / (setting + '.json')} and {out / (setting + '.reference.npz')}; "
+              f"this run's are {json_path} and {reference} (--replace-shipped replaces them)", file=sys.stderr)
     return result
 
 
@@ -137,6 +156,9 @@ def main(argv=None):
     ap.add_argument("--jobs", type=int, default=os.cpu_count() or 1, help="chains in parallel")
     ap.add_argument("--project", help="the project folder (default runs/alanine_dipeptide[_SETTING])")
     ap.add_argument("--out", default=str(REPO / "data" / "alanine_dipeptide"))
+    ap.add_argument("--replace-shipped", action="store_true",
+                    help="overwrite the shipped <setting>.json and <setting>.reference.npz in --out "
+                         "(default: keep them and write this run's beside the project's data)")
     args = ap.parse_args(argv)
     out = Path(args.out)
     project = make_project(args.setting, args.project)
@@ -150,7 +172,7 @@ def main(argv=None):
         table, info = load_bias(project)
         np.savez(phi_bias.bias_path(args.setting, out), phi=np.linspace(-np.pi, np.pi, phi_bias.GRID), bias=table,
                  settings=json.dumps({k: v for k, v in info.items() if k != "torsion"}))
-    print(json.dumps(export(project, args.setting, out, summary), indent=2))
+    print(json.dumps(export(project, args.setting, out, summary, args.replace_shipped), indent=2))
 
 
 if __name__ == "__main__":

@@ -366,3 +366,23 @@ def test_nll_gap_is_zero_on_the_same_frames_and_subsets_draw_without_replacement
     assert r["train_nll"] == pytest.approx(nll(part), rel=1e-12)
     assert r["test_nll"] == pytest.approx(nll(frames), rel=1e-12)
     assert r["gap"] == pytest.approx(nll(frames) - nll(part), rel=1e-9)
+
+
+def test_generate_data_keeps_the_shipped_summary_and_reference(tmp_path):
+    """A rerun of generate_data writes its <setting>.json and .reference.npz beside the project's
+    data when the shipped ones exist (they back the documented numbers), into the data folder
+    when none is there or when told to replace them."""
+    from types import SimpleNamespace
+    from alanine_dipeptide import generate_data
+    project = SimpleNamespace(data_dir=tmp_path / "project" / "data")
+    out = tmp_path / "ship"
+    out.mkdir()
+    dest = generate_data.summary_destinations(project, "obc", out, replace_shipped=False)
+    assert dest == (out / "obc.json", out / "obc.reference.npz", False)
+    (out / "obc.reference.npz").write_bytes(b"shipped")
+    dest = generate_data.summary_destinations(project, "obc", out, replace_shipped=False)
+    assert dest == (project.data_dir / "obc.json", project.data_dir / "obc.reference.npz", True)
+    dest = generate_data.summary_destinations(project, "obc", out, replace_shipped=True)
+    assert dest == (out / "obc.json", out / "obc.reference.npz", False)
+    with pytest.raises(SystemExit):
+        generate_data.main(["--help"])
