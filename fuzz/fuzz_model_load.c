@@ -60,7 +60,9 @@ static void exercise(const sf_model *m)
 {
     sf_error err;
     int n = sf_model_num_atoms(m), d = sf_model_num_dims(m);
-    if (n < 3 || d != 3 * n - 6) finding("atom and dimension counts disagree", NULL);
+    int free_form = sf_model_flow_kind(m) == SF_FLOW_FREE_FORM;
+    if (free_form ? (n < 2 || d != (n - 1) * sf_model_spatial_dim(m)) : (n < 3 || d != 3 * n - 6))
+        finding("atom and dimension counts disagree", NULL);
     for (int r = 0; r < n; r++) {
         int row[4];
         sf_model_zmatrix_row(m, r, row);

@@ -6,9 +6,14 @@
  *
  *     U(r) = -kT [ log p_U(u(q(r))) - sum log(scale) - log J(q(r)) ] + U0
  *
- * (docs/flow-math.md and docs/model-format.md; choices in docs/design.md).  The
- * model comes from a safetensors file written by the PyTorch trainer
- * (docs/model-format.md).
+ * (docs/flow-math.md and docs/model-format.md; choices in docs/design.md), or
+ * that of a free-form flow's E(n)-equivariant encoder f over N identical
+ * particles (docs/free-form-flows.md, docs/model-format.md section 9):
+ *
+ *     U(x) = -kT [ log N(f(x); 0, I_D) + log |det J_V(x)| ] + U0.
+ *
+ * The model comes from a safetensors file written by the PyTorch trainer
+ * (docs/model-format.md); sf_model_flow_kind says which of the two it holds.
  *
  * Contract, in the manner of SQLite and Lua:
  *   - Portable C11, double precision, no global state.  Every function that
@@ -77,6 +82,10 @@ extern "C" {
 #define SF_MAX_HEADER_SIZE 100000000                   /* bytes of its JSON header (100 MB)      */
 #define SF_MAX_WORKSPACE_DOUBLES 8388608               /* per molecule: 2^23 doubles, 64 MiB     */
 #define SF_MAX_PARAMETERS 100000000                    /* conditioner weights and biases, total  */
+/* The free-form kind's cost limits (docs/model-format.md section 9.4), from its
+ * configuration: n particles, d dimensions, H hidden, L layers, D = (n - 1) d. */
+#define SF_MAX_FREE_FORM_WORKSPACE 67108864  /* (D + 1) n (L + 10) (2H + d) + 2 D^2 doubles: 2^26, 512 MiB */
+#define SF_MAX_FREE_FORM_WORK 1e12           /* L n^2 (6 H^2 + 3 H) (D + 1) + 2 D^3 multiply-adds       */
 
 /* ----------------------------------------------------------------- status */
 
@@ -120,6 +129,15 @@ SF_API int sf_version_number(void);
 
 typedef struct sf_model sf_model;
 
+/* What a model file holds (its configuration's "kind", docs/model-format.md
+ * sections 2 and 9). */
+typedef enum sf_flow_kind {
+    SF_FLOW_INTERNAL_COORDINATES = 0, /* coupling layers over a Z-matrix's internal coordinates
+                                         (no "kind" key: every file before the free-form kind) */
+    SF_FLOW_FREE_FORM = 1             /* "kind": "free_form": an E(n)-equivariant encoder over
+                                         N identical particles in d = 2 or 3 dimensions */
+} sf_flow_kind;
+
 /* Transform kinds of a coupling layer (the layer's "transform" in the model
  * file; docs/model-format.md sections 2, 4 and 7).  Each kind has its own
  * raw-parameter block of P values per transformed dimension. */
@@ -150,7 +168,11 @@ SF_API sf_status sf_model_load_file(const char *path, sf_model **out, sf_error *
 SF_API sf_status sf_model_load_bytes(const void *data, size_t size, sf_model **out, sf_error *err);
 SF_API void sf_model_free(sf_model *model); /* NULL: does nothing */
 
-/* Read-only facts about a loaded model. */
+/* Read-only facts about a loaded model.  For the free-form kind N counts the
+ * particles, D = (N - 1) d (the centre-of-mass-free subspace) and the number
+ * of (coupling) layers is 0. */
+SF_API sf_flow_kind sf_model_flow_kind(const sf_model *model);
+SF_API int sf_model_spatial_dim(const sf_model *model);      /* d: 3, or 2 or 3 (free-form) */
 SF_API int sf_model_num_atoms(const sf_model *model);        /* N                    */
 SF_API int sf_model_num_dims(const sf_model *model);         /* D = 3N - 6           */
 SF_API int sf_model_num_layers(const sf_model *model);
@@ -159,7 +181,8 @@ SF_API double sf_model_kT(const sf_model *model);            /* kJ/mol          
 SF_API double sf_model_energy_offset(const sf_model *model); /* U0, kJ/mol           */
 SF_API int sf_model_format_version(const sf_model *model);
 SF_API sf_support_policy sf_model_support_policy(const sf_model *model);
-/* Z-matrix row r (r = 0..N-1) as model atom indices; -1 where unused. */
+/* Z-matrix row r (r = 0..N-1) as model atom indices; -1 where unused (every
+ * entry for a free-form model, which has no Z-matrix). */
 SF_API void sf_model_zmatrix_row(const sf_model *model, int r, int out[4]);
 /* The header's "atoms" entry for model atom a, or NULL where the file has
  * none.  Strings live as long as the model. */
@@ -170,7 +193,8 @@ SF_API int sf_model_atom_residue_index(const sf_model *model, int a);
  * FLOAT32 allocates a float32 copy and a double copy of the rounded weights
  * (1.5 times the stored weights' bytes), FLOAT64 frees them.  Not safe while
  * another thread evaluates the model: call it before the first evaluation.
- * SF_ERR_ARG for an unknown precision, SF_ERR_NOMEM (model unchanged). */
+ * SF_ERR_ARG for an unknown precision or FLOAT32 on a free-form model (its
+ * encoder runs in float64 only), SF_ERR_NOMEM (model unchanged). */
 SF_API sf_status sf_model_set_weight_precision(sf_model *model, sf_weight_precision precision, sf_error *err);
 SF_API sf_weight_precision sf_model_weight_precision(const sf_model *model);
 
@@ -181,7 +205,8 @@ SF_API const char *sf_model_config_json(const sf_model *model);
 
 typedef struct sf_workspace sf_workspace;
 
-/* Bytes a workspace for batches of up to max_batch molecules needs. */
+/* Bytes a workspace for batches of up to max_batch molecules needs (a free-form
+ * model's does not grow with max_batch: it evaluates one configuration at a time). */
 SF_API size_t sf_workspace_size(const sf_model *model, int max_batch);
 /* Lay a workspace out in `memory` (caller-owned, sf_workspace_size bytes,
  * aligned to 16 bytes) or, with sf_workspace_new, in memory the core
@@ -215,7 +240,11 @@ typedef struct sf_eval_info {
  * degenerate geometry; the message names the molecule, coordinate, atoms and
  * value.  Succeeds only when every energy and force written is finite;
  * otherwise SF_ERR_NUMERIC naming the layer or coordinate and its atoms
- * (docs/reliability.md).  With forces NULL only the energies are checked. */
+ * (docs/reliability.md).  With forces NULL only the energies are checked.
+ * A free-form model reads the first d components of each particle (the
+ * others get zero force), refuses a box (SF_ERR_ARG: the encoder is not
+ * periodic), and fails with SF_ERR_NUMERIC where det J_V = 0 or a value is
+ * not finite (docs/model-format.md section 9.5). */
 SF_API sf_status sf_evaluate(const sf_model *model, sf_workspace *ws, int batch,
                              const double *positions, const double *box,
                              double *energies, double *forces, sf_eval_info *info,
@@ -223,13 +252,16 @@ SF_API sf_status sf_evaluate(const sf_model *model, sf_workspace *ws, int batch,
 
 /* The normalized internal coordinates u in [0,1]^D (bonds, angles,
  * torsions; docs/model-format.md) of one molecule, for tests and tools.
- * Torsions lie in [0, 1): a torsion of exactly +-180 degrees is u = 0. */
+ * Torsions lie in [0, 1): a torsion of exactly +-180 degrees is u = 0.
+ * SF_ERR_ARG for a free-form model (it has no internal coordinates). */
 SF_API sf_status sf_internal_coordinates(const sf_model *model, const double *positions,
                                          const double *box, double *u, sf_error *err);
 
 /* log p_U(u) of one point of the unit cube/torus, and optionally its
  * gradient (D doubles).  Uses the workspace as scratch (batch 1).
- * SF_ERR_NUMERIC when the log density or the gradient is not finite. */
+ * SF_ERR_NUMERIC when the log density or the gradient is not finite.
+ * SF_ERR_ARG for a free-form model (its log density over positions is
+ * -(U - U0) / kT of sf_evaluate). */
 SF_API sf_status sf_log_density(const sf_model *model, sf_workspace *ws, const double *u,
                                 double *log_density, double *gradient, sf_error *err);
 
@@ -309,7 +341,9 @@ typedef struct sf_layer_description {
     const int *width;            /* n_linear + 1 widths; width[0] = encoded input */
 } sf_layer_description;
 
-/* SF_ERR_ARG for a NULL argument or a layer out of range (*out untouched). */
+/* SF_ERR_ARG for a NULL argument or a layer out of range (*out untouched), and
+ * for a free-form model, which these descriptions do not cover (every layer
+ * is out of range: it has none). */
 SF_API sf_status sf_model_describe(const sf_model *model, sf_model_description *out);
 SF_API sf_status sf_model_describe_layer(const sf_model *model, int layer, sf_layer_description *out);
 /* Linear map `linear` of layer `layer`: W (width[linear + 1] x width[linear],
@@ -318,7 +352,8 @@ SF_API sf_status sf_model_describe_layer(const sf_model *model, int layer, sf_la
 SF_API const double *sf_model_layer_weight(const sf_model *model, int layer, int linear);
 SF_API const double *sf_model_layer_bias(const sf_model *model, int layer, int linear);
 /* Bond d's support [lo, hi] in nm (d < N - 1); the prior's mean and sigma of
- * interval dim d < 2N - 3 (models with a prior).  SF_ERR_ARG out of range. */
+ * interval dim d < 2N - 3 (models with a prior).  SF_ERR_ARG out of range and
+ * for a free-form model (no bonds, no such prior). */
 SF_API sf_status sf_model_bond_bounds(const sf_model *model, int d, double *lo, double *hi);
 SF_API sf_status sf_model_prior(const sf_model *model, int d, double *mean, double *sigma);
 

@@ -5,7 +5,9 @@
 
 sf_status sf_model_describe(const sf_model *m, sf_model_description *out)
 {
-    if (!m || !out) return SF_ERR_ARG;
+    /* The description is that of coupling layers over internal coordinates; a free-form
+     * model has none of its fields (its encoder is sfG_net, not yet described). */
+    if (!m || !out || m->kind == SF_FLOW_FREE_FORM) return SF_ERR_ARG;
     out->N = m->N;
     out->D = m->D;
     out->n_layers = m->n_layers;
@@ -64,7 +66,7 @@ const double *sf_model_layer_bias(const sf_model *m, int layer, int linear)
 
 sf_status sf_model_bond_bounds(const sf_model *m, int d, double *lo, double *hi)
 {
-    if (!m || !lo || !hi || d < 0 || d >= m->N - 1) return SF_ERR_ARG;
+    if (!m || !lo || !hi || !m->bond_lo || d < 0 || d >= m->N - 1) return SF_ERR_ARG;
     *lo = m->bond_lo[d];
     *hi = m->bond_hi[d];
     return SF_OK;

@@ -201,6 +201,44 @@ static sf_status force_error(const sf_model *m, sf_workspace *ws, int b, const d
     return sfE_locate(err, SF_ERR_NUMERIC, b, a, -1, -1, -1);
 }
 
+/* The free-form kind (docs/model-format.md section 9.5): U = -kT log p(x) + U0, with log p
+ * = log N(f(x)) + log |det J_V(x)| and its gradient from the encoder (sf_egnn.h), x the first
+ * d components of each particle; F = kT d log p / dx on those, 0 on the others.  One
+ * configuration at a time in the workspace. */
+static sf_status evaluate_free_form(const sf_model *m, sf_workspace *ws, int batch, const double *positions,
+                                    double *energies, double *forces, sf_eval_info *info, sf_error *err)
+{
+    const int N = m->N, d = m->egnn.dim;
+    for (int b = 0; b < batch; b++) {
+        const double *pos = positions + (size_t)b * N * 3;
+        for (int i = 0; i < N; i++)
+            for (int k = 0; k < d; k++) ws->ff_x[i * d + k] = pos[3 * i + k];
+        double log_p = 0, sign = 0;
+        sf_status rc = sfG_log_density(&m->egnn, ws->ff_x, b, &log_p, &sign, forces ? ws->ff_grad : NULL,
+                                       ws->ff_scratch, err);
+        if (rc != SF_OK) return sfE_locate(err, rc, b, -1, -1, -1, -1);
+        (void)sign; /* det J_V < 0: the energy of |det J_V| (docs/model-format.md section 9.5) */
+        energies[b] = m->energy_offset - m->kT * log_p;
+        if (!isfinite(energies[b]))
+            return sfE_locate(err, sfE_set(err, SF_ERR_NUMERIC,
+                                           "molecule %d: the energy is not finite (%g kJ/mol): log p = %g and kT = %g "
+                                           "kJ/mol", b, energies[b], log_p, m->kT),
+                              b, -1, -1, -1, -1);
+        if (!forces) continue;
+        double *f = forces + (size_t)b * N * 3;
+        for (int i = 0; i < N; i++) {
+            for (int k = 0; k < 3; k++) f[3 * i + k] = k < d ? m->kT * ws->ff_grad[i * d + k] : 0.0;
+            if (!check_finite(f + 3 * i, 3))
+                return sfE_locate(err, sfE_set(err, SF_ERR_NUMERIC,
+                                               "molecule %d: the force on particle %d is not finite (%g, %g, %g "
+                                               "kJ/mol/nm)", b, i, f[3 * i], f[3 * i + 1], f[3 * i + 2]),
+                                  b, i, -1, -1, -1);
+        }
+    }
+    if (info) *info = (sf_eval_info){0, 0};
+    return SF_OK;
+}
+
 sf_status sf_evaluate(const sf_model *m, sf_workspace *ws, int batch, const double *positions, const double *box,
                       double *energies, double *forces, sf_eval_info *info, sf_error *err)
 {
@@ -210,6 +248,9 @@ sf_status sf_evaluate(const sf_model *m, sf_workspace *ws, int batch, const doub
     if (batch < 1 || batch > ws->max_batch)
         return sfE_set(err, SF_ERR_ARG, "sf_evaluate: batch %d outside 1..%d (the workspace's size)", batch,
                        ws->max_batch);
+    if (box && m->kind == SF_FLOW_FREE_FORM)
+        return sfE_set(err, SF_ERR_ARG, "sf_evaluate: a free-form model is not periodic (its encoder sees every pair "
+                       "of particles at their plain distance): evaluate it without a box");
     const int N = m->N, D = m->D;
     for (int b = 0; b < batch; b++)
         for (int a = 0; a < N; a++)
@@ -217,6 +258,7 @@ sf_status sf_evaluate(const sf_model *m, sf_workspace *ws, int batch, const doub
                 return sfE_locate(err, sfE_set(err, SF_ERR_INPUT,
                                                "molecule %d: position of model atom %d is not finite (NaN or inf)", b, a),
                                   b, a, -1, -1, -1);
+    if (m->kind == SF_FLOW_FREE_FORM) return evaluate_free_form(m, ws, batch, positions, energies, forces, info, err);
     if (box) {
         if (!check_finite(box, 9) || !(box[0] > 0 && box[4] > 0 && box[8] > 0))
             return sfE_set(err, SF_ERR_INPUT, "periodic box vectors are not finite and positive");
@@ -265,6 +307,9 @@ sf_status sf_internal_coordinates(const sf_model *m, const double *positions, co
                                   sf_error *err)
 {
     if (!m || !positions || !u) return sfE_set(err, SF_ERR_ARG, "sf_internal_coordinates: NULL argument");
+    if (m->kind == SF_FLOW_FREE_FORM)
+        return sfE_set(err, SF_ERR_ARG, "sf_internal_coordinates: a free-form model has no internal coordinates (it "
+                       "reads the particles' Cartesian positions)");
     if (!check_finite(positions, (size_t)m->N * 3))
         return sfE_set(err, SF_ERR_INPUT, "positions are not finite (NaN or inf)");
     sf_icgrad *g = malloc((size_t)m->D * sizeof *g);
@@ -280,6 +325,9 @@ sf_status sf_log_density(const sf_model *m, sf_workspace *ws, const double *u, d
 {
     if (!m || !ws || !u || !log_density) return sfE_set(err, SF_ERR_ARG, "sf_log_density: NULL argument");
     if (ws->model != m) return sfE_set(err, SF_ERR_ARG, "sf_log_density: workspace was made for another model");
+    if (m->kind == SF_FLOW_FREE_FORM)
+        return sfE_set(err, SF_ERR_ARG, "sf_log_density: a free-form model has no unit cube of internal coordinates; "
+                       "its log density over positions is -(U - U0) / kT of sf_evaluate");
     for (int d = 0; d < m->D; d++)
         if (!(u[d] >= 0 && u[d] <= 1))
             return sfE_set(err, SF_ERR_SUPPORT, "sf_log_density: u[%d] = %g is outside [0, 1]", d, u[d]);

@@ -9,6 +9,7 @@
 #define SF_INTERNAL_H
 
 #include "smoothflow.h"
+#include "sf_egnn.h"
 
 #include <math.h>
 #include <stddef.h>
@@ -96,7 +97,8 @@ typedef struct sf_atom_info {
 } sf_atom_info;
 
 struct sf_model {
-    int N, D;
+    sf_flow_kind kind;
+    int N, D;                   /* free-form kind: N particles, D = (N - 1) d */
     int version;
     double temperature, kT, energy_offset;
     int (*zmatrix)[4];
@@ -117,6 +119,14 @@ struct sf_model {
     int max_width;              /* widest activation over all conditioners */
     sf_weight_precision weight_precision;
     int max_params;             /* largest n_trans * P */
+    /* The free-form kind (SF_FLOW_FREE_FORM; docs/model-format.md section 9): its encoder,
+     * whose layers and weights the model owns (egnn_tensors: every tensor read, freed with
+     * the model; the sfG structures point into them).  Unused by the internal kind, whose
+     * fields above (zmatrix, layers, ...) are in turn unused here. */
+    sfG_net egnn;
+    sfG_layer *egnn_layers;
+    double **egnn_tensors;
+    int n_egnn_tensors;
 };
 
 static inline int sfM_is_circular(const sf_model *m, int dim) { return dim >= 2 * m->N - 3; }
@@ -205,6 +215,10 @@ struct sf_workspace {
     double *slope;      /* B x D  slope of the wall policy's clamp */
     sf_icgrad *icgrad;  /* B x D */
     double *sums;       /* L x B x D x 3  smooth mixture sums kept for the reverse pass */
+    /* The free-form kind only (the arrays above are then empty): one configuration at a
+     * time, its first d components per particle (N d), d log p / dx (N d), and the encoder's
+     * scratch (sfG_workspace_doubles). */
+    double *ff_x, *ff_grad, *ff_scratch;
     size_t act_stride, enc_stride, params_stride;
 };
 

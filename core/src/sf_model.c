@@ -42,6 +42,11 @@
 #define SF_MAX_BOND 1000.0           /* nm, bond_hi */
 #define SF_MIN_BOND_WIDTH 1e-6       /* nm, bond_hi - bond_lo: u = (b - lo) / width stays finite */
 #define SF_MAX_NET_BOUND 1e8         /* bound of a linear map's outputs and of its weights' sum */
+/* The free-form kind (docs/model-format.md section 9): ranges of its network section. */
+#define SF_MAX_EGNN_HIDDEN 65536
+#define SF_MAX_EGNN_LAYERS 10000
+#define SF_MIN_DISTANCE_SCALE 1e-6   /* 1 / s^2 <= 1e12 */
+#define SF_MAX_DISTANCE_SCALE 1e6
 
 /* [json-syntax]: what cJSON tolerates and RFC 8259 does not (a number with a
  * leading zero or '+', raw control characters, other bytes outside strings).
@@ -195,6 +200,9 @@ void sf_model_free(sf_model *m)
     free(m->bond_hi);
     free(m->prior_mean);
     free(m->prior_sigma);
+    for (int i = 0; m->egnn_tensors && i < m->n_egnn_tensors; i++) free(m->egnn_tensors[i]);
+    free(m->egnn_tensors);
+    free(m->egnn_layers);
     free(m->config_json);
     free(m);
 }
@@ -582,6 +590,108 @@ static sf_status check_cost_limits(const sf_model *m, sf_error *err)
     return SF_OK;
 }
 
+/* temperature (required) and energy_offset (optional, default 0): both kinds. */
+static sf_status read_thermo(sf_model *m, const cJSON *cfg, sf_error *err)
+{
+    m->energy_offset = 0.0;
+    if (!json_number(cfg, "temperature", 1, &m->temperature) ||
+        !(m->temperature > 0 && m->temperature <= SF_MAX_TEMPERATURE))
+        return sfE_set(err, SF_ERR_MODEL, "model config: 'temperature' must be a number in (0, %g] (kelvin)",
+                       SF_MAX_TEMPERATURE);
+    if (!json_number(cfg, "energy_offset", 0, &m->energy_offset) || !(fabs(m->energy_offset) <= SF_MAX_ENERGY_OFFSET))
+        return sfE_set(err, SF_ERR_MODEL, "model config: 'energy_offset' must be a number in [-%g, %g] (kJ/mol)",
+                       SF_MAX_ENERGY_OFFSET, SF_MAX_ENERGY_OFFSET);
+    m->kT = SF_GAS_CONSTANT * m->temperature;
+    return SF_OK;
+}
+
+/* [free-form-cost]: the memory and work of one configuration's energy and forces, from the
+ * configuration alone (docs/model-format.md section 9.4).  With n particles, d dimensions,
+ * H hidden, L layers and D = (n - 1) d, the encoder carries the values and D tangents
+ * (D + 1 slots) of every particle's state through every layer: a workspace measure of
+ * (D + 1) n (L + 10) (2H + d) + 2 D^2 doubles (an upper bound of sfG_workspace_doubles, which
+ * the tests check), and a work measure of L n^2 (6 H^2 + 3 H) (D + 1) + 2 D^3 multiply-adds
+ * (the edge products of the forward pass, their recomputation and transpose in the reverse
+ * pass, the LU and inverse of J_V).  Formed in double, as in the PyTorch reader; both are
+ * exact far beyond the limits. */
+static sf_status check_free_form_costs(const sf_model *m, sf_error *err)
+{
+    const double n = m->N, d = m->egnn.dim, H = m->egnn.hidden, L = m->egnn.n_layers, D = m->D;
+    const double workspace = (D + 1) * n * (L + 10) * (2 * H + d) + 2 * D * D;
+    const double work = L * n * n * (6 * H * H + 3 * H) * (D + 1) + 2 * D * D * D;
+    if (workspace > SF_MAX_FREE_FORM_WORKSPACE)
+        return sfE_set(err, SF_ERR_MODEL,
+                       "model config: evaluating one configuration of this free-form model needs a workspace of %.0f "
+                       "doubles (%.0f MiB), more than the limit of %d doubles (512 MiB): %d particles, hidden %d, %d "
+                       "layers", workspace, workspace * 8 / 1048576, SF_MAX_FREE_FORM_WORKSPACE, m->N,
+                       m->egnn.hidden, m->egnn.n_layers);
+    if (work > SF_MAX_FREE_FORM_WORK)
+        return sfE_set(err, SF_ERR_MODEL,
+                       "model config: one energy and force of this free-form model takes about %.4g multiply-adds, "
+                       "more than the limit of %g: %d particles in %d dimensions (D = %d), hidden %d, %d layers",
+                       work, SF_MAX_FREE_FORM_WORK, m->N, m->egnn.dim, m->D, m->egnn.hidden, m->egnn.n_layers);
+    return SF_OK;
+}
+
+/* The configuration of a free-form flow's encoder (docs/model-format.md section 9):
+ * kind, n_atoms (particles), temperature, energy_offset, atoms, network, latent. */
+static sf_status read_free_form_config(sf_model *m, const cJSON *cfg, sf_error *err)
+{
+    static const char *const keys[] = {"kind", "n_atoms", "temperature", "energy_offset", "atoms", "network",
+                                       "latent", NULL};
+    static const char *const net_keys[] = {"kind", "spatial_dim", "hidden", "layers", "distance_scale", NULL};
+    m->kind = SF_FLOW_FREE_FORM;
+    sf_status rc = json_known_keys(cfg, "the top level of a free-form model", keys, err);
+    if (rc != SF_OK) return rc;
+    const cJSON *n_atoms = cJSON_GetObjectItemCaseSensitive(cfg, "n_atoms");
+    if (!json_is_int(n_atoms, 2, SF_MAX_ATOMS))
+        return sfE_set(err, SF_ERR_MODEL, "model config: 'n_atoms' (the particles of a free-form model) must be an "
+                       "integer in 2..%d", SF_MAX_ATOMS);
+    m->N = (int)n_atoms->valuedouble;
+    if ((rc = read_thermo(m, cfg, err)) != SF_OK || (rc = read_atoms(m, cfg, err)) != SF_OK) return rc;
+
+    const cJSON *net = cJSON_GetObjectItemCaseSensitive(cfg, "network");
+    if (!net) return sfE_set(err, SF_ERR_MODEL, "model config: a free-form model lacks the required key 'network'");
+    if (!cJSON_IsObject(net)) return sfE_set(err, SF_ERR_MODEL, "model config: 'network' must be an object");
+    if ((rc = json_known_keys(net, "'network'", net_keys, err)) != SF_OK) return rc;
+    for (const char *const *k = net_keys; *k; k++)
+        if (!cJSON_GetObjectItemCaseSensitive(net, *k))
+            return sfE_set(err, SF_ERR_MODEL, "model config: 'network' lacks the required key '%s'", *k);
+    const char *net_kind = json_string(net, "kind");
+    if (!net_kind || strcmp(net_kind, "egnn") != 0)
+        return sfE_set(err, SF_ERR_MODEL, "model config: network kind %s%.60s%s is unknown to this reader (it knows "
+                       "\"egnn\")", net_kind ? "'" : "(not a string", net_kind ? net_kind : "", net_kind ? "'" : ")");
+    const cJSON *dim = cJSON_GetObjectItemCaseSensitive(net, "spatial_dim");
+    const cJSON *hidden = cJSON_GetObjectItemCaseSensitive(net, "hidden");
+    const cJSON *layers = cJSON_GetObjectItemCaseSensitive(net, "layers");
+    double scale = 0;
+    if (!json_is_int(dim, 2, 3))
+        return sfE_set(err, SF_ERR_MODEL, "model config: network 'spatial_dim' must be the integer 2 or 3");
+    if (!json_is_int(hidden, 1, SF_MAX_EGNN_HIDDEN))
+        return sfE_set(err, SF_ERR_MODEL, "model config: network 'hidden' must be an integer in 1..%d",
+                       SF_MAX_EGNN_HIDDEN);
+    if (!json_is_int(layers, 1, SF_MAX_EGNN_LAYERS))
+        return sfE_set(err, SF_ERR_MODEL, "model config: network 'layers' must be an integer in 1..%d",
+                       SF_MAX_EGNN_LAYERS);
+    if (!json_number(net, "distance_scale", 1, &scale) ||
+        !(scale >= SF_MIN_DISTANCE_SCALE && scale <= SF_MAX_DISTANCE_SCALE))
+        return sfE_set(err, SF_ERR_MODEL, "model config: network 'distance_scale' must be a number in [%g, %g] (nm)",
+                       SF_MIN_DISTANCE_SCALE, SF_MAX_DISTANCE_SCALE);
+    const cJSON *latent = cJSON_GetObjectItemCaseSensitive(cfg, "latent");
+    if (!latent) return sfE_set(err, SF_ERR_MODEL, "model config: a free-form model lacks the required key 'latent'");
+    if (!cJSON_IsString(latent) || strcmp(latent->valuestring, "standard_normal_com_free") != 0)
+        return sfE_set(err, SF_ERR_MODEL, "model config: 'latent' %s%.60s%s is unknown to this reader (it knows "
+                       "\"standard_normal_com_free\")", cJSON_IsString(latent) ? "'" : "(not a string",
+                       cJSON_IsString(latent) ? latent->valuestring : "", cJSON_IsString(latent) ? "'" : ")");
+    m->egnn.n_particles = m->N;
+    m->egnn.dim = (int)dim->valuedouble;
+    m->egnn.hidden = (int)hidden->valuedouble;
+    m->egnn.n_layers = (int)layers->valuedouble;
+    m->egnn.inv_scale2 = 1.0 / (scale * scale);
+    m->D = (m->N - 1) * m->egnn.dim;
+    return check_free_form_costs(m, err);
+}
+
 static sf_status read_config(sf_model *m, const char *text, sf_error *err)
 {
     static const char *const keys[] = {"n_atoms", "temperature", "energy_offset", "zmatrix", "atoms", "prior",
@@ -594,6 +704,20 @@ static sf_status read_config(sf_model *m, const char *text, sf_error *err)
                        syntax ? ": it holds " : "", syntax ? syntax : "");
     }
     sf_status rc = json_tree_check(cfg, NULL, err);
+    /* "kind" absent: the internal-coordinate flow of every file before the free-form kind. */
+    const cJSON *kind = cJSON_GetObjectItemCaseSensitive(cfg, "kind");
+    if (rc == SF_OK && kind) {
+        if (cJSON_IsString(kind) && strcmp(kind->valuestring, "free_form") == 0)
+            rc = read_free_form_config(m, cfg, err);
+        else
+            rc = sfE_set(err, SF_ERR_MODEL,
+                         "model config: 'kind' %s%.60s%s is unknown to this reader (it knows \"free_form\"; without "
+                         "'kind' the file holds an internal-coordinate flow)",
+                         cJSON_IsString(kind) ? "'" : "(not a string", cJSON_IsString(kind) ? kind->valuestring : "",
+                         cJSON_IsString(kind) ? "'" : ")");
+        cJSON_Delete(cfg);
+        return rc;
+    }
     if (rc == SF_OK) rc = json_known_keys(cfg, "the top level", keys, err);
     m->energy_offset = 0.0;
     const cJSON *n_atoms = cJSON_GetObjectItemCaseSensitive(cfg, "n_atoms");
@@ -601,18 +725,10 @@ static sf_status read_config(sf_model *m, const char *text, sf_error *err)
         rc = sfE_set(err, SF_ERR_MODEL, "model config: 'n_atoms' must be an integer in 3..%d", SF_MAX_ATOMS);
     if (rc == SF_OK) {
         m->N = (int)n_atoms->valuedouble;
-        if (!json_number(cfg, "temperature", 1, &m->temperature) ||
-            !(m->temperature > 0 && m->temperature <= SF_MAX_TEMPERATURE))
-            rc = sfE_set(err, SF_ERR_MODEL, "model config: 'temperature' must be a number in (0, %g] (kelvin)",
-                         SF_MAX_TEMPERATURE);
-        else if (!json_number(cfg, "energy_offset", 0, &m->energy_offset) ||
-                 !(fabs(m->energy_offset) <= SF_MAX_ENERGY_OFFSET))
-            rc = sfE_set(err, SF_ERR_MODEL, "model config: 'energy_offset' must be a number in [-%g, %g] (kJ/mol)",
-                         SF_MAX_ENERGY_OFFSET, SF_MAX_ENERGY_OFFSET);
+        rc = read_thermo(m, cfg, err);
     }
     if (rc == SF_OK) {
         m->D = 3 * m->N - 6;
-        m->kT = SF_GAS_CONSTANT * m->temperature;
         rc = read_zmatrix(m, cfg, err);
     }
     if (rc == SF_OK) rc = read_atoms(m, cfg, err);
@@ -701,8 +817,74 @@ static sf_status check_net_bounds(const sf_model *m, int l, sf_error *err)
     return SF_OK;
 }
 
+/* One tensor of the free-form encoder, kept by the model; its sum of |entries|, formed in
+ * storage order as in the PyTorch reader, at most SF_MAX_NET_BOUND (docs/model-format.md
+ * section 9.3). */
+static sf_status take_egnn_tensor(sf_model *m, sf_safetensors *st, const char *name, int ndim, long long d0,
+                                  long long d1, const double **out, sf_error *err)
+{
+    double **slot = &m->egnn_tensors[m->n_egnn_tensors++];
+    sf_status rc = take_tensor(st, name, ndim, d0, d1, slot, err);
+    if (rc != SF_OK) return rc;
+    const size_t count = (size_t)(d0 * (ndim == 1 ? 1 : d1));
+    double total = 0;
+    for (size_t i = 0; i < count; i++) total += fabs((*slot)[i]);
+    if (!(total <= SF_MAX_NET_BOUND))
+        return sfE_set(err, SF_ERR_VALUE,
+                       "model file: tensor '%s' can overflow: the sum of its |entries| is %g, more than the limit of %g",
+                       name, total, SF_MAX_NET_BOUND);
+    *out = *slot;
+    return SF_OK;
+}
+
+/* A linear map `prefix`.weight (n_out x n_in) and `prefix`.bias (n_out). */
+static sf_status take_egnn_linear(sf_model *m, sf_safetensors *st, int k, const char *prefix, int n_in, int n_out,
+                                  sfG_linear *lin, sf_error *err)
+{
+    char name[96];
+    lin->n_in = n_in;
+    lin->n_out = n_out;
+    snprintf(name, sizeof name, "layers.%d.%s.weight", k, prefix);
+    sf_status rc = take_egnn_tensor(m, st, name, 2, n_out, n_in, &lin->weight, err);
+    snprintf(name, sizeof name, "layers.%d.%s.bias", k, prefix);
+    if (rc == SF_OK) rc = take_egnn_tensor(m, st, name, 1, n_out, 0, &lin->bias, err);
+    return rc;
+}
+
+/* The encoder's tensors, named as the PyTorch module egnn.EGNN's state_dict: h0, and per
+ * layer k the Linear maps edge.0, edge.2, coord.0, coord.2 and (all but the last layer)
+ * node.0, node.2 (docs/model-format.md section 9.3). */
+static sf_status read_free_form_tensors(sf_model *m, sf_safetensors *st, sf_error *err)
+{
+    const int H = m->egnn.hidden, L = m->egnn.n_layers;
+    m->egnn_layers = calloc((size_t)L, sizeof *m->egnn_layers);
+    m->egnn_tensors = calloc((size_t)L * 12 + 1, sizeof *m->egnn_tensors);
+    if (!m->egnn_layers || !m->egnn_tensors) return sfE_set(err, SF_ERR_NOMEM, "out of memory");
+    sf_status rc = take_egnn_tensor(m, st, "h0", 1, H, 0, &m->egnn.h0, err);
+    for (int k = 0; rc == SF_OK && k < L; k++) {
+        sfG_layer *g = &m->egnn_layers[k];
+        g->has_node = k < L - 1;
+        rc = take_egnn_linear(m, st, k, "edge.0", 2 * H + 1, H, &g->edge1, err);
+        if (rc == SF_OK) rc = take_egnn_linear(m, st, k, "edge.2", H, H, &g->edge2, err);
+        if (rc == SF_OK) rc = take_egnn_linear(m, st, k, "coord.0", H, H, &g->coord1, err);
+        if (rc == SF_OK) rc = take_egnn_linear(m, st, k, "coord.2", H, 1, &g->coord2, err);
+        if (rc == SF_OK && g->has_node) rc = take_egnn_linear(m, st, k, "node.0", 2 * H, H, &g->node1, err);
+        if (rc == SF_OK && g->has_node) rc = take_egnn_linear(m, st, k, "node.2", H, H, &g->node2, err);
+    }
+    m->egnn.layers = m->egnn_layers;
+    return rc;
+}
+
 static sf_status read_tensors(sf_model *m, sf_safetensors *st, sf_error *err)
 {
+    if (m->kind == SF_FLOW_FREE_FORM) {
+        sf_status rc = read_free_form_tensors(m, st, err);
+        for (int i = 0; rc == SF_OK && i < st->n_tensors; i++)
+            if (!st->tensors[i].used)
+                rc = sfE_set(err, SF_ERR_MODEL, "model file: tensor '%s' is not part of the free-form encoder",
+                             st->tensors[i].name);
+        return rc;
+    }
     sf_status rc = take_tensor(st, "bond_lo", 1, m->N - 1, 0, &m->bond_lo, err);
     if (rc == SF_OK) rc = take_tensor(st, "bond_hi", 1, m->N - 1, 0, &m->bond_hi, err);
     for (int i = 0; rc == SF_OK && i < m->N - 1; i++)
@@ -736,6 +918,7 @@ static sf_status read_tensors(sf_model *m, sf_safetensors *st, sf_error *err)
 
 static void compute_log_scales(sf_model *m)
 {
+    if (m->kind == SF_FLOW_FREE_FORM) return; /* no internal coordinates */
     double s = 0.0;
     for (int i = 0; i < m->N - 1; i++) s += log(m->bond_hi[i] - m->bond_lo[i]);
     s += (m->N - 2) * log(SF_PI) + (m->N - 3) * log(2.0 * SF_PI);
@@ -856,6 +1039,9 @@ sf_status sf_model_set_weight_precision(sf_model *m, sf_weight_precision precisi
     if (precision != SF_WEIGHTS_FLOAT64 && precision != SF_WEIGHTS_FLOAT32)
         return sfE_set(err, SF_ERR_ARG, "sf_model_set_weight_precision: unknown precision %d (0 = float64, "
                        "1 = float32)", (int)precision);
+    if (precision == SF_WEIGHTS_FLOAT32 && m->kind == SF_FLOW_FREE_FORM)
+        return sfE_set(err, SF_ERR_ARG, "sf_model_set_weight_precision: float32 weights apply to the conditioners of "
+                       "internal-coordinate models; a free-form model's encoder runs in float64 only");
     if (precision == m->weight_precision) return SF_OK;
     for (int l = 0; m->layers && l < m->n_layers; l++) free_rounded(&m->layers[l]);
     m->weight_precision = SF_WEIGHTS_FLOAT64;
@@ -936,6 +1122,8 @@ sf_status sf_model_load_file(const char *path, sf_model **out, sf_error *err)
     return rc;
 }
 
+sf_flow_kind sf_model_flow_kind(const sf_model *m) { return m->kind; }
+int sf_model_spatial_dim(const sf_model *m) { return m->kind == SF_FLOW_FREE_FORM ? m->egnn.dim : 3; }
 int sf_model_num_atoms(const sf_model *m) { return m->N; }
 int sf_model_num_dims(const sf_model *m) { return m->D; }
 int sf_model_num_layers(const sf_model *m) { return m->n_layers; }
@@ -948,7 +1136,7 @@ const char *sf_model_config_json(const sf_model *m) { return m->config_json; }
 
 void sf_model_zmatrix_row(const sf_model *m, int r, int out[4])
 {
-    for (int c = 0; c < 4; c++) out[c] = (r >= 0 && r < m->N) ? m->zmatrix[r][c] : -1;
+    for (int c = 0; c < 4; c++) out[c] = (m->zmatrix && r >= 0 && r < m->N) ? m->zmatrix[r][c] : -1;
 }
 
 const char *sf_model_atom_name(const sf_model *m, int a)

@@ -11,15 +11,34 @@
 
 typedef struct layout {
     size_t u, state, enc, act, params, gstate, gparams, genc, scratch, q, gq, logdet, logp, weight, slope, icgrad, sums,
-        total;
+        ff_x, ff_grad, ff_scratch, total;
     size_t enc_stride, act_stride, params_stride;
 } layout;
 
 static size_t round_up(size_t n) { return (n + SF_ALIGN - 1) / SF_ALIGN * SF_ALIGN; }
 
-static layout plan(const sf_model *m, int B)
+/* A free-form model evaluates one configuration at a time (sf_energy.c): its workspace is
+ * that of one configuration whatever the batch, and the coupling flow's arrays are empty. */
+static layout plan_free_form(const sf_model *m)
 {
     layout p;
+    memset(&p, 0, sizeof p);
+    const size_t nd = (size_t)m->N * (size_t)m->egnn.dim;
+    size_t off = round_up(sizeof(sf_workspace));
+#define TAKE(field, bytes) (p.field = off, off = round_up(off + (bytes)))
+    TAKE(ff_x, nd * sizeof(double));
+    TAKE(ff_grad, nd * sizeof(double));
+    TAKE(ff_scratch, sfG_workspace_doubles(&m->egnn) * sizeof(double));
+#undef TAKE
+    p.total = off;
+    return p;
+}
+
+static layout plan(const sf_model *m, int B)
+{
+    if (m->kind == SF_FLOW_FREE_FORM) return plan_free_form(m);
+    layout p;
+    memset(&p, 0, sizeof p);
     size_t D = (size_t)m->D, L = (size_t)m->n_layers, b = (size_t)B;
     size_t max_in = 1, max_act = 1;
     for (int l = 0; l < m->n_layers; l++) {
@@ -76,6 +95,13 @@ sf_status sf_workspace_init(const sf_model *model, int max_batch, void *memory, 
     ws->model = model;
     ws->max_batch = max_batch;
     ws->owns_memory = 0;
+    if (model->kind == SF_FLOW_FREE_FORM) { /* the coupling flow's arrays stay NULL */
+        ws->ff_x = (double *)(base + p.ff_x);
+        ws->ff_grad = (double *)(base + p.ff_grad);
+        ws->ff_scratch = (double *)(base + p.ff_scratch);
+        *out = ws;
+        return SF_OK;
+    }
     ws->u = (double *)(base + p.u);
     ws->state = (double *)(base + p.state);
     ws->enc = (double *)(base + p.enc);

@@ -237,6 +237,57 @@ static unsigned char *cc_model(const char *config, const char *tensors_from, dou
     return b;
 }
 
+/* -------------------------------------------------------- the free-form kind */
+
+/* A free-form encoder (docs/model-format.md section 9): 4 particles in 2D, hidden 3, 2 layers. */
+static const char *const cc_free_form_config =
+    "{\"kind\": \"free_form\", \"n_atoms\": 4, \"temperature\": 120.27, \"energy_offset\": -2.5,"
+    " \"atoms\": [{\"name\": \"P1\", \"residue\": \"DW\", \"residue_index\": 0, \"element\": \"Ar\"},"
+    "  {\"name\": \"P2\", \"residue\": \"DW\", \"residue_index\": 0, \"element\": \"Ar\"},"
+    "  {\"name\": \"P3\", \"residue\": \"DW\", \"residue_index\": 0, \"element\": \"Ar\"},"
+    "  {\"name\": \"P4\", \"residue\": \"DW\", \"residue_index\": 0, \"element\": \"Ar\"}],"
+    " \"network\": {\"kind\": \"egnn\", \"spatial_dim\": 2, \"hidden\": 3, \"layers\": 2, \"distance_scale\": 1.5},"
+    " \"latent\": \"standard_normal_com_free\"}";
+
+/* The encoder's tensors (the state_dict of smoothflow_torch.particles.egnn.EGNN): h0 and per
+ * layer k the maps edge.0 (2H+1 -> H), edge.2, coord.0 (H -> H), coord.2 (H -> 1) and, but
+ * for the last layer, node.0 (2H -> H) and node.2; normal weights of spread scale / sqrt(fan-in). */
+static void cc_free_form_tensors(const char *config, double scale, unsigned seed, cc_tensors *ts)
+{
+    cJSON *cfg = cJSON_Parse(config);
+    const cJSON *net = cJSON_GetObjectItemCaseSensitive(cfg, "network");
+    const int H = cJSON_GetObjectItemCaseSensitive(net, "hidden")->valueint;
+    const int L = cJSON_GetObjectItemCaseSensitive(net, "layers")->valueint;
+    unsigned long long st = seed * 2654435761ULL + 1;
+    ts->n = 0;
+    cc_tensor *h0 = cc_add(ts, "h0", 1, H, 0);
+    for (int i = 0; i < H; i++) h0->v[i] = 0.5 * mb_normal(&st);
+    for (int k = 0; k < L; k++) {
+        const char *names[6] = {"edge.0", "edge.2", "coord.0", "coord.2", "node.0", "node.2"};
+        const int n_in[6] = {2 * H + 1, H, H, H, 2 * H, H}, n_out[6] = {H, H, H, 1, H, H};
+        for (int m = 0; m < (k < L - 1 ? 6 : 4); m++) {
+            char name[64];
+            snprintf(name, sizeof name, "layers.%d.%s.weight", k, names[m]);
+            cc_tensor *w = cc_add(ts, name, 2, n_out[m], n_in[m]);
+            for (size_t i = 0; i < cc_count(w); i++) w->v[i] = scale / sqrt(n_in[m]) * mb_normal(&st);
+            snprintf(name, sizeof name, "layers.%d.%s.bias", k, names[m]);
+            cc_tensor *b = cc_add(ts, name, 1, n_out[m], 0);
+            for (size_t i = 0; i < cc_count(b); i++) b->v[i] = 0.3 * scale * mb_normal(&st);
+        }
+    }
+    cJSON_Delete(cfg);
+}
+
+/* A free-form model file of `config` with the tensors `tensors_from` (a valid one) implies. */
+static unsigned char *cc_free_form_model(const char *config, const char *tensors_from, double scale, size_t *size)
+{
+    cc_tensors ts;
+    cc_free_form_tensors(tensors_from ? tensors_from : config, scale, 11, &ts);
+    unsigned char *b = cc_file("openmm-smoothflow", "1", config, &ts, 0, size);
+    cc_free_tensors(&ts);
+    return b;
+}
+
 /* ---------------------------------------------------------------- geometry */
 
 /* Positions (N x 3) of a configuration's Z-matrix: every bond `bond` nm, every angle

@@ -1095,6 +1095,235 @@ static void test_nonfinite_angle_white_box(void)
     sf_model_free(m);
 }
 
+/* ------------------------------------------------------- the free-form kind */
+
+#define FF_SCALE "network 'distance_scale' must be a number in [1e-06, 1e+06] (nm)"
+static const edit_case free_form_edits[] = {
+    {"kind", "\"flow\"", SF_ERR_MODEL, TM "'kind' 'flow' is unknown to this reader (it knows \"free_form\"", NULL},
+    {"kind", "3", SF_ERR_MODEL, TM "'kind' (not a string) is unknown to this reader", NULL},
+    {"zmatrix", "[[0, -1, -1, -1]]", SF_ERR_MODEL, TM "the top level of a free-form model has the unknown key 'zmatrix'",
+     NULL},
+    {"layers", "[]", SF_ERR_MODEL, "free-form model has the unknown key 'layers'", NULL},
+    {"support", "{}", SF_ERR_MODEL, "free-form model has the unknown key 'support'", NULL},
+    {"n_atoms", "1", SF_ERR_MODEL, TM "'n_atoms' (the particles of a free-form model) must be an integer in 2..1000000",
+     NULL},
+    {"n_atoms", NULL, SF_ERR_MODEL, "'n_atoms' (the particles of a free-form model) must be an integer", NULL},
+    {"n_atoms", "4.5", SF_ERR_MODEL, "'n_atoms' (the particles of a free-form model) must be an integer", NULL},
+    {"n_atoms", "5", SF_ERR_MODEL, TM "'atoms' must list n_atoms = 5 entries", NULL},
+    {"temperature", NULL, SF_ERR_MODEL, TM "'temperature' must be a number in (0, 1e+06] (kelvin)", NULL},
+    {"temperature", "0", SF_ERR_MODEL, TM "'temperature' must be a number", NULL},
+    {"energy_offset", "1.000001e12", SF_ERR_MODEL, TM "'energy_offset' must be a number in [-1e+12, 1e+12]", NULL},
+    {"network", NULL, SF_ERR_MODEL, TM "a free-form model lacks the required key 'network'", NULL},
+    {"network", "[]", SF_ERR_MODEL, TM "'network' must be an object", NULL},
+    {"network.activation", "\"silu\"", SF_ERR_MODEL, TM "'network' has the unknown key 'activation'", NULL},
+    {"network.kind", NULL, SF_ERR_MODEL, TM "'network' lacks the required key 'kind'", NULL},
+    {"network.spatial_dim", NULL, SF_ERR_MODEL, TM "'network' lacks the required key 'spatial_dim'", NULL},
+    {"network.hidden", NULL, SF_ERR_MODEL, TM "'network' lacks the required key 'hidden'", NULL},
+    {"network.layers", NULL, SF_ERR_MODEL, TM "'network' lacks the required key 'layers'", NULL},
+    {"network.distance_scale", NULL, SF_ERR_MODEL, TM "'network' lacks the required key 'distance_scale'", NULL},
+    {"network.kind", "\"gcn\"", SF_ERR_MODEL, TM "network kind 'gcn' is unknown to this reader (it knows \"egnn\")", NULL},
+    {"network.kind", "null", SF_ERR_MODEL, TM "network kind (not a string) is unknown", NULL},
+    {"network.spatial_dim", "1", SF_ERR_MODEL, TM "network 'spatial_dim' must be the integer 2 or 3", NULL},
+    {"network.spatial_dim", "4", SF_ERR_MODEL, TM "network 'spatial_dim' must be the integer 2 or 3", NULL},
+    {"network.spatial_dim", "2.5", SF_ERR_MODEL, TM "network 'spatial_dim' must be the integer 2 or 3", NULL},
+    {"network.hidden", "0", SF_ERR_MODEL, TM "network 'hidden' must be an integer in 1..65536", NULL},
+    {"network.hidden", "65537", SF_ERR_MODEL, TM "network 'hidden' must be an integer in 1..65536", NULL},
+    {"network.layers", "0", SF_ERR_MODEL, TM "network 'layers' must be an integer in 1..10000", NULL},
+    {"network.layers", "10001", SF_ERR_MODEL, TM "network 'layers' must be an integer in 1..10000", NULL},
+    {"network.distance_scale", "0", SF_ERR_MODEL, TM FF_SCALE, NULL},
+    {"network.distance_scale", "9.99e-7", SF_ERR_MODEL, TM FF_SCALE, NULL},
+    {"network.distance_scale", "1000001", SF_ERR_MODEL, TM FF_SCALE, NULL},
+    {"network.distance_scale", "\"1.5\"", SF_ERR_MODEL, TM FF_SCALE, NULL},
+    {"latent", NULL, SF_ERR_MODEL, TM "a free-form model lacks the required key 'latent'", NULL},
+    {"latent", "\"normal\"", SF_ERR_MODEL,
+     TM "'latent' 'normal' is unknown to this reader (it knows \"standard_normal_com_free\")", NULL},
+    {"latent", "{}", SF_ERR_MODEL, TM "'latent' (not a string) is unknown", NULL},
+    /* accepted edits */
+    {"atoms", NULL, SF_OK, NULL, NULL},
+    {"energy_offset", NULL, SF_OK, NULL, NULL},
+    {"network.spatial_dim", "3.0", SF_OK, NULL, NULL},
+    {"network.distance_scale", "1e-6", SF_OK, NULL, NULL},
+};
+
+static void run_free_form_edit(const edit_case *c)
+{
+    char *config = cc_edit(cc_free_form_config, c->path, c->value);
+    CHECK(config != NULL, "free-form edit %s: no such path", c->path);
+    if (!config) return;
+    char what[160];
+    snprintf(what, sizeof what, "free-form %s = %.100s", c->path, c->value ? c->value : "(removed)");
+    size_t size;
+    unsigned char *bytes = cc_free_form_model(config, c->code == SF_OK ? config : cc_free_form_config, 0.5, &size);
+    sf_model *m = expect_load(bytes, size, c->code, c->needle1, c->needle2, what);
+    if (m) CHECK(strcmp(sf_model_config_json(m), config) == 0, "%s: the config is not handed back as stored", what);
+    sf_model_free(m);
+    free(bytes);
+    free(config);
+}
+
+/* A free-form file of the base configuration with one tensor edited by `edit`. */
+static void expect_free_form_tensors(void (*edit)(cc_tensors *), sf_status code, const char *needle, const char *what)
+{
+    cc_tensors ts;
+    cc_free_form_tensors(cc_free_form_config, 0.5, 3, &ts);
+    edit(&ts);
+    size_t size;
+    unsigned char *bytes = cc_file("openmm-smoothflow", "1", cc_free_form_config, &ts, 0, &size);
+    sf_model_free(expect_load(bytes, size, code, needle, NULL, what));
+    free(bytes);
+    cc_free_tensors(&ts);
+}
+
+static void ff_drop_h0(cc_tensors *ts) { snprintf(cc_find(ts, "h0")->name, 64, "h1"); }
+static void ff_add_bond(cc_tensors *ts) { cc_add(ts, "bond_lo", 1, 3, 0); }
+static void ff_node_in_last(cc_tensors *ts) { cc_add(ts, "layers.1.node.2.bias", 1, 3, 0); }
+static void ff_edge_shape(cc_tensors *ts) { cc_find(ts, "layers.0.edge.0.weight")->shape[1] = 6; }
+static void ff_nan(cc_tensors *ts) { cc_find(ts, "layers.1.coord.2.weight")->v[1] = NAN; }
+static void ff_big(cc_tensors *ts) { cc_find(ts, "layers.0.edge.2.bias")->v[2] = 1.5e8; }
+static void ff_none(cc_tensors *ts) { (void)ts; }
+
+/* Positions of 4 particles (x, y, z) and the same rotated by `angle` in the plane and moved. */
+static void ff_positions(double *pos, double *moved, double angle)
+{
+    const double p[12] = {0.1, -0.9, 0.3, 1.2, 0.4, -0.7, -0.5, 1.1, 0.2, -0.8, -0.6, 1.9};
+    for (int i = 0; i < 4; i++) {
+        pos[3 * i] = p[3 * i], pos[3 * i + 1] = p[3 * i + 1], pos[3 * i + 2] = p[3 * i + 2];
+        moved[3 * i] = cos(angle) * p[3 * i] - sin(angle) * p[3 * i + 1] + 0.3;
+        moved[3 * i + 1] = sin(angle) * p[3 * i] + cos(angle) * p[3 * i + 1] - 0.2;
+        moved[3 * i + 2] = p[3 * i + 2] + 5.0; /* the third component is not read */
+    }
+}
+
+static void test_free_form(void)
+{
+    for (size_t i = 0; i < sizeof free_form_edits / sizeof free_form_edits[0]; i++)
+        run_free_form_edit(&free_form_edits[i]);
+
+    /* [free-form-cost], each limit alone, with the numbers in the message */
+    const char *costs[2][3] = {
+        {"{\"kind\": \"free_form\", \"n_atoms\": 2000, \"temperature\": 300, \"network\": {\"kind\": \"egnn\", "
+         "\"spatial_dim\": 2, \"hidden\": 1, \"layers\": 1, \"distance_scale\": 1}, \"latent\": "
+         "\"standard_normal_com_free\"}",
+         "needs a workspace of 383880008 doubles (2929 MiB), more than the limit of 67108864 doubles (512 MiB)",
+         "2000 particles, hidden 1, 1 layers"},
+        {"{\"kind\": \"free_form\", \"n_atoms\": 13, \"temperature\": 300, \"network\": {\"kind\": \"egnn\", "
+         "\"spatial_dim\": 3, \"hidden\": 4096, \"layers\": 2, \"distance_scale\": 1}, \"latent\": "
+         "\"standard_normal_com_free\"}",
+         "takes about 1.259e+12 multiply-adds, more than the limit of 1e+12",
+         "13 particles in 3 dimensions (D = 36), hidden 4096, 2 layers"}};
+    for (int i = 0; i < 2; i++) {
+        size_t size;
+        unsigned char *bytes = cc_free_form_model(costs[i][0], cc_free_form_config, 0.5, &size);
+        expect_load(bytes, size, SF_ERR_MODEL, costs[i][1], costs[i][2], "free-form cost");
+        free(bytes);
+    }
+
+    /* the tensors */
+    expect_free_form_tensors(ff_none, SF_OK, NULL, "free-form tensors as the config implies");
+    expect_free_form_tensors(ff_drop_h0, SF_ERR_MODEL, "model file: tensor 'h0' is missing", "no h0");
+    expect_free_form_tensors(ff_add_bond, SF_ERR_MODEL,
+                             "model file: tensor 'bond_lo' is not part of the free-form encoder", "a bond_lo");
+    expect_free_form_tensors(ff_node_in_last, SF_ERR_MODEL, "tensor 'layers.1.node.2.bias' is not part of",
+                             "a node update in the last layer");
+    expect_free_form_tensors(ff_edge_shape, SF_ERR_MODEL,
+                             "tensor 'layers.0.edge.0.weight' has shape [3, 6], the architecture needs [3, 7]",
+                             "edge.0 of width 2H");
+    expect_free_form_tensors(ff_nan, SF_ERR_VALUE, "tensor 'layers.1.coord.2.weight' holds a non-finite value",
+                             "a NaN weight");
+    expect_free_form_tensors(ff_big, SF_ERR_VALUE,
+                             "tensor 'layers.0.edge.2.bias' can overflow: the sum of its |entries| is", "a large bias");
+
+    /* what the model says of itself, and what it refuses */
+    size_t size;
+    unsigned char *bytes = cc_free_form_model(cc_free_form_config, NULL, 0.5, &size);
+    sf_model *m = expect_load(bytes, size, SF_OK, NULL, NULL, "the free-form base configuration");
+    free(bytes);
+    if (!m) return;
+    CHECK(sf_model_flow_kind(m) == SF_FLOW_FREE_FORM && sf_model_spatial_dim(m) == 2 && sf_model_num_atoms(m) == 4 &&
+              sf_model_num_dims(m) == 6 && sf_model_num_layers(m) == 0,
+          "free-form facts: kind %d, d %d, N %d, D %d, layers %d", sf_model_flow_kind(m), sf_model_spatial_dim(m),
+          sf_model_num_atoms(m), sf_model_num_dims(m), sf_model_num_layers(m));
+    CHECK(fabs(sf_model_kT(m) - 0.00831446261815324 * 120.27) < 1e-15 && sf_model_energy_offset(m) == -2.5,
+          "free-form kT %.17g, U0 %g", sf_model_kT(m), sf_model_energy_offset(m));
+    CHECK(strcmp(sf_model_atom_name(m, 3), "P4") == 0, "free-form atom names");
+    int row[4];
+    sf_model_zmatrix_row(m, 0, row);
+    CHECK(row[0] == -1 && row[1] == -1 && row[2] == -1 && row[3] == -1, "a free-form model has no Z-matrix");
+    sf_error err;
+    CHECK(sf_model_set_weight_precision(m, SF_WEIGHTS_FLOAT32, &err) == SF_ERR_ARG &&
+              strstr(err.message, "a free-form model's encoder runs in float64 only") &&
+              sf_model_weight_precision(m) == SF_WEIGHTS_FLOAT64,
+          "float32 weights: %s", err.message);
+    CHECK(sf_model_set_weight_precision(m, SF_WEIGHTS_FLOAT64, &err) == SF_OK, "float64 weights");
+    sf_model_description d;
+    sf_layer_description ld;
+    double lo, hi;
+    CHECK(sf_model_describe(m, &d) == SF_ERR_ARG && sf_model_describe_layer(m, 0, &ld) == SF_ERR_ARG &&
+              sf_model_bond_bounds(m, 0, &lo, &hi) == SF_ERR_ARG && sf_model_prior(m, 0, &lo, &hi) == SF_ERR_ARG &&
+              !sf_model_layer_weight(m, 0, 0) && !sf_model_layer_bias(m, 0, 0),
+          "the descriptions of the internal kind refuse a free-form model");
+    CHECK(sf_workspace_size(m, 1) == sf_workspace_size(m, 9) && sf_workspace_size(m, 1) > 0,
+          "a free-form workspace does not grow with the batch: %zu, %zu", sf_workspace_size(m, 1),
+          sf_workspace_size(m, 9));
+    sf_workspace *ws = NULL;
+    CHECK(sf_workspace_new(m, 3, &ws, &err) == SF_OK, "free-form workspace: %s", err.message);
+    if (!ws) { sf_model_free(m); return; }
+    double pos[24], e[2], f[24], u[6], lp;
+    ff_positions(pos, pos + 12, 0.7);
+    CHECK(sf_internal_coordinates(m, pos, NULL, u, &err) == SF_ERR_ARG &&
+              strstr(err.message, "a free-form model has no internal coordinates"),
+          "free-form internal coordinates: %s", err.message);
+    CHECK(sf_log_density(m, ws, u, &lp, NULL, &err) == SF_ERR_ARG && strstr(err.message, "free-form model"),
+          "free-form sf_log_density: %s", err.message);
+    const double box[9] = {3, 0, 0, 0, 3, 0, 0, 0, 3};
+    CHECK(sf_evaluate(m, ws, 1, pos, box, e, f, NULL, &err) == SF_ERR_ARG &&
+              strstr(err.message, "a free-form model is not periodic"),
+          "a box with a free-form model: %s", err.message);
+    sf_eval_info info = {-1, -1};
+    CHECK(sf_evaluate(m, ws, 2, pos, NULL, e, f, &info, &err) == SF_OK, "free-form evaluation: %s", err.message);
+    /* rotation and translation in the plane leave the energy, and rotate the forces */
+    CHECK(fabs(e[1] - e[0]) <= 1e-12 * fabs(e[0]) && isfinite(e[0]), "free-form energy %.17g vs moved %.17g", e[0],
+          e[1]);
+    double largest = 0, sum[2] = {0, 0}, rot = 0;
+    for (int i = 0; i < 4; i++) {
+        const double *a = f + 3 * i, *b = f + 12 + 3 * i;
+        largest = fmax(largest, fmax(fabs(a[0]), fabs(a[1])));
+        sum[0] += a[0], sum[1] += a[1];
+        rot = fmax(rot, fabs(cos(0.7) * a[0] - sin(0.7) * a[1] - b[0]));
+        rot = fmax(rot, fabs(sin(0.7) * a[0] + cos(0.7) * a[1] - b[1]));
+        CHECK(a[2] == 0 && b[2] == 0, "free-form 2D: force z of particle %d is %g", i, a[2]);
+    }
+    CHECK(largest > 1e-6 && fabs(sum[0]) <= 1e-12 * largest && fabs(sum[1]) <= 1e-12 * largest &&
+              rot <= 1e-11 * largest,
+          "free-form forces: max %g, sum (%g, %g), rotation error %g", largest, sum[0], sum[1], rot);
+    CHECK(info.wall_dims == 0 && info.max_newton_iters == 0, "free-form info: %d %d", info.wall_dims,
+          info.max_newton_iters);
+    /* the forces are minus the energy's gradient */
+    const double h = 1e-5;
+    for (int c = 0; c < 8; c++) {
+        double p1[12], p2[12], e1, e2;
+        memcpy(p1, pos, sizeof p1);
+        memcpy(p2, pos, sizeof p2);
+        const int at = 3 * (c / 2) + c % 2;
+        p1[at] += h;
+        p2[at] -= h;
+        sf_evaluate(m, ws, 1, p1, NULL, &e1, NULL, NULL, NULL);
+        sf_evaluate(m, ws, 1, p2, NULL, &e2, NULL, NULL, NULL);
+        const double fd = -(e1 - e2) / (2 * h);
+        CHECK(fabs(fd - f[at]) <= 1e-6 * largest, "free-form force %d: %.12g, differences %.12g", at, f[at], fd);
+    }
+    /* energy only gives the same energies */
+    double e_only[2];
+    CHECK(sf_evaluate(m, ws, 2, pos, NULL, e_only, NULL, NULL, &err) == SF_OK && e_only[0] == e[0] &&
+              e_only[1] == e[1],
+          "free-form energy only: %s", err.message);
+    pos[14] = INFINITY;
+    CHECK(sf_evaluate(m, ws, 2, pos, NULL, e, f, NULL, &err) == SF_ERR_INPUT && err.molecule == 1,
+          "free-form non-finite third component: %s", err.message);
+    sf_workspace_free(ws);
+    sf_model_free(m);
+}
+
 int main(void)
 {
     test_config_refusals();
@@ -1110,6 +1339,7 @@ int main(void)
     test_evaluation_inputs();
     test_affine_boundary();
     test_nonfinite_angle_white_box();
+    test_free_form();
     printf("%d checks, %d failures\n", checks, failures);
     return failures ? 1 : 0;
 }

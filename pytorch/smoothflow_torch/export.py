@@ -1,4 +1,9 @@
-"""Writing and reading SmoothFlow model files (``docs/model-format.md``, version 1)."""
+"""Writing and reading SmoothFlow model files (``docs/model-format.md``, version 1).
+
+Both kinds of model are read here (:func:`read_model_bytes` validates either); a flow over
+internal coordinates is written and loaded by :func:`export_model` and :func:`load_model`,
+a free-form flow's encoder by :mod:`smoothflow_torch.particles.export`.
+"""
 
 from __future__ import annotations
 
@@ -33,6 +38,8 @@ __all__ = [
     "validate_config",
     "parse_config",
     "expected_tensor_shapes",
+    "free_form_costs",
+    "FREE_FORM",
     "CONFIG_SCHEMA",
     "SCHEMA_PATH",
 ]
@@ -52,6 +59,12 @@ _MAX_BOND = 1000.0                     # nm, bond_hi
 _MIN_BOND_WIDTH = 1e-6                 # nm, bond_hi - bond_lo
 _MAX_DIMS = 4                          # a tensor's dimensions
 _MAX_SHAPE = 10 ** 12                  # each of its extents
+# The free-form kind (docs/model-format.md section 9.4), as in core/include/smoothflow.h.
+_MAX_FREE_FORM_WORKSPACE = 1 << 26     # doubles per configuration (512 MiB)
+_MAX_FREE_FORM_WORK = 1e12             # multiply-adds of one energy and forces
+#: The value of ``kind`` that marks a free-form flow's encoder; absent: internal coordinates.
+FREE_FORM = "free_form"
+_FREE_FORM_KEYS = ("kind", "n_atoms", "temperature", "energy_offset", "atoms", "network", "latent")
 
 
 class ModelFormatError(ValueError):
@@ -252,12 +265,27 @@ def validate_config(config: Mapping) -> dict:
     if not isinstance(config, Mapping):
         _fail("config must be a JSON object")
     cfg = dict(config)
+    # The kind first, for messages that name it (the schema's verdict is the same).
+    if "kind" in cfg:
+        if cfg["kind"] != FREE_FORM:
+            _fail(f"config.kind {cfg['kind']!r} is unknown to this reader (it knows {FREE_FORM!r}; without "
+                  f"'kind' the file holds an internal-coordinate flow)")
+        extra = sorted(set(cfg) - set(_FREE_FORM_KEYS))
+        if extra:
+            _fail(f"config: a free-form model has no key {extra[0]!r} (its keys: {', '.join(_FREE_FORM_KEYS)})")
+    else:
+        for key in ("network", "latent"):
+            if key in cfg:
+                _fail(f"config: {key!r} belongs to a free-form model ('kind': {FREE_FORM!r}), not to a flow over "
+                      f"internal coordinates")
     error = jsonschema.exceptions.best_match(_VALIDATOR.iter_errors(cfg))
     if error is not None:
         _fail(f"{_where(error.absolute_path)}: {error.message}")
     bad = _non_finite(cfg)
     if bad is not None:       # [finite-numbers]; the schema cannot see infinities
         _fail(f"config: {bad!r} holds a number that is not a finite double")
+    if "kind" in cfg:
+        return _validate_free_form(cfg)
 
     n = int(cfg["n_atoms"])
     D = 3 * n - 6
@@ -317,6 +345,54 @@ def validate_config(config: Mapping) -> dict:
     return out
 
 
+def _validate_free_form(cfg) -> dict:
+    """The rest of validate_config for a free-form model (schema already satisfied):
+    [atoms-count], [free-form-cost]; defaults filled in."""
+    n = int(cfg["n_atoms"])
+    net = cfg["network"]
+    out = {"kind": FREE_FORM, "n_atoms": n, "temperature": float(cfg["temperature"]),
+           "energy_offset": float(cfg.get("energy_offset", 0.0))}
+    if "atoms" in cfg:
+        if len(cfg["atoms"]) != n:            # [atoms-count]
+            _fail(f"config.atoms must list n_atoms = {n} entries, got {len(cfg['atoms'])}")
+        out["atoms"] = [{"name": a["name"], "residue": a["residue"],
+                         "residue_index": int(a["residue_index"]), "element": a["element"]}
+                        for a in cfg["atoms"]]
+    out["network"] = {"kind": "egnn", "spatial_dim": int(net["spatial_dim"]), "hidden": int(net["hidden"]),
+                      "layers": int(net["layers"]), "distance_scale": float(net["distance_scale"])}
+    out["latent"] = cfg["latent"]
+    _check_free_form_costs(out)
+    return out
+
+
+def free_form_costs(config: Mapping) -> Tuple[float, float]:
+    """(workspace, work) of a free-form config: (D + 1) n (L + 10) (2H + d) + 2 D^2 doubles and
+    L n^2 (6 H^2 + 3 H) (D + 1) + 2 D^3 multiply-adds, D = (n - 1) d (docs/model-format.md
+    section 9.4), formed in double as in the C core."""
+    net = config["network"]
+    n, d = float(config["n_atoms"]), float(net["spatial_dim"])
+    H, L = float(net["hidden"]), float(net["layers"])
+    D = (n - 1) * d
+    workspace = (D + 1) * n * (L + 10) * (2 * H + d) + 2 * D * D
+    work = L * n * n * (6 * H * H + 3 * H) * (D + 1) + 2 * D * D * D
+    return workspace, work
+
+
+def _check_free_form_costs(config):
+    """[free-form-cost]."""
+    workspace, work = free_form_costs(config)
+    net = config["network"]
+    n, d, H, L = config["n_atoms"], net["spatial_dim"], net["hidden"], net["layers"]
+    if workspace > _MAX_FREE_FORM_WORKSPACE:
+        _fail(f"config: evaluating one configuration of this free-form model needs a workspace of "
+              f"{workspace:.0f} doubles ({round(workspace * 8 / 2 ** 20)} MiB), more than the limit of "
+              f"{_MAX_FREE_FORM_WORKSPACE} doubles (512 MiB): {n} particles, hidden {H}, {L} layers")
+    if work > _MAX_FREE_FORM_WORK:
+        _fail(f"config: one energy and force of this free-form model takes about {work:.4g} multiply-adds, more "
+              f"than the limit of {_MAX_FREE_FORM_WORK:g}: {n} particles in {d} dimensions "
+              f"(D = {(n - 1) * d}), hidden {H}, {L} layers")
+
+
 def _layer_widths(layer, n_atoms):
     """w_0 .. w_{H+1} of a validated layer: encoded input, hidden widths, n_trans * P."""
     width = sum(2 if d >= 2 * n_atoms - 3 else 1 for d in layer["conditioning"])
@@ -360,6 +436,8 @@ def _non_finite(v, key="config"):
 
 def expected_tensor_shapes(config: Mapping) -> Dict[str, Tuple[int, ...]]:
     """Names and shapes of the tensors a file with this (valid) config must hold."""
+    if config.get("kind") == FREE_FORM:
+        return _free_form_shapes(config)
     n = config["n_atoms"]
     circular = [False] * (2 * n - 3) + [True] * (n - 3)
     shapes = {"bond_lo": (n - 1,), "bond_hi": (n - 1,)}
@@ -370,6 +448,22 @@ def expected_tensor_shapes(config: Mapping) -> Dict[str, Tuple[int, ...]]:
         for m in range(len(widths) - 1):
             shapes[f"layers.{l}.net.{m}.weight"] = (widths[m + 1], widths[m])
             shapes[f"layers.{l}.net.{m}.bias"] = (widths[m + 1],)
+    return shapes
+
+
+def _free_form_shapes(config: Mapping) -> Dict[str, Tuple[int, ...]]:
+    """The encoder's tensors: the state_dict of ``particles.egnn.EGNN`` (docs/model-format.md
+    section 9.3). Each layer's MLPs are nn.Sequential, so their Linear maps are entries 0 and 2;
+    the last layer has no node update."""
+    H, L = config["network"]["hidden"], config["network"]["layers"]
+    shapes = {"h0": (H,)}
+    for k in range(L):
+        maps = [("edge.0", 2 * H + 1, H), ("edge.2", H, H), ("coord.0", H, H), ("coord.2", H, 1)]
+        if k < L - 1:
+            maps += [("node.0", 2 * H, H), ("node.2", H, H)]
+        for name, n_in, n_out in maps:
+            shapes[f"layers.{k}.{name}.weight"] = (n_out, n_in)
+            shapes[f"layers.{k}.{name}.bias"] = (n_out,)
     return shapes
 
 
@@ -431,6 +525,17 @@ def _check_net_bounds(config: Mapping, tensors: Mapping[str, np.ndarray]) -> Non
                       f"and the sum of its |weights| is {total:g} (each must be at most "
                       f"{_MAX_NET_BOUND:g})")
             A = {"tanh": min(B, 1.0), "silu": B}.get(L["activation"], B + math.log(2.0))
+
+
+def _check_free_form_bounds(config: Mapping, tensors: Mapping[str, np.ndarray]) -> None:
+    """[value-bounds] of the free-form kind: each tensor's sum of |entries|, formed in storage
+    order (np.add.accumulate is sequential), as in the C core, is at most 1e8."""
+    for name in _free_form_shapes(config):
+        t = np.abs(tensors[name]).ravel()
+        total = float(np.add.accumulate(t)[-1]) if t.size else 0.0
+        if not total <= _MAX_NET_BOUND:
+            _fail(f"tensor {name} can overflow: the sum of its |entries| is {total:g}, more than the limit of "
+                  f"{_MAX_NET_BOUND:g}")
 
 
 def read_model_bytes(data: bytes) -> Tuple[dict, Dict[str, str], Dict[str, np.ndarray]]:
@@ -536,6 +641,9 @@ def read_model_bytes(data: bytes) -> Tuple[dict, Dict[str, str], Dict[str, np.nd
         if tuple(tensors[name].shape) != shape:
             _fail(f"tensor {name} has shape {list(tensors[name].shape)}, the config "
                   f"implies {list(shape)}")
+    if config.get("kind") == FREE_FORM:
+        _check_free_form_bounds(config, tensors)
+        return config, meta, tensors
     lo, hi = tensors["bond_lo"], tensors["bond_hi"]
     if not (hi > lo).all():
         d = int(np.nonzero(~(hi > lo))[0][0])
@@ -554,7 +662,17 @@ def read_model_bytes(data: bytes) -> Tuple[dict, Dict[str, str], Dict[str, np.nd
 
 def flow_from_config(config: Mapping, tensors: Mapping[str, np.ndarray],
                      dtype: torch.dtype = torch.float64) -> SmoothFlow:
-    """Build a :class:`SmoothFlow` from a validated config and its tensors."""
+    """Build a :class:`SmoothFlow` from a validated config and its tensors.
+
+    Raises
+    ------
+    ModelFormatError
+        The config is a free-form model's (``smoothflow_torch.particles.export.load_free_form``
+        loads those).
+    """
+    if config.get("kind") == FREE_FORM:
+        _fail("the model file holds a free-form flow's encoder ('kind': 'free_form'), not a flow over internal "
+              "coordinates: load it with smoothflow_torch.particles.export.load_free_form")
     flow = SmoothFlow(config["zmatrix"], tensors["bond_lo"], tensors["bond_hi"],
                       config["layers"], temperature=config["temperature"],
                       energy_offset=config["energy_offset"], atoms=config.get("atoms"),

@@ -17,6 +17,12 @@ and jsonschema, and requires the verdicts recorded here.  A case file holds
   tensors_from  for invalid cases: the valid case whose tensors the model file carries (the
                 readers refuse at the configuration, before the tensors)
 
+The free-form kind ("kind": "free_form", docs/model-format.md section 9): its invalid cases are
+cases like any other (both readers refuse them at the configuration); its valid cases are
+written to config_corpus/free_form/, which tests/python/test_free_form_model.py loads with an
+encoder's tensors (test_model_config_contract.py builds its valid cases as flows over internal
+coordinates).
+
 Deterministic: run it and the folder is rewritten byte for byte.
     python tests/data/make_config_corpus.py
 """
@@ -392,6 +398,103 @@ bad("cost-workspace", "four layers with a hidden width of 1048576: a workspace o
 bad("cost-parameters", "hidden widths [10000, 10000]: 100350030 weights and biases, more than 1e8",
     "[cost-limits]", edit(SMOOTH, ("layers", 0, "hidden"), [10000, 10000]))
 
+# ------------------------------------------------------------------ the free-form kind
+# 4 particles in 2D (D = 6): DW4's shape
+FREE = {
+    "kind": "free_form", "n_atoms": 4, "temperature": 120.27, "energy_offset": 0.5, "atoms": ATOMS4,
+    "network": {"kind": "egnn", "spatial_dim": 2, "hidden": 4, "layers": 2, "distance_scale": 1.5},
+    "latent": "standard_normal_com_free",
+}
+free_form_valid = []
+
+
+def free_ok(name, description, rule, config):
+    entry = {"name": "valid-free-form-" + name, "description": description, "rule": rule, "valid": True,
+             "schema_valid": True, "config": config}
+    assert entry["name"] not in {c["name"] for c in free_form_valid}, name
+    free_form_valid.append(entry)
+
+
+def free_bad(name, description, rule, config):
+    bad("free-form-" + name, description, rule, config)
+
+
+free_ok("dw4", "4 particles in 2D, every key given", "kind", FREE)
+free_ok("lj13", "13 particles in 3D, only the required keys", "kind",
+        {"kind": "free_form", "n_atoms": 13, "temperature": 120.27,
+         "network": {"kind": "egnn", "spatial_dim": 3, "hidden": 6, "layers": 3, "distance_scale": 1.1},
+         "latent": "standard_normal_com_free"})
+free_ok("two-particles", "the smallest system, 2 particles in 3D (D = 3), one layer (no node update)",
+        "n_atoms", edit(edit(edit(FREE, ("n_atoms",), 2), ("atoms",), ATOMS4[:2]), ("network",),
+                        {"kind": "egnn", "spatial_dim": 3, "hidden": 1, "layers": 1, "distance_scale": 1e-6}))
+free_ok("edges", "integers written as floats, distance_scale 1e6, temperature 1e6, energy_offset -1e12",
+        "network.distance_scale",
+        edit(edit(edit(edit(FREE, ("network",), {"kind": "egnn", "spatial_dim": 2.0, "hidden": 3.0, "layers": 2.0,
+                                                 "distance_scale": 1e6}), ("n_atoms",), 4.0),
+                  ("temperature",), 1e6), ("energy_offset",), -1e12))
+# (D + 1) n (L + 10) (2H + d) + 2 D^2 = 1671 * 836 * 11 * 4 + 2 * 1670^2 = 67043864 doubles, just inside
+# the workspace limit of 2^26
+FREE_WIDE = {"kind": "free_form", "n_atoms": 836, "temperature": 300,
+             "network": {"kind": "egnn", "spatial_dim": 2, "hidden": 1, "layers": 1, "distance_scale": 1},
+             "latent": "standard_normal_com_free"}
+free_ok("cost-workspace-edge", "836 particles in 2D, hidden 1: a workspace measure of 67043864 doubles, just below "
+        "the limit of 67108864", "[free-form-cost]", FREE_WIDE)
+
+for key in ("n_atoms", "temperature", "network", "latent"):
+    free_bad(f"missing-{key.replace('_', '-')}", f"a free-form model without '{key}'", key,
+             edit(FREE, (key,), delete=True))
+for key, value in (("zmatrix", SMOOTH["zmatrix"]), ("layers", SMOOTH["layers"]), ("prior", "uniform"),
+                   ("smooth", SMOOTH["smooth"]), ("spline", {}), ("affine", {}), ("support", {})):
+    free_bad(f"with-{key}", f"a free-form model with the internal-coordinate key '{key}'", key,
+             dict(FREE, **{key: value}))
+bad("network-without-kind", "'network' in a flow over internal coordinates", "network",
+    dict(SMOOTH, network=FREE["network"]))
+bad("latent-without-kind", "'latent' in a flow over internal coordinates", "latent",
+    dict(SMOOTH, latent=FREE["latent"]))
+for value, what in (("internal_coordinates", "internal-coordinates"), ("Free_Form", "capital"), (None, "null"),
+                    (1, "number")):
+    bad(f"kind-{what}", f"kind = {value!r}", "kind", edit(FREE, ("kind",), value))
+bad("kind-on-internal", "kind free_form on a flow over internal coordinates", "kind", dict(SMOOTH, kind="free_form"))
+free_bad("unknown-key", "an unknown key in a free-form model", "additionalProperties", dict(FREE, beta=10.0))
+for value, what in ((1, "1"), (1000001, "1000001"), (2.5, "2_5"), ("4", "string")):
+    free_bad(f"n-atoms-{what}", f"n_atoms = {value!r} particles", "n_atoms", edit(FREE, ("n_atoms",), value))
+free_bad("atoms-count", "3 atoms entries for 4 particles", "[atoms-count]", edit(FREE, ("atoms",), ATOMS4[:3]))
+free_bad("temperature-0", "temperature 0", "temperature", edit(FREE, ("temperature",), 0))
+free_bad("energy-offset-above-1e12", "energy_offset above 1e12 kJ/mol", "energy_offset",
+         edit(FREE, ("energy_offset",), 1.000001e12))
+for value, what in (("egnn", "string"), ([], "list"), (None, "null")):
+    free_bad(f"network-{what}", f"'network' a {what}", "network", edit(FREE, ("network",), value))
+for key in ("kind", "spatial_dim", "hidden", "layers", "distance_scale"):
+    free_bad(f"network-missing-{key.replace('_', '-')}", f"'network' without '{key}'", f"network.{key}",
+             edit(FREE, ("network", key), delete=True))
+free_bad("network-unknown-key", "an unknown key in 'network'", "network.additionalProperties",
+         edit(FREE, ("network", "activation"), "silu"))
+for key, value, what in (("kind", "gcn", "unknown"), ("kind", "EGNN", "capital"), ("kind", None, "null"),
+                         ("spatial_dim", 1, "1"), ("spatial_dim", 4, "4"), ("spatial_dim", 2.5, "2_5"),
+                         ("spatial_dim", "2", "string"), ("spatial_dim", True, "true"),
+                         ("hidden", 0, "0"), ("hidden", 65537, "65537"), ("hidden", 4.5, "4_5"),
+                         ("layers", 0, "0"), ("layers", 10001, "10001"), ("layers", "2", "string"),
+                         ("distance_scale", 0, "0"), ("distance_scale", -1.5, "negative"),
+                         ("distance_scale", 9.99e-7, "below-1e-6"), ("distance_scale", 1.000001e6, "above-1e6"),
+                         ("distance_scale", "1.5", "string"), ("distance_scale", None, "null")):
+    free_bad(f"network-{key.replace('_', '-')}-{what}", f"network.{key} = {value!r}", f"network.{key}",
+             edit(FREE, ("network", key), value))
+for value, what in (("standard_normal", "unknown"), ({"kind": "standard_normal_com_free"}, "object"),
+                    (None, "null"), ("Standard_Normal_Com_Free", "capital")):
+    free_bad(f"latent-{what}", f"latent = {value!r}", "latent", edit(FREE, ("latent",), value))
+# [free-form-cost]: 2000 particles in 2D, H = 1: a workspace of 384 million doubles (work 2.7e11, within its limit)
+free_bad("cost-workspace", "2000 particles: a workspace measure of 383880008 doubles, more than 67108864",
+         "[free-form-cost]", edit(edit(FREE, ("n_atoms",), 2000), ("atoms",), delete=True) | {
+             "network": {"kind": "egnn", "spatial_dim": 2, "hidden": 1, "layers": 1, "distance_scale": 1}})
+# 13 particles in 3D, H = 4096, 2 layers: 1.26e12 multiply-adds (workspace 47 million doubles, within its limit)
+free_bad("cost-work", "hidden 4096 and 2 layers on 13 particles: 1.26e12 multiply-adds, more than 1e12",
+         "[free-form-cost]", edit(FREE, ("network",), {"kind": "egnn", "spatial_dim": 3, "hidden": 4096, "layers": 2,
+                                                       "distance_scale": 1}) | {"n_atoms": 13, "atoms": [
+             {"name": f"P{i}", "residue": "LJ", "residue_index": 0, "element": "Ar"} for i in range(13)]})
+# valid-free-form-cost-workspace-edge with one particle more: 67204412 doubles
+free_bad("cost-workspace-just-over", "837 particles in 2D, hidden 1: 67204412 doubles, more than 67108864",
+         "[free-form-cost]", edit(FREE_WIDE, ("n_atoms",), 837))
+
 # ------------------------------------------------------------------ the JSON text
 TEXT = json.dumps(SMOOTH)
 
@@ -438,6 +541,13 @@ text_case("json-repeated-policy", "support.policy given twice (\"wall\", then \"
           TEXT.replace('"policy": "error"', '"policy": "wall", "policy": "error"'), True)
 text_case("json-repeated-layer-key", "a layer's activation given twice", "[duplicate-keys]",
           TEXT.replace('"activation": "tanh"', '"activation": "silu", "activation": "tanh"'), True)
+FREE_TEXT = json.dumps(FREE)
+text_case("json-free-form-repeated-network-key", "a free-form network's hidden given twice", "[duplicate-keys]",
+          FREE_TEXT.replace('"hidden": 4', '"hidden": 3, "hidden": 4'), True)
+text_case("json-free-form-nan-scale", "a free-form network's distance_scale NaN", "[json-syntax]",
+          FREE_TEXT.replace('"distance_scale": 1.5', '"distance_scale": NaN'), True)
+text_case("json-free-form-overflow-scale", "a free-form network's distance_scale 1e999", "[finite-numbers]",
+          FREE_TEXT.replace('"distance_scale": 1.5', '"distance_scale": 1e999'), False)
 
 
 def render(c) -> str:
@@ -445,14 +555,18 @@ def render(c) -> str:
     return "{\n" + ",\n".join(f" {json.dumps(k)}: {json.dumps(v)}" for k, v in c.items()) + "\n}\n"
 
 
+FREE_FORM_OUT = os.path.join(OUT, "free_form")
+
+
 def main():
     if os.path.isdir(OUT):
         shutil.rmtree(OUT)
-    os.makedirs(OUT)
-    for c in cases:
-        with open(os.path.join(OUT, c["name"] + ".json"), "w", encoding="utf-8") as f:
-            f.write(render(c))
-    print(f"{len(cases)} cases in {OUT}")
+    os.makedirs(FREE_FORM_OUT)
+    for folder, group in ((OUT, cases), (FREE_FORM_OUT, free_form_valid)):
+        for c in group:
+            with open(os.path.join(folder, c["name"] + ".json"), "w", encoding="utf-8") as f:
+                f.write(render(c))
+    print(f"{len(cases)} cases in {OUT}, {len(free_form_valid)} valid free-form cases in {FREE_FORM_OUT}")
 
 
 if __name__ == "__main__":

@@ -18,6 +18,10 @@ its macros are resolved as a C compiler resolves them.
 
 >>> model = CoreModel.from_file("model.safetensors")
 >>> energies, forces = model.evaluate(positions)     # (B, N, 3) nm
+
+Both kinds of model file load the same way; ``model.flow_kind`` says which it holds
+(``"internal_coordinates"`` or ``"free_form"``, whose encoder reads the first
+``model.spatial_dim`` components of each particle).
 """
 from __future__ import annotations
 
@@ -210,6 +214,18 @@ class CoreModel:
             self.close()
         except Exception:
             pass
+
+    @property
+    def flow_kind(self) -> str:
+        """``"internal_coordinates"`` or ``"free_form"`` (sf_model_flow_kind)."""
+        free_form = self._lib.sf_model_flow_kind(self._handle) == self._lib.SF_FLOW_FREE_FORM
+        return "free_form" if free_form else "internal_coordinates"
+
+    @property
+    def spatial_dim(self) -> int:
+        """d: the Cartesian components of each particle the model reads (3, or 2 or 3 for a
+        free-form model; sf_model_spatial_dim)."""
+        return self._lib.sf_model_spatial_dim(self._handle)
 
     _PRECISIONS = {"float64": 0, "float32": 1}
 
