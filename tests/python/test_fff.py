@@ -277,3 +277,30 @@ def test_config_errors_name_the_key(tmp_path):
         ptrain.load_config({"system": "dw4"})
     with pytest.raises(ValueError, match="system must be one of"):
         ptrain.load_config({"system": "lj55", "data": "x.npz"})
+
+
+def test_learning_rate_schedules_and_cosine_resume(tmp_path):
+    """Warmup is linear; the cosine goes from lr at the end of warmup to lr_min at `steps`; the
+    optimizer uses it (logged); with a cosine, a resume with other `steps` is refused (it would be
+    another trajectory), with a constant schedule it is allowed."""
+    cfg = ptrain.load_config({"system": "dw4", "data": "x.npz", "lr": 1e-3, "lr_min": 1e-5,
+                              "warmup": 10, "steps": 110, "lr_schedule": "cosine"})
+    lr = [ptrain.learning_rate(cfg, s) for s in range(111)]
+    assert lr[0] == pytest.approx(1e-4) and lr[9] == pytest.approx(1e-3)
+    assert lr[10] == pytest.approx(1e-3) and lr[60] == pytest.approx(0.5 * (1e-3 + 1e-5))
+    assert lr[110] == pytest.approx(1e-5) and all(a >= b for a, b in zip(lr[10:], lr[11:]))
+    const = dict(cfg, lr_schedule="constant")
+    assert ptrain.learning_rate(const, 0) == pytest.approx(1e-4) and ptrain.learning_rate(const, 50) == 1e-3
+    for bad in ({"lr_schedule": "linear"}, {"lr_min": 2e-3}, {"warmup": -1}):
+        with pytest.raises(ValueError, match=next(iter(bad))):
+            ptrain.load_config({"system": "dw4", "data": "x.npz", **bad})
+    data = _dw4_like_data(tmp_path / "dw4.npz")
+    run = ptrain.Trainer(ptrain.load_config(_config(data, steps=6, lr_schedule="cosine", warmup=2)),
+                         tmp_path / "cos", progress=False)
+    run.run()
+    log = [json.loads(l) for l in (tmp_path / "cos" / "log.jsonl").read_text().splitlines()]
+    assert [e["lr"] for e in log] == pytest.approx([ptrain.learning_rate(run.cfg, s) for s in range(6)])
+    longer = ptrain.Trainer(ptrain.load_config(_config(data, steps=12, lr_schedule="cosine", warmup=2)),
+                            tmp_path / "cos", progress=False)
+    with pytest.raises(ValueError, match="steps"):
+        longer.load_checkpoint(run.checkpoints()[-1])

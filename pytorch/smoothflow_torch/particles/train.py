@@ -39,6 +39,9 @@ DEFAULTS = dict(
     coord_gain=0.01,
     beta=10.0,              # reconstruction weight
     lr=1e-3,
+    lr_schedule="constant", # "constant", or "cosine": from lr to lr_min over the steps after warmup
+    lr_min=1e-5,
+    warmup=0,               # linear warmup steps (both schedules)
     grad_clip=10.0,         # max gradient norm (0: none)
     steps=1000,
     batch=256,
@@ -75,7 +78,25 @@ def load_config(path_or_dict) -> dict:
             raise ValueError(f"config: '{key}' must be a positive integer, got {cfg[key]!r}")
     if not cfg["beta"] >= 0 or not cfg["lr"] > 0:
         raise ValueError(f"config: beta must be >= 0 and lr > 0, got {cfg['beta']}, {cfg['lr']}")
+    if cfg["lr_schedule"] not in ("constant", "cosine"):
+        raise ValueError(f"config: lr_schedule must be 'constant' or 'cosine', got {cfg['lr_schedule']!r}")
+    if not 0 <= cfg["lr_min"] <= cfg["lr"]:
+        raise ValueError(f"config: lr_min must be in [0, lr], got {cfg['lr_min']!r}")
+    if int(cfg["warmup"]) != cfg["warmup"] or cfg["warmup"] < 0:
+        raise ValueError(f"config: 'warmup' must be an integer >= 0, got {cfg['warmup']!r}")
     return cfg
+
+
+def learning_rate(cfg: dict, step: int) -> float:
+    """Learning rate of update ``step`` (0-based): linear warmup, then constant or a cosine from
+    lr to lr_min that ends at ``steps`` (so with "cosine", ``steps`` fixes the trajectory)."""
+    if step < cfg["warmup"]:
+        return cfg["lr"] * (step + 1) / cfg["warmup"]
+    if cfg["lr_schedule"] == "constant":
+        return cfg["lr"]
+    span = max(1, cfg["steps"] - cfg["warmup"])
+    t = min(step - cfg["warmup"], span) / span
+    return cfg["lr_min"] + 0.5 * (cfg["lr"] - cfg["lr_min"]) * (1.0 + math.cos(math.pi * t))
 
 
 def load_data(cfg: dict) -> dict:
@@ -175,8 +196,10 @@ class Trainer:
         state = torch.load(path, map_location="cpu", weights_only=False)
         if state.get("format") != CHECKPOINT_FORMAT:
             raise ValueError(f"{path}: not a free-form flow checkpoint (format {state.get('format')!r})")
-        diff = sorted(k for k in DEFAULTS if k not in RESUMABLE_CHANGES
-                      and state["config"].get(k) != self.cfg.get(k))
+        # a cosine schedule ends at `steps`: changing it changes the trajectory
+        resumable = RESUMABLE_CHANGES - ({"steps"} if self.cfg["lr_schedule"] == "cosine" else set())
+        diff = sorted(k for k in DEFAULTS if k not in resumable
+                      and state["config"].get(k, DEFAULTS[k]) != self.cfg.get(k))
         if diff:
             raise ValueError(f"{path}: the config differs from the checkpoint's in {diff}; use a "
                              f"new --out directory or the checkpoint's values")
@@ -205,6 +228,9 @@ class Trainer:
         x_all = self.data["train"]
         idx = torch.randint(len(x_all), (self.cfg["batch"],), generator=self.gen)
         x = x_all[idx].to(self.dtype)
+        lr = learning_rate(self.cfg, self.step)
+        for group in self.opt.param_groups:
+            group["lr"] = lr
         self.opt.zero_grad(set_to_none=True)
         parts = fff_loss(self.f, self.g, x, self.cfg["beta"], generator=self.gen)
         parts["loss"].backward()
@@ -214,7 +240,7 @@ class Trainer:
         self.opt.step()
         self.step += 1
         entry = {k: float(v.detach()) for k, v in parts.items()}
-        entry.update(step=self.step, grad_norm=float(gnorm))
+        entry.update(step=self.step, grad_norm=float(gnorm), lr=lr)
         return entry
 
     def run(self) -> dict:
