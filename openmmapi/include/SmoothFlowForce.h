@@ -25,6 +25,16 @@ namespace SmoothFlowPlugin {
  * forces in kJ/mol/nm, positions in nm.  The forces are the exact negative
  * gradient of the energy.
  *
+ * A model file may instead hold a free-form flow's E(n)-equivariant encoder f over
+ * N identical particles in d = 2 or 3 dimensions (getModelKind() == FreeFormFlow;
+ * docs/free-form-flows.md), with U(x) = -kT [log N(f(x); 0, I) + log |det J_V(x)|] + U0
+ * on the centre-of-mass-free subspace V.  Its "atoms" are the N particles, which
+ * any particle list may map (the energy is permutation invariant); a d = 2 model
+ * reads x and y of each particle and puts no force on z, so the System must keep
+ * z fixed.  Such a force is not periodic (setUsesPeriodicBoundaryConditions(true)
+ * is refused at Context creation), and it runs on the Reference and CPU
+ * platforms only: OpenCL and CUDA refuse it when the Context is created.
+ *
  * The model is a SmoothFlow model file (docs/model-format.md).  It is loaded and
  * checked when the force is created: a missing, truncated or corrupt file, a
  * bad header or inconsistent tensors raise an OpenMMException naming the
@@ -63,6 +73,15 @@ public:
         WeightsFloat32 = 1
     };
     /**
+     * What kind of flow the model file holds.
+     */
+    enum ModelKind {
+        /** Coupling layers over a molecule's internal coordinates (a Z-matrix). */
+        InternalCoordinateFlow = 0,
+        /** A free-form flow's E(n)-equivariant encoder over N identical particles. */
+        FreeFormFlow = 1
+    };
+    /**
      * Create a SmoothFlowForce from a model file.
      *
      * @param file    the path of a SmoothFlow model file (safetensors)
@@ -80,9 +99,18 @@ public:
      */
     const std::vector<char>& getModelBytes() const;
     /**
-     * Get the number of atoms N of the model's molecule.
+     * Get the number of atoms N of the model's molecule (of particles, for a free-form model).
      */
     int getNumModelAtoms() const;
+    /**
+     * Get what kind of flow the model holds.
+     */
+    ModelKind getModelKind() const;
+    /**
+     * Get the number of spatial dimensions d the model reads of each particle: 3, or 2 or 3
+     * for a free-form model (a 2-dimensional one reads x and y and puts no force on z).
+     */
+    int getSpatialDimension() const;
     /**
      * Get the model's temperature T, in kelvin.
      */
@@ -160,7 +188,9 @@ public:
     /**
      * Set whether the force uses periodic boundary conditions.  If it does, the
      * internal coordinates are computed with the periodic box (minimum image),
-     * so a molecule split across the box is handled.
+     * so a molecule split across the box is handled.  A free-form model is not
+     * periodic (its encoder sees every pair of particles at its plain distance):
+     * a Context with such a force set periodic is refused.
      *
      * @param periodic    true to use periodic boundary conditions
      */
@@ -172,7 +202,7 @@ public:
     /**
      * Set the precision the conditioner weights are applied in (WeightsFloat64 by default).
      * Like the molecules, it takes effect in a Context created, or reinitialized, after the
-     * change.
+     * change.  A free-form model runs in float64 only: WeightsFloat32 is refused for it.
      *
      * @param precision    WeightsFloat64 or WeightsFloat32
      */

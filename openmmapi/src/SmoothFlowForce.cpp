@@ -91,6 +91,14 @@ int SmoothFlowForce::getNumModelAtoms() const {
     return sf_model_num_atoms(model.get());
 }
 
+SmoothFlowForce::ModelKind SmoothFlowForce::getModelKind() const {
+    return sf_model_flow_kind(model.get()) == SF_FLOW_FREE_FORM ? FreeFormFlow : InternalCoordinateFlow;
+}
+
+int SmoothFlowForce::getSpatialDimension() const {
+    return sf_model_spatial_dim(model.get());
+}
+
 double SmoothFlowForce::getTemperature() const {
     return sf_model_temperature(model.get());
 }
@@ -138,7 +146,9 @@ void SmoothFlowForce::checkMolecule(const vector<int>& particles) const {
     int numAtoms = getNumModelAtoms();
     if ((int) particles.size() != numAtoms)
         throw OpenMMException("SmoothFlowForce: a molecule needs exactly " + to_string(numAtoms) +
-                              " particles (one per model atom), but " + to_string(particles.size()) + " were given");
+                              (getModelKind() == FreeFormFlow ? " particles (the free-form model's particles)"
+                                                              : " particles (one per model atom)") +
+                              ", but " + to_string(particles.size()) + " were given");
     set<int> seen;
     for (int p : particles) {
         if (p < 0)
@@ -198,6 +208,9 @@ void SmoothFlowForce::setWeightPrecision(WeightPrecision precision) {
                               " (WeightsFloat64 = 0 or WeightsFloat32 = 1)");
     if (precision == weightPrecision)
         return;
+    if (precision == WeightsFloat32 && getModelKind() == FreeFormFlow)
+        throw OpenMMException("SmoothFlowForce: WeightsFloat32 applies to the coupling flows over internal "
+                              "coordinates; a free-form model's encoder runs in float64 only");
     // A model of its own: Contexts made before keep theirs (changes take effect on reinitialize).
     model = loadModel(modelBytes, "the model", precision == WeightsFloat32 ? SF_WEIGHTS_FLOAT32 : SF_WEIGHTS_FLOAT64);
     weightPrecision = precision;

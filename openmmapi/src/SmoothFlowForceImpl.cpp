@@ -60,6 +60,12 @@ vector<int> SmoothFlowForceImpl::mapParticles(const System& system, const Smooth
 
 void SmoothFlowForceImpl::initialize(ContextImpl& context) {
     const System& system = context.getSystem();
+    // The core refuses a box for this kind too; refusing here names the setting, before any kernel.
+    if (owner.getModelKind() == SmoothFlowForce::FreeFormFlow && owner.usesPeriodicBoundaryConditions())
+        throw OpenMMException("SmoothFlowForce: the model is a free-form flow over " +
+                              to_string(owner.getNumModelAtoms()) + " particles, which is not periodic (its encoder "
+                              "sees every pair of particles at its plain distance), but the force uses periodic "
+                              "boundary conditions: call setUsesPeriodicBoundaryConditions(false)");
     particles = mapParticles(system, owner);
     kernel = context.getPlatform().createKernel(CalcSmoothFlowForceKernel::Name(), context);
     kernel.getAs<CalcSmoothFlowForceKernel>().initialize(system, owner, particles);
@@ -79,6 +85,14 @@ vector<pair<int, int> > SmoothFlowForceImpl::getBondedParticles() const {
     vector<pair<int, int> > bonds;
     const sf_model* model = owner.getModel().get();
     int numAtoms = sf_model_num_atoms(model);
+    if (sf_model_flow_kind(model) == SF_FLOW_FREE_FORM) {
+        // No Z-matrix, but the energy couples every particle of a copy: bonding each to the
+        // copy's first particle keeps the copy one molecule for OpenMM, as its bonds do a molecule's.
+        for (size_t first = 0; first + numAtoms <= particles.size(); first += numAtoms)
+            for (int a = 1; a < numAtoms; a++)
+                bonds.emplace_back(particles[first], particles[first + a]);
+        return bonds;
+    }
     for (size_t first = 0; first + numAtoms <= particles.size(); first += numAtoms)
         for (int r = 1; r < numAtoms; r++) {
             int row[4];

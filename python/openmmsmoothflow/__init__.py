@@ -1,5 +1,6 @@
 """openmmsmoothflow: an OpenMM plugin whose SmoothFlowForce evaluates
-U = -kT log p(x) of a normalizing flow over a molecule's internal coordinates.
+U = -kT log p(x) of a normalizing flow over a molecule's internal coordinates, or of a
+free-form flow's equivariant encoder over identical particles (Reference and CPU platforms).
 
 Importing the package loads the plugin's kernels (Reference, CPU, OpenCL and CUDA platforms)
 from the package's own folder; nothing is copied into OpenMM's plugin folder.

@@ -16,7 +16,9 @@ far outside the flow's support is reported:
 >>> system = potential.createSystem(pdb.topology, positions=pdb.positions)
 
 createMixedSystem works too (it removes the force field's terms among the selected
-atoms first): the selected atoms must be whole copies of the molecule.
+atoms first): the selected atoms must be whole copies of the molecule.  A free-form
+model (identical particles, docs/free-form-flows.md) takes each N consecutive selected
+atoms as one copy, and is never periodic.
 """
 import os
 

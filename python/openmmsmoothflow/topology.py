@@ -20,6 +20,12 @@ are the trained labelling and decide; positions then only check it (a labelling 
 group's best is reported, naming the atoms to swap).  Otherwise, with positions, the group gets
 the permutation of lowest flow energy (the flow's own density decides); without them the names
 decide and a warning says how to check (checkConfiguration), which names the exact atoms to swap.
+
+A free-form model (``force.getModelKind() == SmoothFlowForce.FreeFormFlow``: an E(n)-equivariant
+encoder over N identical particles, docs/free-form-flows.md) has no Z-matrix, bonds or names to
+match and a permutation-invariant energy: each N consecutive selected atoms are one copy, in
+their order.  The checks that read Z-matrix facts (checkConfiguration, equivalentAtoms) refuse it
+with a ValueError that says so.
 """
 import itertools
 import json
@@ -65,10 +71,25 @@ def _describeTopologyAtom(atom):
 # ---------------------------------------------------------------------------------------------
 # The model's side: elements, the bond tree of its Z-matrix, equivalent atoms
 
+def _isFreeForm(force):
+    return force.getModelKind() == SmoothFlowForce.FreeFormFlow
+
+
+def _refuseFreeForm(force, what):
+    """The clear error of a helper that reads Z-matrix facts (bonds, angles, bond bounds, the bond
+    graph's equivalent atoms), none of which a free-form model has."""
+    if _isFreeForm(force):
+        raise ValueError(f"{what}: the model is a free-form flow over {force.getNumModelAtoms()} identical "
+                         f"particles in {force.getSpatialDimension()} dimensions, which has no Z-matrix, bonds, "
+                         f"angles or equivalent atoms to check (its energy is invariant under permutations of "
+                         f"the particles); evaluate the force's energy instead (docs/free-form-flows.md)")
+
+
 class _Model:
     """What the mapping and the checks need from a model file."""
 
     def __init__(self, force):
+        _refuseFreeForm(force, "a helper that reads the model's Z-matrix")
         config = json.loads(force.getModelConfig())
         self.force = force
         self.n = force.getNumModelAtoms()
@@ -190,7 +211,9 @@ def equivalentAtoms(force):
     indices of one subtree (a single atom for the hydrogens of a methyl; a methyl's carbon and
     hydrogens for the two methyls of an isopropyl), corresponding atom by atom.  The flow tells
     them apart: which permutation is right follows from the positions (checkConfiguration).
+    A free-form model (identical particles, no bond graph) raises a ValueError.
     """
+    _refuseFreeForm(force, "equivalentAtoms")
     model = _Model(force)
     if model.elements is None:
         return []
@@ -798,9 +821,15 @@ def checkConfiguration(force, positions, topology=None, molecules=None, onProble
         the problems, each with 'molecule', 'kind' ('bond', 'angle', 'mirror image',
         'equivalent atoms'),
         'atoms' (model atoms), 'particles' and 'text'
+
+    Raises
+    ------
+    ValueError
+        for a free-form model, which has no bonds, angles or equivalent atoms to check
     """
     if onProblem not in ('error', 'warn', 'return'):
         raise ValueError(f"onProblem must be 'error', 'warn' or 'return', not {onProblem!r}")
+    _refuseFreeForm(force, "checkConfiguration")
     model = _Model(force)
     numMolecules = max(force.getNumMolecules(), 1)
     particlesOf = [list(force.getMoleculeParticles(m)) if force.getNumMolecules() else list(range(model.n))
@@ -879,7 +908,8 @@ def mapModelToTopology(force, topology, atoms=None, positions=None):
         are exactly the model's are assigned by those names, and the positions check them (a
         UserWarning names the atoms to swap where their labelling is more than 10 kT above the
         best); the other groups are assigned the permutation the flow gives the lowest energy.
-        Without positions, names decide every group.
+        Without positions, names decide every group.  A free-form model's copies are each N
+        consecutive atoms of the selection, in order (identical particles), without positions.
 
     Returns
     -------
@@ -902,6 +932,8 @@ def _map(force, topology, atoms, positions, checkNames=False, threshold=10.0):
     leaves that to checkConfiguration, which can raise)."""
     numAtoms = force.getNumModelAtoms()
     selected = _selectedAtoms(topology, atoms)
+    if _isFreeForm(force):
+        return _mapFreeForm(force, selected), False
     if not force.hasModelAtomInfo():
         # Without names, only the order can be used.
         if len(selected) == 0 or len(selected) % numAtoms != 0:
@@ -942,6 +974,25 @@ def _map(force, topology, atoms, positions, checkNames=False, threshold=10.0):
             resolved.append(molecule)
         molecules = resolved
     return molecules, anyBond
+
+
+def _mapFreeForm(force, selected):
+    """A free-form model's copies: each N consecutive selected atoms, in order.  Its particles
+    are identical and its energy permutation invariant, so no graph or name decides an order;
+    only elements, where both the model and the Topology give them, must agree."""
+    n = force.getNumModelAtoms()
+    if len(selected) == 0 or len(selected) % n != 0:
+        raise ValueError(f"the model is a free-form flow over {n} particles, so the selected atoms must be whole "
+                         f"copies of {n} particles (each {n} consecutive atoms one copy), but {len(selected)} "
+                         f"were selected")
+    if force.hasModelAtomInfo():
+        elements = [a['element'] for a in json.loads(force.getModelConfig())['atoms']]
+        for i, atom in enumerate(selected):
+            if atom.element is not None and elements[i % n] and atom.element.symbol != elements[i % n]:
+                raise ValueError(f"{_describeTopologyAtom(atom)} is {atom.element.symbol}, but the free-form "
+                                 f"model's particle {i % n} is {elements[i % n]}")
+    indices = [atom.index for atom in selected]
+    return [indices[i:i + n] for i in range(0, len(indices), n)]
 
 
 def _warnNamedLabelling(model, m, molecule, x, evaluator, allAtoms, named, threshold):
@@ -1108,6 +1159,9 @@ def addSmoothFlowForce(system, topology, model, atoms=None, forceGroup=0, period
     """Create a SmoothFlowForce for every copy of the model's molecule in a
     Topology and add it to a System.
 
+    For a free-form model over N identical particles, each N consecutive selected atoms are
+    one copy (see mapModelToTopology); the force is not periodic.
+
     Parameters
     ----------
     system : openmm.System
@@ -1122,13 +1176,15 @@ def addSmoothFlowForce(system, topology, model, atoms=None, forceGroup=0, period
         the force group of the new force
     periodic : bool, optional
         whether the force uses periodic boundary conditions; by default, when
-        the Topology has a box or the System already uses them
+        the Topology has a box or the System already uses them.  A free-form model is
+        never periodic: False by default whatever the box, and True is refused
     positions : list of Vec3, Quantity or array, optional
         the starting positions: equivalent atoms not named as in the model are assigned to
         match the model's handedness (those named as in the model keep their names), and the
         configuration is checked (checkConfiguration, which reports a named labelling of the
         wrong handedness); without them a warning says how to check, where the model has
-        equivalent atoms
+        equivalent atoms.  Not used for a free-form model (identical particles: nothing to
+        label, no bonds or angles to check)
     replace : bool
         remove the System's force-field terms among each molecule's atoms (bonded terms zeroed,
         intramolecular nonbonded pairs excluded), which the flow's energy already contains;
@@ -1152,6 +1208,11 @@ def addSmoothFlowForce(system, topology, model, atoms=None, forceGroup=0, period
     if onProblem not in ('error', 'warn'):
         raise ValueError(f"onProblem must be 'error' or 'warn', not {onProblem!r}")
     force = _createForce(model)
+    freeForm = _isFreeForm(force)
+    if freeForm and periodic:
+        raise ValueError(f"the model is a free-form flow over {force.getNumModelAtoms()} particles, which is not "
+                         f"periodic (its encoder sees every pair of particles at its plain distance): "
+                         f"periodic=True cannot apply to it")
     molecules, _ = _map(force, topology, atoms, positions)
     _refuseVirtualSites(system, topology, force, molecules)
     bonded, nonbonded, solvation = _doubleCounted(system, molecules)
@@ -1166,7 +1227,9 @@ def addSmoothFlowForce(system, topology, model, atoms=None, forceGroup=0, period
             force.setParticles(molecule)  # replaces any molecules a given force had
         else:
             force.addMolecule(molecule)
-    if positions is not None:
+    if freeForm:
+        pass  # identical particles: no labelling to resolve, no bonds or angles to check
+    elif positions is not None:
         checkConfiguration(force, positions, topology, onProblem=onProblem)
     elif force.hasModelAtomInfo() and equivalentAtoms(force):
         groups = ', '.join('{' + ', '.join(force.getModelAtomName(u[0]) for u in g) + '} of '
@@ -1179,7 +1242,9 @@ def addSmoothFlowForce(system, topology, model, atoms=None, forceGroup=0, period
     if replace:
         _removeDoubleCounting(system, bonded, nonbonded)
     if periodic is None:
-        periodic = topology.getPeriodicBoxVectors() is not None or system.usesPeriodicBoundaryConditions()
+        # A free-form model never is: a box of the Topology or of other forces leaves it plain.
+        periodic = not freeForm and (topology.getPeriodicBoxVectors() is not None
+                                     or system.usesPeriodicBoundaryConditions())
     force.setUsesPeriodicBoundaryConditions(bool(periodic))
     force.setForceGroup(forceGroup)
     system.addForce(force)

@@ -33,7 +33,8 @@ public:
     std::vector<std::string> getKernelNames() override;
     /**
      * The Z-matrix bonds of every molecule, so that OpenMM keeps each molecule
-     * whole when it wraps positions into the box or scales them (barostats).
+     * whole when it wraps positions into the box or scales them (barostats); for
+     * a free-form model, each particle of a copy bonded to the copy's first.
      */
     std::vector<std::pair<int, int> > getBondedParticles() const override;
     long long getWallCount() const;

@@ -165,6 +165,13 @@ CommonCalcSmoothFlowForceKernel::CommonCalcSmoothFlowForceKernel(const string& n
 }
 
 void CommonCalcSmoothFlowForceKernel::initialize(const System& /*system*/, const SmoothFlowForce& force, const vector<int>& particles) {
+    // The device kernels are those of the coupling flows over internal coordinates; a free-form
+    // model (no Z-matrix, no coupling layers: sf_model_describe refuses it) must not reach them.
+    if (force.getModelKind() == SmoothFlowForce::FreeFormFlow)
+        throw OpenMMException("SmoothFlowForce: the model is a free-form flow over " + to_string(force.getNumModelAtoms()) +
+                              " particles; free-form models run on the Reference and CPU platforms, and the " +
+                              getPlatform().getName() + " kernels for them are not written yet: create the Context "
+                              "on the Reference or CPU platform");
     ContextSelector selector(cc);
     model = force.getModel();
     this->particles = particles;
