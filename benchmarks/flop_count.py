@@ -38,6 +38,18 @@ Bytes
     outputs written forward and read backward (8 bytes each, twice), plus positions and
     forces. The total per molecule at n molecules is 2 * weight_bytes / n + activation_bytes.
 
+Free-form models (config ``kind`` "free_form", docs/model-format.md section 9)
+    Per configuration, the count of core/src/sf_egnn.c's header (a multiply-add 2 flops),
+    with n particles, d dimensions, H hidden, L layers, T = D = (n - 1) d tangents,
+    S = T + 1 slots (values and tangents) and E = n (n - 1) edges:
+        L (12 E S H^2 + 12 n S H^2) + (L - 1) 16 n S H^2     the linear maps, forward with
+                                                             tangents, then reverse over them
+        (8/3) T^3                                            LU of J_V and its inverse
+    The elementwise work (SiLU and its two derivatives, the coordinate update, biases),
+    O(E S (H + d)), a few per cent, is not counted: ``flops`` is a lower bound. Bytes: the
+    weights once (8 bytes each) and the workspace of docs/model-format.md section 9.4,
+    (D + 1) n (L + 10) (2H + d) + 2 D^2 doubles, per configuration.
+
 Usage: python benchmarks/flop_count.py MODEL.safetensors [--inverse-iterations 8] [--json]
 """
 from __future__ import annotations
@@ -73,8 +85,31 @@ def params_per_dim(transform: str, K: int) -> int:
     return {"smooth": 4 * K + 2, "spline": 3 * K + 2, "affine": 2}[transform]
 
 
+def count_free_form(config: dict) -> dict:
+    """FLOPs and bytes of one energy + forces evaluation of a free-form model (an EGNN
+    encoder), per configuration, as core/src/sf_egnn.c counts them (see the docstring)."""
+    net = config["network"]
+    n, d = int(config["n_atoms"]), int(net["spatial_dim"])
+    H, L = int(net["hidden"]), int(net["layers"])
+    T = (n - 1) * d
+    S, E = T + 1, n * (n - 1)
+    linear = L * (12 * E * S * H * H + 12 * n * S * H * H) + (L - 1) * 16 * n * S * H * H
+    lu = 8 * T ** 3 / 3
+    # h0, then per layer edge (2H+1 -> H, H -> H), coord (H -> H, H -> 1), node (2H -> H, H -> H)
+    params = H + L * ((2 * H + 1) * H + H + H * H + H + H * H + H + H + 1) \
+        + (L - 1) * (2 * H * H + H + H * H + H)
+    workspace = (T + 1) * n * (L + 10) * (2 * H + d) + 2 * T * T
+    return {"kind": "free_form", "n_atoms": n, "spatial_dim": d, "hidden": H, "layers": L,
+            "dims": T, "slots": S, "edges": E, "flops_linear": linear, "flops_lu": lu,
+            "flops": linear + lu, "weight_bytes": params * DOUBLE,
+            "workspace_bytes": workspace * DOUBLE}
+
+
 def count(config: dict, inverse_iterations: int = 8) -> dict:
-    """FLOPs, transcendentals and bytes of one energy + forces evaluation, per molecule."""
+    """FLOPs, transcendentals and bytes of one energy + forces evaluation, per molecule
+    (per configuration for a free-form model: :func:`count_free_form`)."""
+    if config.get("kind") == "free_form":
+        return count_free_form(config)
     N = int(config["n_atoms"])
     D = 3 * N - 6
     n_interval = 2 * N - 3
@@ -158,6 +193,14 @@ def main():
     c = count_file(Path(args.model), args.inverse_iterations)
     if args.json:
         print(json.dumps(c, indent=2))
+        return
+    if c.get("kind") == "free_form":
+        print(f"{args.model}: free-form EGNN encoder, n = {c['n_atoms']}, d = {c['spatial_dim']}, "
+              f"H = {c['hidden']}, L = {c['layers']}, D = {c['dims']}")
+        print(f"  flops per configuration {c['flops'] / 1e6:.3f} M (linear maps {c['flops_linear'] / 1e6:.3f} M, "
+              f"LU and inverse {c['flops_lu'] / 1e6:.3f} M; elementwise work not counted)")
+        print(f"  weights {c['weight_bytes'] / 1e6:.3f} MB; workspace {c['workspace_bytes'] / 1e6:.3f} MB "
+              "per configuration")
         return
     print(f"{args.model}: {c['layers']} layers, N = {c['n_atoms']}")
     print(f"  multiply-adds (forward + backward) {c['multiply_adds'] / 1e6:.3f} M")
