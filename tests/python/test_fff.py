@@ -304,3 +304,36 @@ def test_learning_rate_schedules_and_cosine_resume(tmp_path):
                             tmp_path / "cos", progress=False)
     with pytest.raises(ValueError, match="steps"):
         longer.load_checkpoint(run.checkpoints()[-1])
+
+
+def test_run_writes_its_model_and_export_only_refuses_other_configs(tmp_path):
+    """The end of a run writes OUT/model.safetensors (the encoder in reduced units, kT = 1,
+    particles DW1..DW4); --export-only refuses a config that is not the run's, naming the key,
+    and a checkpoint that does not exist, and it does not write into the run unless told to."""
+    from smoothflow_torch.particles.export import load_free_form
+    data = _dw4_like_data(tmp_path / "dw4.npz")
+    run = ptrain.Trainer(ptrain.load_config(_config(data, steps=10, checkpoint_every=5)), tmp_path / "r",
+                         progress=False)
+    info = run.run()
+    model = tmp_path / "r" / ptrain.MODEL_FILE
+    assert info["model"] == str(model)
+    f = load_free_form(model)
+    assert all(torch.equal(a, b) for a, b in zip(f.state_dict().values(), run.f.state_dict().values()))
+    from smoothflow_torch import read_model_bytes
+    config, _, _ = read_model_bytes(model.read_bytes())
+    assert [a["name"] for a in config["atoms"]] == ["DW1", "DW2", "DW3", "DW4"]
+    assert config["temperature"] * 0.00831446261815324 == pytest.approx(1.0, abs=1e-15)
+    with pytest.raises(ValueError, match="beta"):
+        ptrain.export_checkpoint(_config(data, steps=10, checkpoint_every=5, beta=1.0), tmp_path / "r",
+                                 model_path=tmp_path / "x.safetensors")
+    with pytest.raises(FileNotFoundError, match="step_00000007.pt"):
+        ptrain.export_checkpoint(_config(data, steps=10, checkpoint_every=5), tmp_path / "r",
+                                 "step_00000007.pt", tmp_path / "x.safetensors")
+    model.unlink()
+    path = ptrain.export_checkpoint(_config(data, steps=10, checkpoint_every=5), tmp_path / "r",
+                                    "step_00000005.pt")
+    assert path == model                                      # the default place: OUT/model.safetensors
+    assert not all(torch.equal(a, b) for a, b in zip(load_free_form(model).state_dict().values(),
+                                                     run.f.state_dict().values()))   # step 5, not 10
+    with pytest.raises(SystemExit):
+        ptrain.main([str(tmp_path / "c.json"), "--out", str(tmp_path / "r"), "--checkpoint", "x.pt"])

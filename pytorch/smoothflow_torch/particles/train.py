@@ -4,11 +4,20 @@
 
 CONFIG is a JSON object; every key of ``DEFAULTS`` may be given, ``system`` and ``data`` must
 be. DIR receives ``config.json``, ``log.jsonl`` (one line per step), ``checkpoints/step_*.pt``
-(atomic; the newest ``keep_checkpoints`` are kept) and, at the end, ``result.json`` with the
-held-out NLL by the exact log-determinant and the sign of det J over the held-out data.
+(atomic; the newest ``keep_checkpoints`` are kept) and, at the end, ``model.safetensors`` (the
+encoder f as a free-form SmoothFlow model file in reduced units, kT = 1: the MD potential of
+docs/free-form-flows.md section 7) and ``result.json`` with the held-out NLL by the exact
+log-determinant and the sign of det J over the held-out data.
 Running the same command again resumes from the newest checkpoint (bit-identical to an
 uninterrupted run: the batch / probe-vector generator's state is in the checkpoint); a config
 that differs in anything but ``steps`` and the evaluation settings is refused.
+
+    python -m smoothflow_torch.particles.train CONFIG.json --out DIR --export-only \
+        [--checkpoint step_N.pt] [--model PATH]
+
+exports a checkpoint (default the newest in DIR/checkpoints) as a model file (default
+DIR/model.safetensors) without training and without writing anything else into DIR, so it may
+be run beside a training that is still going on.
 Model, loss and conventions: docs/free-form-flows.md.
 """
 from __future__ import annotations
@@ -26,9 +35,11 @@ import torch
 
 from .egnn import EGNN, remove_mean
 from .fff import exact_nll, fff_loss
-from .systems import SYSTEMS
+from .systems import REDUCED_TEMPERATURE_KELVIN, SYSTEMS
 
 CHECKPOINT_FORMAT = "smoothflow-fff-checkpoint"
+#: the model file a run writes at the end of training (and --export-only by default)
+MODEL_FILE = "model.safetensors"
 
 DEFAULTS = dict(
     system=None,            # "dw4" or "lj13" (sets n, d)
@@ -85,6 +96,13 @@ def load_config(path_or_dict) -> dict:
     if int(cfg["warmup"]) != cfg["warmup"] or cfg["warmup"] < 0:
         raise ValueError(f"config: 'warmup' must be an integer >= 0, got {cfg['warmup']!r}")
     return cfg
+
+
+def config_differences(old: dict, new: dict, allowed=RESUMABLE_CHANGES) -> list:
+    """The keys (outside ``allowed``) in which a checkpoint's config ``old`` differs from ``new``;
+    a cosine schedule ends at ``steps``, so there ``steps`` changes the trajectory too."""
+    allowed = set(allowed) - ({"steps"} if new.get("lr_schedule") == "cosine" else set())
+    return sorted(k for k in DEFAULTS if k not in allowed and old.get(k, DEFAULTS[k]) != new.get(k))
 
 
 def learning_rate(cfg: dict, step: int) -> float:
@@ -153,6 +171,81 @@ def evaluate(f: EGNN, g: EGNN, x: torch.Tensor, chunk: int) -> dict:
             "reconstruction_mse": float(rec.mean())}
 
 
+def particle_atoms(system: str) -> list:
+    """The model file's ``atoms`` for a system: particles named LJ1..LJ13 (DW1..DW4) in one
+    residue named after the system. The element is left empty: reduced-unit particles of mass 1
+    and r_m = 1 nm are no chemical element, and the force's Topology mapping reads an empty
+    element as "not given" (a Topology's elements are then not checked against it)."""
+    spec = SYSTEMS[system]
+    prefix = {"lj13": "LJ", "dw4": "DW"}.get(spec.name, spec.name.upper())
+    return [{"name": f"{prefix}{i + 1}", "residue": spec.name.upper(), "residue_index": 0,
+             "element": ""} for i in range(spec.n_particles)]
+
+
+def export_model(f: EGNN, path, cfg: dict, step: int, source: str = "") -> Path:
+    """Write the encoder ``f`` of a run as a free-form model file at ``path`` (atomically).
+
+    Reduced units (docs/particle-systems.md section 2): the temperature is 1 / R kelvin, so that
+    kT = 1 kJ/mol and U = -log p(x) in kT, with no offset. The metadata records the training
+    step, the run's length and config, and the checkpoint it came from (``source``), so that a
+    study can say which model it ran.
+    """
+    from .export import export_free_form
+
+    meta = {"fff_step": str(int(step)), "fff_steps": str(int(cfg["steps"])),
+            "fff_config": json.dumps(cfg, sort_keys=True), "fff_checkpoint": str(source),
+            "units": "reduced: length nm, energy kJ/mol = kT, mass amu, time ps (kT = 1 at T = 1/R K)"}
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    export_free_form(f, path, temperature=REDUCED_TEMPERATURE_KELVIN,
+                     atoms=particle_atoms(cfg["system"]), extra_metadata=meta)
+    return path
+
+
+def _resolve_checkpoint(out_dir, checkpoint=None) -> Path:
+    """``checkpoint`` as given if it exists, else its name in OUT/checkpoints; without one the
+    newest checkpoint of OUT."""
+    ckpt_dir = Path(out_dir) / "checkpoints"
+    if checkpoint is None:
+        found = sorted(ckpt_dir.glob("step_*.pt")) if ckpt_dir.is_dir() else []
+        if not found:
+            raise FileNotFoundError(f"{ckpt_dir}: no checkpoints (step_*.pt) to export")
+        return found[-1]
+    for candidate in (Path(checkpoint), ckpt_dir / checkpoint):
+        if candidate.is_file():
+            return candidate
+    raise FileNotFoundError(f"checkpoint {checkpoint!r} is neither a file nor in {ckpt_dir}")
+
+
+def export_checkpoint(config, out_dir, checkpoint=None, model_path=None) -> Path:
+    """Export the encoder of a run's checkpoint as a model file; returns the file's path.
+
+    ``config`` (a dict or a JSON path) must be the run's (the checkpoint's config may differ only
+    in the keys a resume may change); ``checkpoint`` a path or a name in OUT/checkpoints (default:
+    the newest); ``model_path`` defaults to OUT/model.safetensors. Only the checkpoint is read and
+    only the model file written (not the data, the log or config.json), so a training that is
+    still running in OUT is not disturbed.
+    """
+    cfg = load_config(config)
+    path = _resolve_checkpoint(out_dir, checkpoint)
+    state = torch.load(path, map_location="cpu", weights_only=False)
+    if state.get("format") != CHECKPOINT_FORMAT:
+        raise ValueError(f"{path}: not a free-form flow checkpoint (format {state.get('format')!r})")
+    diff = config_differences(state["config"], cfg)
+    if diff:
+        raise ValueError(f"{path}: the config differs from the checkpoint's in {diff}; give the "
+                         f"run's own config")
+    ckpt_cfg = dict(DEFAULTS, **state["config"])
+    system = SYSTEMS[ckpt_cfg["system"]]
+    f = EGNN(system.n_particles, system.spatial_dim, hidden=ckpt_cfg["hidden"],
+             layers=ckpt_cfg["layers"], distance_scale=state["distance_scale"],
+             coord_gain=ckpt_cfg["coord_gain"]).to(torch.float32 if ckpt_cfg["dtype"] == "float32"
+                                                   else torch.float64)
+    f.load_state_dict(state["f"])
+    target = Path(model_path) if model_path else Path(out_dir) / MODEL_FILE
+    return export_model(f, target, ckpt_cfg, state["step"], source=str(path))
+
+
 class Trainer:
     """State of one run: models, optimizer, generator, step; checkpoints and the log."""
 
@@ -196,10 +289,7 @@ class Trainer:
         state = torch.load(path, map_location="cpu", weights_only=False)
         if state.get("format") != CHECKPOINT_FORMAT:
             raise ValueError(f"{path}: not a free-form flow checkpoint (format {state.get('format')!r})")
-        # a cosine schedule ends at `steps`: changing it changes the trajectory
-        resumable = RESUMABLE_CHANGES - ({"steps"} if self.cfg["lr_schedule"] == "cosine" else set())
-        diff = sorted(k for k in DEFAULTS if k not in resumable
-                      and state["config"].get(k, DEFAULTS[k]) != self.cfg.get(k))
+        diff = config_differences(state["config"], self.cfg)
         if diff:
             raise ValueError(f"{path}: the config differs from the checkpoint's in {diff}; use a "
                              f"new --out directory or the checkpoint's values")
@@ -274,7 +364,14 @@ class Trainer:
                     self.save_checkpoint()
         if bar is not None:
             bar.close()
-        return {"train_seconds_this_session": time.time() - t0}
+        model = self.export()
+        return {"train_seconds_this_session": time.time() - t0, "model": str(model)}
+
+    def export(self, path=None) -> Path:
+        """Write the encoder at the current step as a model file (default OUT/model.safetensors)."""
+        ckpts = self.checkpoints()
+        source = str(ckpts[-1]) if ckpts and ckpts[-1].name == f"step_{self.step:08d}.pt" else ""
+        return export_model(self.f, path or self.out / MODEL_FILE, self.cfg, self.step, source)
 
     def final_evaluation(self) -> dict:
         n = self.cfg["final_frames"]
@@ -302,7 +399,18 @@ def main(argv: Optional[list] = None) -> None:
     parser.add_argument("config", help="JSON config (keys: " + ", ".join(DEFAULTS) + ")")
     parser.add_argument("--out", required=True, help="run directory (resumed if it has checkpoints)")
     parser.add_argument("--no-progress", action="store_true", help="no tqdm bar")
+    parser.add_argument("--export-only", action="store_true",
+                        help="do not train: export a checkpoint's encoder as a model file")
+    parser.add_argument("--checkpoint", help="with --export-only: a checkpoint file, or its name in "
+                                             "OUT/checkpoints (default: the newest)")
+    parser.add_argument("--model", help="with --export-only: where to write the model file "
+                                        f"(default OUT/{MODEL_FILE})")
     args = parser.parse_args(argv)
+    if not args.export_only and (args.checkpoint or args.model):
+        parser.error("--checkpoint and --model go with --export-only")
+    if args.export_only:
+        print(export_checkpoint(args.config, args.out, args.checkpoint, args.model))
+        return
     result = train(args.config, args.out, progress=not args.no_progress)
     print(json.dumps(result, indent=2))
 
