@@ -48,8 +48,8 @@ from typing import Optional, Sequence
 
 import numpy as np
 
-from smoothflow_torch.pipeline.md import (FORCE_FIELD, dt2_slopes, nve_series, relative_ratios,
-                                          summarize, summary_table)
+from smoothflow_torch.pipeline.md import (FORCE_FIELD, dt2_slopes, nve_series, plot_energy_conservation,
+                                          relative_ratios, summarize, summary_table)
 
 ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_DATA = ROOT / "runs" / "particles" / "lj13" / "lj13.npz"
@@ -315,38 +315,9 @@ def plot(rows, runs, hist: dict, out: Path) -> list:
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    colors = {FLOW: "C0", TRUE: "k"}
-    fig, ax = plt.subplots(figsize=(5, 4))
-    for p in (TRUE, FLOW):
-        pts = [(r["dt_fs"] / 1000.0, r["ratio"]) for r in rows if r["potential"] == p and "ratio" in r]
-        if pts:
-            d, v = zip(*pts)
-            ax.loglog(d, v, "o-", color=colors[p], label=p)
-    ref = [(r["dt_fs"] / 1000.0, r["ratio"]) for r in rows if r["potential"] == TRUE and "ratio" in r]
-    if ref:
-        d = np.array(sorted({r["dt_fs"] / 1000.0 for r in rows}))
-        ax.loglog(d, ref[0][1] * (d / ref[0][0]) ** 2, ":", color="gray", label="dt^2")
-    ax.set_xlabel("time step (tau)")
-    ax.set_ylabel("RMS dE_tot / RMS dE_kin")
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(out / "fluctuation_ratio_vs_dt.png", dpi=110)
-    plt.close(fig)
-    dts = sorted({r["dt_fs"] for r in rows})
-    fig, axes = plt.subplots(1, len(dts), figsize=(3.6 * len(dts), 3.2), squeeze=False)
-    for ax, dt in zip(axes[0], dts):
-        for r in runs:
-            if r["dt_fs"] == dt and r["start"] == 0 and r["series"]:
-                s = np.array(r["series"])
-                ax.plot(s[:, 0], s[:, 1] + s[:, 2] - (s[0, 1] + s[0, 2]), color=colors[r["potential"]],
-                        label=r["potential"])
-        ax.set_title(f"dt = {dt / 1000:g} tau (start 0)", fontsize=9)
-        ax.set_xlabel("time (tau)")
-        ax.set_ylabel("E_tot - E_tot(0) (kT)")
-        ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(out / "total_energy.png", dpi=110)
-    plt.close(fig)
+    # the pipeline's energy-conservation plots, in reduced units (the rows' dt_fs is 1e-3 tau)
+    names = plot_energy_conservation(rows, runs, out, reference=TRUE, dt_unit="tau", dt_scale=1e-3,
+                                     time_unit="tau", energy_unit="kT", dt2_guide=True, dpi=110)
     fig, ax = plt.subplots(figsize=(6, 4))
     centres = 0.5 * (HIST_BINS[1:] + HIST_BINS[:-1])
     width = HIST_BINS[1] - HIST_BINS[0]
@@ -362,7 +333,7 @@ def plot(rows, runs, hist: dict, out: Path) -> list:
     fig.tight_layout()
     fig.savefig(out / "pair_distances.png", dpi=110)
     plt.close(fig)
-    return ["fluctuation_ratio_vs_dt.png", "total_energy.png", "pair_distances.png"]
+    return names + ["pair_distances.png"]
 
 
 def report(result: dict, plots: Sequence[str]) -> str:

@@ -140,38 +140,51 @@ def relative_ratios(rows) -> dict:
     return out
 
 
-def _plot(rows, runs, out: Path) -> list:
+def plot_energy_conservation(rows, runs, out: Path, reference: str = FORCE_FIELD, dt_unit: str = "fs",
+                             dt_scale: float = 1.0, time_unit: str = "ps", energy_unit: str = "kJ/mol",
+                             dt2_guide: bool = False, dpi: int = 100) -> list:
+    """``fluctuation_ratio_vs_dt.png`` (the ratio per potential against the step, log-log) and
+    ``total_energy.png`` (E_tot - E_tot(0) of start 0 per step) in ``out``; returns their names.
+
+    ``reference`` (the force field, or a study's true potential) is drawn in black. The rows'
+    and runs' ``dt_fs`` is multiplied by ``dt_scale`` for the axes, labeled ``dt_unit``; the
+    series' time and energy columns are labeled ``time_unit`` and ``energy_unit`` (a study in
+    reduced units passes tau and kT). ``dt2_guide`` adds the dt^2 law through the reference's
+    smallest step."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    fig, ax = plt.subplots(figsize=(5, 4))
     potentials = sorted({r["potential"] for r in rows})
-    for i, p in enumerate(potentials):
-        pts = [(r["dt_fs"], r["ratio"]) for r in rows if r["potential"] == p and "ratio" in r]
+    color = {p: "k" if p == reference else f"C{i}" for i, p in enumerate(potentials)}
+    fig, ax = plt.subplots(figsize=(5, 4))
+    for p in potentials:
+        pts = sorted((r["dt_fs"] * dt_scale, r["ratio"]) for r in rows if r["potential"] == p and "ratio" in r)
         if pts:
             d, x = zip(*pts)
-            ax.loglog(d, x, "o-", color="k" if p == FORCE_FIELD else f"C{i}", label=p)
-    ax.set_xlabel("time step (fs)")
+            ax.loglog(d, x, "o-", color=color[p], label=p)
+            if dt2_guide and p == reference:
+                grid = np.array(sorted({r["dt_fs"] * dt_scale for r in rows}))
+                ax.loglog(grid, x[0] * (grid / d[0]) ** 2, ":", color="gray", label="dt^2")
+    ax.set_xlabel(f"time step ({dt_unit})")
     ax.set_ylabel("RMS dE_tot / RMS dE_kin")
     ax.legend(fontsize=8)
     fig.tight_layout()
-    fig.savefig(out / "fluctuation_ratio_vs_dt.png", dpi=100)
+    fig.savefig(out / "fluctuation_ratio_vs_dt.png", dpi=dpi)
     plt.close(fig)
     dts = sorted({r["dt_fs"] for r in rows})
     fig, axes = plt.subplots(1, len(dts), figsize=(4 * len(dts), 3.4), squeeze=False)
     for ax, dt in zip(axes[0], dts):
-        for i, p in enumerate(potentials):
+        for p in potentials:
             for r in runs:
                 if r["dt_fs"] == dt and r["start"] == 0 and r["potential"] == p and r["series"]:
                     s = np.array(r["series"])
-                    ax.plot(s[:, 0], s[:, 1] + s[:, 2] - (s[0, 1] + s[0, 2]),
-                            color="k" if p == FORCE_FIELD else f"C{i}", label=p)
-        ax.set_title(f"total energy, dt = {dt:g} fs (start 0)", fontsize=9)
-        ax.set_xlabel("time (ps)")
-        ax.set_ylabel("E_tot - E_tot(0) (kJ/mol)")
+                    ax.plot(s[:, 0], s[:, 1] + s[:, 2] - (s[0, 1] + s[0, 2]), color=color[p], label=p)
+        ax.set_title(f"total energy, dt = {dt * dt_scale:g} {dt_unit} (start 0)", fontsize=9)
+        ax.set_xlabel(f"time ({time_unit})")
+        ax.set_ylabel(f"E_tot - E_tot(0) ({energy_unit})")
         ax.legend(fontsize=7)
     fig.tight_layout()
-    fig.savefig(out / "total_energy.png", dpi=100)
+    fig.savefig(out / "total_energy.png", dpi=dpi)
     plt.close(fig)
     return ["fluctuation_ratio_vs_dt.png", "total_energy.png"]
 
@@ -268,7 +281,7 @@ def md(project, models: Optional[Sequence] = None, dt_fs: Sequence[float] = (0.2
             "seconds": time.time() - t0,
             "models": {p: {"path": str(m), "sha256": hashlib.sha256(Path(m).read_bytes()).hexdigest()[:16]}
                        for p, m in labels.items()}}
-    plots = _plot(rows, runs, out)
+    plots = plot_energy_conservation(rows, runs, out)
     (out / "report.md").write_text(report(project, rows, slopes, relative, meta, plots))
     each = [dict({k: v for k, v in r.items() if k != "series"}, epot_start=r["series"][0][1] if r["series"] else None)
             for r in sorted(runs, key=lambda r: (r["potential"], r["dt_fs"], r["start"]))]
