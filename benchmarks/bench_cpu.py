@@ -621,6 +621,24 @@ def peers_python(args):
     return str(Path(res.stdout.strip().splitlines()[-1]) / "bin" / "python")
 
 
+def warm_up(cases, block_seconds: float) -> list:
+    """Warm each case up and size its timing block; returns the cases that did not fail.
+
+    TorchScript optimizes its graph over the first runs (seconds for the flow's graph), so up
+    to 3 single steps where they are cheap; the last sizes the block. A case that raises is
+    marked skipped with the reason."""
+    for c in cases:
+        try:
+            t1 = c.run(1)
+            for _ in range(2):
+                if t1 < 2.0:
+                    t1 = c.run(1)
+            c.steps = max(1, int(round(block_seconds / max(t1, 1e-9))))
+        except Exception as e:
+            c.skipped = f"failed: {type(e).__name__}: {e}"
+    return [c for c in cases if not c.skipped]
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--sizes", default="1,16,256,4096")
@@ -711,18 +729,7 @@ def main():
     print(f"[bench] agreement: {json.dumps(agree)}", flush=True)
 
     live = [c for c in cases if not c.skipped]
-    for c in live:
-        # Warm-up: TorchScript optimizes its graph over the first runs (seconds for the
-        # flow's graph), so up to 3 single steps where they are cheap; the last sizes the block.
-        try:
-            t1 = c.run(1)
-            for _ in range(2):
-                if t1 < 2.0:
-                    t1 = c.run(1)
-            c.steps = max(1, int(round(args.block_seconds / max(t1, 1e-9))))
-        except Exception as e:
-            c.skipped = f"failed: {type(e).__name__}: {e}"
-    live = [c for c in live if not c.skipped]
+    live = warm_up(live, args.block_seconds)
     print(f"[bench] warm-up done ({time.perf_counter() - start:.0f} s); {len(live)} cases",
           flush=True)
     for r in range(args.rounds):

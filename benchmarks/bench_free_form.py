@@ -56,7 +56,8 @@ import numpy as np
 import torch
 
 import flop_count            # beside this script (run as a script, its folder is on the path)
-from bench_cpu import Case, Peers, fmt_t, machine, openmm_context, peers_python, probe_limits, stepper
+from bench_cpu import (Case, Peers, fmt_t, machine, openmm_context, peers_python, probe_limits, stepper,
+                       warm_up)
 
 ROOT = Path(__file__).resolve().parents[1]
 DT_PS = 1e-6              # the step's cost does not depend on dt; tiny so blocks stay where they start
@@ -477,16 +478,7 @@ def main(argv=None):
     limits = probe_limits(max(c["weight_bytes"] for c in flops.values()))
 
     live = [c for c in cases if not c.skipped]
-    for c in live:
-        try:   # warm-up (TorchScript optimizes over its first runs); the last sizes the block
-            t1 = c.run(1)
-            for _ in range(2):
-                if t1 < 2.0:
-                    t1 = c.run(1)
-            c.steps = max(1, int(round(args.block_seconds / max(t1, 1e-9))))
-        except Exception as e:
-            c.skipped = f"failed: {type(e).__name__}: {e}"
-    live = [c for c in live if not c.skipped]
+    live = warm_up(live, args.block_seconds)
     print(f"[bench] warm-up done ({time.perf_counter() - start:.0f} s); {len(live)} cases", flush=True)
     for r in range(args.rounds):
         for c in live[r % len(live):] + live[:r % len(live)]:

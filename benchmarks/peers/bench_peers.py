@@ -125,13 +125,16 @@ def _version(dist):
 OPS = {"build": build, "time": timed, "evaluate": evaluate, "info": info}
 
 
-def main():
+def main(ops=None):
+    """Serve requests from stdin until "quit"; ``ops`` (default OPS) maps each op to its handler
+    (bench_peers_free_form.py serves its own build with the same loop)."""
+    ops = OPS if ops is None else ops
     for line in sys.stdin:
         req = json.loads(line)
         if req["op"] == "quit":
             break
         try:
-            ans = {"ok": True, **OPS[req["op"]](req)}
+            ans = {"ok": True, **ops[req["op"]](req)}
         except Exception as e:   # the driver records the case as failed, with the reason
             traceback.print_exc(file=sys.stderr)
             ans = {"ok": False, "error": f"{type(e).__name__}: {e}"}

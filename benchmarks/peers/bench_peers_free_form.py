@@ -113,20 +113,7 @@ OPS = {"build": build, "time": timed, "evaluate": evaluate, "info": info}
 
 
 def main():
-    import json
-    import traceback
-    out = bench_peers._stdout
-    for line in sys.stdin:
-        req = json.loads(line)
-        if req["op"] == "quit":
-            break
-        try:
-            ans = {"ok": True, **OPS[req["op"]](req)}
-        except Exception as e:   # the driver records the case as failed, with the reason
-            traceback.print_exc(file=sys.stderr)
-            ans = {"ok": False, "error": f"{type(e).__name__}: {e}"}
-        out.write(json.dumps(ans) + "\n")
-        out.flush()
+    bench_peers.main(OPS)
 
 
 if __name__ == "__main__":

@@ -251,6 +251,14 @@ def _unicode(v) -> bool:
     return True
 
 
+def _checked_atoms(atoms, n: int) -> list:
+    """The configuration's ``atoms`` entries (either kind), one per atom: [atoms-count]."""
+    if len(atoms) != n:
+        _fail(f"config.atoms must list n_atoms = {n} entries, got {len(atoms)}")
+    return [{"name": a["name"], "residue": a["residue"], "residue_index": int(a["residue_index"]),
+             "element": a["element"]} for a in atoms]
+
+
 def validate_config(config: Mapping) -> dict:
     """Check a ``config`` object and return it with defaults filled in.
 
@@ -297,11 +305,7 @@ def validate_config(config: Mapping) -> dict:
     except ValueError as e:
         _fail(f"config.zmatrix: {e}")
     if "atoms" in cfg:
-        if len(cfg["atoms"]) != n:            # [atoms-count]
-            _fail(f"config.atoms must list n_atoms = {n} entries, got {len(cfg['atoms'])}")
-        out["atoms"] = [{"name": a["name"], "residue": a["residue"],
-                         "residue_index": int(a["residue_index"]), "element": a["element"]}
-                        for a in cfg["atoms"]]
+        out["atoms"] = _checked_atoms(cfg["atoms"], n)
     try:      # [prior-length]
         out["prior"] = check_prior(cfg.get("prior", "uniform"), 2 * n - 3)
     except ValueError as e:
@@ -353,11 +357,7 @@ def _validate_free_form(cfg) -> dict:
     out = {"kind": FREE_FORM, "n_atoms": n, "temperature": float(cfg["temperature"]),
            "energy_offset": float(cfg.get("energy_offset", 0.0))}
     if "atoms" in cfg:
-        if len(cfg["atoms"]) != n:            # [atoms-count]
-            _fail(f"config.atoms must list n_atoms = {n} entries, got {len(cfg['atoms'])}")
-        out["atoms"] = [{"name": a["name"], "residue": a["residue"],
-                         "residue_index": int(a["residue_index"]), "element": a["element"]}
-                        for a in cfg["atoms"]]
+        out["atoms"] = _checked_atoms(cfg["atoms"], n)
     out["network"] = {"kind": "egnn", "spatial_dim": int(net["spatial_dim"]), "hidden": int(net["hidden"]),
                       "layers": int(net["layers"]), "distance_scale": float(net["distance_scale"])}
     out["latent"] = cfg["latent"]
