@@ -356,6 +356,10 @@ SF_API const double *sf_model_layer_bias(const sf_model *model, int layer, int l
  * for a free-form model (no bonds, no such prior). */
 SF_API sf_status sf_model_bond_bounds(const sf_model *model, int d, double *lo, double *hi);
 SF_API sf_status sf_model_prior(const sf_model *model, int d, double *mean, double *sigma);
+/* The wall's edge forces of interval dim d < 2N - 3 (kJ/mol per unit of u,
+ * docs/model-format.md section 5.2): 0 and 0 when the model has none.
+ * SF_ERR_ARG out of range and for a free-form model. */
+SF_API sf_status sf_model_edge_force(const sf_model *model, int d, double *lower, double *upper);
 
 #ifdef __cplusplus
 }

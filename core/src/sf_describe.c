@@ -79,3 +79,11 @@ sf_status sf_model_prior(const sf_model *m, int d, double *mean, double *sigma)
     *sigma = m->prior_sigma[d];
     return SF_OK;
 }
+
+sf_status sf_model_edge_force(const sf_model *m, int d, double *lower, double *upper)
+{
+    if (!m || !lower || !upper || m->kind == SF_FLOW_FREE_FORM || d < 0 || d >= 2 * m->N - 3) return SF_ERR_ARG;
+    *lower = m->edge_lower ? m->edge_lower[d] : 0;
+    *upper = m->edge_upper ? m->edge_upper[d] : 0;
+    return SF_OK;
+}

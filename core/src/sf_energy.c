@@ -89,6 +89,12 @@ static double log_jacobian_term(const sf_model *m, int d, double q, double *deri
     return sfm_log_jacobian(sfm_dim_kind(d, m->N), q, derivative);
 }
 
+/* The wall's edge force of interval dim d on u's side (0 without edge forces). */
+static double edge_force(const sf_model *m, int d, double u)
+{
+    return m->edge_lower ? sfm_wall_edge_force(u, m->edge_lower[d], m->edge_upper[d]) : 0;
+}
+
 /* Internal coordinates of molecule b into ws (q raw, u as the flow sees it),
  * log J, the wall energy and the clamp slopes.  Under the wall policy the whole
  * -kT log p_X, Jacobian included, is evaluated at the clamped point: log J
@@ -116,7 +122,7 @@ static sf_status prepare_molecule(const sf_model *m, sf_workspace *ws, int b, co
                 double c = sfm_smooth_clamp(v, m->margin, &slope[d]);
                 if (c != v) {
                     (*wall_dims)++;
-                    const double w = sfm_wall_energy(v, c, m->wall_constant);
+                    const double w = sfm_wall_energy(v, c, m->wall_constant, edge_force(m, d, v));
                     if (!isfinite(w)) return coordinate_error(m, b, d, &g[d], q[d], v, w, err);
                     *wall_energy += w;
                 }
@@ -149,7 +155,8 @@ static void coordinate_gradient(const sf_model *m, sf_workspace *ws, int b, cons
         /* E contains +kT log J, evaluated where the flow is; the clamp's
          * slope s equals slope[d] (both from the same v). */
         log_jacobian_term(m, d, walled ? offset + scale * c : q[d], &dlogj);
-        gq[d] = sfm_coordinate_gradient(gu[d], m->kT, dlogj, scale, slope[d], walled, m->wall_constant, v, c);
+        const double wall = walled ? sfm_wall_gradient(v, c, slope[d], m->wall_constant, edge_force(m, d, v)) : 0;
+        gq[d] = sfm_coordinate_gradient(gu[d], m->kT, dlogj, scale, slope[d], wall);
     }
 }
 

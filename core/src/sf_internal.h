@@ -112,6 +112,8 @@ struct sf_model {
     sf_affine_constants affine;
     sf_support_policy policy;
     double margin, wall_constant;
+    /* The wall's edge forces of the interval dims (2N - 3 each; NULL: none, 0). */
+    double *edge_lower, *edge_upper;
     int n_layers;
     sf_layer *layers;
     sf_atom_info *atoms;        /* NULL when the file has none */

@@ -33,6 +33,7 @@
 #define SF_MAX_TEMPERATURE 1e6       /* K: kT <= 8314 kJ/mol */
 #define SF_MAX_ENERGY_OFFSET 1e12    /* |U0|, kJ/mol */
 #define SF_MAX_WALL_CONSTANT 1e12    /* kJ/mol */
+#define SF_MAX_EDGE_FORCE 1e12       /* kJ/mol per unit of u */
 #define SF_MIN_S_MIN 1e-6            /* smooth: 1 / s and its square stay <= 1e12 */
 #define SF_MIN_ALPHA_MIN 1e-6        /* smooth: an unsaturated ramp has h^-beta <= ~1e9 */
 #define SF_MAX_ALPHA_MIN 1e6
@@ -200,6 +201,8 @@ void sf_model_free(sf_model *m)
     free(m->bond_hi);
     free(m->prior_mean);
     free(m->prior_sigma);
+    free(m->edge_lower);
+    free(m->edge_upper);
     for (int i = 0; m->egnn_tensors && i < m->n_egnn_tensors; i++) free(m->egnn_tensors[i]);
     free(m->egnn_tensors);
     free(m->egnn_layers);
@@ -396,12 +399,45 @@ static sf_status read_smooth(sf_model *m, const cJSON *cfg, int has_smooth_layer
     return SF_OK;
 }
 
+/* The wall's edge forces (docs/model-format.md section 5.2): both lists or
+ * neither, 2N - 3 numbers each in [0, SF_MAX_EDGE_FORCE], only under the wall
+ * policy (elsewhere nothing would use them). */
+static sf_status read_edge_forces(sf_model *m, const cJSON *sup, sf_error *err)
+{
+    const cJSON *lower = cJSON_GetObjectItemCaseSensitive(sup, "edge_force_lower");
+    const cJSON *upper = cJSON_GetObjectItemCaseSensitive(sup, "edge_force_upper");
+    if (!lower && !upper) return SF_OK;
+    const int n = 2 * m->N - 3;
+    if (!lower || !upper)
+        return sfE_set(err, SF_ERR_MODEL, "model config: support has '%s' without '%s' (give both or neither)",
+                       lower ? "edge_force_lower" : "edge_force_upper", lower ? "edge_force_upper" : "edge_force_lower");
+    if (m->policy != SF_SUPPORT_WALL)
+        return sfE_set(err, SF_ERR_MODEL, "model config: support edge forces are given but the policy is \"error\" "
+                       "(they act only under \"wall\")");
+    const int ok_lo = json_number_array(lower, n, &m->edge_lower);
+    const int ok_hi = ok_lo == 1 ? json_number_array(upper, n, &m->edge_upper) : 0;
+    if (ok_lo == JSON_NOMEM || ok_hi == JSON_NOMEM) return sfE_set(err, SF_ERR_NOMEM, "out of memory");
+    if (ok_lo != 1 || ok_hi != 1)
+        return sfE_set(err, SF_ERR_MODEL,
+                       "model config: support 'edge_force_lower' and 'edge_force_upper' must be arrays of "
+                       "2 n_atoms - 3 = %d numbers", n);
+    for (int d = 0; d < n; d++)
+        if (!(m->edge_lower[d] >= 0 && m->edge_lower[d] <= SF_MAX_EDGE_FORCE) ||
+            !(m->edge_upper[d] >= 0 && m->edge_upper[d] <= SF_MAX_EDGE_FORCE))
+            return sfE_set(err, SF_ERR_MODEL,
+                           "model config: support edge forces of interval dimension %d are %g (lower) and %g "
+                           "(upper); each must be in [0, %g] kJ/mol per unit of u", d, m->edge_lower[d],
+                           m->edge_upper[d], SF_MAX_EDGE_FORCE);
+    return SF_OK;
+}
+
 /* spline, affine, support: optional sections, each key optional with its default. */
 static sf_status read_constants(sf_model *m, const cJSON *cfg, int has_smooth_layer, sf_error *err)
 {
     static const char *const spline_keys[] = {"min_bin_width", "min_bin_height", "min_derivative", NULL};
     static const char *const affine_keys[] = {"scale_max", NULL};
-    static const char *const support_keys[] = {"policy", "margin", "wall_constant", NULL};
+    static const char *const support_keys[] = {"policy", "margin", "wall_constant", "edge_force_lower",
+                                               "edge_force_upper", NULL};
     sf_status rc = read_prior(m, cfg, err);
     if (rc == SF_OK) rc = read_smooth(m, cfg, has_smooth_layer, err);
     if (rc != SF_OK) return rc;
@@ -448,7 +484,7 @@ static sf_status read_constants(sf_model *m, const cJSON *cfg, int has_smooth_la
         return sfE_set(err, SF_ERR_MODEL,
                        "model config: support margin must be a number in (0, 0.25) and wall_constant a number in "
                        "[0, %g] (kJ/mol)", SF_MAX_WALL_CONSTANT);
-    return SF_OK;
+    return read_edge_forces(m, sup, err);
 }
 
 /* A layer's transformed or conditioning list: integers in 0..D-1, no repeats. */

@@ -194,6 +194,25 @@ static const edit_case edits[] = {
     {"support.wall_constant", "null", SF_ERR_MODEL, "wall_constant a number in [0, 1e+12]", NULL},
     {"support.wall_constant", "-1", SF_ERR_MODEL, "wall_constant a number in [0, 1e+12]", NULL},
     {"support.wall_constant", "2e12", SF_ERR_MODEL, "wall_constant a number in [0, 1e+12]", NULL},
+    /* the wall's edge forces: both or neither, 2N - 3 = 7 numbers in [0, 1e12], only under "wall" */
+    {"support.edge_force_lower", "[1, 2, 3, 4, 5, 6, 7]", SF_ERR_MODEL,
+     TM "support has 'edge_force_lower' without 'edge_force_upper' (give both or neither)", NULL},
+    {"support.edge_force_upper", "[1, 2, 3, 4, 5, 6, 7]", SF_ERR_MODEL,
+     TM "support has 'edge_force_upper' without 'edge_force_lower'", NULL},
+    {"support", "{\"edge_force_lower\": [1, 2, 3, 4, 5, 6, 7], \"edge_force_upper\": [1, 2, 3, 4, 5, 6, 7]}",
+     SF_ERR_MODEL, TM "support edge forces are given but the policy is \"error\" (they act only under \"wall\")", NULL},
+    {"support", "{\"policy\": \"wall\", \"edge_force_lower\": [1, 2, 3, 4, 5, 6], \"edge_force_upper\": [1, 2, 3, 4, 5, 6, 7]}",
+     SF_ERR_MODEL, TM "support 'edge_force_lower' and 'edge_force_upper' must be arrays of 2 n_atoms - 3 = 7 numbers",
+     NULL},
+    {"support", "{\"policy\": \"wall\", \"edge_force_lower\": [1, 2, 3, 4, 5, 6, 7], \"edge_force_upper\": [1, 2, 3, \"4\", 5, 6, 7]}",
+     SF_ERR_MODEL, "must be arrays of 2 n_atoms - 3 = 7 numbers", NULL},
+    {"support", "{\"policy\": \"wall\", \"edge_force_lower\": 5, \"edge_force_upper\": [1, 2, 3, 4, 5, 6, 7]}",
+     SF_ERR_MODEL, "must be arrays of 2 n_atoms - 3 = 7 numbers", NULL},
+    {"support", "{\"policy\": \"wall\", \"edge_force_lower\": [1, 2, -3, 4, 5, 6, 7], \"edge_force_upper\": [1, 2, 3, 4, 5, 6, 7]}",
+     SF_ERR_MODEL, TM "support edge forces of interval dimension 2 are -3 (lower) and 3 (upper); each must be in [0, 1e+12]",
+     NULL},
+    {"support", "{\"policy\": \"wall\", \"edge_force_lower\": [1, 2, 3, 4, 5, 6, 7], \"edge_force_upper\": [1, 2, 3, 4, 5, 6, 2e12]}",
+     SF_ERR_MODEL, "support edge forces of interval dimension 6 are 7 (lower) and 2e+12 (upper)", NULL},
     /* layers */
     {"layers[1]", "7", SF_ERR_MODEL, TM "layer 1 must be an object", NULL},
     {"layers[0].mask", "[]", SF_ERR_MODEL, TM "layer 0 has the unknown key 'mask'", NULL},
@@ -247,6 +266,8 @@ static const edit_case accepted_edits[] = {
     {"support", "{}", SF_OK, NULL, NULL},
     {"support.policy", NULL, SF_OK, NULL, NULL},
     {"support.policy", "\"wall\"", SF_OK, NULL, NULL},
+    {"support", "{\"policy\": \"wall\", \"edge_force_lower\": [0, 2, 3, 4, 5, 6, 1e12], \"edge_force_upper\": [1, 2, 3, 4, 5, 6, 0]}",
+     SF_OK, NULL, NULL},
     {"layers[2].n_components", "5", SF_OK, NULL, NULL},
     {"layers[0].activation", "\"tanh\"", SF_OK, NULL, NULL},
 };
@@ -510,6 +531,11 @@ static void test_description(void)
     double lo = 0, hi = 0, mean = 0, sigma = 0;
     CHECK(sf_model_bond_bounds(m, 3, &lo, &hi) == SF_OK && lo == CC_BOND_LO && hi == CC_BOND_HI, "bond 3 bounds");
     CHECK(sf_model_prior(m, 0, &mean, &sigma) == SF_ERR_ARG, "the uniform prior has no mean and sigma");
+    CHECK(sf_model_edge_force(m, 6, &lo, &hi) == SF_OK && lo == 0 && hi == 0, "no edge forces: 0 and 0");
+    CHECK(sf_model_edge_force(NULL, 0, &lo, &hi) == SF_ERR_ARG && sf_model_edge_force(m, 0, NULL, &hi) == SF_ERR_ARG &&
+              sf_model_edge_force(m, 0, &lo, NULL) == SF_ERR_ARG && sf_model_edge_force(m, -1, &lo, &hi) == SF_ERR_ARG &&
+              sf_model_edge_force(m, 7, &lo, &hi) == SF_ERR_ARG,
+          "edge forces out of range (7 interval dims)");
 
     /* Each argument out of range alone. */
     sf_layer_description ld;
@@ -546,6 +572,19 @@ static void test_description(void)
                   sf_model_prior(m, 0, &mean, NULL) == SF_ERR_ARG && sf_model_prior(m, -1, &mean, &sigma) == SF_ERR_ARG &&
                   sf_model_prior(m, 7, &mean, &sigma) == SF_ERR_ARG,
               "prior out of range (7 interval dims)");
+    }
+    sf_model_free(m);
+    free(c);
+
+    /* With edge forces: the accessor gives each dimension's pair as stored. */
+    c = cc_edit(cc_base_config, "support",
+                "{\"policy\": \"wall\", \"edge_force_lower\": [0, 1.5, 2, 3, 4, 5, 1e12], "
+                "\"edge_force_upper\": [7, 6, 5, 4, 3, 2.25, 0]}");
+    m = load_config(c, 0.5);
+    if (m) {
+        CHECK(sf_model_edge_force(m, 1, &lo, &hi) == SF_OK && lo == 1.5 && hi == 6, "edge forces of dim 1");
+        CHECK(sf_model_edge_force(m, 6, &lo, &hi) == SF_OK && lo == 1e12 && hi == 0, "edge forces of dim 6");
+        CHECK(sf_model_edge_force(m, 7, &lo, &hi) == SF_ERR_ARG, "dim 7 is a torsion: no edge force");
     }
     sf_model_free(m);
     free(c);
@@ -1260,7 +1299,8 @@ static void test_free_form(void)
     double lo, hi;
     CHECK(sf_model_describe(m, &d) == SF_ERR_ARG && sf_model_describe_layer(m, 0, &ld) == SF_ERR_ARG &&
               sf_model_bond_bounds(m, 0, &lo, &hi) == SF_ERR_ARG && sf_model_prior(m, 0, &lo, &hi) == SF_ERR_ARG &&
-              !sf_model_layer_weight(m, 0, 0) && !sf_model_layer_bias(m, 0, 0),
+              sf_model_edge_force(m, 0, &lo, &hi) == SF_ERR_ARG && !sf_model_layer_weight(m, 0, 0) &&
+              !sf_model_layer_bias(m, 0, 0),
           "the descriptions of the internal kind refuse a free-form model");
     CHECK(sf_workspace_size(m, 1) == sf_workspace_size(m, 9) && sf_workspace_size(m, 1) > 0,
           "a free-form workspace does not grow with the batch: %zu, %zu", sf_workspace_size(m, 1),

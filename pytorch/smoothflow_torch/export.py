@@ -345,8 +345,26 @@ def validate_config(config: Mapping) -> dict:
     sup = cfg.get("support", {})
     out["support"] = {k: sup.get(k, d) if k == "policy" else float(sup.get(k, d))
                       for k, d in _SUPPORT_DEFAULTS.items()}
+    out["support"].update(_edge_forces(sup, n))
     out["layers"] = out_layers
     return out
+
+
+def _edge_forces(sup, n_atoms) -> dict:
+    """The wall's edge forces of a support section ([edge-force-length], [edge-force-policy])."""
+    keys = ("edge_force_lower", "edge_force_upper")
+    given = [k for k in keys if k in sup]
+    if not given:
+        return {}
+    if len(given) == 1:
+        _fail(f"config.support has '{given[0]}' without '{(set(keys) - set(given)).pop()}' (give both or neither)")
+    if sup.get("policy", "error") != "wall":
+        _fail('config.support: edge forces are given but the policy is "error" (they act only under "wall")')
+    n = 2 * n_atoms - 3
+    for k in keys:
+        if len(sup[k]) != n:
+            _fail(f"config.support.{k} must hold 2 n_atoms - 3 = {n} numbers, got {len(sup[k])}")
+    return {k: [float(v) for v in sup[k]] for k in keys}
 
 
 def _validate_free_form(cfg) -> dict:

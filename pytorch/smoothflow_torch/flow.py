@@ -47,6 +47,20 @@ def wall_clamp(u: torch.Tensor, margin: float) -> torch.Tensor:
     return torch.where(u < 2.0 * m, low, torch.where(u > 1.0 - 2.0 * m, high, u))
 
 
+def wall_energy(u: torch.Tensor, clamped: torch.Tensor, wall_constant: float,
+                edge_lower: Optional[torch.Tensor] = None, edge_upper: Optional[torch.Tensor] = None
+                ) -> torch.Tensor:
+    """The ``wall`` policy's energy, summed over the last axis (``docs/model-format.md`` 5.2):
+    k/2 (u - c)^2 + g |u - c|, g the edge force of u's side (the lower face's below 1/2),
+    0 without edge forces. kJ/mol."""
+    t = u - clamped
+    # the C core's order: 0.5 k t t, then + g |t| (docs/model-format.md 5.2)
+    e = 0.5 * wall_constant * t * t
+    if edge_lower is not None:
+        e = e + torch.where(u < 0.5, edge_lower, edge_upper) * t.abs()
+    return e.sum(-1)
+
+
 class SmoothFlow(nn.Module):
     """A normalizing flow over internal coordinates, usable as an MD potential.
 
@@ -84,7 +98,8 @@ class SmoothFlow(nn.Module):
     affine : AffineConstants or dict, optional
         Constants of the affine transform (scale_max, default 3). Keyword only.
     support : dict, optional
-        ``policy`` (``error`` or ``wall``), ``margin`` (0.01), ``wall_constant`` (1000).
+        ``policy`` (``error`` or ``wall``), ``margin`` (0.01), ``wall_constant`` (1000),
+        optionally ``edge_force_lower`` and ``edge_force_upper`` (:meth:`set_support`).
     prior : str or dict
         ``"uniform"``, or ``{"kind": "truncated_normal", "mean": [...], "sigma": [...]}`` with
         one mean and sigma per bond and angle (:mod:`smoothflow_torch.priors`).
@@ -209,7 +224,7 @@ class SmoothFlow(nn.Module):
         return atoms
 
     def set_support(self, policy: str = "error", margin: float = 0.01,
-                    wall_constant: float = 1000.0) -> None:
+                    wall_constant: float = 1000.0, edge_force_lower=None, edge_force_upper=None) -> None:
         """Set the policy for configurations outside the support.
 
         Parameters
@@ -221,6 +236,11 @@ class SmoothFlow(nn.Module):
             m in (0, 0.25).
         wall_constant : float
             k >= 0, kJ/mol.
+        edge_force_lower, edge_force_upper : sequence of float, optional
+            The wall's linear term per interval dimension (2N - 3 each, >= 0, kJ/mol per
+            unit of u): the flow's restoring force at the lower and upper edge of the wall
+            zone (:func:`smoothflow_torch.edge_force.edge_forces`). Both or neither; only
+            under ``wall``.
         """
         if policy not in SUPPORT_POLICIES:
             raise ValueError(f"support policy must be one of {SUPPORT_POLICIES}, got {policy!r}")
@@ -230,9 +250,25 @@ class SmoothFlow(nn.Module):
             raise ValueError(f"support margin must lie in (0, 0.25), got {margin}")
         if not (wall_constant >= 0.0 and math.isfinite(wall_constant)):
             raise ValueError(f"support wall_constant must be >= 0, got {wall_constant}")
+        if (edge_force_lower is None) != (edge_force_upper is None):
+            raise ValueError("give both edge_force_lower and edge_force_upper, or neither")
+        edges = None
+        if edge_force_lower is not None:
+            if policy != "wall":
+                raise ValueError("edge forces act only under the wall policy, not under 'error'")
+            edges = [torch.as_tensor(e, dtype=self.bond_lo.dtype).detach().clone().reshape(-1)
+                     for e in (edge_force_lower, edge_force_upper)]
+            for name, e in zip(("edge_force_lower", "edge_force_upper"), edges):
+                if e.numel() != self.n_interval:
+                    raise ValueError(f"{name} needs 2 n_atoms - 3 = {self.n_interval} values, got {e.numel()}")
+                if not bool(((e >= 0) & (e <= 1e12)).all()):
+                    raise ValueError(f"{name} values must lie in [0, 1e12] kJ/mol per unit of u")
         self.support_policy = policy
         self.margin = margin
         self.wall_constant = wall_constant
+        # not in the state_dict: the model file holds them in the config's support section
+        self.register_buffer("edge_force_lower", None if edges is None else edges[0], persistent=False)
+        self.register_buffer("edge_force_upper", None if edges is None else edges[1], persistent=False)
 
     @property
     def kT(self) -> float:
@@ -264,6 +300,9 @@ class SmoothFlow(nn.Module):
             cfg[kind] = getattr(self, kind).to_dict()
         cfg["support"] = {"policy": self.support_policy, "margin": self.margin,
                           "wall_constant": self.wall_constant}
+        if self.edge_force_lower is not None:
+            cfg["support"]["edge_force_lower"] = self.edge_force_lower.tolist()
+            cfg["support"]["edge_force_upper"] = self.edge_force_upper.tolist()
         cfg["layers"] = [layer.config() for layer in self.layers]
         return cfg
 
@@ -452,7 +491,7 @@ class SmoothFlow(nn.Module):
             ui = u[:, :nI]
             ci = wall_clamp(ui, self.margin)
             u_flow = torch.cat([ci, u[:, nI:]], dim=-1)
-            wall = 0.5 * self.wall_constant * ((ui - ci) ** 2).sum(-1)
+            wall = wall_energy(ui, ci, self.wall_constant, self.edge_force_lower, self.edge_force_upper)
             # The Jacobian term too is taken at the clamped point (docs/model-format.md 5.2):
             # log J diverges at collinear angles, where a flow's density does not vanish.
             bonds_c, angles_c, _ = zm.denormalize(u_flow, self.bond_lo, self.bond_hi)

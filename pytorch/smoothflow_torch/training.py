@@ -58,6 +58,7 @@ export with provenance.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import datetime
 import json
@@ -955,8 +956,15 @@ class Trainer:
     def export(self, path=None, completed: bool = True) -> Path:
         """Export the flow with its provenance (``training`` metadata) to ``model.safetensors``.
 
-        ``completed=False`` marks an interim model (a run stopped before ``iterations``)."""
+        ``completed=False`` marks an interim model (a run stopped before ``iterations``). Under the
+        wall policy the exported flow carries the wall's edge forces, measured on the training
+        frames (:mod:`smoothflow_torch.edge_force`); the training flow itself is left as it was."""
         path = Path(path or self.model_path)
-        export_model(self.flow, path,
-                     extra_metadata={"training": json.dumps(self.summary(completed), sort_keys=True)})
+        summary = self.summary(completed)
+        flow = self.flow
+        if flow.support_policy == "wall" and self.train_positions is not None:
+            from .edge_force import set_edge_forces   # (python -m smoothflow_torch.edge_force imports this module)
+            flow = copy.deepcopy(flow)
+            summary["edge_forces"] = set_edge_forces(flow, self.train_positions)
+        export_model(flow, path, extra_metadata={"training": json.dumps(summary, sort_keys=True)})
         return path

@@ -347,6 +347,34 @@ for value, what in ((-1e-9, "negative"), ("1000", "string"), (None, "null"), (1.
         edit(SMOOTH, ("support", "wall_constant"), value))
 bad("support-unknown-key", "an unknown key in 'support'", "support.additionalProperties",
     edit(SMOOTH, ("support", "width"), 0.1))
+# the wall's edge forces: 2 n_atoms - 3 = 7 each for MIXED (wall policy)
+EDGES = {"edge_force_lower": [0.0, 10.0, 250.5, 1e12, 3.0, 0.5, 7.0],
+         "edge_force_upper": [1.0, 0.0, 99.0, 4.0, 1e3, 2.0, 0.0]}
+ok("support-edge-forces", "the wall's edge forces, 0 and 1e12 included", "support.edge_force_lower",
+   edit(MIXED, ("support",), {**MIXED["support"], **EDGES}))
+bad("support-edge-force-lower-alone", "edge_force_lower without edge_force_upper", "support.dependentRequired",
+    edit(MIXED, ("support", "edge_force_lower"), EDGES["edge_force_lower"]), base="valid-mixed")
+bad("support-edge-force-upper-alone", "edge_force_upper without edge_force_lower", "support.dependentRequired",
+    edit(MIXED, ("support", "edge_force_upper"), EDGES["edge_force_upper"]), base="valid-mixed")
+bad("support-edge-forces-error-policy", "edge forces under the 'error' policy (nothing would use them)",
+    "support.dependentSchemas", edit(SMOOTH, ("support",), {**SMOOTH["support"], "edge_force_lower": [1.0] * 5,
+                                                            "edge_force_upper": [1.0] * 5}))
+bad("support-edge-forces-policy-default", "edge forces without a policy (the default is 'error')",
+    "support.dependentRequired", edit(SMOOTH, ("support",), {"edge_force_lower": [1.0] * 5,
+                                                             "edge_force_upper": [1.0] * 5}))
+bad("support-edge-force-short", "6 lower edge forces for 7 interval dimensions", "[edge-force-length]",
+    edit(MIXED, ("support",), {**MIXED["support"], **EDGES, "edge_force_lower": EDGES["edge_force_lower"][:6]}),
+    base="valid-mixed")
+bad("support-edge-force-long", "8 upper edge forces for 7 interval dimensions", "[edge-force-length]",
+    edit(MIXED, ("support",), {**MIXED["support"], **EDGES, "edge_force_upper": EDGES["edge_force_upper"] + [1.0]}),
+    base="valid-mixed")
+for value, what in ((-1e-9, "negative"), (1.000001e12, "above-1e12"), ("5", "string"), (None, "null")):
+    bad(f"support-edge-force-{what}", f"an edge force = {value!r}", "support.edge_force_lower",
+        edit(MIXED, ("support",), {**MIXED["support"], **EDGES,
+                                   "edge_force_lower": EDGES["edge_force_lower"][:2] + [value] + EDGES["edge_force_lower"][3:]}),
+        base="valid-mixed")
+bad("support-edge-force-not-list", "edge_force_upper a number", "support.edge_force_upper",
+    edit(MIXED, ("support",), {**MIXED["support"], **EDGES, "edge_force_upper": 5.0}), base="valid-mixed")
 
 # ------------------------------------------------------------------ layers
 bad("layer-string", "a layer that is a string", "layers", edit(SMOOTH, ("layers", 1), "smooth"))

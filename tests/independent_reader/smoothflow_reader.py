@@ -304,13 +304,23 @@ def _validate_config(cfg):
     affine = {"scale_max": 3.0, **affine}
     _req(_is_num(affine["scale_max"]) and affine["scale_max"] > 0, "affine.scale_max")
     support = cfg.get("support", {})
-    _keys(support, ["policy", "margin", "wall_constant"], [], "support")
+    _keys(support, ["policy", "margin", "wall_constant", "edge_force_lower", "edge_force_upper"], [],
+          "support")
     support = {"policy": "error", "margin": 0.01, "wall_constant": 1000.0, **support}
     _req(isinstance(support["policy"], str) and support["policy"] in ("error", "wall"),
          f"support.policy {support['policy']!r}")
     _req(_is_num(support["margin"]) and 0 < support["margin"] < 0.25, "support.margin")
     _req(_is_num(support["wall_constant"]) and support["wall_constant"] >= 0,
          "support.wall_constant")
+    # MF 2 and 5.2: both edge-force lists or neither, 2N - 3 numbers >= 0 each, only under "wall"
+    edges = [k for k in ("edge_force_lower", "edge_force_upper") if k in support]
+    if edges:
+        _req(len(edges) == 2, "support: edge_force_lower and edge_force_upper come together")
+        _req(support["policy"] == "wall", "support: edge forces only under the wall policy")
+        for k in edges:
+            vals = support[k]
+            _req(isinstance(vals, list) and len(vals) == 2 * n - 3
+                 and all(_is_num(x) and 0 <= x <= 1e12 for x in vals), f"support.{k}")
     # layers
     layers = cfg["layers"]
     _req(isinstance(layers, list) and len(layers) >= 1, "layers: at least one")
@@ -566,6 +576,9 @@ class SmoothFlowModel:
         self.policy = support["policy"]
         self.margin = float(support["margin"])
         self.wall_k = float(support["wall_constant"])
+        ni = 2 * N - 3
+        self.edge_lo = np.array(support.get("edge_force_lower", [0.0] * ni), dtype=np.float64)
+        self.edge_hi = np.array(support.get("edge_force_upper", [0.0] * ni), dtype=np.float64)
         # tensors
         expected = {"bond_lo": (N - 1,), "bond_hi": (N - 1,)}
         self.layers = []
@@ -712,7 +725,8 @@ class SmoothFlowModel:
         v = u.copy()
         v[:, :ni] = c
         dw = x - c
-        e_wall = np.sum((self.wall_k / 2.0) * dw * dw, axis=1)
+        g = np.where(x < 0.5, self.edge_lo, self.edge_hi)
+        e_wall = np.sum((self.wall_k / 2.0) * dw * dw + g * np.abs(dw), axis=1)
         return v, e_wall
 
     def _conditioner(self, lay, y):

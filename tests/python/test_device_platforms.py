@@ -382,6 +382,32 @@ def test_truncated_normal_prior_and_wall_zone(sf, sftorch, random_model, ready, 
 
 
 @pytest.mark.parametrize('case', CASES)
+def test_wall_edge_forces(sf, sftorch, ready, case, tmp_path):
+    """The wall's linear term (docs/model-format.md 5.2) on the device: positions in the wall
+    zone of both faces, a model with edge forces, the same energies and forces as Reference,
+    which differ from the harmonic wall's (so a kernel that dropped the term would fail)."""
+    n = 7
+    interval = 2 * n - 3
+    support = {'policy': 'wall', 'margin': 0.02, 'wall_constant': 500.0}
+    flow = sftorch.testing.random_flow(n_atoms=n, n_layers=4, n_components=3, hidden=(12,), directions='mixed',
+                                       seed=11, support=support)
+    plain = tmp_path / 'plain.safetensors'
+    sftorch.export_model(flow, plain)
+    flow.set_support(**support, edge_force_lower=[100.0 + 20 * d for d in range(interval)],
+                     edge_force_upper=[300.0 - 10 * d for d in range(interval)])
+    path = tmp_path / 'edges.safetensors'
+    sftorch.export_model(flow, path)
+    x = sftorch.testing.random_positions(flow, 7, seed=4, margin=0.005).numpy()
+    system, force = _system(sf, path, 7, n)
+    reference, context = _context(system), _context(system, case)
+    found = _evaluate(reference, x)
+    _assert_close(found, _evaluate(context, x), *TOLERANCE[case.precision])
+    assert force.getWallCount(reference) > 0, 'the positions do not reach the wall zone: the test would not test it'
+    without = _evaluate(_context(_system(sf, plain, 7, n)[0]), x)
+    assert found[0] - without[0] > 1e-3, (found[0], without[0])
+
+
+@pytest.mark.parametrize('case', CASES)
 def test_forces_are_the_energy_gradient(sf, ready, case):
     """Five-point central differences of the case's energy against its forces, on the shipped
     smooth flow (C-infinity; the random test models are too steep for differences, and the

@@ -60,8 +60,27 @@ DEVICE real sfm_smooth_clamp(real u, real margin, real *slope)
     return u;
 }
 
-/* The wall's energy k/2 (u - c(u))^2 (kJ/mol). */
-DEVICE real sfm_wall_energy(real u, real clamped, real k) { return SFM_C(0.5) * k * (u - clamped) * (u - clamped); }
+/* The wall's energy k/2 (u - c)^2 + g |u - c| (kJ/mol): a harmonic term on
+ * what the clamp removed, and a linear one whose slope g (kJ/mol per unit of
+ * u; 0 without edge forces) is the flow's restoring force at the zone's edge
+ * on u's side: it takes over as the flow's own force fades with c', so the
+ * restoring force does not dip in the zone (docs/flow-math.md, "Curvature in
+ * the zone"). */
+DEVICE real sfm_wall_energy(real u, real clamped, real k, real g)
+{
+    const real t = u - clamped;
+    return SFM_C(0.5) * k * t * t + g * (t < 0 ? -t : t);
+}
+
+/* The edge force of u's side: the lower face's below 1/2, the upper's above. */
+DEVICE real sfm_wall_edge_force(real u, real lower, real upper) { return u < SFM_C(0.5) ? lower : upper; }
+
+/* dE_wall/du = (k (u - c) + g sign(u - c)) (1 - c'). */
+DEVICE real sfm_wall_gradient(real u, real clamped, real slope, real k, real g)
+{
+    const real t = u - clamped;
+    return (k * t + (t > 0 ? g : t < 0 ? -g : 0)) * (1 - slope);
+}
 
 /* log J of one coordinate (bond: log q^2, angle: log sin q, torsion: 0) and
  * its derivative d log J / dq. */
@@ -80,14 +99,11 @@ DEVICE real sfm_log_jacobian(int kind, real q, real *derivative)
 }
 
 /* dE/dq of one dimension from dE_flow/du (gu), the derivative of log J where
- * the flow is (dlogj), the normalization's scale and the clamp's slope; a
- * walled dimension (walled = 1) adds the wall's force, k (u - c) (1 - c'). */
-DEVICE real sfm_coordinate_gradient(real gu, real kT, real dlogj, real scale, real slope, int walled, real wall_k,
-                                    real u, real clamped)
+ * the flow is (dlogj), the normalization's scale, the clamp's slope and the
+ * wall's dE_wall/du (sfm_wall_gradient; 0 for a dimension without a wall). */
+DEVICE real sfm_coordinate_gradient(real gu, real kT, real dlogj, real scale, real slope, real wall_gradient)
 {
-    real g = (gu + kT * dlogj * scale) * slope;
-    if (walled) g += wall_k * (u - clamped) * (1 - slope);
-    return g / scale;
+    return ((gu + kT * dlogj * scale) * slope + wall_gradient) / scale;
 }
 
 /* A molecule's energy before the flow: kT (sum log scale + log J) + U0 + wall. */

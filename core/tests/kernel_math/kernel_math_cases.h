@@ -38,6 +38,7 @@
 #define SFMT_SCALE_MAX SFM_C(2.0)
 #define SFMT_MARGIN SFM_C(0.05)
 #define SFMT_WALL_K SFM_C(100.0)
+#define SFMT_EDGE_FORCE SFM_C(30.0)
 #define SFMT_KT SFM_C(2.5)
 
 /* Returns the number of outputs written. */
@@ -164,8 +165,9 @@ DEVICE int sfmt_case(int i, const GLOBAL real *inputs, GLOBAL real *outputs)
         const real clamped = sfm_smooth_clamp(u, SFMT_MARGIN, &slope);
         out[o++] = clamped;
         out[o++] = slope;
-        out[o++] = sfm_wall_energy(u, clamped, SFMT_WALL_K);
-        out[o++] = sfm_coordinate_gradient(abar, SFMT_KT, dlogj + x, SFM_PI, slope, 1, SFMT_WALL_K, u, clamped);
+        out[o++] = sfm_wall_energy(u, clamped, SFMT_WALL_K, SFMT_EDGE_FORCE);
+        out[o++] = sfm_coordinate_gradient(abar, SFMT_KT, dlogj + x, SFM_PI, slope,
+                                           sfm_wall_gradient(u, clamped, slope, SFMT_WALL_K, SFMT_EDGE_FORCE));
         const real base = sfm_energy_base(SFMT_KT, x, y, abar, wt);
         out[o++] = base;
         out[o++] = sfm_energy_total(base, SFMT_KT, -x);

@@ -257,17 +257,20 @@ void CommonCalcSmoothFlowForceKernel::initialize(const System& /*system*/, const
     header[kGa] = layout.gaAt;
     header[kGb] = layout.gbAt;
     header[kBeta] = info.smooth.beta;
-    // modelReal: the model's constants, the bond bounds, then the prior's means and sigmas.
+    // modelReal: the model's constants, the bond bounds, the prior's means and sigmas, then the
+    // wall's edge forces (MR_EDGES of kernels/smoothflow.cc).
     vector<double> reals = {info.margin, info.wall_constant, info.smooth.s_min, info.smooth.c_max, info.smooth.alpha_min,
                             info.spline.min_bin_width, info.spline.min_bin_height, info.spline.min_derivative,
                             info.affine.scale_max};
-    const size_t bonds = reals.size();
-    reals.resize(bonds + 2 * (N - 1) + 2 * (2 * N - 3), 0.0);
+    const size_t bonds = reals.size(), edges = bonds + 2 * (N - 1) + 2 * (2 * N - 3);
+    reals.resize(edges + 2 * (2 * N - 3), 0.0);
     for (int d = 0; d < N - 1; d++)
         sf_model_bond_bounds(m, d, &reals[bonds + d], &reals[bonds + N - 1 + d]);
     if (info.has_prior)
         for (int d = 0; d < 2 * N - 3; d++)
             sf_model_prior(m, d, &reals[bonds + 2 * (N - 1) + d], &reals[bonds + 2 * (N - 1) + 2 * N - 3 + d]);
+    for (int d = 0; d < 2 * N - 3; d++)
+        sf_model_edge_force(m, d, &reals[edges + d], &reals[edges + 2 * N - 3 + d]);
     kT = info.kT;
     energyConstant = info.kT * info.log_scale_sum + info.energy_offset + info.kT * info.prior_log_norm;
 

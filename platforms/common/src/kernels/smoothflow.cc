@@ -32,7 +32,9 @@
 #define MI_BETA 4   /* the smooth ramp's exponent */
 #define LAYER_TABLE (MI_HEADER + 8)
 #define LAYER_FIELDS 16
-/* modelReal: these constants, then the bond bounds and the prior. */
+/* modelReal: these constants, then the bond bounds, the prior's means and
+ * sigmas, and the wall's edge forces (lower, then upper; 0 when the model has
+ * none): MR_BONDS + 2 (N - 1) + 2 (2N - 3) + 2 (2N - 3) reals. */
 #define MR_MARGIN 0
 #define MR_WALL_K 1
 #define MR_S_MIN 2
@@ -43,6 +45,7 @@
 #define MR_MIN_DERIVATIVE 7
 #define MR_SCALE_MAX 8
 #define MR_BONDS 9
+#define MR_EDGES (MR_BONDS + 2 * (NUM_ATOMS - 1) + 2 * NUM_INTERVAL)
 
 /* The model's constants, read once per kernel launch into private memory. */
 typedef struct sf_constants {
@@ -296,7 +299,9 @@ DEVICE void sf_stage_coordinates(int molecule, GLOBAL const real4 *RESTRICT posq
             const real c = sfm_smooth_clamp(v, k->margin, &s);
             if (c != v) {
                 (*walls)++;
-                const real w = sfm_wall_energy(v, c, k->wallK);
+                const real w = sfm_wall_energy(v, c, k->wallK,
+                                               sfm_wall_edge_force(v, modelReal[MR_EDGES + d],
+                                                                   modelReal[MR_EDGES + NUM_INTERVAL + d]));
                 if (!sf_finite(w)) sf_fail(status, errorFlag, molecule, SF_DEVICE_COORDINATE);
                 *energy += w;
             }
@@ -514,7 +519,11 @@ DEVICE void sf_stage_forces(int molecule, GLOBAL const int *RESTRICT particleInd
             c = sfm_smooth_clamp(v, k->margin, &s);
         }
         sfm_log_jacobian(sfm_dim_kind(d, NUM_ATOMS), walled ? offset + scale * c : q[d], &dlogj);
-        const real gq = sfm_coordinate_gradient(gstate[d], k->kT, dlogj, scale, slope[d], walled, k->wallK, v, c);
+        const real wall = walled ? sfm_wall_gradient(v, c, slope[d], k->wallK,
+                                                     sfm_wall_edge_force(v, modelReal[MR_EDGES + d],
+                                                                         modelReal[MR_EDGES + NUM_INTERVAL + d]))
+                                 : 0;
+        const real gq = sfm_coordinate_gradient(gstate[d], k->kT, dlogj, scale, slope[d], wall);
         int at[4];
         const int n = sf_dim_atoms(zmatrix, d, at);
         for (int j = 0; j < n; j++) {

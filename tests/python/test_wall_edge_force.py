@@ -1,0 +1,167 @@
+"""The wall's edge forces (docs/model-format.md 5.2, smoothflow_torch.edge_force).
+
+Oracles: finite differences of the flow's Cartesian energy for the measured edge force; the
+PyTorch reference for the C core's energies and forces in the wall zone (both sides, bonds and
+angles), and finite differences of the core's energy for its forces there; the shipped smooth
+flow's restoring force along each coordinate through the zone, which without edge forces falls to
+a few per cent of its value at the zone's edge (the defect the term removes).
+"""
+import copy
+import os
+
+import numpy as np
+import pytest
+import torch
+
+from smoothflow_core import CoreModel
+from smoothflow_torch import model_to_bytes
+from smoothflow_torch.edge_force import edge_forces, edge_gradients, set_edge_forces
+from smoothflow_torch.export import load_model, validate_config
+from smoothflow_torch.testing import random_flow, random_u
+
+torch.set_num_threads(1)
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+WALL = {"policy": "wall", "margin": 0.03, "wall_constant": 400.0}
+
+
+def _flow(seed=2, **kw):
+    return random_flow(n_atoms=6, n_layers=3, n_components=3, hidden=(12,), seed=seed, support=dict(WALL), **kw)
+
+
+def _energy_at(flow, u):
+    return flow.energy(flow.to_cartesian(u)).detach()
+
+
+def test_edge_gradient_is_the_flows_derivative_at_the_edge():
+    flow = _flow()
+    u = random_u(flow, 3, seed=4)
+    lo, hi = edge_gradients(flow, flow.to_cartesian(u))
+    m, h = flow.margin, 1e-6
+    for d in range(flow.n_interval):
+        for edge, g in ((2 * m, lo), (1 - 2 * m, hi)):
+            up, dn = u.clone(), u.clone()
+            up[:, d], dn[:, d] = edge + h, edge - h
+            fd = (_energy_at(flow, up) - _energy_at(flow, dn)) / (2 * h)
+            np.testing.assert_allclose(g[:, d].numpy(), fd.numpy(), rtol=1e-5, atol=1e-4 * float(fd.abs().max()))
+
+
+def test_edge_forces_are_the_median_restoring_force_and_never_negative():
+    flow = _flow(seed=3)
+    x = flow.to_cartesian(random_u(flow, 7, seed=1))
+    lo, hi = edge_gradients(flow, x)
+    lower, upper = edge_forces(flow, x.numpy())
+    np.testing.assert_allclose(lower, np.maximum(0, np.median(-lo.numpy(), axis=0)), rtol=1e-12)
+    np.testing.assert_allclose(upper, np.maximum(0, np.median(hi.numpy(), axis=0)), rtol=1e-12)
+    assert lower.shape == upper.shape == (flow.n_interval,)
+
+
+def _zone_configurations(flow):
+    """Configurations with one bond or angle in the wall zone each: below the join (lower
+    face) and above it (upper), at two depths; angles stop short of collinear."""
+    base = random_u(flow, 1, seed=6)[0]
+    m, N = flow.margin, flow.n_atoms
+    out = []
+    for d in range(flow.n_interval):
+        depths = (0.5 * m, -0.5 * m) if d < N - 1 else (0.5 * m, 0.2 * m)
+        for u_d in depths + tuple(1 - v for v in depths):
+            u = base.clone()
+            u[d] = u_d
+            out.append(u)
+    return flow.to_cartesian(torch.stack(out)).detach()
+
+
+def test_core_matches_torch_in_the_zone_with_edge_forces():
+    flow = _flow(seed=5)
+    g = torch.Generator().manual_seed(9)
+    lower = 50 + 500 * torch.rand(flow.n_interval, generator=g, dtype=torch.float64)
+    upper = 50 + 500 * torch.rand(flow.n_interval, generator=g, dtype=torch.float64)
+    flow.set_support(**WALL, edge_force_lower=lower, edge_force_upper=upper)
+    bare = copy.deepcopy(flow)
+    bare.set_support(**WALL)
+    x = _zone_configurations(flow)
+    core = CoreModel.from_bytes(model_to_bytes(flow), max_batch=len(x))
+    e_core, f_core = core.evaluate(x.numpy())
+    e_torch, f_torch = flow.energy_and_forces(x)
+    np.testing.assert_allclose(e_core, e_torch.detach().numpy(), rtol=1e-10)
+    f_torch = f_torch.detach().numpy()
+    assert np.abs(f_core - f_torch).max() / np.abs(f_torch).max() < 1e-8
+    # the term is there: every configuration's energy exceeds the plain wall's
+    assert (e_core - bare.energy(x).detach().numpy() > 1e-3).all()
+    core.close()
+
+
+def test_core_forces_in_the_zone_are_the_gradient_of_its_energy():
+    flow = _flow(seed=7)
+    flow.set_support(**WALL, edge_force_lower=[300.0] * flow.n_interval, edge_force_upper=[200.0] * flow.n_interval)
+    x = _zone_configurations(flow)[::3].numpy()
+    core = CoreModel.from_bytes(model_to_bytes(flow), max_batch=1)
+    h = 1e-7   # the zone near a collinear angle is steep: the truncation error goes as h^2
+    for xi in x:
+        _, f = core.evaluate(xi[None])
+        fd = np.zeros_like(xi)
+        for a in range(xi.shape[0]):
+            for c in range(3):
+                xp, xm = xi.copy(), xi.copy()
+                xp[a, c] += h
+                xm[a, c] -= h
+                fd[a, c] = -(core.evaluate(xp[None])[0][0] - core.evaluate(xm[None])[0][0]) / (2 * h)
+        # measured: at most 5e-5 of the largest force (a force of 1.7e5 kJ/mol/nm); 1e-6 nm gives 5e-3
+        assert np.abs(f[0] - fd).max() < 1e-4 * max(1.0, np.abs(fd).max())
+    core.close()
+
+
+def test_set_support_refuses_bad_edge_forces():
+    flow = _flow()
+    n = flow.n_interval
+    with pytest.raises(ValueError, match="both"):
+        flow.set_support(**WALL, edge_force_lower=[1.0] * n)
+    with pytest.raises(ValueError, match="only under the wall"):
+        flow.set_support("error", edge_force_lower=[1.0] * n, edge_force_upper=[1.0] * n)
+    with pytest.raises(ValueError, match=f"{n} values"):
+        flow.set_support(**WALL, edge_force_lower=[1.0] * (n - 1), edge_force_upper=[1.0] * (n - 1))
+    with pytest.raises(ValueError, match=r"\[0, 1e12\]"):
+        flow.set_support(**WALL, edge_force_lower=[-1.0] * n, edge_force_upper=[1.0] * n)
+    flow.set_support(**WALL, edge_force_lower=[1.0] * n, edge_force_upper=[2.0] * n)
+    cfg = flow.config()
+    assert validate_config(cfg)["support"]["edge_force_upper"] == [2.0] * n
+    # a round trip through the file keeps them
+    from smoothflow_torch.export import load_model_bytes
+    again = load_model_bytes(model_to_bytes(flow))
+    assert again.edge_force_lower.tolist() == [1.0] * n and again.edge_force_upper.tolist() == [2.0] * n
+
+
+@pytest.fixture(scope="module")
+def shipped():
+    flow = load_model(os.path.join(ROOT, "models", "alanine_dipeptide", "smooth.safetensors"))
+    with torch.no_grad():
+        u = flow.sample_u(8, generator=torch.Generator().manual_seed(1))[0]
+    bare = copy.deepcopy(flow)
+    bare.set_support("wall", flow.margin, flow.wall_constant)
+    walled = copy.deepcopy(bare)
+    set_edge_forces(walled, flow.to_cartesian(u).detach().numpy())
+    return bare, walled, u
+
+
+@pytest.mark.parametrize("d", [0, 4, 9, 14, 20, 24, 30, 38])
+def test_restoring_force_holds_through_the_zone(shipped, d):
+    """Along coordinate d from the zone's edge inwards, the shipped flow's restoring force with
+    edge forces stays above half its value at the edge; without them it falls below 15 %."""
+    bare, walled, u = shipped
+    m = walled.margin
+    bond = d < walled.n_atoms - 1
+    for side, sign in (("lower", -1.0), ("upper", 1.0)):
+        end = -m if bond else 0.25 * m
+        us = torch.linspace(2 * m, end, 121, dtype=torch.float64)
+        us = us if side == "lower" else 1 - us
+        v = u[0].repeat(len(us), 1)
+        v[:, d] = us
+        x = walled.to_cartesian(v).detach()
+        g = float((walled.edge_force_lower if side == "lower" else walled.edge_force_upper)[d])
+        assert g > 0
+        restoring = {}
+        for name, flow in (("bare", bare), ("walled", walled)):
+            dE_du = np.gradient(flow.energy(x).detach().numpy(), us.numpy())
+            # towards the inside: -dE/du at the lower face, +dE/du at the upper one
+            restoring[name] = sign * dE_du
+        assert restoring["walled"].min() > 0.5 * g, (side, restoring["walled"].min(), g)
+        assert restoring["bare"].min() < 0.15 * g, (side, restoring["bare"].min(), g)
