@@ -12,7 +12,8 @@ For each bath temperature it runs Langevin dynamics (LangevinMiddleIntegrator, f
 the mean kinetic temperature over the run and over each tenth (3N = 66 degrees of freedom: no
 constraints and no centre-of-mass motion remover, so a Langevin bath thermalizes all of them),
 the largest bond length relative to the largest seen in the reference frames, the largest
-excursion of a bond beyond its reference range (in units of that range's width), the wall count
+excursion of a bond beyond its reference range (in units of that range's width), the smallest and
+largest Z-matrix angle reached (sampled every 100 fs), the wall count
 (coordinate evaluations the clamp moved, summed over the run), and failures (an evaluation
 error, a non-finite energy, or a kinetic temperature above 5 times the bath). The issue's
 criteria: mean kinetic temperature within 10 % of the bath, no bond beyond 1.5 times its
@@ -48,6 +49,14 @@ def reference_bonds(model: Path) -> np.ndarray:
 def bond_lengths(pos: np.ndarray, zmatrix: np.ndarray) -> np.ndarray:
     """(N - 1,) bond of each Z-matrix row 1..N-1, nm."""
     return np.linalg.norm(pos[zmatrix[1:, 0]] - pos[zmatrix[1:, 1]], axis=1)
+
+
+def angles_deg(pos: np.ndarray, zmatrix: np.ndarray) -> np.ndarray:
+    """(N - 2,) angle of each Z-matrix row 2..N-1 (atom i, j, k: the angle at j), degrees."""
+    i, j, k = zmatrix[2:, 0], zmatrix[2:, 1], zmatrix[2:, 2]
+    a, b = pos[i] - pos[j], pos[k] - pos[j]
+    cos = (a * b).sum(1) / np.linalg.norm(a, axis=1) / np.linalg.norm(b, axis=1)
+    return np.degrees(np.arccos(np.clip(cos, -1.0, 1.0)))
 
 
 def repartition_hydrogen_mass(system, hydrogen_mass: float) -> None:
@@ -88,6 +97,9 @@ def run_temperature(model: Path, temperature: float, ps: float, dt_fs: float, nv
     ref_max, ref_min = ref_bonds.max(0), ref_bonds.min(0)
     ref_width = ref_max - ref_min
     temps, worst_ratio, worst_excursion, failure = [], 0.0, 0.0, None
+    # the angles' extremes: their wall zone is near 0 and 180 degrees, where the internal
+    # coordinates are singular (docs/reliability.md section 5)
+    angle_lo, angle_hi = 180.0, 0.0
     worst_bond = None
     start = time.time()
     for s in range(n_samples):
@@ -101,7 +113,10 @@ def run_temperature(model: Path, temperature: float, ps: float, dt_fs: float, nv
         e_pot = st.getPotentialEnergy().value_in_unit(unit.kilojoule_per_mole)
         t_kin = 2 * e_kin / (dof * BOLTZMANN)
         temps.append(t_kin)
-        b = bond_lengths(st.getPositions(asNumpy=True).value_in_unit(unit.nanometer), zmatrix)
+        pos = st.getPositions(asNumpy=True).value_in_unit(unit.nanometer)
+        b = bond_lengths(pos, zmatrix)
+        ang = angles_deg(pos, zmatrix)
+        angle_lo, angle_hi = min(angle_lo, float(ang.min())), max(angle_hi, float(ang.max()))
         ratio = b / ref_max
         exc = np.maximum(b - ref_max, ref_min - b) / ref_width
         if ratio.max() > worst_ratio:
@@ -121,7 +136,8 @@ def run_temperature(model: Path, temperature: float, ps: float, dt_fs: float, nv
               "t_kin_std_k": float(temps.std()) if len(temps) else float("nan"),
               "t_kin_tenths_k": tenths, "max_bond_ratio": worst_ratio,
               "max_bond_ratio_row": None if worst_bond is None else worst_bond + 1,
-              "max_bond_excursion_widths": worst_excursion, "wall_count": wall_count,
+              "max_bond_excursion_widths": worst_excursion, "angle_range_deg": [angle_lo, angle_hi],
+              "wall_count": wall_count,
               "langevin_seconds": time.time() - start}
     if failure is None and nve_ps > 0:
         result["nve"] = nve_check(system, context, nve_ps, nve_dt_fs, platform, dof)
@@ -174,8 +190,8 @@ def report(meta: dict, results: list, out: Path) -> None:
              + f"; platform {meta['platform']}; Langevin (middle) at {meta['dt_fs']} fs, friction 1/ps, "
              f"seed {meta['seed']}.", "",
              "| bath | ran | failure | T_kin mean (sd) | T_kin worst tenth | within 10 % | max bond / ref max "
-             "| bond excursion (ref widths) | wall count | NVE check |",
-             "|---|---|---|---|---|---|---|---|---|---|"]
+             "| bond excursion (ref widths) | angles reached | wall count | NVE check |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in results:
         f = "none" if r["failure"] is None else f"at {r['failure']['time_ps']:.3f} ps: {r['failure']['reason']}"
         T = r["temperature_k"]
@@ -188,7 +204,8 @@ def report(meta: dict, results: list, out: Path) -> None:
                                                             f"ratio {nve['fluctuation_ratio']:.3g}"))
         lines.append(f"| {T:.0f} K | {r['ps_run']:.2f} ps | {f} | {r['t_kin_mean_k']:.0f} ({r['t_kin_std_k']:.0f}) K "
                      f"| {worst:.0f} K | {'yes' if ok else 'no'} | {r['max_bond_ratio']:.3f} (row "
-                     f"{r['max_bond_ratio_row']}) | {r['max_bond_excursion_widths']:.2f} | {r['wall_count']} "
+                     f"{r['max_bond_ratio_row']}) | {r['max_bond_excursion_widths']:.2f} | "
+                     f"{r['angle_range_deg'][0]:.0f}-{r['angle_range_deg'][1]:.0f} deg | {r['wall_count']} "
                      f"| {nve_text} |")
     (out / "hot_md.md").write_text("\n".join(lines) + "\n")
 
