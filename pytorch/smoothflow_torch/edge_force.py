@@ -102,13 +102,18 @@ def main(argv=None) -> int:
     p.add_argument("--frames", dest="n", type=int, default=DEFAULT_FRAMES, help="frames of the median")
     p.add_argument("--seed", type=int, default=0)
     a = p.parse_args(argv)
+    if a.n < 1:
+        p.error("--frames must be at least 1")
     flow = load_model(a.model)
     _, metadata, _ = read_model_bytes(read_model_file(a.model))
     with np.load(a.frames) as d:
         if a.key not in d:
             p.error(f"{a.frames} has no array {a.key!r} (it has {sorted(d.files)})")
         positions = d[a.key]
-    done = set_edge_forces(flow, positions, a.n, a.seed)
+    try:
+        done = set_edge_forces(flow, positions, a.n, a.seed)
+    except ValueError as e:
+        p.error(f"{a.model}: {e}")
     extra = {k: v for k, v in metadata.items() if k not in ("format", "format_version", "config")}
     # where the edge forces came from (the training metadata, when present, is the flow's)
     extra["edge_forces"] = json.dumps({**done, "frames_file": os.path.basename(a.frames), "key": a.key})

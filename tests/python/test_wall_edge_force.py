@@ -165,3 +165,31 @@ def test_restoring_force_holds_through_the_zone(shipped, d):
             restoring[name] = sign * dE_du
         assert restoring["walled"].min() > 0.5 * g, (side, restoring["walled"].min(), g)
         assert restoring["bare"].min() < 0.15 * g, (side, restoring["bare"].min(), g)
+
+
+def test_command_line_adds_edge_forces_and_refuses_bad_input(tmp_path, capsys):
+    from smoothflow_torch.edge_force import main
+    from smoothflow_torch.export import export_model, read_model_bytes, read_model_file
+    flow = _flow(seed=4)
+    model = tmp_path / "m.safetensors"
+    export_model(flow, model, extra_metadata={"training": "{}"})
+    x = flow.to_cartesian(random_u(flow, 5, seed=2)).detach().numpy()
+    np.savez(tmp_path / "frames.npz", positions=x, other=x[:, :3])
+    assert main([str(model), str(tmp_path / "frames.npz"), "--out", str(tmp_path / "e.safetensors")]) == 0
+    config, metadata, _ = read_model_bytes(read_model_file(tmp_path / "e.safetensors"))
+    lower, upper = edge_forces(flow, x)
+    assert config["support"]["edge_force_lower"] == pytest.approx(lower.tolist(), rel=1e-12)
+    assert config["support"]["edge_force_upper"] == pytest.approx(upper.tolist(), rel=1e-12)
+    assert metadata["training"] == "{}" and '"frames": 5' in metadata["edge_forces"]
+    # wrong atoms, a missing array, the error policy: a clear message, no file written
+    for argv, needle in (([str(tmp_path / "frames.npz"), "--key", "other"], "model atom order"),
+                         ([str(tmp_path / "frames.npz"), "--key", "nope"], "has no array 'nope'")):
+        with pytest.raises(SystemExit):
+            main([str(model)] + argv + ["--out", str(tmp_path / "bad.safetensors")])
+        assert needle in capsys.readouterr().err
+    flow.set_support("error")
+    export_model(flow, tmp_path / "error.safetensors")
+    with pytest.raises(SystemExit):
+        main([str(tmp_path / "error.safetensors"), str(tmp_path / "frames.npz")])
+    assert "only under the wall policy" in capsys.readouterr().err
+    assert not (tmp_path / "bad.safetensors").exists()
