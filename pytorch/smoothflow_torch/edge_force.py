@@ -26,18 +26,11 @@ from typing import Tuple
 import numpy as np
 import torch
 
-from . import zmatrix as zm
 from .flow import SmoothFlow, wall_clamp
 
 #: Frames of the median by default (the flow's edge force varies by a few per cent between
 #: frames of alanine dipeptide: more frames change g little).
 DEFAULT_FRAMES = 200
-
-
-def _energy_of_u(flow: SmoothFlow, v: torch.Tensor) -> torch.Tensor:
-    """The flow's energy (kJ/mol, no wall term) at the point v it sees (B, D)."""
-    bonds, angles, _ = zm.denormalize(v, flow.bond_lo, flow.bond_hi)
-    return -flow.kT * (flow.log_prob_u(v) - flow.log_scale() - zm.log_jacobian(bonds, angles)) + flow.energy_offset
 
 
 def edge_gradients(flow: SmoothFlow, positions) -> Tuple[torch.Tensor, torch.Tensor]:
@@ -55,7 +48,7 @@ def edge_gradients(flow: SmoothFlow, positions) -> Tuple[torch.Tensor, torch.Ten
         v[idx, :, idx] = edge
         v = v.reshape(-1, u.shape[1]).requires_grad_(True)
         with torch.enable_grad():
-            (g,) = torch.autograd.grad(_energy_of_u(flow, v).sum(), v)
+            (g,) = torch.autograd.grad(flow.energy_of_u(v).sum(), v)
         g = g.reshape(nI, u.shape[0], -1)[idx, :, idx]  # (nI, n)
         out.append(g.T.detach())
     return out[0], out[1]

@@ -412,6 +412,12 @@ class SmoothFlow(nn.Module):
         return zm.log_scale(self.bond_lo, self.bond_hi)
 
     # ------------------------------------------------------------ energy
+    def energy_of_u(self, v: torch.Tensor) -> torch.Tensor:
+        """The energy (kJ/mol, no wall term) at the point v ``(B, D)`` the flow sees:
+        -kT [log p_U(v) - sum log scale - log J(q(v))] + U0, differentiable in v."""
+        bonds, angles, _ = zm.denormalize(v, self.bond_lo, self.bond_hi)
+        return -self.kT * (self.log_prob_u(v) - self.log_scale() - zm.log_jacobian(bonds, angles)) + self.energy_offset
+
     def _check_geometry(self, x, bonds, angles, box=None):
         if box is not None:
             b = torch.as_tensor(box, dtype=x.dtype).reshape(-1, 3, 3)

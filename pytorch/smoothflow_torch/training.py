@@ -47,10 +47,17 @@ Losses (``docs/flow-math.md`` section 8; ``studies/alanine_dipeptide/training.md
   (``docs/design.md``, "Well depth"); bonds escape over it in MD, and flow samples land on it
   (high-energy samples that cost sampling efficiency). The cap keeps the demand within what a
   flow can represent (its potential is bounded, about kT log(1/(1 - c_max)) per layer).
+- :func:`curvature`: a bound on the potential's curvature near the data. Each frame of the
+  batch gets one coordinate moved by a normal step (``curvature_noise`` in units of u), and the
+  flow's second derivative along it, ``E''`` (kJ/mol per u^2, the energy the flow sees), is
+  penalized where it exceeds ``curvature_limit``: ``relu(|E''| / limit - 1)^2``. Why: likelihood
+  sees the data's density, not its derivatives, and a smooth mixture can put curvature spikes of
+  1e5 kJ/mol per u^2 just beyond the data's edge (H-X-X angles of the shipped flow), which make
+  MD at 1 fs unstable in hot runs (``docs/reliability.md`` section 5).
 
 :class:`Trainer` runs Adam on the weighted sum
 ``w_nll * nll + w_fm * force_matching + w_rkl * reverse_kl + w_tail * tail_matching +
-w_alpha * alpha_divergence`` with a
+w_alpha * alpha_divergence + w_curv * curvature`` with a
 learning-rate schedule, gradient clipping, fixed seeds, a tqdm bar, a JSONL log of every loss
 at every step, periodic held-out evaluation, checkpoints that resume bit-identically, and
 export with provenance.
@@ -77,12 +84,13 @@ import torch
 from .export import export_model
 
 __all__ = ["FORCE_UNITS", "LR_SCHEDULES", "LOSS_NAMES", "TrainConfig", "Trainer", "nll",
-           "force_matching", "reverse_kl", "tail_matching", "alpha_divergence", "weighted_loss", "learning_rate", "set_seed",
+           "force_matching", "reverse_kl", "tail_matching", "alpha_divergence", "curvature", "curvature_along",
+           "weighted_loss", "learning_rate", "set_seed",
            "sampling_efficiency", "git_info"]
 
 FORCE_UNITS = ("reduced", "kJ/mol/nm")
 LR_SCHEDULES = ("constant", "cosine", "step")
-LOSS_NAMES = ("nll", "force_matching", "reverse_kl", "tail_matching", "alpha_divergence")
+LOSS_NAMES = ("nll", "force_matching", "reverse_kl", "tail_matching", "alpha_divergence", "curvature")
 CHECKPOINT_FORMAT = "smoothflow-checkpoint"
 CHECKPOINT_VERSION = 1
 
@@ -276,6 +284,44 @@ def tail_matching(flow, target: Callable[[torch.Tensor], torch.Tensor], position
     return loss, {"n_invalid": int(B - n_ok), "n_capped": int(capped.sum())}
 
 
+def curvature_along(flow, v: torch.Tensor, d: torch.Tensor, create_graph: bool = True) -> torch.Tensor:
+    """d^2 E / du_d^2 of each row of v ``(B, D)`` along its own coordinate ``d[b]`` (kJ/mol per
+    u^2; E the flow's energy at the point it sees, :meth:`SmoothFlow.energy_of_u`)."""
+    rows = torch.arange(v.shape[0])
+    v = v.detach().requires_grad_(True)
+    with torch.enable_grad():
+        (g,) = torch.autograd.grad(flow.energy_of_u(v).sum(), v, create_graph=True)
+        (h,) = torch.autograd.grad(g[rows, d].sum(), v, create_graph=create_graph)
+    return h[rows, d]
+
+
+def curvature(flow, positions: torch.Tensor, limit: float = 5e4, noise: float = 0.05,
+              generator: Optional[torch.Generator] = None, return_info: bool = False):
+    """The curvature bound (module docstring): mean of ``relu(|E''| / limit - 1)^2`` over the
+    batch, each frame's coordinate ``d`` (any dimension) moved by ``noise`` times a standard
+    normal (bonds and angles kept inside [2m, 1 - 2m] under the wall policy, [1e-3, 1 - 1e-3]
+    otherwise; torsions wrapped). ``return_info`` adds ``{"max": the largest |E''|,
+    "n_over": frames over the limit}``."""
+    if not (limit > 0 and noise >= 0):
+        raise ValueError(f"curvature needs limit > 0 and noise >= 0, got {limit} and {noise}")
+    with torch.no_grad():
+        u = flow.internal_coordinates(positions)
+        B = u.shape[0]
+        d = torch.randint(u.shape[1], (B,), generator=generator)
+        rows = torch.arange(B)
+        v = u.clone()
+        v[rows, d] = v[rows, d] + noise * torch.randn(B, generator=generator, dtype=u.dtype)
+        lo = 2 * flow.margin if flow.support_policy == "wall" else 1e-3
+        nI = flow.n_interval
+        v[:, :nI] = v[:, :nI].clamp(lo, 1 - lo)
+        v[:, nI:] = torch.remainder(v[:, nI:], 1.0)
+    h = curvature_along(flow, v, d)
+    loss = (torch.relu(h.abs() / limit - 1) ** 2).mean()
+    if not return_info:
+        return loss
+    return loss, {"max": float(h.detach().abs().max()), "n_over": int((h.detach().abs() > limit).sum())}
+
+
 def _frame_tensors(frames, name: str, dtype):
     """(positions, forces or None, weights or None) as tensors from a 2- or 3-tuple (or three
     Nones for no frames); positions and forces in ``dtype``, weights float64 >= 0."""
@@ -349,6 +395,8 @@ class TrainConfig:
     force_matching_noise: float = 0.0
     force_matching_from: int = 0
     tail_matching_cap: float = 20.0
+    curvature_limit: float = 5e4
+    curvature_noise: float = 0.05
     eval_every: int = 100
     eval_frames: int = 1000
     eval_batch_size: int = 250
@@ -403,6 +451,10 @@ class TrainConfig:
             raise ValueError(f"force_matching_noise must be finite and >= 0 nm, got {self.force_matching_noise}")
         if not (self.tail_matching_cap > 0 and math.isfinite(self.tail_matching_cap)):
             raise ValueError(f"tail_matching_cap must be finite and > 0 kT, got {self.tail_matching_cap}")
+        if not (self.curvature_limit > 0 and math.isfinite(self.curvature_limit)):
+            raise ValueError(f"curvature_limit must be finite and > 0 kJ/mol per u^2, got {self.curvature_limit}")
+        if not (self.curvature_noise >= 0 and math.isfinite(self.curvature_noise)):
+            raise ValueError(f"curvature_noise must be finite and >= 0 (units of u), got {self.curvature_noise}")
         if isinstance(self.alpha, bool) or not isinstance(self.alpha, (int, float)) \
                 or not (self.alpha > 1 and math.isfinite(self.alpha)):
             raise ValueError(f"alpha (of the alpha_divergence loss) must be finite and > 1, got {self.alpha!r}")
@@ -538,8 +590,8 @@ class Trainer:
         dt = flow.dtype
         self.train_positions, self.train_forces, self.train_weights = _frame_tensors(
             train_data, "train_data", dt)
-        if (w["nll"] or w["force_matching"]) and self.train_positions is None:
-            raise ValueError("the nll and force_matching losses need train_data")
+        if (w["nll"] or w["force_matching"] or w["curvature"]) and self.train_positions is None:
+            raise ValueError("the nll, force_matching and curvature losses need train_data")
         if w["force_matching"] and self.train_forces is None:
             raise ValueError("force matching needs reference forces in train_data")
         if w["reverse_kl"] and target is None:
@@ -596,7 +648,7 @@ class Trainer:
         self.optimizer.zero_grad(set_to_none=True)
         terms: Dict[str, torch.Tensor] = {}
         entry: Dict[str, Any] = {"kind": "train", "step": self.step + 1}
-        if w["nll"] or w["force_matching"] or w["tail_matching"]:
+        if w["nll"] or w["force_matching"] or w["tail_matching"] or w["curvature"]:
             if self.train_weights is None:
                 idx = torch.randint(len(self.train_positions), (c.batch_size,),
                                     generator=self.data_generator)
@@ -623,6 +675,12 @@ class Trainer:
             terms["tail_matching"] = tm
             entry["tail_invalid"] = info["n_invalid"]
             entry["tail_capped"] = info["n_capped"]
+        if w["curvature"]:
+            cv, info = curvature(flow, x, c.curvature_limit, c.curvature_noise,
+                                 generator=self.data_generator, return_info=True)
+            terms["curvature"] = cv
+            entry["curvature_max"] = info["max"]
+            entry["curvature_over"] = info["n_over"]
         if w["reverse_kl"]:
             rkl, info = reverse_kl(flow, self.target, c.reverse_kl_batch_size,
                                    generator=self.sample_generator, return_info=True)
