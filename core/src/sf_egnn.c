@@ -158,26 +158,16 @@ static void add_bias(int G, int S, int N, const double *b, double *Y)
     }
 }
 
-/* silu(a) = a sigma(a) and its first two derivatives, from one exp:
- * silu' = sigma + a sigma (1 - sigma), silu'' = sigma (1 - sigma) (2 + a (1 - 2 sigma)),
- * sigma (1 - sigma) = e / (1 + e)^2 with e = exp(-|a|) (no cancellation for large |a|). */
-static inline void silu3(double a, double *y, double *d1, double *d2)
-{
-    const double e = exp(-fabs(a)), q = 1 / (1 + e);
-    const double s = a >= 0 ? q : e * q, ds = e * q * q;
-    *y = a * s;
-    *d1 = s + a * ds;
-    *d2 = ds * (2 + a * (1 - 2 * s));
-}
-
-/* Forward of SiLU over G groups of S rows x H: slot 0 silu(a), slot t silu'(a_0) a_t. */
+/* Forward of SiLU over G groups of S rows x H: slot 0 silu(a), slot t silu'(a_0) a_t.  SiLU and
+ * its derivatives are sfm_silu2 (math/sf_math_mlp.h), which the GPU kernel compiles too
+ * (platforms/common/src/kernels/free_form.cc). */
 static void silu_fwd(int G, int S, int H, const double *A, double *Y, double *tmp)
 {
     double *d1 = tmp, unused;
     for (int g = 0; g < G; g++) {
         const double *a = A + (size_t)g * S * H;
         double *y = Y + (size_t)g * S * H;
-        for (int k = 0; k < H; k++) silu3(a[k], &y[k], &d1[k], &unused);
+        for (int k = 0; k < H; k++) y[k] = sfm_silu2(a[k], &d1[k], &unused);
         for (int s = 1; s < S; s++)
             for (int k = 0; k < H; k++) y[(size_t)s * H + k] = d1[k] * a[(size_t)s * H + k];
     }
@@ -187,13 +177,13 @@ static void silu_fwd(int G, int S, int H, const double *A, double *Y, double *tm
  * Abar_0 = silu'(a_0) Ybar_0 + silu''(a_0) sum_t a_t Ybar_t, Abar_t = silu'(a_0) Ybar_t. */
 static void silu_rev(int G, int S, int H, const double *A, const double *Yb, double *Ab, double *tmp)
 {
-    double *d1 = tmp, *d2 = tmp + H, *acc = tmp + 2 * H, y;
+    double *d1 = tmp, *d2 = tmp + H, *acc = tmp + 2 * H;
     for (int g = 0; g < G; g++) {
         const size_t o = (size_t)g * S * H;
         const double *a = A + o, *yb = Yb + o;
         double *ab = Ab + o;
         for (int k = 0; k < H; k++) {
-            silu3(a[k], &y, &d1[k], &d2[k]);
+            sfm_silu2(a[k], &d1[k], &d2[k]);
             acc[k] = 0;
         }
         for (int s = 1; s < S; s++)
@@ -648,4 +638,9 @@ sf_status sfG_log_density(const sfG_net *net, const double *x, int config, doubl
     *log_p = lp;
     *sign = sg;
     return SF_OK;
+}
+
+const sfG_net *sfG_model_net(const sf_model *model)
+{
+    return model && model->kind == SF_FLOW_FREE_FORM ? &model->egnn : NULL;
 }

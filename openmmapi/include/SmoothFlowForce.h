@@ -32,8 +32,8 @@ namespace SmoothFlowPlugin {
  * any particle list may map (the energy is permutation invariant); a d = 2 model
  * reads x and y of each particle and puts no force on z, so the System must keep
  * z fixed.  Such a force is not periodic (setUsesPeriodicBoundaryConditions(true)
- * is refused at Context creation), and it runs on the Reference and CPU
- * platforms only: OpenCL and CUDA refuse it when the Context is created.
+ * is refused at Context creation); it runs on every platform (OpenCL and CUDA
+ * refuse a model whose device workspace per copy exceeds 256 MiB).
  *
  * The model is a SmoothFlow model file (docs/model-format.md).  It is loaded and
  * checked when the force is created: a missing, truncated or corrupt file, a

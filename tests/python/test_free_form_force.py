@@ -8,8 +8,9 @@ exact log-determinant in float64):
 LJ13-like (13 particles, d = 3) and DW4-like (4 particles, d = 2: z is ignored and gets exactly
 zero force) models, two copies in one System; finite differences of the Context's energy;
 XmlSerializer round trip; a copy kept whole when OpenMM wraps positions into a box; the
-refusals (periodic force, wrong particle counts, virtual sites, the GPU platforms, the Python
-helpers that read Z-matrix facts); a short velocity-Verlet run in reduced units.
+refusals (periodic force, wrong particle counts, virtual sites, the Python helpers that read
+Z-matrix facts); the GPU platforms running the model (test_free_form_device.py checks them in
+every precision); a short velocity-Verlet run in reduced units.
 """
 import math
 
@@ -294,24 +295,29 @@ def test_wrong_particles_are_refused(sf, models):
 
 
 @pytest.mark.parametrize("platform", ["OpenCL", "CUDA"])
-def test_gpu_platforms_refuse_with_a_message(sf, models, platform):
-    path = models["dw4"][0]
-    system, _ = _system(sf, path, MODELS["dw4"][0])
+def test_gpu_platforms_run_free_form_models(sf, models, platform):
+    """The GPU platforms evaluate a free-form model (platforms/common/src/kernels/free_form.cc)
+    instead of refusing it; tests/python/test_free_form_device.py checks them in every
+    precision.  Skipped where the platform, its device or the SmoothFlow kernels are missing."""
+    path, enc, kT, offset = models["dw4"]
+    n = MODELS["dw4"][0]
+    copies = _copies(n)
+    system, _ = _system(sf, path, 2 * n + 1, copies)
     try:
         platformObject = openmm.Platform.getPlatformByName(platform)
     except Exception:
         pytest.skip(f"platform {platform} is not available")
     try:
-        context = openmm.Context(system, openmm.VerletIntegrator(0.001), platformObject)
+        context = openmm.Context(system, openmm.VerletIntegrator(0.001), platformObject, {"Precision": "double"})
     except openmm.OpenMMException as e:
         message = str(e)
-        if "SmoothFlowForce" not in message:
-            pytest.skip(f"no {platform} device or kernels here: {message}")
-        assert "free-form models run on the Reference and CPU platforms" in message, message
-        assert f"the {platform} kernels for them are not written yet" in message, message
-        return
-    del context
-    pytest.fail(f"the {platform} platform accepted a free-form model")
+        assert "free-form" not in message, message  # no refusal of the kind
+        pytest.skip(f"no {platform} device or kernels here: {message}")
+    x = _positions("dw4", 2 * n + 1, 1)
+    energy, forces = _evaluate(context, x)
+    expected, expectedForces = _evaluate(_context(system, "Reference"), x)
+    assert energy == pytest.approx(expected, rel=1e-9, abs=1e-9 * kT)
+    np.testing.assert_allclose(forces, expectedForces, rtol=0, atol=1e-9 * np.abs(expectedForces).max())
 
 
 # ---------------------------------------------------------------------------------------------

@@ -42,4 +42,20 @@ DEVICE real sfm_activate_grad(int act, real aux, real y)
     return 1;
 }
 
+/* SiLU and its first two derivatives, silu(a) = a s, s = sigmoid(a), from
+ * one exp (the free-form encoder's activation: its forward pass carries
+ * tangents through silu', its reverse pass needs silu'' as well):
+ *     silu'  = s + a s (1 - s),
+ *     silu'' = s (1 - s) (2 + a (1 - 2 s)),
+ * with s (1 - s) = e / (1 + e)^2, e = exp(-|a|), so neither sign of a
+ * cancels or overflows. */
+DEVICE real sfm_silu2(real a, real *d1, real *d2)
+{
+    const real e = exp(-fabs(a)), q = 1 / (1 + e);
+    const real s = a >= 0 ? q : e * q, ds = e * q * q;
+    *d1 = s + a * ds;
+    *d2 = ds * (2 + a * (1 - 2 * s));
+    return a * s;
+}
+
 #endif /* SF_MATH_MLP_H */

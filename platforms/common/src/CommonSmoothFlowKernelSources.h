@@ -13,6 +13,7 @@ namespace SmoothFlowPlugin {
 class CommonSmoothFlowKernelSources {
 public:
     static const std::string smoothflow;
+    static const std::string free_form;
 };
 
 } // namespace SmoothFlowPlugin

@@ -1,4 +1,5 @@
 #include "CommonSmoothFlowKernels.h"
+#include "CommonDeviceMolecules.h"
 #include "CommonSmoothFlowKernelSources.h"
 #include "SmoothFlowCoreError.h"
 #include "openmm/OpenMMException.h"
@@ -165,13 +166,12 @@ CommonCalcSmoothFlowForceKernel::CommonCalcSmoothFlowForceKernel(const string& n
 }
 
 void CommonCalcSmoothFlowForceKernel::initialize(const System& /*system*/, const SmoothFlowForce& force, const vector<int>& particles) {
-    // The device kernels are those of the coupling flows over internal coordinates; a free-form
-    // model (no Z-matrix, no coupling layers: sf_model_describe refuses it) must not reach them.
-    if (force.getModelKind() == SmoothFlowForce::FreeFormFlow)
-        throw OpenMMException("SmoothFlowForce: the model is a free-form flow over " + to_string(force.getNumModelAtoms()) +
-                              " particles; free-form models run on the Reference and CPU platforms, and the " +
-                              getPlatform().getName() + " kernels for them are not written yet: create the Context "
-                              "on the Reference or CPU platform");
+    // A free-form model (no Z-matrix, no coupling layers) has a kernel of its own.
+    if (force.getModelKind() == SmoothFlowForce::FreeFormFlow) {
+        freeForm.reset(new CommonFreeFormKernel(cc, getPlatform().getName()));
+        freeForm->initialize(force, particles);
+        return;
+    }
     ContextSelector selector(cc);
     model = force.getModel();
     this->particles = particles;
@@ -358,15 +358,7 @@ void CommonCalcSmoothFlowForceKernel::initialize(const System& /*system*/, const
 }
 
 void CommonCalcSmoothFlowForceKernel::updateParticleIndex() {
-    // OpenMM moves whole molecules between slots of its arrays; atomIndex[i]
-    // is the System particle now in slot i.
-    const vector<int>& atomIndex = cc.getAtomIndex();
-    vector<int> slot(atomIndex.size());
-    for (size_t i = 0; i < atomIndex.size(); i++)
-        slot[atomIndex[i]] = i;
-    hostParticleIndex.resize(particles.size());
-    for (size_t i = 0; i < particles.size(); i++)
-        hostParticleIndex[i] = slot[particles[i]];
+    hostParticleIndex = deviceParticleSlots(cc, particles);
     particleIndex.upload(hostParticleIndex);
 }
 
@@ -467,6 +459,10 @@ void CommonCalcSmoothFlowForceKernel::chooseByTrial() {
 }
 
 double CommonCalcSmoothFlowForceKernel::execute(ContextImpl& /*context*/, bool includeForces, bool includeEnergy) {
+    if (freeForm) {
+        freeForm->execute(includeForces, includeEnergy);
+        return 0.0;
+    }
     ContextSelector selector(cc);
     // `auto` decides at the first evaluation with forces (an MD step's kind).
     if (path == SmoothFlowDevicePath::Auto && includeForces)
@@ -484,73 +480,23 @@ double CommonCalcSmoothFlowForceKernel::execute(ContextImpl& /*context*/, bool i
 }
 
 void CommonCalcSmoothFlowForceKernel::checkErrors() {
-    int flag = 0;
-    errorFlag.download(&flag);
-    if (flag == 0)
-        return;
-    vector<int> codes;
-    status.download(codes);
-    // Cleared, so the context can go on once the positions are fixed.
-    errorFlag.upload(vector<int>(1, 0));
-    status.upload(vector<int>(numMolecules, 0));
-    for (int molecule = 0; molecule < numMolecules; molecule++)
-        if (codes[molecule] != 0)
-            reportError(molecule, codes[molecule]);
+    checkDeviceErrors(errorFlag, status, numMolecules, [this](int molecule, int code) { reportError(molecule, code); });
 }
 
 void CommonCalcSmoothFlowForceKernel::reportError(int molecule, int code) {
-    // The C core evaluates the molecule again, from the device's positions,
-    // for the same message as on the Reference platform.
-    vector<double> pos(3 * numAtoms);
-    if (cc.getUseDoublePrecision()) {
-        vector<mm_double4> posq(cc.getPosq().getSize());
-        cc.getPosq().download(posq.data());
-        for (int a = 0; a < numAtoms; a++) {
-            const mm_double4& p = posq[hostParticleIndex[molecule * numAtoms + a]];
-            pos[3 * a] = p.x, pos[3 * a + 1] = p.y, pos[3 * a + 2] = p.z;
-        }
-    } else {
-        vector<mm_float4> posq(cc.getPosq().getSize());
-        cc.getPosq().download(posq.data());
-        for (int a = 0; a < numAtoms; a++) {
-            const mm_float4& p = posq[hostParticleIndex[molecule * numAtoms + a]];
-            pos[3 * a] = p.x, pos[3 * a + 1] = p.y, pos[3 * a + 2] = p.z;
-        }
-    }
     Vec3 boxVectors[3];
     cc.getPeriodicBoxVectors(boxVectors[0], boxVectors[1], boxVectors[2]);
     double box[9];
     for (int v = 0; v < 3; v++)
         for (int k = 0; k < 3; k++)
             box[3 * v + k] = boxVectors[v][k];
-    sf_workspace* workspace = nullptr;
-    sf_error error{};
-    sf_status result = sf_workspace_new(model.get(), 1, &workspace, &error);
-    if (result == SF_OK) {
-        double energy;
-        vector<double> forces(3 * numAtoms);
-        result = sf_evaluate(model.get(), workspace, 1, pos.data(), usePeriodic ? box : nullptr, &energy,
-                             forces.data(), nullptr, &error);
-        sf_workspace_free(workspace);
-    }
-    if (result != SF_OK) {
-        offsetErrorMolecule(error, molecule);
-        throwEvaluationError(result, error, particles, numAtoms);
-    }
-    // The C core in double finds nothing wrong at the current positions: the
-    // device failed in its own precision, or in a forces-only evaluation
-    // since the last check (the flag is kept until an energy is requested).
-    stringstream where;
-    for (int a = 0; a < numAtoms; a++)
-        where << (a == 0 ? "" : ", ") << particles[molecule * numAtoms + a];
-    const string precision = cc.getUseDoublePrecision() ? "double" : (cc.getUseMixedPrecision() ? "mixed" : "single");
-    throw OpenMMException("SmoothFlowForce: evaluation failed: molecule " + to_string(molecule) + ": the " +
-                          precision + "-precision device kernel found " + deviceErrorName(code) +
-                          " in this evaluation or a forces-only one since the last energy evaluation, which the C core "
-                          "does not find at the current positions [System particles " + where.str() + "]");
+    reportDeviceError(cc, model.get(), hostParticleIndex, particles, numAtoms, molecule, usePeriodic ? box : nullptr,
+                      "device kernel", deviceErrorName(code));
 }
 
 long long CommonCalcSmoothFlowForceKernel::getWallCount() const {
+    if (freeForm)
+        return 0;  // a free-form model has no wall
     ContextSelector selector(cc);
     vector<long long> counts;
     wallCounts.download(counts);

@@ -1,6 +1,7 @@
 #ifndef COMMON_SMOOTHFLOW_KERNELS_H_
 #define COMMON_SMOOTHFLOW_KERNELS_H_
 
+#include "CommonFreeFormKernel.h"
 #include "SmoothFlowKernels.h"
 #include "SmoothFlowMatrixProducts.h"
 #include "openmm/common/ComputeArray.h"
@@ -76,6 +77,7 @@ private:
     void checkErrors();
     [[noreturn]] void reportError(int molecule, int code);
     OpenMM::ComputeContext& cc;
+    std::unique_ptr<CommonFreeFormKernel> freeForm;  // a free-form model's kernel (then nothing below is used)
     std::shared_ptr<const sf_model> model;
     std::vector<int> particles;          // molecules x N System particles, model atom order
     std::vector<int> hostParticleIndex;  // the same, as indices into OpenMM's current atom order

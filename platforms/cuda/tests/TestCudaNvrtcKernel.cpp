@@ -30,13 +30,18 @@
  * NVRTC must not warn on the plugin's part of the text
  * (OpenMM's own prelude draws warnings under CUDA 13; they are counted).
  * Models of one shape (N, layer count, support policy, prior) give the same
- * text, which is compiled once.  And since the context compiles with
+ * text, which is compiled once.  The free-form kind's program
+ * (commonFreeFormProgramSource, kernels/free_form.cc) is compiled the same way
+ * for two shapes, DW4-like (4 particles in 2 dimensions, 3 layers) and
+ * LJ13-like (13 in 3, 2 layers), in each precision: its PTX must hold
+ * computeFreeForm and sumFreeFormEnergy, and NVRTC must not warn on it.  And since the context compiles with
  * --use_fast_math, the kernel's finiteness test (sf_finite) must survive it:
  * a probe kernel that returns sf_finite(x) must still compare x, not return a
  * constant.
  *
  *   TestCudaNvrtcKernel <libOpenMMCUDA.so> <arch> <model.safetensors>...
  */
+#include "CommonFreeFormKernel.h"
 #include "CommonSmoothFlowKernels.h"
 #include "smoothflow.h"
 #include <nvrtc.h>
@@ -223,6 +228,23 @@ const char* const kProbe =
     "    finite[GLOBAL_ID] = sf_finite(x[GLOBAL_ID]);\n"
     "}\n";
 
+// Prints the compiled program's size and warnings; the warnings in the plugin's own source (the
+// text after OpenMM's prelude and vectorOps) fail, those in the prelude are counted in
+// openmmWarnings.  Returns the failures (0 or 1).
+int checkWarnings(const Compiled& result, const string& text, const string& source, const string& label,
+                  int& openmmWarnings) {
+    const size_t ownStart = text.size() - source.size() - 1;
+    const int firstOwnLine = 1 + (int) count(text.begin(), text.begin() + ownStart, '\n');
+    openmmWarnings = 0;
+    const vector<string> own = warningsFrom(result.log, firstOwnLine, openmmWarnings);
+    cout << "  " << label << ": compiled, " << result.ptx.size() << " bytes of PTX, " << result.seconds
+         << " s; NVRTC warnings: " << own.size() << " in the plugin's source, " << openmmWarnings
+         << " in OpenMM's prelude" << endl;
+    for (const string& warning : own)
+        cout << "    FAIL: " << warning << endl;
+    return own.empty() ? 0 : 1;
+}
+
 } // namespace
 
 int main(int argc, char** argv) {
@@ -317,18 +339,8 @@ int main(int argc, char** argv) {
                         failures++;
                         continue;
                     }
-                    // The plugin's part starts after OpenMM's prelude and vectorOps.
-                    const size_t ownStart = text.size() - source.size() - 1;
-                    const int firstOwnLine = 1 + (int) count(text.begin(), text.begin() + ownStart, '\n');
                     int openmmWarnings = 0;
-                    const vector<string> own = warningsFrom(result.log, firstOwnLine, openmmWarnings);
-                    cout << "  " << label << ": compiled, " << result.ptx.size() << " bytes of PTX, " << result.seconds
-                         << " s; NVRTC warnings: " << own.size() << " in the plugin's source, " << openmmWarnings
-                         << " in OpenMM's prelude" << endl;
-                    for (const string& warning : own)
-                        cout << "    FAIL: " << warning << endl;
-                    if (!own.empty())
-                        failures++;
+                    failures += checkWarnings(result, text, source, label, openmmWarnings);
                     if (openmmWarnings && openmmNote.empty())
                         openmmNote = result.log.substr(0, result.log.find('\n'));
                 }
@@ -352,6 +364,33 @@ int main(int argc, char** argv) {
                 }
             }
             sf_model_free(model);
+        }
+        // The free-form kind: its own program, from the shape alone.
+        const string freeFormSource = commonFreeFormProgramSource();
+        const int freeFormGroup = commonFreeFormWorkGroupSize(false, 1024);
+        const int shapes[][4] = {{4, 2, 8, 3}, {13, 3, 32, 2}};  // N, dim, hidden, layers
+        for (const auto& shape : shapes) {
+            cout << "free-form program: N " << shape[0] << ", d " << shape[1] << ", H " << shape[2] << ", "
+                 << shape[3] << " layers" << endl;
+            const map<string, string> defines =
+                commonFreeFormProgramDefines(shape[0], shape[1], shape[2], shape[3], freeFormGroup);
+            for (Precision precision : {kSingle, kMixed, kDouble}) {
+                const string text = cudaProgramText(precision, *common, *vectorOps, freeFormSource, defines);
+                const Compiled result = compile(nvrtc, text, arch);
+                const string label = kPrecisionName[precision];
+                if (!result.ok) {
+                    cout << "  " << label << ": FAIL, NVRTC cannot compile the program:\n" << result.log << endl;
+                    failures++;
+                    continue;
+                }
+                if (entryBody(result.ptx, "computeFreeForm").empty() || entryBody(result.ptx, "sumFreeFormEnergy").empty()) {
+                    cout << "  " << label << ": FAIL, the PTX lacks computeFreeForm or sumFreeFormEnergy" << endl;
+                    failures++;
+                    continue;
+                }
+                int openmmWarnings = 0;
+                failures += checkWarnings(result, text, freeFormSource, label, openmmWarnings);
+            }
         }
     } catch (const exception& e) {
         cerr << "FAIL: " << e.what() << endl;
