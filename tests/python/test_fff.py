@@ -337,3 +337,21 @@ def test_run_writes_its_model_and_export_only_refuses_other_configs(tmp_path):
                                                      run.f.state_dict().values()))   # step 5, not 10
     with pytest.raises(SystemExit):
         ptrain.main([str(tmp_path / "c.json"), "--out", str(tmp_path / "r"), "--checkpoint", "x.pt"])
+
+
+def test_evaluation_frames_are_spread_and_the_gaussian_baseline_is_a_scaled_identity():
+    """Held-out frames are in chain and time order, so the periodic and final evaluations take
+    evenly spaced frames (first and last included), not the first k. The Gaussian baseline
+    reported beside the flow's NLL is the exact NLL of the flow f = x / sigma, sigma^2 the
+    training frames' variance per degree of freedom of the subspace."""
+    x = torch.arange(10, dtype=torch.float64).reshape(10, 1, 1).expand(10, 2, 1)
+    picked = ptrain.spread_frames(x, 4)[:, 0, 0].tolist()
+    assert picked == [0.0, 3.0, 6.0, 9.0]
+    assert ptrain.spread_frames(x, 0) is x and ptrain.spread_frames(x, 10) is x
+    n, d = 4, 2
+    gen = torch.Generator().manual_seed(11)
+    train = pegnn.remove_mean(1.3 * torch.randn(200, n, d, dtype=torch.float64, generator=gen))
+    held = pegnn.remove_mean(1.3 * torch.randn(30, n, d, dtype=torch.float64, generator=gen))
+    sigma = math.sqrt(float((train ** 2).sum((-2, -1)).mean()) / ((n - 1) * d))
+    exact = fff.exact_nll(lambda u: pegnn.remove_mean(u) / sigma, held)["nll"].mean()
+    assert ptrain.gaussian_fit_nll(train, held) == pytest.approx(float(exact), rel=1e-12)
