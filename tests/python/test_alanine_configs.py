@@ -80,11 +80,11 @@ def test_shipped_model_was_trained_with_its_config(kind):
     current = _stages(kind)[-1]
     # (progress: whether a progress bar was drawn, which cannot change the run)
     top = ("name", "_comment", "progress", "data", "target")
-    # fields added to TrainConfig since (the alpha-divergence loss) take their defaults, which
-    # switch them off: the recorded run is the same run under today's config
+    # fields added to TrainConfig since (the alpha-divergence loss, the curvature bound) take
+    # their defaults, which switch them off: the recorded run is the same run under today's config
     completed = TrainConfig.from_dict(recorded).to_dict()
-    assert set(completed) - set(recorded) <= {"alpha", "alpha_batch_size"}
-    assert completed["weights"]["alpha_divergence"] == 0.0
+    assert set(completed) - set(recorded) <= {"alpha", "alpha_batch_size", "curvature_limit", "curvature_noise"}
+    assert completed["weights"]["alpha_divergence"] == completed["weights"]["curvature"] == 0.0
     assert _without(completed, "init_from", top=top) == _without(current, "init_from", top=top)
     assert recorded["data"] == {"setting": "obc", "max_train_frames": current["data"]["max_train_frames"]}
     assert Path(current["data"]["frames"]).name == f"{recorded['data']['setting']}.npz"

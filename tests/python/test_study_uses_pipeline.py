@@ -78,6 +78,11 @@ def test_each_config_builds_the_shipped_models_architecture_in_the_project(kind,
         if key == 'prior':
             assert built[key]['kind'] == shipped[key]['kind'] == 'truncated_normal'
             assert len(built[key]['mean']) == len(shipped[key]['mean']) == 2 * molecule.N_ATOMS - 3
+        elif key == 'support':
+            # the exporter adds the wall's edge forces, measured on the training frames
+            edges = ('edge_force_lower', 'edge_force_upper')
+            assert all(len(shipped[key][e]) == 2 * molecule.N_ATOMS - 3 for e in edges)
+            assert built[key] == {k: v for k, v in shipped[key].items() if k not in edges}
         elif key == 'atoms':
             assert [(a['residue'], a['element']) for a in built[key]] == \
                 [(a['residue'], a['element']) for a in shipped[key]]
