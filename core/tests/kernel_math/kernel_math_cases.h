@@ -27,7 +27,7 @@
 #define SFMT_IN_U (SFMT_IN_BOX + 9)     /* a point of [0, 1] for the clamp */
 #define SFMT_IN_Z (SFMT_IN_U + 1)       /* a pre-activation */
 #define SFMT_NIN (SFMT_IN_Z + 1)
-#define SFMT_NOUT 320
+#define SFMT_NOUT 323
 
 /* Model constants of the cases. */
 #define SFMT_S_MIN SFM_C(0.1)
@@ -191,6 +191,10 @@ DEVICE int sfmt_case(int i, const GLOBAL real *inputs, GLOBAL real *outputs)
             out[o++] = post;
             out[o++] = sfm_activate_grad(act, aux, post);
         }
+        real silu1, silu2;
+        out[o++] = sfm_silu2(z, &silu1, &silu2);   /* the free-form encoder's SiLU and two derivatives */
+        out[o++] = silu1;
+        out[o++] = silu2;
         out[o++] = sfm_sigmoid(z);
         out[o++] = sfm_softplus(z);
         out[o++] = sfm_logit(x);
