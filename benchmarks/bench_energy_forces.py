@@ -16,13 +16,13 @@ import json
 import os
 import platform
 import subprocess
-import time
 from pathlib import Path
 
 import numpy as np
 import torch
 from smoothflow_core import CoreModel
 from smoothflow_torch import model_to_bytes
+from smoothflow_torch.timing import median_seconds
 from smoothflow_torch.testing import random_flow, random_positions
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -48,15 +48,8 @@ def machine() -> dict:
 
 
 def timed(fn, repeats: int) -> float:
-    """Median seconds per call over `repeats` calls, after warm-up."""
-    for _ in range(max(3, repeats // 20)):
-        fn()
-    samples = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        samples.append(time.perf_counter() - t0)
-    return float(np.median(samples))
+    """Median seconds per call over `repeats` calls, after a warm-up of a twentieth of them (at least 3)."""
+    return median_seconds(fn, repeats, warmup=max(3, repeats // 20))
 
 
 def openmm_reference(model_bytes: bytes, x: np.ndarray):

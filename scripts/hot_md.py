@@ -46,17 +46,13 @@ def reference_bonds(model: Path) -> np.ndarray:
         return flow.internal(x)[0].numpy()
 
 
-def bond_lengths(pos: np.ndarray, zmatrix: np.ndarray) -> np.ndarray:
-    """(N - 1,) bond of each Z-matrix row 1..N-1, nm."""
-    return np.linalg.norm(pos[zmatrix[1:, 0]] - pos[zmatrix[1:, 1]], axis=1)
-
-
-def angles_deg(pos: np.ndarray, zmatrix: np.ndarray) -> np.ndarray:
-    """(N - 2,) angle of each Z-matrix row 2..N-1 (atom i, j, k: the angle at j), degrees."""
-    i, j, k = zmatrix[2:, 0], zmatrix[2:, 1], zmatrix[2:, 2]
-    a, b = pos[i] - pos[j], pos[k] - pos[j]
-    cos = (a * b).sum(1) / np.linalg.norm(a, axis=1) / np.linalg.norm(b, axis=1)
-    return np.degrees(np.arccos(np.clip(cos, -1.0, 1.0)))
+def bonds_and_angles(pos: np.ndarray, zmatrix: np.ndarray):
+    """The (N - 1,) bonds (nm) of Z-matrix rows 1..N-1 and the (N - 2,) angles (degrees) of rows
+    2..N-1 of one configuration."""
+    import torch
+    from smoothflow_torch import zmatrix as zm
+    bonds, angles, _ = zm.internal_coordinates(torch.as_tensor(pos, dtype=torch.float64)[None], zmatrix)
+    return bonds[0].numpy(), np.degrees(angles[0].numpy())
 
 
 def repartition_hydrogen_mass(system, hydrogen_mass: float) -> None:
@@ -114,8 +110,7 @@ def run_temperature(model: Path, temperature: float, ps: float, dt_fs: float, nv
         t_kin = 2 * e_kin / (dof * BOLTZMANN)
         temps.append(t_kin)
         pos = st.getPositions(asNumpy=True).value_in_unit(unit.nanometer)
-        b = bond_lengths(pos, zmatrix)
-        ang = angles_deg(pos, zmatrix)
+        b, ang = bonds_and_angles(pos, zmatrix)
         angle_lo, angle_hi = min(angle_lo, float(ang.min())), max(angle_hi, float(ang.max()))
         ratio = b / ref_max
         exc = np.maximum(b - ref_max, ref_min - b) / ref_width

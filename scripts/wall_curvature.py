@@ -27,7 +27,13 @@ import numpy as np
 import torch
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-MASSES = {"H": 1.008, "C": 12.011, "N": 14.007, "O": 15.999, "S": 32.06}
+
+
+def element_mass(symbol: str) -> float:
+    """Atomic mass (dalton) from OpenMM's element table."""
+    from openmm import unit
+    from openmm.app import element
+    return element.get_by_symbol(symbol).mass.value_in_unit(unit.dalton)
 
 
 def hessian(core, x, h=1e-6):
@@ -108,7 +114,7 @@ def main(argv=None):
         p.error(f"{a.model} has the 'error' policy: no wall to measure")
     if flow.atoms is None:
         p.error(f"{a.model} names no atoms: their masses are needed")
-    masses = np.array([MASSES[at["element"]] for at in flow.atoms])
+    masses = np.array([element_mass(at["element"]) for at in flow.atoms])
     with torch.no_grad():
         u_frames = flow.sample_u(a.samples, generator=torch.Generator().manual_seed(a.seed))[0]
     bare = copy.deepcopy(flow)

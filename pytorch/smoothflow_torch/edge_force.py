@@ -28,7 +28,7 @@ import torch
 
 from .flow import SmoothFlow, wall_clamp
 
-#: Frames of the median by default (the flow's edge force varies by a few per cent between
+#: Frames of the median by default (the flow's edge force varies by up to 10 % between
 #: frames of alanine dipeptide: more frames change g little).
 DEFAULT_FRAMES = 200
 
@@ -85,7 +85,7 @@ def set_edge_forces(flow: SmoothFlow, positions, frames: int = DEFAULT_FRAMES, s
 
 
 def main(argv=None) -> int:
-    from .export import export_model, load_model, read_model_bytes, read_model_file
+    from .export import export_model, flow_from_config, read_model_bytes, read_model_file
 
     p = argparse.ArgumentParser(prog="python -m smoothflow_torch.edge_force", description=__doc__.split("\n\n")[0])
     p.add_argument("model", help="model file (.safetensors) with the wall policy")
@@ -97,8 +97,8 @@ def main(argv=None) -> int:
     a = p.parse_args(argv)
     if a.n < 1:
         p.error("--frames must be at least 1")
-    flow = load_model(a.model)
-    _, metadata, _ = read_model_bytes(read_model_file(a.model))
+    config, metadata, tensors = read_model_bytes(read_model_file(a.model))
+    flow = flow_from_config(config, tensors)
     with np.load(a.frames) as d:
         if a.key not in d:
             p.error(f"{a.frames} has no array {a.key!r} (it has {sorted(d.files)})")

@@ -50,6 +50,7 @@ import numpy as np
 
 from smoothflow_torch.pipeline.md import (FORCE_FIELD, dt2_slopes, nve_series, plot_energy_conservation,
                                           relative_ratios, summarize, summary_table)
+from smoothflow_torch.timing import median_seconds
 
 ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_DATA = ROOT / "runs" / "particles" / "lj13" / "lj13.npz"
@@ -237,16 +238,6 @@ def held_out_nll(model, test: np.ndarray, frames: int, chunk: int = 200) -> dict
             "negative_sign": int((out["sign"].numpy() < 0).sum())}
 
 
-def _median_seconds(fn, repeats: int) -> float:
-    fn()                                              # warm-up (allocations, caches)
-    times = []
-    for _ in range(repeats):
-        t = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t)
-    return float(np.median(times))
-
-
 def timing(model, x: np.ndarray, repeats: int) -> dict:
     """Median seconds of one energy + force evaluation of one configuration: the C core through
     an OpenMM Context (Reference, CPU) and PyTorch autograd of the exact computation (1 thread).
@@ -265,7 +256,7 @@ def timing(model, x: np.ndarray, repeats: int) -> dict:
         def evaluate():
             context.setPositions(x)       # invalidates OpenMM's cached state: a full evaluation
             return context.getState(getEnergy=True, getForces=True)
-        out[f"openmm_{plat.lower()}_s"] = _median_seconds(evaluate, repeats)
+        out[f"openmm_{plat.lower()}_s"] = median_seconds(evaluate, repeats)
         s = evaluate()
         energies[plat] = (s.getPotentialEnergy()._value, np.asarray(s.getForces(asNumpy=True)._value))
         del context
@@ -274,7 +265,7 @@ def timing(model, x: np.ndarray, repeats: int) -> dict:
     torch.set_num_threads(1)
     try:
         xt = torch.as_tensor(x[None], dtype=torch.float64)
-        out["pytorch_autograd_s"] = _median_seconds(lambda: log_density_and_gradient(f, xt), repeats)
+        out["pytorch_autograd_s"] = median_seconds(lambda: log_density_and_gradient(f, xt), repeats)
         log_p, _, grad = log_density_and_gradient(f, xt)
     finally:
         torch.set_num_threads(threads)
