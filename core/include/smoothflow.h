@@ -361,6 +361,68 @@ SF_API sf_status sf_model_prior(const sf_model *model, int d, double *mean, doub
  * SF_ERR_ARG out of range and for a free-form model. */
 SF_API sf_status sf_model_edge_force(const sf_model *model, int d, double *lower, double *upper);
 
+/* ------------------------------------------ free-form model description
+ * The same for the free-form kind (docs/model-format.md section 9): its
+ * encoder f, an E(n)-equivariant graph network (EGNN) over N identical
+ * particles in d dimensions, with the constants of
+ *     U(x) = -kT [ -|f(x)|^2 / 2 - latent_log_norm + log |det J_V(x)| ] + U0.
+ * Layer k (k < n_layers) updates, with H = hidden, s = distance_scale:
+ *     m_ij = silu(EDGE2 silu(EDGE1 [h_i, h_j, |x_i - x_j|^2 / s^2]))   (j != i)
+ *     x_i += 1/(N - 1) sum_{j != i} (x_i - x_j) COORD2 silu(COORD1 m_ij)
+ *     h_i += NODE2 silu(NODE1 [h_i, sum_{j != i} m_ij])   (has_node only)
+ * every h_i starting as h0, and f(x) = the final x minus its mean (the input
+ * centred first).  Every layer but the last has the node update.  Pointers
+ * stay owned by the model and valid while it lives; the weights are the
+ * stored ones (a free-form model runs in float64 only). */
+
+/* The linear maps of one EGNN layer (y = W x + b), in the order of the
+ * model file's tensors layers.k.{edge.0, edge.2, coord.0, coord.2, node.0,
+ * node.2}. */
+typedef enum sf_egnn_linear {
+    SF_EGNN_EDGE1 = 0,   /* edge.0:  2H + 1 -> H */
+    SF_EGNN_EDGE2 = 1,   /* edge.2:  H -> H      */
+    SF_EGNN_COORD1 = 2,  /* coord.0: H -> H      */
+    SF_EGNN_COORD2 = 3,  /* coord.2: H -> 1      */
+    SF_EGNN_NODE1 = 4,   /* node.0:  2H -> H     (layers with has_node) */
+    SF_EGNN_NODE2 = 5    /* node.2:  H -> H      (layers with has_node) */
+} sf_egnn_linear;
+#define SF_EGNN_NUM_LINEAR 6
+
+typedef struct sf_free_form_description {
+    int n_particles;             /* N >= 2 */
+    int dim;                     /* d: 2 or 3, the first d components of each particle */
+    int D;                       /* (N - 1) d: the latent's and J_V's dimension */
+    int hidden;                  /* H: node features and messages */
+    int n_layers;                /* L >= 1 */
+    int activation;              /* 1 (SiLU), the code of sf_layer_description */
+    double inv_scale2;           /* 1 / s^2 (nm^-2), exactly as the encoder applies it */
+    double distance_scale;       /* s = 1 / sqrt(inv_scale2), nm: the file's value to rounding */
+    double kT, energy_offset;    /* kJ/mol */
+    double latent_log_norm;      /* (D / 2) log(2 pi): the standard normal latent's
+                                    log normalizer on the centre-of-mass-free subspace */
+    const double *h0;            /* H: every particle's initial node feature */
+} sf_free_form_description;
+
+typedef struct sf_free_form_layer_description {
+    int has_node;                /* 1 with the node update, 0 (the last layer) without */
+    int n_linear;                /* 6 with the node update, 4 without */
+} sf_free_form_layer_description;
+
+/* One linear map: W (n_out x n_in, row-major) and b (n_out). */
+typedef struct sf_free_form_linear {
+    int n_out, n_in;
+    const double *weight, *bias;
+} sf_free_form_linear;
+
+/* SF_ERR_ARG (*out untouched) for a NULL argument, a model that is not of the
+ * free-form kind, a layer out of range, or a linear map the layer lacks (the
+ * node maps of the last layer). */
+SF_API sf_status sf_model_describe_free_form(const sf_model *model, sf_free_form_description *out);
+SF_API sf_status sf_model_describe_free_form_layer(const sf_model *model, int layer,
+                                                   sf_free_form_layer_description *out);
+SF_API sf_status sf_model_free_form_linear(const sf_model *model, int layer, sf_egnn_linear linear,
+                                           sf_free_form_linear *out);
+
 #ifdef __cplusplus
 }
 #endif

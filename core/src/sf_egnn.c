@@ -640,7 +640,3 @@ sf_status sfG_log_density(const sfG_net *net, const double *x, int config, doubl
     return SF_OK;
 }
 
-const sfG_net *sfG_model_net(const sf_model *model)
-{
-    return model && model->kind == SF_FLOW_FREE_FORM ? &model->egnn : NULL;
-}

@@ -63,13 +63,6 @@ void sfG_forward(const sfG_net *net, const double *x, double *z, double *ws);
 sf_status sfG_log_density(const sfG_net *net, const double *x, int config, double *log_p,
                           double *sign, double *grad, double *ws, sf_error *err);
 
-/* The encoder of a loaded free-form model, or NULL for a model of another kind (or NULL).
- * For the device platforms (platforms/common/src/CommonFreeFormKernel.cpp), which copy its
- * shape and weights to the device once: exported from the shared library (SF_API), but not
- * part of smoothflow.h's API, whose functions describe the internal-coordinate kind only; the
- * pointer lives as long as the model. */
-SF_API const sfG_net *sfG_model_net(const sf_model *model);
-
 /* Notes on the three functions above (sf_egnn.c):
  * - ws holds sfG_workspace_doubles(net) doubles, which also covers sfG_forward; a workspace
  *   serves one evaluation at a time (no global state: threads use one workspace each).

@@ -3,7 +3,7 @@
  * every transform, edits of it by path ("smooth.beta", "layers[1].hidden",
  * "zmatrix[3][1]"), the tensors a valid configuration implies, and the
  * safetensors file around them (docs/model-format.md section 1), written
- * independently of the core.  Only test_model_config.c includes it. */
+ * independently of the core.  test_model_config.c and test_describe_free_form.c include it. */
 #ifndef CONFIG_CASES_H
 #define CONFIG_CASES_H
 

@@ -6,13 +6,7 @@
 #include "openmm/common/ContextSelector.h"
 #include "sf_math_kernel_source.h"
 #include <algorithm>
-#include <cmath>
 #include <sstream>
-
-// The core's private header of the free-form encoder, C without its own extern "C".
-extern "C" {
-#include "sf_egnn.h"
-}
 
 using namespace SmoothFlowPlugin;
 using namespace OpenMM;
@@ -31,11 +25,12 @@ const char* deviceErrorName(int code) {
     }
 }
 
-const sfG_net& freeFormNet(const sf_model* model) {
-    const sfG_net* net = sfG_model_net(model);
-    if (net == nullptr)
+// The encoder's shape and constants, through the core's public description (smoothflow.h).
+sf_free_form_description describeFreeForm(const sf_model* model) {
+    sf_free_form_description desc;
+    if (sf_model_describe_free_form(model, &desc) != SF_OK)
         throw OpenMMException("SmoothFlowForce: the free-form device kernel was given a model of another kind");
-    return *net;
+    return desc;
 }
 
 // Reals of one layer's weights in the kernel's order (FF_W_* of kernels/free_form.cc).
@@ -75,7 +70,7 @@ map<string, string> SmoothFlowPlugin::commonFreeFormProgramDefines(int numPartic
 }
 
 map<string, string> SmoothFlowPlugin::commonFreeFormProgramDefines(const sf_model* model, int workGroupSize) {
-    const sfG_net& net = freeFormNet(model);
+    const sf_free_form_description net = describeFreeForm(model);
     return commonFreeFormProgramDefines(net.n_particles, net.dim, net.hidden, net.n_layers, workGroupSize);
 }
 
@@ -86,7 +81,7 @@ int SmoothFlowPlugin::commonFreeFormWorkGroupSize(bool isCPU, int maxThreadBlock
 
 size_t SmoothFlowPlugin::commonFreeFormWorkspaceReals(const sf_model* model) {
     // FF_WORKSPACE of kernels/free_form.cc.
-    const sfG_net& net = freeFormNet(model);
+    const sf_free_form_description net = describeFreeForm(model);
     const size_t n = net.n_particles, d = net.dim, H = net.hidden, L = net.n_layers;
     const size_t T = (n - 1) * d, S = T + 1, R = (n - 1) * S, nsd = n * S * d, nsh = n * S * H;
     return (L + 1) * nsd + 2 * L * nsh + 4 * nsh + 8 * R * H + 2 * R + R * d + 2 * nsh + 2 * nsd + 3 * nsh + n * d +
@@ -101,7 +96,7 @@ void CommonFreeFormKernel::initialize(const SmoothFlowForce& force, const vector
     ContextSelector selector(cc);
     model = force.getModel();
     this->particles = particles;
-    const sfG_net& net = freeFormNet(model.get());
+    const sf_free_form_description net = describeFreeForm(model.get());
     numParticles = net.n_particles;
     numMolecules = particles.size() / numParticles;
     const int H = net.hidden, L = net.n_layers;
@@ -128,7 +123,11 @@ void CommonFreeFormKernel::initialize(const SmoothFlowForce& force, const vector
     // node update), then h0.
     const size_t perLayer = layerWeights(H);
     vector<double> values(perLayer * L + H, 0.0);
-    auto put = [&](size_t at, const sfG_linear& linear, int nOut, int nIn) {
+    auto put = [&](size_t at, int layer, sf_egnn_linear which, int nOut, int nIn) {
+        sf_free_form_linear linear;
+        if (sf_model_free_form_linear(model.get(), layer, which, &linear) != SF_OK)
+            throw OpenMMException("SmoothFlowForce: free-form layer " + to_string(layer) + " lacks linear map " +
+                                  to_string((int) which) + " (smoothflow.h, sf_egnn_linear)");
         if (linear.n_out != nOut || linear.n_in != nIn)
             throw OpenMMException("SmoothFlowForce: a free-form layer's linear map has the shape " +
                                   to_string(linear.n_out) + " x " + to_string(linear.n_in) + ", not " + to_string(nOut) +
@@ -138,18 +137,20 @@ void CommonFreeFormKernel::initialize(const SmoothFlowForce& force, const vector
         return at + (size_t) nOut * nIn + nOut;
     };
     for (int l = 0; l < L; l++) {
-        const sfG_layer& layer = net.layers[l];
+        sf_free_form_layer_description layer;
+        if (sf_model_describe_free_form_layer(model.get(), l, &layer) != SF_OK)
+            throw OpenMMException("SmoothFlowForce: free-form layer " + to_string(l) + " is not described");
         if ((layer.has_node != 0) != (l < L - 1))
             throw OpenMMException("SmoothFlowForce: free-form layer " + to_string(l) + (layer.has_node ? " has" : " lacks") +
                                   " a node update; the device kernel expects one in every layer but the last");
         size_t at = perLayer * l;
-        at = put(at, layer.edge1, H, 2 * H + 1);
-        at = put(at, layer.edge2, H, H);
-        at = put(at, layer.coord1, H, H);
-        at = put(at, layer.coord2, 1, H);
+        at = put(at, l, SF_EGNN_EDGE1, H, 2 * H + 1);
+        at = put(at, l, SF_EGNN_EDGE2, H, H);
+        at = put(at, l, SF_EGNN_COORD1, H, H);
+        at = put(at, l, SF_EGNN_COORD2, 1, H);
         if (layer.has_node) {
-            at = put(at, layer.node1, H, 2 * H);
-            put(at, layer.node2, H, H);
+            at = put(at, l, SF_EGNN_NODE1, H, 2 * H);
+            put(at, l, SF_EGNN_NODE2, H, H);
         }
     }
     copy(net.h0, net.h0 + H, values.begin() + perLayer * L);
@@ -167,9 +168,8 @@ void CommonFreeFormKernel::initialize(const SmoothFlowForce& force, const vector
     cc.addReorderListener(new ParticleIndexListener(*this));
 
     // U = -kT [-|z|^2 / 2 - (T/2) log(2 pi) + log |det J_V|] + U0: the constants here.
-    const double kT = sf_model_kT(model.get());
-    const double T = (double) (net.n_particles - 1) * net.dim;
-    const double energyConstant = sf_model_energy_offset(model.get()) + kT * 0.5 * T * log(2 * 3.14159265358979323846);
+    const double kT = net.kT;
+    const double energyConstant = net.energy_offset + kT * net.latent_log_norm;
 
     workGroupSize = commonFreeFormWorkGroupSize(cc.getIsCPU(), cc.getMaxThreadBlockSize());
     ComputeProgram program =

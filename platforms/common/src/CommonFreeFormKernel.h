@@ -28,7 +28,8 @@ std::map<std::string, std::string> commonFreeFormProgramDefines(int numParticles
 /** The threads of the work-group that evaluates one copy of a free-form model. */
 int commonFreeFormWorkGroupSize(bool isCPU, int maxThreadBlockSize);
 /** Reals of device workspace one work-group needs for a free-form model (its copy's slot
- *  tangents, edge blocks and LU: core/src/sf_egnn.c's workspace). */
+ *  tangents, edge blocks and LU: core/src/sf_egnn.c's workspace), from its description
+ *  (smoothflow.h, sf_model_describe_free_form). */
 size_t commonFreeFormWorkspaceReals(const sf_model* model);
 /** The most device workspace one work-group may take (bytes); a model beyond it is refused
  *  when the Context is created, with both numbers.  (The C core's own limit on its workspace,

@@ -6,6 +6,7 @@ data      data sets from OpenMM Langevin / replica-exchange runs, with provenanc
 egnn      E(n)-equivariant graph network on the centre-of-mass-free subspace (free-form flows)
 fff       FFF loss (Hutchinson surrogate), exact log-det / NLL on the subspace
 train     training loop (``python -m smoothflow_torch.particles.train CONFIG --out DIR``)
+floor     the data's NLL floor, mean beta U + log Z by BAR (``python -m smoothflow_torch.particles.floor --help``)
 
 Reduced units and the sampling protocol: docs/particle-systems.md; the free-form flows:
 docs/free-form-flows.md.
