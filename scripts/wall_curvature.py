@@ -68,7 +68,7 @@ def depths(margin, kind):
 
 def scan(flow, core, masses, u_frames, limit_dims=None, progress=True):
     """dt_max (fs) per interval dim, side and depth, minimum over frames; and the frames' own."""
-    nI, m = flow.n_interval, flow.margin
+    nI = flow.n_interval
     own = [modes(core, flow.to_cartesian(u[None]).detach().numpy()[0], masses)[0] for u in u_frames]
     rows = []
     dims = range(nI) if limit_dims is None else limit_dims
@@ -76,19 +76,25 @@ def scan(flow, core, masses, u_frames, limit_dims=None, progress=True):
     done = 0
     for d in dims:
         kind = "bond" if d < flow.n_atoms - 1 else "angle"
+        m = flow.margin if kind == "bond" else flow.angle_margin
         for side in ("lower", "upper"):
             for depth_u in depths(m, kind):
                 u_probe = depth_u if side == "lower" else 1.0 - depth_u
-                worst, dip = float("inf"), 0.0
+                worst, dip, rise = float("inf"), 0.0, float("inf")
+                join = 2 * m if side == "lower" else 1.0 - 2 * m
                 for u in u_frames:
                     v = u.clone()
                     v[d] = u_probe
                     x = flow.to_cartesian(v[None]).detach().numpy()[0]
                     dt, lam_min = modes(core, x, masses)
                     worst, dip = min(worst, dt), min(dip, lam_min)
+                    # how high the wall stands there: the energy above the same frame at the join
+                    v[d] = join
+                    at_join = core.evaluate(flow.to_cartesian(v[None]).detach().numpy(), forces=False)[0][0]
+                    rise = min(rise, float(core.evaluate(x[None], forces=False)[0][0] - at_join))
                 rows.append({"dim": d, "name": flow.describe_dimension(d), "kind": kind, "side": side,
                              "u": u_probe, "past_join_in_m": round(abs(u_probe - (2 * m if side == "lower" else 1 - 2 * m)) / m, 3),
-                             "dt_max_fs": worst, "lambda_min_per_ps2": dip})
+                             "dt_max_fs": worst, "lambda_min_per_ps2": dip, "rise_above_join_kj_mol": rise})
             done += 1
             if progress:
                 print(f"\r{done}/{total} coordinate sides", end="", file=sys.stderr, flush=True)
@@ -107,6 +113,10 @@ def main(argv=None):
     p.add_argument("--samples", type=int, default=4, help="flow samples per probe (the minimum is reported)")
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--out", default=os.path.join(ROOT, "runs", "wall_curvature"))
+    p.add_argument("--kind", choices=("all", "bond", "angle"), default="all", help="probe only bonds or angles")
+    p.add_argument("--angle-margin", type=float, default=None,
+                   help="measure the wall with this angle margin instead of the model's (its edge forces "
+                        "measured anew at the moved edges)")
     a = p.parse_args(argv)
     torch.set_num_threads(1)
     flow = load_model(a.model)
@@ -117,44 +127,52 @@ def main(argv=None):
     masses = np.array([element_mass(at["element"]) for at in flow.atoms])
     with torch.no_grad():
         u_frames = flow.sample_u(a.samples, generator=torch.Generator().manual_seed(a.seed))[0]
+    if a.angle_margin is not None:      # the edge forces belong to the edges: drop them, measure anew
+        flow.set_support("wall", flow.margin, flow.wall_constant, angle_margin=a.angle_margin)
     bare = copy.deepcopy(flow)
-    bare.set_support("wall", flow.margin, flow.wall_constant)
+    bare.set_support("wall", flow.margin, flow.wall_constant, angle_margin=flow.angle_margin)
     if flow.edge_force_lower is None:   # measure the edge forces the exporter would give
         lo, hi = edge_forces(flow, flow.to_cartesian(u_frames).detach().numpy())
-        flow.set_support("wall", flow.margin, flow.wall_constant, lo, hi)
+        flow.set_support("wall", flow.margin, flow.wall_constant, lo, hi, angle_margin=flow.angle_margin)
     results = {}
     for label, f in (("without edge forces", bare), ("with edge forces", flow)):
         core = CoreModel.from_bytes(model_to_bytes(f), max_batch=1)
         print(label, file=sys.stderr)
-        rows, own = scan(f, core, masses, u_frames)
+        first = {"all": 0, "bond": 0, "angle": f.n_atoms - 1}[a.kind]
+        last = {"all": f.n_interval, "bond": f.n_atoms - 1, "angle": f.n_interval}[a.kind]
+        rows, own = scan(f, core, masses, u_frames, limit_dims=range(first, last))
         results[label] = {"rows": rows, "frames_dt_max_fs": own}
     commit = subprocess.run(["git", "-C", ROOT, "rev-parse", "--short", "HEAD"], capture_output=True,
                             text=True).stdout.strip()
     meta = {"model": os.path.relpath(os.path.abspath(a.model), ROOT), "samples": a.samples, "seed": a.seed,
-            "margin": flow.margin, "wall_constant": flow.wall_constant,
+            "margin": flow.margin, "angle_margin": flow.angle_margin, "wall_constant": flow.wall_constant,
             "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
             "commit": commit, "machine": platform.processor() or platform.machine()}
     os.makedirs(a.out, exist_ok=True)
     with open(os.path.join(a.out, "wall_curvature.json"), "w") as fh:
         json.dump({"meta": meta, **results}, fh, indent=1)
     lines = [f"# Wall curvature of {meta['model']}", "",
-             f"{meta['date']}, commit {commit}; {a.samples} flow samples (seed {a.seed}); margin m = {flow.margin}, "
+             f"{meta['date']}, commit {commit}; {a.samples} flow samples (seed {a.seed}); margin m = {flow.margin} (bonds), "
+             f"{flow.angle_margin} (angles), "
              f"k = {flow.wall_constant} kJ/mol. dt_max = 2 / omega_max of the mass-weighted Hessian (fs), the "
              "minimum over the samples and over every bond and angle placed at the depth shown; 'frames' is "
              "the samples as drawn (the flow's own stiffness). lambda_min: the most negative eigenvalue "
              "(ps^-2), a direction along which the potential pushes the atoms away: where the restoring force "
-             "fades.", "",
+             "fades. rise: the smallest energy above the same sample with the coordinate at the join "
+             "(kJ/mol; how high the wall stands at that depth).", "",
              "| coordinate in the zone | depth past the join | dt_max without edge forces | with | lambda_min without "
-             "| with |", "|---|---|---|---|---|---|"]
+             "| with | rise without | with |", "|---|---|---|---|---|---|---|---|"]
     keys = ("without edge forces", "with edge forces")
     for kind in ("bond", "angle"):
         for depth in sorted({r["past_join_in_m"] for r in results[keys[1]]["rows"] if r["kind"] == kind}):
             sel = [[r for r in results[k]["rows"] if r["kind"] == kind and r["past_join_in_m"] == depth] for k in keys]
             dts = [min(r["dt_max_fs"] for r in rs) for rs in sel]
             dips = [min(r["lambda_min_per_ps2"] for r in rs) for rs in sel]
-            lines.append(f"| {kind}s | {depth:g} m | {dts[0]:.2f} fs | {dts[1]:.2f} fs | {dips[0]:.3g} | {dips[1]:.3g} |")
+            rises = [min(r["rise_above_join_kj_mol"] for r in rs) for rs in sel]
+            lines.append(f"| {kind}s | {depth:g} m | {dts[0]:.2f} fs | {dts[1]:.2f} fs | {dips[0]:.3g} | {dips[1]:.3g} "
+                         f"| {rises[0]:.3g} | {rises[1]:.3g} |")
     lines.append(f"| none (the samples) | | {min(results[keys[0]]['frames_dt_max_fs']):.2f} fs | "
-                 f"{min(results[keys[1]]['frames_dt_max_fs']):.2f} fs | | |")
+                 f"{min(results[keys[1]]['frames_dt_max_fs']):.2f} fs | | | | |")
     worst = sorted(results["with edge forces"]["rows"], key=lambda r: r["dt_max_fs"])[:5]
     lines += ["", "Stiffest probes with edge forces:", ""]
     lines += [f"- {r['name']}, {r['side']} face, {r['past_join_in_m']:g} m past the join: {r['dt_max_fs']:.2f} fs"

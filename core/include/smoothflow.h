@@ -325,6 +325,7 @@ typedef struct sf_model_description {
     double log_scale_sum;        /* sum over dims of log(scale) (docs/model-format.md 5) */
     double prior_log_norm;       /* 0 without a prior */
     double margin, wall_constant;
+    double angle_margin;         /* the wall's margin of the angle dims (margin: of the bonds) */
     sf_smooth_constants smooth;
     sf_spline_constants spline;
     sf_affine_constants affine;

@@ -6,7 +6,7 @@
 sf_status sf_model_describe(const sf_model *m, sf_model_description *out)
 {
     /* The description is that of coupling layers over internal coordinates; a free-form
-     * model has none of its fields (its encoder is sfG_net, not yet described). */
+     * model has none of its fields (its encoder is described by sf_model_describe_free_form, sf_describe_free_form.c). */
     if (!m || !out || m->kind == SF_FLOW_FREE_FORM) return SF_ERR_ARG;
     out->N = m->N;
     out->D = m->D;
@@ -18,6 +18,7 @@ sf_status sf_model_describe(const sf_model *m, sf_model_description *out)
     out->log_scale_sum = m->log_scale_sum;
     out->prior_log_norm = m->prior_mean ? m->prior_log_norm : 0.0;
     out->margin = m->margin;
+    out->angle_margin = m->angle_margin;
     out->wall_constant = m->wall_constant;
     out->smooth = m->smooth;
     out->spline = m->spline;

@@ -95,6 +95,14 @@ static double edge_force(const sf_model *m, int d, double u)
     return m->edge_lower ? sfm_wall_edge_force(u, m->edge_lower[d], m->edge_upper[d]) : 0;
 }
 
+/* The wall's margin of interval dim d: bonds (d < N - 1) take margin, angles
+ * angle_margin (their zone starts where the Z-matrix's torsion derivatives,
+ * ~1/sin theta, are still mild: docs/model-format.md 5.2). */
+static double wall_margin(const sf_model *m, int d)
+{
+    return d < m->N - 1 ? m->margin : m->angle_margin;
+}
+
 /* Internal coordinates of molecule b into ws (q raw, u as the flow sees it),
  * log J, the wall energy and the clamp slopes.  Under the wall policy the whole
  * -kT log p_X, Jacobian included, is evaluated at the clamped point: log J
@@ -119,7 +127,7 @@ static sf_status prepare_molecule(const sf_model *m, sf_workspace *ws, int b, co
         slope[d] = 1;
         if (d < 2 * m->N - 3) {
             if (m->policy == SF_SUPPORT_WALL) {
-                double c = sfm_smooth_clamp(v, m->margin, &slope[d]);
+                double c = sfm_smooth_clamp(v, wall_margin(m, d), &slope[d]);
                 if (c != v) {
                     (*wall_dims)++;
                     const double w = sfm_wall_energy(v, c, m->wall_constant, edge_force(m, d, v));
@@ -150,7 +158,7 @@ static void coordinate_gradient(const sf_model *m, sf_workspace *ws, int b, cons
         const int walled = m->policy == SF_SUPPORT_WALL && d < 2 * m->N - 3;
         if (walled) {
             v = (q[d] - offset) / scale;
-            c = sfm_smooth_clamp(v, m->margin, &s);
+            c = sfm_smooth_clamp(v, wall_margin(m, d), &s);
         }
         /* E contains +kT log J, evaluated where the flow is; the clamp's
          * slope s equals slope[d] (both from the same v). */

@@ -111,7 +111,9 @@ struct sf_model {
     sf_spline_constants spline;
     sf_affine_constants affine;
     sf_support_policy policy;
-    double margin, wall_constant;
+    /* The wall's margin of bonds and of angles (angle_margin: the key of that
+     * name, or margin when absent), in units of u. */
+    double margin, angle_margin, wall_constant;
     /* The wall's edge forces of the interval dims (2N - 3 each; NULL: none, 0). */
     double *edge_lower, *edge_upper;
     int n_layers;

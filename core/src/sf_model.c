@@ -436,8 +436,8 @@ static sf_status read_constants(sf_model *m, const cJSON *cfg, int has_smooth_la
 {
     static const char *const spline_keys[] = {"min_bin_width", "min_bin_height", "min_derivative", NULL};
     static const char *const affine_keys[] = {"scale_max", NULL};
-    static const char *const support_keys[] = {"policy", "margin", "wall_constant", "edge_force_lower",
-                                               "edge_force_upper", NULL};
+    static const char *const support_keys[] = {"policy", "margin", "angle_margin", "wall_constant",
+                                               "edge_force_lower", "edge_force_upper", NULL};
     sf_status rc = read_prior(m, cfg, err);
     if (rc == SF_OK) rc = read_smooth(m, cfg, has_smooth_layer, err);
     if (rc != SF_OK) return rc;
@@ -469,6 +469,7 @@ static sf_status read_constants(sf_model *m, const cJSON *cfg, int has_smooth_la
 
     m->policy = SF_SUPPORT_ERROR;
     m->margin = 0.01;
+    m->angle_margin = m->margin;
     m->wall_constant = 1000.0;
     const cJSON *sup = section(cfg, "support", support_keys, &rc, err);
     if (rc != SF_OK || !sup) return rc;
@@ -484,6 +485,10 @@ static sf_status read_constants(sf_model *m, const cJSON *cfg, int has_smooth_la
         return sfE_set(err, SF_ERR_MODEL,
                        "model config: support margin must be a number in (0, 0.25) and wall_constant a number in "
                        "[0, %g] (kJ/mol)", SF_MAX_WALL_CONSTANT);
+    /* The angles' margin defaults to the bonds' (files without the key read as before). */
+    m->angle_margin = m->margin;
+    if (!json_number(sup, "angle_margin", 0, &m->angle_margin) || !(m->angle_margin > 0 && m->angle_margin < 0.25))
+        return sfE_set(err, SF_ERR_MODEL, "model config: support angle_margin must be a number in (0, 0.25)");
     return read_edge_forces(m, sup, err);
 }
 

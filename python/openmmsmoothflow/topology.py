@@ -101,6 +101,7 @@ class _Model:
         self.residueIndices = [a['residue_index'] for a in atoms] if atoms else None
         support = config.get('support', {})
         self.margin = support.get('margin', 0.01)
+        self.angleMargin = support.get('angle_margin', self.margin)
         self.bondLo, self.bondHi = _readBondBounds(force.getModelBytes())
         self.neighbours = [[] for _ in range(self.n)]
         for row in self.zmatrix[1:]:
@@ -719,10 +720,10 @@ def _supportProblems(model, x):
             k = row[2]
             theta = _angle(x, a, j, k)
             u = theta / math.pi
-            if u < model.margin or u > 1 - model.margin:
+            if u < model.angleMargin or u > 1 - model.angleMargin:
                 problems.append({'kind': 'angle', 'atoms': (a, j, k), 'value': math.degrees(theta),
                                  'text': f"angle {model.describe(a)} - {model.describe(j)} - {model.describe(k)} is "
-                                         f"{math.degrees(theta):.2f} degrees, within {180 * model.margin:.2f} degrees "
+                                         f"{math.degrees(theta):.2f} degrees, within {180 * model.angleMargin:.2f} degrees "
                                          f"of 0 or 180 where the flow has no support"})
     return problems
 

@@ -12,9 +12,10 @@ f' depends on the other coordinates; g is its median over data frames, each fram
 set to the edge (u = 2m below, 1 - 2m above), the others as in the frame. Negative restoring
 forces (a flow whose energy falls towards a face) give g = 0, the plain harmonic wall.
 
-    python -m smoothflow_torch.edge_force MODEL FRAMES.npz [--out MODEL] [--frames 200]
+    python -m smoothflow_torch.edge_force MODEL FRAMES.npz [--out MODEL] [--frames 200] [--angle-margin M]
 
-adds edge forces to a model file (FRAMES: an ``.npz`` with ``positions`` (n, N, 3) in nm, model
+adds edge forces to a model file (``--angle-margin``: first give the angles this margin of their
+own, so their edges move and their forces are measured at the new edges) (FRAMES: an ``.npz`` with ``positions`` (n, N, 3) in nm, model
 atom order, such as a pipeline project's ``data/frames.npz`` with ``--atoms-from`` the project).
 """
 import argparse
@@ -38,14 +39,14 @@ def edge_gradients(flow: SmoothFlow, positions) -> Tuple[torch.Tensor, torch.Ten
     u_d at the zone's lower edge 2m and at its upper edge 1 - 2m: two (n, 2N - 3) tensors."""
     with torch.no_grad():
         u = flow.internal_coordinates(positions)
-    nI, m = flow.n_interval, flow.margin
+    nI, m = flow.n_interval, flow.wall_margins()
     # frames inside the zone already: the point the flow sees
     u = torch.cat([wall_clamp(u[:, :nI], m), u[:, nI:]], dim=-1)
     out = []
-    for edge in (2.0 * m, 1.0 - 2.0 * m):
+    for edge in (2.0 * m, 1.0 - 2.0 * m):             # (nI,): each dimension's own edge
         v = u.unsqueeze(0).repeat(nI, 1, 1)             # (nI, n, D): copy d has u_d at the edge
         idx = torch.arange(nI)
-        v[idx, :, idx] = edge
+        v[idx, :, idx] = edge.unsqueeze(1)
         v = v.reshape(-1, u.shape[1]).requires_grad_(True)
         with torch.enable_grad():
             (g,) = torch.autograd.grad(flow.energy_of_u(v).sum(), v)
@@ -77,9 +78,9 @@ def set_edge_forces(flow: SmoothFlow, positions, frames: int = DEFAULT_FRAMES, s
     if flow.support_policy != "wall":
         raise ValueError("edge forces act only under the wall policy; this flow's is 'error'")
     # the flow's own force first: a flow that already has edge forces is measured without them
-    flow.set_support("wall", flow.margin, flow.wall_constant)
+    flow.set_support("wall", flow.margin, flow.wall_constant, angle_margin=flow.angle_margin)
     lower, upper = edge_forces(flow, positions, frames, seed)
-    flow.set_support("wall", flow.margin, flow.wall_constant, lower, upper)
+    flow.set_support("wall", flow.margin, flow.wall_constant, lower, upper, angle_margin=flow.angle_margin)
     return {"frames": int(min(frames, len(positions))), "seed": int(seed), "statistic": "median",
             "lower_max": float(lower.max()), "upper_max": float(upper.max())}
 
@@ -94,6 +95,8 @@ def main(argv=None) -> int:
     p.add_argument("--out", help="where to write the model (default: replace MODEL)")
     p.add_argument("--frames", dest="n", type=int, default=DEFAULT_FRAMES, help="frames of the median")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--angle-margin", type=float, default=None,
+                   help="set the angles' wall margin first (docs/model-format.md 5.2; e.g. 0.1)")
     a = p.parse_args(argv)
     if a.n < 1:
         p.error("--frames must be at least 1")
@@ -104,6 +107,8 @@ def main(argv=None) -> int:
             p.error(f"{a.frames} has no array {a.key!r} (it has {sorted(d.files)})")
         positions = d[a.key]
     try:
+        if a.angle_margin is not None:
+            flow.set_support(flow.support_policy, flow.margin, flow.wall_constant, angle_margin=a.angle_margin)
         done = set_edge_forces(flow, positions, a.n, a.seed)
     except ValueError as e:
         p.error(f"{a.model}: {e}")

@@ -345,6 +345,8 @@ def validate_config(config: Mapping) -> dict:
     sup = cfg.get("support", {})
     out["support"] = {k: sup.get(k, d) if k == "policy" else float(sup.get(k, d))
                       for k, d in _SUPPORT_DEFAULTS.items()}
+    if "angle_margin" in sup:  # absent: the angles take margin
+        out["support"]["angle_margin"] = float(sup["angle_margin"])
     out["support"].update(_edge_forces(sup, n))
     out["layers"] = out_layers
     return out

@@ -32,14 +32,15 @@ def wall_clamp(u: torch.Tensor, margin: float) -> torch.Tensor:
     Parameters
     ----------
     u : torch.Tensor
-    margin : float
-        m, in (0, 0.25).
+    margin : float or torch.Tensor
+        m, in (0, 0.25); a tensor broadcast against u gives each dimension its own (the bonds'
+        ``margin`` and the angles' ``angle_margin``: :meth:`SmoothFlow.wall_margins`).
 
     Returns
     -------
     torch.Tensor
     """
-    m = float(margin)
+    m = margin if isinstance(margin, torch.Tensor) else float(margin)
     # the C core's order of operations (docs/model-format.md 5.2), so both count the
     # same coordinates as clamped (c(u) != u) even where u - c(u) is a rounding error
     low = 2.0 * m + m * torch.tanh((u - 2.0 * m) / m)
@@ -99,7 +100,8 @@ class SmoothFlow(nn.Module):
         Constants of the affine transform (scale_max, default 3). Keyword only.
     support : dict, optional
         ``policy`` (``error`` or ``wall``), ``margin`` (0.01), ``wall_constant`` (1000),
-        optionally ``edge_force_lower`` and ``edge_force_upper`` (:meth:`set_support`).
+        optionally ``edge_force_lower`` and ``edge_force_upper``, and ``angle_margin``
+        (the angles' margin, default ``margin``) (:meth:`set_support`).
     prior : str or dict
         ``"uniform"``, or ``{"kind": "truncated_normal", "mean": [...], "sigma": [...]}`` with
         one mean and sigma per bond and angle (:mod:`smoothflow_torch.priors`).
@@ -224,7 +226,8 @@ class SmoothFlow(nn.Module):
         return atoms
 
     def set_support(self, policy: str = "error", margin: float = 0.01,
-                    wall_constant: float = 1000.0, edge_force_lower=None, edge_force_upper=None) -> None:
+                    wall_constant: float = 1000.0, edge_force_lower=None, edge_force_upper=None,
+                    angle_margin: Optional[float] = None) -> None:
         """Set the policy for configurations outside the support.
 
         Parameters
@@ -241,6 +244,11 @@ class SmoothFlow(nn.Module):
             unit of u): the flow's restoring force at the lower and upper edge of the wall
             zone (:func:`smoothflow_torch.edge_force.edge_forces`). Both or neither; only
             under ``wall``.
+        angle_margin : float, optional
+            The angles' m in (0, 0.25) (default: ``margin``, which then holds for bonds only).
+            The angle zone starts 2 m pi from collinear; there the Cartesian derivatives of the
+            torsions through the angle grow as 1/sin(theta), so a small margin makes the wall
+            stiff (``docs/model-format.md`` 5.2).
         """
         if policy not in SUPPORT_POLICIES:
             raise ValueError(f"support policy must be one of {SUPPORT_POLICIES}, got {policy!r}")
@@ -248,6 +256,9 @@ class SmoothFlow(nn.Module):
         wall_constant = float(wall_constant)
         if not (0.0 < margin < 0.25):
             raise ValueError(f"support margin must lie in (0, 0.25), got {margin}")
+        angle_margin = margin if angle_margin is None else float(angle_margin)
+        if not (0.0 < angle_margin < 0.25):
+            raise ValueError(f"support angle_margin must lie in (0, 0.25), got {angle_margin}")
         if not (wall_constant >= 0.0 and math.isfinite(wall_constant)):
             raise ValueError(f"support wall_constant must be >= 0, got {wall_constant}")
         if (edge_force_lower is None) != (edge_force_upper is None):
@@ -265,10 +276,18 @@ class SmoothFlow(nn.Module):
                     raise ValueError(f"{name} values must lie in [0, 1e12] kJ/mol per unit of u")
         self.support_policy = policy
         self.margin = margin
+        self.angle_margin = angle_margin
         self.wall_constant = wall_constant
         # not in the state_dict: the model file holds them in the config's support section
         self.register_buffer("edge_force_lower", None if edges is None else edges[0], persistent=False)
         self.register_buffer("edge_force_upper", None if edges is None else edges[1], persistent=False)
+
+    def wall_margins(self) -> torch.Tensor:
+        """The wall's margin of each interval dimension, (2N - 3,): ``margin`` for the bonds,
+        ``angle_margin`` for the angles."""
+        m = torch.full((self.n_interval,), self.margin, dtype=self.dtype, device=self.bond_lo.device)
+        m[self.n_atoms - 1:] = self.angle_margin
+        return m
 
     @property
     def kT(self) -> float:
@@ -300,6 +319,8 @@ class SmoothFlow(nn.Module):
             cfg[kind] = getattr(self, kind).to_dict()
         cfg["support"] = {"policy": self.support_policy, "margin": self.margin,
                           "wall_constant": self.wall_constant}
+        if self.angle_margin != self.margin:  # absent: the angles take margin (older files)
+            cfg["support"]["angle_margin"] = self.angle_margin
         if self.edge_force_lower is not None:
             cfg["support"]["edge_force_lower"] = self.edge_force_lower.tolist()
             cfg["support"]["edge_force_upper"] = self.edge_force_upper.tolist()
@@ -466,7 +487,7 @@ class SmoothFlow(nn.Module):
         to its edge that the clamp leaves them unchanged)."""
         with torch.no_grad():
             u = self.internal_coordinates(positions, box)[:, :self.n_interval]
-            return (wall_clamp(u, self.margin) != u).sum(-1)
+            return (wall_clamp(u, self.wall_margins()) != u).sum(-1)
 
     def reduced_terms(self, positions, box=None) -> dict:
         """The pieces of the energy, for inspection and training.
@@ -495,7 +516,7 @@ class SmoothFlow(nn.Module):
             log_jacobian = zm.log_jacobian(bonds, angles)
         else:
             ui = u[:, :nI]
-            ci = wall_clamp(ui, self.margin)
+            ci = wall_clamp(ui, self.wall_margins())
             u_flow = torch.cat([ci, u[:, nI:]], dim=-1)
             wall = wall_energy(ui, ci, self.wall_constant, self.edge_force_lower, self.edge_force_upper)
             # The Jacobian term too is taken at the clamped point (docs/model-format.md 5.2):

@@ -265,7 +265,7 @@ def tail_matching(flow, target: Callable[[torch.Tensor], torch.Tensor], position
         u = flow.internal_coordinates(positions)
         B = u.shape[0]
         d = torch.randint(flow.n_interval, (B,), generator=generator)
-        lo = 2 * flow.margin if flow.support_policy == "wall" else 0.0
+        lo = 2 * flow.wall_margins()[d] if flow.support_policy == "wall" else 0.0
         moved = u.clone()
         moved[torch.arange(B), d] = lo + (1 - 2 * lo) * torch.rand(B, generator=generator, dtype=u.dtype)
         x = flow.to_cartesian(torch.cat([u, moved]))
@@ -311,9 +311,9 @@ def curvature(flow, positions: torch.Tensor, limit: float = 5e4, noise: float = 
         rows = torch.arange(B)
         v = u.clone()
         v[rows, d] = v[rows, d] + noise * torch.randn(B, generator=generator, dtype=u.dtype)
-        lo = 2 * flow.margin if flow.support_policy == "wall" else 1e-3
+        lo = 2 * flow.wall_margins() if flow.support_policy == "wall" else torch.full((flow.n_interval,), 1e-3, dtype=u.dtype)
         nI = flow.n_interval
-        v[:, :nI] = v[:, :nI].clamp(lo, 1 - lo)
+        v[:, :nI] = torch.minimum(torch.maximum(v[:, :nI], lo), 1 - lo)
         v[:, nI:] = torch.remainder(v[:, nI:], 1.0)
     h = curvature_along(flow, v, d)
     loss = (torch.relu(h.abs() / limit - 1) ** 2).mean()

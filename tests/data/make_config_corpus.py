@@ -161,6 +161,10 @@ ok("support-edges", "margin just inside (0, 0.25), wall_constant 0", "support.ma
    edit(SMOOTH, ("support",), {"policy": "wall", "margin": 0.25 - 1e-12, "wall_constant": 0}))
 ok("support-margin-small", "margin just above 0, policy alone", "support.margin",
    edit(SMOOTH, ("support",), {"policy": "error", "margin": 1e-12}))
+ok("support-angle-margin-edges", "angle_margin just inside (0, 0.25) beside a small margin", "support.angle_margin",
+   edit(SMOOTH, ("support",), {"policy": "wall", "margin": 0.01, "angle_margin": 0.25 - 1e-12}))
+ok("support-angle-margin-small", "angle_margin just above 0", "support.angle_margin",
+   edit(SMOOTH, ("support",), {"policy": "wall", "angle_margin": 1e-12}))
 ok("spline-empty", "an empty 'spline': every default", "spline", dict(MINIMAL, spline={}))
 ok("spline-edges", "spline constants just inside their ranges", "spline.min_bin_width",
    dict(MINIMAL, spline={"min_bin_width": 1e-12, "min_bin_height": 0.3, "min_derivative": 1e-12}))
@@ -342,6 +346,9 @@ for value, what in ((1, "number"), ("soft", "unknown"), (None, "null"), (["wall"
 for value, what in ((0, "0"), (0.25, "0_25"), (-0.01, "negative"), ("0.01", "string")):
     bad(f"support-margin-{what}", f"support.margin = {value!r}", "support.margin",
         edit(SMOOTH, ("support", "margin"), value))
+for value, what in ((0, "0"), (0.25, "0_25"), (-0.075, "negative"), ("0.075", "string"), (None, "null")):
+    bad(f"support-angle-margin-{what}", f"support.angle_margin = {value!r}", "support.angle_margin",
+        edit(SMOOTH, ("support", "angle_margin"), value))
 for value, what in ((-1e-9, "negative"), ("1000", "string"), (None, "null"), (1.000001e12, "above-1e12")):
     bad(f"support-wall-constant-{what}", f"support.wall_constant = {value!r}", "support.wall_constant",
         edit(SMOOTH, ("support", "wall_constant"), value))

@@ -37,22 +37,25 @@ def tiny_flow():
 
 
 def wall_flow():
-    """8 atoms without atom names, 4 layers, K=3, wall policy with edge forces (13 interval dims)."""
+    """8 atoms without atom names, 4 layers, K=3, wall policy with edge forces (13 interval dims)
+    and an angle margin of its own (0.07 against the bonds' 0.05)."""
     return testing.random_flow(n_atoms=8, n_layers=4, n_components=3, hidden=(12,),
                                directions='mixed', seed=5,
-                               support={'policy': 'wall', 'margin': 0.05, 'wall_constant': 500.0,
+                               support={'policy': 'wall', 'margin': 0.05, 'angle_margin': 0.07,
+                                        'wall_constant': 500.0,
                                         'edge_force_lower': [200.0 + 40.0 * d for d in range(13)],
                                         'edge_force_upper': [150.0 + 30.0 * d for d in range(13)]})
 
 
 def wall_configurations(flow):
-    """Inside the support, in the wall zone (bond 0 below, angle 8 above), and beyond it
-    (bond 0 at u = 1.3)."""
+    """Inside the support, in the wall zone (bond 0 below, angle 8 above, angle 10 in the angles'
+    zone only: 0.12 < 2 x 0.07 but > 2 x 0.05), and beyond it (bond 0 at u = 1.3)."""
     inside = testing.random_positions(flow, 3, seed=21, margin=0.1)
     u = testing.random_u(flow, 3, seed=22, margin=0.1)
     u[0, 0] = 0.03   # in the wall zone (u < 2m)
     u[1, 0] = 1.3    # outside the support entirely
     u[2, 8] = 0.96   # an angle in the upper wall zone (u > 1 - 2m)
+    u[2, 10] = 0.12  # an angle in the zone of angle_margin, not of margin
     edge = flow.to_cartesian(u).detach()
     return torch.cat([inside, edge + 0.5])
 

@@ -304,12 +304,15 @@ def _validate_config(cfg):
     affine = {"scale_max": 3.0, **affine}
     _req(_is_num(affine["scale_max"]) and affine["scale_max"] > 0, "affine.scale_max")
     support = cfg.get("support", {})
-    _keys(support, ["policy", "margin", "wall_constant", "edge_force_lower", "edge_force_upper"], [],
-          "support")
+    _keys(support, ["policy", "margin", "angle_margin", "wall_constant", "edge_force_lower",
+                    "edge_force_upper"], [], "support")
     support = {"policy": "error", "margin": 0.01, "wall_constant": 1000.0, **support}
     _req(isinstance(support["policy"], str) and support["policy"] in ("error", "wall"),
          f"support.policy {support['policy']!r}")
     _req(_is_num(support["margin"]) and 0 < support["margin"] < 0.25, "support.margin")
+    # MF 5.2: the angles' margin, margin when absent
+    support.setdefault("angle_margin", support["margin"])
+    _req(_is_num(support["angle_margin"]) and 0 < support["angle_margin"] < 0.25, "support.angle_margin")
     _req(_is_num(support["wall_constant"]) and support["wall_constant"] >= 0,
          "support.wall_constant")
     # MF 2 and 5.2: both edge-force lists or neither, 2N - 3 numbers >= 0 each, only under "wall"
@@ -575,6 +578,7 @@ class SmoothFlowModel:
         self.scale_max = float(affine["scale_max"])
         self.policy = support["policy"]
         self.margin = float(support["margin"])
+        self.angle_margin = float(support["angle_margin"])
         self.wall_k = float(support["wall_constant"])
         ni = 2 * N - 3
         self.edge_lo = np.array(support.get("edge_force_lower", [0.0] * ni), dtype=np.float64)
@@ -715,7 +719,8 @@ class SmoothFlowModel:
             if np.any((ub < 0.0) | (ub > 1.0)):
                 raise ConfigurationRefused("bond outside [bond_lo, bond_hi]")
             return u.copy(), np.zeros(u.shape[0])
-        m = self.margin
+        # bonds take margin, angles angle_margin
+        m = np.where(np.arange(ni) < self.n_atoms - 1, self.margin, self.angle_margin)
         x = u[:, :ni]
         low = x < 2.0 * m
         high = x > 1.0 - 2.0 * m

@@ -408,6 +408,34 @@ def test_wall_edge_forces(sf, sftorch, ready, case, tmp_path):
 
 
 @pytest.mark.parametrize('case', CASES)
+def test_wall_angle_margin(sf, sftorch, ready, case, tmp_path):
+    """The angles' own margin (support.angle_margin, docs/model-format.md 5.2) on the device:
+    angles between 2 margin and 2 angle_margin of their faces, the same energies, forces and
+    wall count as Reference, which differ from those of the bonds' margin (so a kernel that
+    used margin for every dimension would fail)."""
+    n = 7
+    support = {'policy': 'wall', 'margin': 0.02, 'wall_constant': 500.0}
+    flow = sftorch.testing.random_flow(n_atoms=n, n_layers=4, n_components=3, hidden=(12,), directions='mixed',
+                                       seed=12, support=support)
+    plain = tmp_path / 'plain.safetensors'
+    sftorch.export_model(flow, plain)
+    flow.set_support(**support, angle_margin=0.12)
+    path = tmp_path / 'angle_margin.safetensors'
+    sftorch.export_model(flow, path)
+    x = sftorch.testing.random_positions(flow, 7, seed=5, margin=0.1).numpy()   # angles in (0.15, 0.85)
+    system, force = _system(sf, path, 7, n)
+    reference, context = _context(system), _context(system, case)
+    found = _evaluate(reference, x)
+    _assert_close(found, _evaluate(context, x), *TOLERANCE[case.precision])
+    assert force.getWallCount(context) == force.getWallCount(reference) > 0
+    plainSystem, plainForce = _system(sf, plain, 7, n)
+    plainContext = _context(plainSystem)
+    without = _evaluate(plainContext, x)
+    assert plainForce.getWallCount(plainContext) == 0, 'the bonds\' margin must not reach these angles'
+    assert abs(found[0] - without[0]) > 1e-3, (found[0], without[0])
+
+
+@pytest.mark.parametrize('case', CASES)
 def test_forces_are_the_energy_gradient(sf, ready, case):
     """Five-point central differences of the case's energy against its forces, on the shipped
     smooth flow (C-infinity; the random test models are too steep for differences, and the

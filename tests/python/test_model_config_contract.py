@@ -137,8 +137,10 @@ def test_validated_configs_are_canonical():
             out = validate_config(json.loads(_text(case)))
             assert VALIDATOR.is_valid(out), name
             assert validate_config(out) == out, name
-            edges = {"edge_force_lower", "edge_force_upper"} & set(json.loads(_text(case)).get("support", {}))
-            assert set(out["support"]) == {"policy", "margin", "wall_constant"} | edges, name
+            # optional keys stay optional: absent edge forces mean 0, an absent angle_margin is margin
+            kept = {"edge_force_lower", "edge_force_upper", "angle_margin"} & set(
+                json.loads(_text(case)).get("support", {}))
+            assert set(out["support"]) == {"policy", "margin", "wall_constant"} | kept, name
 
 
 def test_the_schema_is_a_draft_2020_12_schema_of_this_format_version():

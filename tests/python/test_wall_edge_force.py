@@ -17,6 +17,7 @@ from smoothflow_core import CoreModel
 from smoothflow_torch import model_to_bytes
 from smoothflow_torch.edge_force import edge_forces, edge_gradients, set_edge_forces
 from smoothflow_torch.export import load_model, validate_config
+from smoothflow_torch.flow import wall_clamp
 from smoothflow_torch.testing import random_flow, random_u
 
 torch.set_num_threads(1)
@@ -136,7 +137,7 @@ def shipped():
     with torch.no_grad():
         u = flow.sample_u(8, generator=torch.Generator().manual_seed(1))[0]
     bare = copy.deepcopy(flow)
-    bare.set_support("wall", flow.margin, flow.wall_constant)
+    bare.set_support("wall", flow.margin, flow.wall_constant, angle_margin=flow.angle_margin)
     walled = copy.deepcopy(bare)
     set_edge_forces(walled, flow.to_cartesian(u).detach().numpy())
     return bare, walled, u
@@ -144,11 +145,14 @@ def shipped():
 
 @pytest.mark.parametrize("d", [0, 4, 9, 14, 20, 24, 30, 38])
 def test_restoring_force_holds_through_the_zone(shipped, d):
-    """Along coordinate d from the zone's edge inwards, the shipped flow's restoring force with
-    edge forces stays above half its value at the edge; without them it falls below 15 %."""
+    """Along coordinate d from the zone's edge outwards, the shipped flow's restoring force with
+    edge forces never falls below the smaller of g and the flow's own restoring force at the point
+    it sees (f'(c) c' + g (1 - c') + the harmonic term: the construction's promise); without them
+    it falls below 15 % of g (bonds, margin 0.01) or 30 % (angles, margin 0.1: the harmonic term
+    grows sooner in the wider zone)."""
     bare, walled, u = shipped
-    m = walled.margin
     bond = d < walled.n_atoms - 1
+    m = walled.margin if bond else walled.angle_margin     # the shipped angles' zone: 0.1
     for side, sign in (("lower", -1.0), ("upper", 1.0)):
         end = -m if bond else 0.25 * m
         us = torch.linspace(2 * m, end, 121, dtype=torch.float64)
@@ -163,8 +167,16 @@ def test_restoring_force_holds_through_the_zone(shipped, d):
             dE_du = np.gradient(flow.energy(x).detach().numpy(), us.numpy())
             # towards the inside: -dE/du at the lower face, +dE/du at the upper one
             restoring[name] = sign * dE_du
-        assert restoring["walled"].min() > 0.5 * g, (side, restoring["walled"].min(), g)
-        assert restoring["bare"].min() < 0.15 * g, (side, restoring["bare"].min(), g)
+        # the flow's own restoring force at the clamped point c(u) it sees
+        seen = v.clone()
+        seen[:, d] = wall_clamp(us, m)
+        seen.requires_grad_(True)
+        (grad,) = torch.autograd.grad(walled.energy_of_u(seen).sum(), seen)
+        own = sign * grad[:, d].numpy()
+        floor = np.minimum(g, own)
+        assert (restoring["walled"] >= floor - 0.02 * g).all(), (side, (restoring["walled"] - floor).min(), g)
+        assert restoring["walled"].min() > 0.3 * g, (side, restoring["walled"].min(), g)
+        assert restoring["bare"].min() < (0.15 if bond else 0.3) * g, (side, restoring["bare"].min(), g)
 
 
 def test_command_line_adds_edge_forces_and_refuses_bad_input(tmp_path, capsys):
@@ -181,6 +193,21 @@ def test_command_line_adds_edge_forces_and_refuses_bad_input(tmp_path, capsys):
     assert config["support"]["edge_force_lower"] == pytest.approx(lower.tolist(), rel=1e-12)
     assert config["support"]["edge_force_upper"] == pytest.approx(upper.tolist(), rel=1e-12)
     assert metadata["training"] == "{}" and '"frames": 5' in metadata["edge_forces"]
+    # --angle-margin moves the angles' edges first: their forces are measured there
+    assert main([str(model), str(tmp_path / "frames.npz"), "--angle-margin", "0.08",
+                 "--out", str(tmp_path / "a.safetensors")]) == 0
+    config, _, _ = read_model_bytes(read_model_file(tmp_path / "a.safetensors"))
+    moved = copy.deepcopy(flow)
+    moved.set_support(**WALL, angle_margin=0.08)
+    lower, upper = edge_forces(moved, x)
+    assert config["support"]["angle_margin"] == 0.08
+    assert config["support"]["edge_force_lower"] == pytest.approx(lower.tolist(), rel=1e-12)
+    assert config["support"]["edge_force_upper"] == pytest.approx(upper.tolist(), rel=1e-12)
+    # measured at the moved edges: the angles' raw gradients differ there, the bonds' do not
+    n_bonds = flow.n_atoms - 1
+    for a, b in zip(edge_gradients(moved, x), edge_gradients(flow, x)):
+        assert torch.equal(a[:, :n_bonds], b[:, :n_bonds])
+        assert (a[:, n_bonds:] - b[:, n_bonds:]).abs().max() > 1.0
     # wrong atoms, a missing array, the error policy: a clear message, no file written
     for argv, needle in (([str(tmp_path / "frames.npz"), "--key", "other"], "model atom order"),
                          ([str(tmp_path / "frames.npz"), "--key", "nope"], "has no array 'nope'")):

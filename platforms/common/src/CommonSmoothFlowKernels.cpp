@@ -261,7 +261,7 @@ void CommonCalcSmoothFlowForceKernel::initialize(const System& /*system*/, const
     // wall's edge forces (MR_EDGES of kernels/smoothflow.cc).
     vector<double> reals = {info.margin, info.wall_constant, info.smooth.s_min, info.smooth.c_max, info.smooth.alpha_min,
                             info.spline.min_bin_width, info.spline.min_bin_height, info.spline.min_derivative,
-                            info.affine.scale_max};
+                            info.affine.scale_max, info.angle_margin};
     const size_t bonds = reals.size(), edges = bonds + 2 * (N - 1) + 2 * (2 * N - 3);
     reals.resize(edges + 2 * (2 * N - 3), 0.0);
     for (int d = 0; d < N - 1; d++)

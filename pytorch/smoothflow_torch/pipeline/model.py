@@ -27,6 +27,10 @@ data-fitted prior (the alanine-dipeptide study's construction, with the molecule
   angle with the training data's mean and w times its standard deviation of the normalized
   coordinate (every bond and angle well harmonic to the support's edges; the study's v2 fix for
   bonds escaping shallow wells in MD).
+- **Support** ``{"policy": "wall", "margin": 0.01, "angle_margin": 0.1, "wall_constant": 1000}``:
+  the wall of docs/model-format.md 5.2, its angle zone from 36 degrees off collinear, where the
+  Z-matrix's torsions are not yet singular (docs/reliability.md section 5); a training angle
+  inside that zone is an error naming it (give a smaller ``angle_margin``).
 - ``init_from``: a model file whose weights, bond bounds and prior replace the fresh ones (a
   later stage, or a trained model fine-tuned on other data); its layers must equal this
   config's.
@@ -49,7 +53,7 @@ MODEL_DEFAULTS = {
     "n_torsion_blocks": 4, "n_angle_blocks": 2, "n_layers": 8, "split_seed": 0,
     "n_components": 8, "hidden": [64, 64], "activation": "silu",
     "bond_padding": 1.0, "min_bond_lo": 0.05, "energy_offset": 0.0,
-    "support": {"policy": "wall", "margin": 0.01, "wall_constant": 1000.0},
+    "support": {"policy": "wall", "margin": 0.01, "angle_margin": 0.1, "wall_constant": 1000.0},
     "prior": {"kind": "truncated_normal", "width": 1.0}, "init_from": None,
 }
 #: transform constants passed through to SmoothFlow when present
@@ -137,6 +141,27 @@ def data_prior(prior, zmatrix, train_positions: np.ndarray, lo, hi, max_frames: 
     return {"kind": "truncated_normal", "mean": u.mean(0).tolist(), "sigma": sigma.tolist()}
 
 
+def check_angles_outside_wall(flow: SmoothFlow, train_positions: np.ndarray, max_frames: int = 20000) -> None:
+    """Under the wall policy the flow sees an angle in the zone only clamped: a training angle
+    there (a near-linear angle, with a large ``angle_margin``) would be learnt wrongly. Bonds
+    cannot be there (their bounds come from the data)."""
+    if flow.support_policy != "wall":
+        return
+    x = np.asarray(train_positions, dtype=np.float64)
+    x = torch.from_numpy(x[np.linspace(0, len(x) - 1, min(len(x), max_frames)).round().astype(int)])
+    theta = zm.internal_coordinates(x, flow.zmatrix)[1] / np.pi      # angles in units of pi
+    m = flow.angle_margin
+    inside = (theta < 2 * m) | (theta > 1 - 2 * m)
+    if bool(inside.any()):
+        k = int(inside.any(0).nonzero()[0, 0])
+        d = flow.n_atoms - 1 + k
+        lo, hi = float(theta[:, k].min()) * 180, float(theta[:, k].max()) * 180
+        raise ValueError(f"{flow.describe_dimension(d)} reaches {lo:.1f}-{hi:.1f} degrees in the training frames, "
+                         f"inside the wall zone of support.angle_margin = {m} (below {360 * m:.1f} or above "
+                         f"{180 - 360 * m:.1f} degrees); give a smaller angle_margin (at most "
+                         f"{min(lo, 180 - hi) / 360:.3g}) or a Z-matrix without this near-linear angle")
+
+
 def build_flow(model: dict, zmatrix, atoms: list, temperature: float, train_positions: np.ndarray, seed: int,
                base: Optional[Path] = None) -> SmoothFlow:
     """The SmoothFlow of a model section for one molecule (weights seeded by ``seed``);
@@ -165,6 +190,7 @@ def build_flow(model: dict, zmatrix, atoms: list, temperature: float, train_posi
     flow = SmoothFlow(zmatrix, lo, hi, coupling_layers(len(zmatrix), m), temperature=float(temperature),
                       energy_offset=float(m["energy_offset"]), atoms=atoms, support=m["support"],
                       prior=prior, **kwargs)
+    check_angles_outside_wall(flow, train_positions)
     if start is not None:
         if start.config()["layers"] != flow.config()["layers"]:
             raise ValueError(f"model.init_from: {path} has other layers than this config")

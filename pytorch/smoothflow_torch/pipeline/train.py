@@ -57,7 +57,7 @@ def default_config() -> dict:
         "model": {"transform": "smooth", "direction": "density", "scheme": "ic_coupled", "n_torsion_blocks": 4,
                   "n_angle_blocks": 2, "n_components": 8, "hidden": [64, 64], "activation": "silu",
                   "bond_padding": 1.0, "prior": {"kind": "truncated_normal", "width": 1.0},
-                  "support": {"policy": "wall", "margin": 0.01, "wall_constant": 1000.0},
+                  "support": {"policy": "wall", "margin": 0.01, "angle_margin": 0.1, "wall_constant": 1000.0},
                   "smooth": {"s_min": 0.01, "alpha_min": 1.0, "c_max": 0.99, "beta": 1}},
         "data": dict(DATA_DEFAULTS), "target": dict(TARGET_DEFAULTS)}
     stage2 = {"name": "stage2", "iterations": 1500, "weights": {"force_matching": 2e-3}, "force_matching_from": 0,

@@ -44,13 +44,14 @@
 #define MR_MIN_HEIGHT 6
 #define MR_MIN_DERIVATIVE 7
 #define MR_SCALE_MAX 8
-#define MR_BONDS 9
+#define MR_ANGLE_MARGIN 9
+#define MR_BONDS 10
 #define MR_EDGES (MR_BONDS + 2 * (NUM_ATOMS - 1) + 2 * NUM_INTERVAL)
 
 /* The model's constants, read once per kernel launch into private memory. */
 typedef struct sf_constants {
     int stride, genc, ga, gb, beta;
-    real kT, margin, wallK, sMin, cMax, alphaMin, minW, minH, minD, scaleMax;
+    real kT, margin, angleMargin, wallK, sMin, cMax, alphaMin, minW, minH, minD, scaleMax;
 } sf_constants;
 
 /* Error codes, one per molecule in `status` (0: fine); the host reruns the
@@ -235,6 +236,7 @@ DEVICE void sf_load_constants(GLOBAL const int *modelInt, GLOBAL const real *mod
     k->beta = header[MI_BETA];
     k->kT = (real) kT;
     k->margin = modelReal[MR_MARGIN];
+    k->angleMargin = modelReal[MR_ANGLE_MARGIN];
     k->wallK = modelReal[MR_WALL_K];
     k->sMin = modelReal[MR_S_MIN];
     k->cMax = modelReal[MR_C_MAX];
@@ -296,7 +298,7 @@ DEVICE void sf_stage_coordinates(int molecule, GLOBAL const real4 *RESTRICT posq
         if (!sf_finite(v)) sf_fail(status, errorFlag, molecule, SF_DEVICE_COORDINATE);
         if (d < NUM_INTERVAL) {
 #if WALL
-            const real c = sfm_smooth_clamp(v, k->margin, &s);
+            const real c = sfm_smooth_clamp(v, d < NUM_ATOMS - 1 ? k->margin : k->angleMargin, &s);
             if (c != v) {
                 (*walls)++;
                 const real w = sfm_wall_energy(v, c, k->wallK,
@@ -516,7 +518,7 @@ DEVICE void sf_stage_forces(int molecule, GLOBAL const int *RESTRICT particleInd
         const int walled = WALL && d < NUM_INTERVAL;
         if (walled) {
             v = (q[d] - offset) / scale;
-            c = sfm_smooth_clamp(v, k->margin, &s);
+            c = sfm_smooth_clamp(v, d < NUM_ATOMS - 1 ? k->margin : k->angleMargin, &s);
         }
         sfm_log_jacobian(sfm_dim_kind(d, NUM_ATOMS), walled ? offset + scale * c : q[d], &dlogj);
         const real wall = walled ? sfm_wall_gradient(v, c, slope[d], k->wallK,
