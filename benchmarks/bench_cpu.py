@@ -27,10 +27,8 @@ Usage: python benchmarks/bench_cpu.py [--rounds 5] [--sizes 1,16,256,4096] [--qu
 from __future__ import annotations
 
 import argparse
-import datetime
 import json
 import os
-import platform
 import subprocess
 import sys
 import tempfile
@@ -39,6 +37,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from smoothflow_torch import provenance
 
 import flop_count   # beside this script (run as a script, its folder is on the path)
 
@@ -53,30 +52,18 @@ PEAK_FLOPS_PER_CYCLE = 2 * 8 * 2   # 2 FMA units x 8 doubles (AVX-512) x 2 flops
 
 
 # ----------------------------------------------------------------------------- machine
-def _git(*args):
-    return subprocess.run(["git", "-C", str(ROOT), *args], capture_output=True,
-                          text=True).stdout.strip()
-
-
 def machine() -> dict:
-    cpu, flags = "unknown", []
+    flags = []
     try:
         for line in open("/proc/cpuinfo"):
-            if line.startswith("model name") and cpu == "unknown":
-                cpu = line.split(":", 1)[1].strip()
-            if line.startswith("flags") and not flags:
+            if line.startswith("flags"):
                 flags = line.split(":", 1)[1].split()
+                break
     except OSError:
         pass
-    dirty = _git("status", "--porcelain", "--untracked-files=no")
     import openmm
-    return {"cpu": cpu, "cores": os.cpu_count(), "avx512f": "avx512f" in flags,
-            "platform": platform.platform(), "python": platform.python_version(),
-            "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-            "commit": (_git("rev-parse", "--short", "HEAD") or "unknown") + ("+dirty" if dirty else ""),
-            "versions": {"openmm": openmm.__version__, "torch": torch.__version__,
-                         "numpy": np.__version__},
-            "load_average": os.getloadavg(),
+    m = provenance.machine(ROOT, {"openmm": openmm.__version__, "torch": torch.__version__, "numpy": np.__version__})
+    return {**m, "avx512f": "avx512f" in flags,
             "env": {k: os.environ[k] for k in ("OPENMM_CPU_THREADS", "OMP_NUM_THREADS",
                                                 "OPENBLAS_NUM_THREADS", "OPENBLAS_CORETYPE")
                     if k in os.environ},

@@ -11,17 +11,13 @@ Writes benchmarks/results/energy_forces.json and .md with machine, date and comm
 Usage: python benchmarks/bench_energy_forces.py [--repeats 200] [--threads 1]
 """
 import argparse
-import datetime
 import json
-import os
-import platform
-import subprocess
 from pathlib import Path
 
 import numpy as np
 import torch
 from smoothflow_core import CoreModel
-from smoothflow_torch import model_to_bytes
+from smoothflow_torch import model_to_bytes, provenance
 from smoothflow_torch.timing import median_seconds
 from smoothflow_torch.testing import random_flow, random_positions
 
@@ -29,22 +25,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def machine() -> dict:
-    cpu = "unknown"
-    try:
-        for line in open("/proc/cpuinfo"):
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    commit = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"],
-                            capture_output=True, text=True).stdout.strip() or "unknown"
-    dirty = subprocess.run(["git", "-C", str(ROOT), "status", "--porcelain", "--untracked-files=no"],
-                           capture_output=True, text=True).stdout.strip()
-    return {"cpu": cpu, "cores": os.cpu_count(), "platform": platform.platform(),
-            "python": platform.python_version(), "torch": torch.__version__,
-            "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-            "commit": commit + ("+dirty" if dirty else "")}
+    return provenance.machine(ROOT, {"torch": torch.__version__})
 
 
 def timed(fn, repeats: int) -> float:
@@ -124,7 +105,7 @@ def main():
     m = result["machine"]
     lines = ["# Energy + forces, one alanine-dipeptide-sized flow", "",
              f"Machine: {m['cpu']} ({m['cores']} cores), {m['platform']}; Python {m['python']}, "
-             f"torch {m['torch']} ({args.threads} thread); date {m['date']}; commit {m['commit']}.", "",
+             f"torch {m['versions']['torch']} ({args.threads} thread); date {m['date']}; commit {m['commit']}.", "",
              "Model: N = 22, D = 60 (19 circular), 8 generative smooth coupling layers, MLP 2 x 128 SiLU, "
              "K = 8. Median of repeated calls, energy and forces together.", "",
              "| evaluator | time per molecule | vs C core (1 molecule) |", "|---|---|---|"]

@@ -332,3 +332,17 @@ def unchecked_model_bytes(config: dict, tensors: dict, metadata: Optional[dict] 
     arrays = {k: (v.detach().cpu().numpy() if isinstance(v, torch.Tensor) else np.asarray(v))
               for k, v in tensors.items()}
     return save({k: np.ascontiguousarray(v) for k, v in arrays.items()}, metadata=meta)
+
+
+def finite_difference_forces(energy, x: np.ndarray, h: float) -> np.ndarray:
+    """-dE/dx of one configuration x ``(N, 3)`` by central differences of ``energy(x) -> float``:
+    the outside oracle for forces (truncation error ~ h^2, rounding ~ eps |E| / h)."""
+    x = np.asarray(x, dtype=np.float64)
+    forces = np.zeros_like(x)
+    for a in range(x.shape[0]):
+        for c in range(3):
+            xp, xm = x.copy(), x.copy()
+            xp[a, c] += h
+            xm[a, c] -= h
+            forces[a, c] = -(energy(xp) - energy(xm)) / (2 * h)
+    return forces

@@ -36,11 +36,7 @@ studies/lj13_free_form/results).
 from __future__ import annotations
 
 import argparse
-import datetime
 import json
-import os
-import platform as _platform
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -50,6 +46,7 @@ import numpy as np
 
 from smoothflow_torch.pipeline.md import (FORCE_FIELD, dt2_slopes, nve_series, plot_energy_conservation,
                                           relative_ratios, summarize, summary_table)
+from smoothflow_torch import provenance
 from smoothflow_torch.timing import median_seconds
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -277,23 +274,9 @@ def timing(model, x: np.ndarray, repeats: int) -> dict:
 
 def machine() -> dict:
     """Where and when the numbers were measured."""
-    cpu = _platform.processor() or _platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    commit = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"],
-                            capture_output=True, text=True).stdout.strip()
-    dirty = subprocess.run(["git", "-C", str(ROOT), "status", "--porcelain", "--untracked-files=no"],
-                           capture_output=True, text=True).stdout.strip()
     import openmm
-    return {"date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="minutes"),
-            "commit": commit + (" (uncommitted changes)" if dirty else ""), "cpu": cpu,
-            "cpus": os.cpu_count(), "load_average": [round(v, 2) for v in os.getloadavg()],
-            "openmm": openmm.__version__, "python": sys.version.split()[0]}
+    import torch
+    return provenance.machine(ROOT, {"openmm": openmm.__version__, "torch": torch.__version__})
 
 
 # ------------------------------------------------------------------------------ output
@@ -330,7 +313,7 @@ def plot(rows, runs, hist: dict, out: Path) -> list:
 def report(result: dict, plots: Sequence[str]) -> str:
     m, meta = result["model"], result["meta"]
     lines = ["# LJ13: the free-form flow as an MD potential, against the true LJ13 potential", "",
-             f"{meta['date']}, commit {meta['commit']}, {meta['cpus']} cores ({meta['cpu']}), load "
+             f"{meta['date']}, commit {meta['commit']}, {meta['cores']} cores ({meta['cpu']}), load "
              f"average {meta['load_average'][0]:g}, OpenMM {meta['openmm']}, platform {meta['platform']}; "
              f"{meta['starts']} thermalized starts (held-out frames {meta['start_frames']} of the test "
              f"split, velocities at kT = 1, seeds {NVE_SEED} + start) per potential and time step, "

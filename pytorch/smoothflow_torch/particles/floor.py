@@ -42,13 +42,10 @@ and the git commit.
 from __future__ import annotations
 
 import argparse
-import datetime as _dt
 import hashlib
 import json
 import math
 import os
-import platform as _platform
-import subprocess
 import sys
 from pathlib import Path
 from typing import Callable, Dict, Optional, Sequence
@@ -57,6 +54,7 @@ import numpy as np
 from scipy.optimize import brentq
 from scipy.special import expit, logsumexp
 
+from .. import provenance
 from .data import autocorrelation_time
 from .systems import SYSTEMS
 
@@ -258,27 +256,8 @@ def _sha256(path: str) -> str:
 
 
 def _machine() -> Dict[str, object]:
-    cpu = _platform.processor() or _platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    git = ["git", "-C", str(ROOT)]
-    try:
-        commit = subprocess.run(git + ["rev-parse", "HEAD"], capture_output=True,
-                                text=True).stdout.strip()
-        dirty = subprocess.run(git + ["status", "--porcelain", "--untracked-files=no"],
-                               capture_output=True, text=True).stdout.strip()
-    except OSError:
-        commit, dirty = "", ""
     import scipy
-    return {"date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-            "commit": (commit or "unknown") + (" (uncommitted changes)" if dirty else ""),
-            "host": _platform.node(), "cpu": cpu, "cpus": os.cpu_count(),
-            "python": sys.version.split()[0], "numpy": np.__version__, "scipy": scipy.__version__}
+    return provenance.machine(ROOT, {"numpy": np.__version__, "scipy": scipy.__version__})
 
 
 def _check_provenance(system: str, data_path: str) -> None:
