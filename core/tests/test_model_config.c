@@ -191,6 +191,9 @@ static const edit_case edits[] = {
      TM "support margin must be a number in (0, 0.25) and wall_constant a number in [0, 1e+12] (kJ/mol)", NULL},
     {"support.margin", "0", SF_ERR_MODEL, "support margin must be a number in (0, 0.25)", NULL},
     {"support.margin", "0.25", SF_ERR_MODEL, "support margin must be a number in (0, 0.25)", NULL},
+    {"support.angle_margin", "\"0.1\"", SF_ERR_MODEL, TM "support angle_margin must be a number in (0, 0.25)", NULL},
+    {"support.angle_margin", "0", SF_ERR_MODEL, TM "support angle_margin must be a number in (0, 0.25)", NULL},
+    {"support.angle_margin", "0.25", SF_ERR_MODEL, TM "support angle_margin must be a number in (0, 0.25)", NULL},
     {"support.wall_constant", "null", SF_ERR_MODEL, "wall_constant a number in [0, 1e+12]", NULL},
     {"support.wall_constant", "-1", SF_ERR_MODEL, "wall_constant a number in [0, 1e+12]", NULL},
     {"support.wall_constant", "2e12", SF_ERR_MODEL, "wall_constant a number in [0, 1e+12]", NULL},
@@ -480,7 +483,7 @@ static void test_description(void)
     CHECK(sf_model_describe(m, &md) == SF_OK, "describe");
     CHECK(md.N == 5 && md.D == 9 && md.n_layers == 3 && md.policy == SF_SUPPORT_ERROR && !md.has_prior &&
               md.prior_log_norm == 0 && md.kT == sf_model_kT(m) && md.energy_offset == 1.5 && md.margin == 0.02 &&
-              md.wall_constant == 500.0,
+              md.angle_margin == 0.02 && md.wall_constant == 500.0,
           "model facts of the description");
     CHECK(md.smooth.s_min == 0.01 && md.smooth.alpha_min == 0.1 && md.smooth.c_max == 0.99 && md.smooth.beta == 2 &&
               md.spline.min_bin_width == 0.001 && md.spline.min_bin_height == 0.002 &&
