@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Line and branch coverage of the C core (core/src/*.c and core/src/math/*.h)
 # by its C test programs: the core's sources compiled with gcc --coverage -O0
-# into test_core, test_model_config, test_threads, test_alloc_failure and the
+# into test_core, test_model_config, test_threads, test_egnn,
+# test_describe_free_form, test_alloc_failure and the
 # fuzz target's replay driver (over tests/data/fuzz_regression/model and
 # tests/data/*.safetensors), run, then gcov -b.  A header included by several
 # sources is counted once: a line is executed, and a branch taken, when it is
@@ -41,6 +42,10 @@ gcc "${cflags[@]}" -DSMOOTHFLOW_TEST_DATA_DIR="\"$here/tests/data\"" "$t/test_co
 gcc "${cflags[@]}" "$t/test_model_config.c" "$t/model_builder.c" "${objs[@]}" "${libs[@]}" \
     -o "$work/test_model_config"
 gcc "${cflags[@]}" "$t/test_threads.c" "$t/model_builder.c" "${objs[@]}" "${libs[@]}" -o "$work/test_threads"
+gcc "${cflags[@]}" -DSMOOTHFLOW_OPENBLAS -I"$cblas_inc" -I"$here/core/src" \
+    -DSMOOTHFLOW_TEST_DATA_DIR="\"$here/tests/data\"" "$t/test_egnn.c" "${objs[@]}" "${libs[@]}" -o "$work/test_egnn"
+gcc "${cflags[@]}" "$t/test_describe_free_form.c" "$t/model_builder.c" "${objs[@]}" "${libs[@]}" \
+    -o "$work/test_describe_free_form"
 gcc "${cflags[@]}" "$here/fuzz/fuzz_model_load.c" "$here/fuzz/regression_main.c" "${objs[@]}" "${libs[@]}" \
     -o "$work/replay_model_load"
 gcc "${cflags[@]}" -DSMOOTHFLOW_TEST_DATA_DIR="\"$here/tests/data\"" "$t/sanitize/test_alloc_failure.c" "${objs[@]}" \
@@ -50,6 +55,8 @@ status=0
 "$work/test_core" > "$work/test_core.log" || { echo "test_core failed (see $work/test_core.log)"; status=1; }
 "$work/test_model_config" > "$work/test_model_config.log" 2>&1 || { echo "test_model_config failed (see $work/test_model_config.log)"; status=1; }
 "$work/test_threads" > "$work/test_threads.log" || { echo "test_threads failed"; status=1; }
+"$work/test_egnn" > "$work/test_egnn.log" 2>&1 || { echo "test_egnn failed (see $work/test_egnn.log)"; status=1; }
+"$work/test_describe_free_form" > "$work/test_describe_free_form.log" 2>&1 || { echo "test_describe_free_form failed"; status=1; }
 "$work/test_alloc_failure" > "$work/alloc_failure.log" || { echo "test_alloc_failure failed"; status=1; }
 "$work/replay_model_load" "$here/tests/data/fuzz_regression/model" "$here"/tests/data/*.safetensors \
     ${SMOOTHFLOW_COVERAGE_CORPUS:+"$SMOOTHFLOW_COVERAGE_CORPUS"} > "$work/replay.log" || { echo "replay_model_load failed"; status=1; }
