@@ -314,7 +314,7 @@ def report(result: dict, plots: Sequence[str]) -> str:
     m, meta = result["model"], result["meta"]
     lines = ["# LJ13: the free-form flow as an MD potential, against the true LJ13 potential", "",
              f"{meta['date']}, commit {meta['commit']}, {meta['cores']} cores ({meta['cpu']}), load "
-             f"average {meta['load_average'][0]:g}, OpenMM {meta['openmm']}, platform {meta['platform']}; "
+             f"average {meta['load_average'][0]:g}, OpenMM {meta['versions']['openmm']}, platform {meta['platform']}; "
              f"{meta['starts']} thermalized starts (held-out frames {meta['start_frames']} of the test "
              f"split, velocities at kT = 1, seeds {NVE_SEED} + start) per potential and time step, "
              f"{meta['tau']:g} tau each (NVE velocity Verlet, no constraints, mass 1); "

@@ -85,6 +85,15 @@ def test_shipped_model_was_trained_with_its_config(kind):
     completed = TrainConfig.from_dict(recorded).to_dict()
     assert set(completed) - set(recorded) <= {"alpha", "alpha_batch_size", "curvature_limit", "curvature_noise"}
     assert completed["weights"]["alpha_divergence"] == completed["weights"]["curvature"] == 0.0
+    # The angles' wall margin was given to the shipped file after training, with its edge forces
+    # (python -m smoothflow_torch.edge_force --angle-margin): the file carries the config's value,
+    # the training record predates the key.
+    with safe_open(str(REPO / "models" / "alanine_dipeptide" / f"{kind}.safetensors"), framework="numpy") as f:
+        shipped_support = json.loads(f.metadata()["config"])["support"]
+    assert shipped_support["angle_margin"] == current["model"]["support"]["angle_margin"] == 0.1
+    assert "angle_margin" not in recorded["model"]["support"]
+    current = {**current, "model": {**current["model"], "support": {
+        k: v for k, v in current["model"]["support"].items() if k != "angle_margin"}}}
     assert _without(completed, "init_from", top=top) == _without(current, "init_from", top=top)
     assert recorded["data"] == {"setting": "obc", "max_train_frames": current["data"]["max_train_frames"]}
     assert Path(current["data"]["frames"]).name == f"{recorded['data']['setting']}.npz"
