@@ -346,3 +346,15 @@ def finite_difference_forces(energy, x: np.ndarray, h: float) -> np.ndarray:
             xm[a, c] -= h
             forces[a, c] = -(energy(xp) - energy(xm)) / (2 * h)
     return forces
+
+
+def core_force_error(core, x: np.ndarray, h: float) -> float:
+    """The largest |F - F_fd| of a C-core model (``smoothflow_core.CoreModel``) at each configuration of
+    ``x`` ``(B, N, 3)``, relative to max(1, the largest finite-difference force component) there;
+    the worst over the configurations."""
+    worst = 0.0
+    for xi in np.asarray(x, dtype=np.float64):
+        _, f = core.evaluate(xi[None])
+        fd = finite_difference_forces(lambda y: core.evaluate(y[None])[0][0], xi, h)
+        worst = max(worst, float(np.abs(f[0] - fd).max()) / max(1.0, float(np.abs(fd).max())))
+    return worst

@@ -15,7 +15,7 @@ import torch
 from smoothflow_core import CoreModel
 from smoothflow_torch import model_to_bytes
 from smoothflow_torch.export import load_model_bytes, validate_config
-from smoothflow_torch.testing import finite_difference_forces, random_flow, random_u
+from smoothflow_torch.testing import core_force_error, random_flow, random_u
 
 torch.set_num_threads(1)
 WALL = {"policy": "wall", "margin": 0.03, "wall_constant": 400.0}
@@ -84,11 +84,7 @@ def test_core_forces_in_the_angle_zone_are_the_gradient_of_its_energy():
     flow = _flow(seed=7)
     x = flow.to_cartesian(_angle_zone_u(flow)).detach().numpy()[::2]
     core = CoreModel.from_bytes(model_to_bytes(flow), max_batch=1)
-    h = 1e-6
-    for xi in x:
-        _, f = core.evaluate(xi[None])
-        fd = finite_difference_forces(lambda y: core.evaluate(y[None])[0][0], xi, h)
-        assert np.abs(f[0] - fd).max() < 1e-5 * max(1.0, np.abs(fd).max())
+    assert core_force_error(core, x, h=1e-6) < 1e-5
     core.close()
 
 
