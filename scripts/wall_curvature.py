@@ -7,9 +7,16 @@ samples are moved so that this one coordinate lies in the wall zone at several d
 u = 2m, then m/2, m and 2m past it; angles stop short of collinear), and at each the mass-weighted
 Hessian of the plugin's energy (the C core's forces, central differences) gives omega_max and the
 largest stable velocity-Verlet step dt_max = 2 / omega_max. The same frames with the coordinate
-left where it was give the flow's own dt_max: the wall is blamed only for what it adds.
+left where it was give the flow's own dt_max: the wall is blamed only for what it adds. Each
+probe also reports how high the wall stands there ("rise": the energy above the same sample with
+the coordinate at the zone's edge), which says how far in an atom can get. Bonds use the margin,
+angles the angle margin (docs/model-format.md 5.2).
 
-    python scripts/wall_curvature.py [MODEL] [--samples 4] [--out DIR]
+    python scripts/wall_curvature.py [MODEL] [--samples 4] [--out DIR] [--kind all|bond|angle]
+                                     [--angle-margin M]
+
+(--angle-margin: measure with that angle margin instead of the model's, the angle edge forces
+measured anew at the moved edges; how docs/reliability.md compares 0.01, 0.075 and 0.1.)
 
 writes DIR/wall_curvature.json and DIR/wall_curvature.md (default DIR: runs/wall_curvature; the
 numbers are copied into docs/reliability.md). The model defaults to the shipped smooth flow.
