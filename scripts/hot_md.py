@@ -22,7 +22,6 @@ largest reference length.
 from __future__ import annotations
 
 import argparse
-import datetime
 import json
 import time
 from pathlib import Path
@@ -179,10 +178,10 @@ def report(meta: dict, results: list, out: Path) -> None:
     out.mkdir(parents=True, exist_ok=True)
     (out / "hot_md.json").write_text(json.dumps({"meta": meta, "results": results}, indent=1))
     lines = ["# Hot Langevin runs with a flow potential", "",
-             f"{meta['date']}; model `{meta['model']}`"
+             f"{meta['date']}, commit {meta['commit']}, {meta['cores']} cores ({meta['cpu']}); model `{meta['model']}`"
              + (f"; hydrogen masses repartitioned to {meta['hydrogen_mass']} amu" if meta.get("hydrogen_mass") else
                 "; standard masses")
-             + f"; platform {meta['platform']}; Langevin (middle) at {meta['dt_fs']} fs, friction 1/ps, "
+             + f"; platform {meta['openmm_platform']}; Langevin (middle) at {meta['dt_fs']} fs, friction 1/ps, "
              f"seed {meta['seed']}.", "",
              "| bath | ran | failure | T_kin mean (sd) | T_kin worst tenth | within 10 % | max bond / ref max "
              "| bond excursion (ref widths) | angles reached | wall count | NVE check |",
@@ -194,9 +193,10 @@ def report(meta: dict, results: list, out: Path) -> None:
         ok = r["failure"] is None and all(abs(t - T) <= 0.1 * T for t in r["t_kin_tenths_k"])
         nve = r.get("nve")
         nve_text = "-" if nve is None else (
-            f"{nve['ps']:.1f} ps at {nve['dt_fs']} fs: " + (f"failed ({nve['failure']})" if nve["failure"] else
-                                                            f"drift {nve['drift_kj_mol_ps']:.3g} kJ/mol/ps, "
-                                                            f"ratio {nve['fluctuation_ratio']:.3g}"))
+            f"{nve['ps']:.1f} ps at {nve['dt_fs']} fs: " + (
+                f"failed ({nve['failure']})" if nve["failure"] else
+                "too short for a drift (3 energy samples needed)" if "drift_kj_mol_ps" not in nve else
+                f"drift {nve['drift_kj_mol_ps']:.3g} kJ/mol/ps, ratio {nve['fluctuation_ratio']:.3g}"))
         lines.append(f"| {T:.0f} K | {r['ps_run']:.2f} ps | {f} | {r['t_kin_mean_k']:.0f} ({r['t_kin_std_k']:.0f}) K "
                      f"| {worst:.0f} K | {'yes' if ok else 'no'} | {r['max_bond_ratio']:.3f} (row "
                      f"{r['max_bond_ratio_row']}) | {r['max_bond_excursion_widths']:.2f} | "
@@ -222,17 +222,17 @@ def main(argv=None) -> None:
     out = Path(args.out)
     model = Path(args.model)
     import smoothflow_torch as sft
+    from smoothflow_torch import provenance
     zmatrix = np.array(sft.load_model(model).zmatrix)
     ref_bonds = reference_bonds(model)
+    meta = {**provenance.machine(ROOT), "model": str(model), "openmm_platform": args.platform, "dt_fs": args.dt_fs,
+            "seed": args.seed, "hydrogen_mass": args.hydrogen_mass}
     results = []
     for T in args.temperatures:
         r = run_temperature(model, T, args.ps, args.dt_fs, args.nve_ps, args.nve_dt_fs, args.seed, args.platform,
                             ref_bonds, zmatrix, args.hydrogen_mass)
         results.append(r)
         print(json.dumps({k: v for k, v in r.items() if k != "t_kin_tenths_k"}), flush=True)
-        meta = {"date": datetime.datetime.now().isoformat(timespec="minutes"), "model": str(model),
-                "platform": args.platform, "dt_fs": args.dt_fs, "seed": args.seed,
-                "hydrogen_mass": args.hydrogen_mass}
         report(meta, results, out)
     print((out / "hot_md.md").read_text())
 

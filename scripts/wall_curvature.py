@@ -23,11 +23,8 @@ numbers are copied into docs/reliability.md). The model defaults to the shipped 
 """
 import argparse
 import copy
-import datetime
 import json
 import os
-import platform
-import subprocess
 import sys
 
 import numpy as np
@@ -100,7 +97,7 @@ def scan(flow, core, masses, u_frames, limit_dims=None, progress=True):
                     at_join = core.evaluate(flow.to_cartesian(v[None]).detach().numpy(), forces=False)[0][0]
                     rise = min(rise, float(core.evaluate(x[None], forces=False)[0][0] - at_join))
                 rows.append({"dim": d, "name": flow.describe_dimension(d), "kind": kind, "side": side,
-                             "u": u_probe, "past_join_in_m": round(abs(u_probe - (2 * m if side == "lower" else 1 - 2 * m)) / m, 3),
+                             "u": u_probe, "past_join_in_m": round(abs(u_probe - join) / m, 3),
                              "dt_max_fs": worst, "lambda_min_per_ps2": dip, "rise_above_join_kj_mol": rise})
             done += 1
             if progress:
@@ -112,6 +109,7 @@ def scan(flow, core, masses, u_frames, limit_dims=None, progress=True):
 
 def main(argv=None):
     from smoothflow_core import CoreModel
+    from smoothflow_torch import provenance
     from smoothflow_torch.edge_force import edge_forces
     from smoothflow_torch.export import load_model, model_to_bytes
 
@@ -141,20 +139,18 @@ def main(argv=None):
     if flow.edge_force_lower is None:   # measure the edge forces the exporter would give
         lo, hi = edge_forces(flow, flow.to_cartesian(u_frames).detach().numpy())
         flow.set_support("wall", flow.margin, flow.wall_constant, lo, hi, angle_margin=flow.angle_margin)
+    nb = flow.n_atoms - 1
+    dims = {"all": range(flow.n_interval), "bond": range(nb), "angle": range(nb, flow.n_interval)}[a.kind]
     results = {}
     for label, f in (("without edge forces", bare), ("with edge forces", flow)):
         core = CoreModel.from_bytes(model_to_bytes(f), max_batch=1)
         print(label, file=sys.stderr)
-        first = {"all": 0, "bond": 0, "angle": f.n_atoms - 1}[a.kind]
-        last = {"all": f.n_interval, "bond": f.n_atoms - 1, "angle": f.n_interval}[a.kind]
-        rows, own = scan(f, core, masses, u_frames, limit_dims=range(first, last))
+        rows, own = scan(f, core, masses, u_frames, limit_dims=dims)
         results[label] = {"rows": rows, "frames_dt_max_fs": own}
-    commit = subprocess.run(["git", "-C", ROOT, "rev-parse", "--short", "HEAD"], capture_output=True,
-                            text=True).stdout.strip()
     meta = {"model": os.path.relpath(os.path.abspath(a.model), ROOT), "samples": a.samples, "seed": a.seed,
             "margin": flow.margin, "angle_margin": flow.angle_margin, "wall_constant": flow.wall_constant,
-            "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-            "commit": commit, "machine": platform.processor() or platform.machine()}
+            **provenance.machine(ROOT)}
+    commit = meta["commit"]
     os.makedirs(a.out, exist_ok=True)
     with open(os.path.join(a.out, "wall_curvature.json"), "w") as fh:
         json.dump({"meta": meta, **results}, fh, indent=1)

@@ -6,7 +6,8 @@
 sf_status sf_model_describe(const sf_model *m, sf_model_description *out)
 {
     /* The description is that of coupling layers over internal coordinates; a free-form
-     * model has none of its fields (its encoder is described by sf_model_describe_free_form, sf_describe_free_form.c). */
+     * model has none of its fields (its encoder is described by sf_model_describe_free_form,
+     * sf_describe_free_form.c). */
     if (!m || !out || m->kind == SF_FLOW_FREE_FORM) return SF_ERR_ARG;
     out->N = m->N;
     out->D = m->D;

@@ -639,4 +639,3 @@ sf_status sfG_log_density(const sfG_net *net, const double *x, int config, doubl
     *sign = sg;
     return SF_OK;
 }
-

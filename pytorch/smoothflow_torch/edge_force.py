@@ -14,9 +14,10 @@ forces (a flow whose energy falls towards a face) give g = 0, the plain harmonic
 
     python -m smoothflow_torch.edge_force MODEL FRAMES.npz [--out MODEL] [--frames 200] [--angle-margin M]
 
-adds edge forces to a model file (``--angle-margin``: first give the angles this margin of their
-own, so their edges move and their forces are measured at the new edges) (FRAMES: an ``.npz`` with ``positions`` (n, N, 3) in nm, model
+adds edge forces to a model file (FRAMES: an ``.npz`` with ``positions`` (n, N, 3) in nm, model
 atom order, such as a pipeline project's ``data/frames.npz`` with ``--atoms-from`` the project).
+``--angle-margin`` first gives the angles this margin of their own, so their edges move and their
+forces are measured at the new edges.
 """
 import argparse
 import json

@@ -311,9 +311,9 @@ def curvature(flow, positions: torch.Tensor, limit: float = 5e4, noise: float = 
         rows = torch.arange(B)
         v = u.clone()
         v[rows, d] = v[rows, d] + noise * torch.randn(B, generator=generator, dtype=u.dtype)
-        lo = 2 * flow.wall_margins() if flow.support_policy == "wall" else torch.full((flow.n_interval,), 1e-3, dtype=u.dtype)
+        lo = 2 * flow.wall_margins() if flow.support_policy == "wall" else torch.full_like(v[0, :flow.n_interval], 1e-3)
         nI = flow.n_interval
-        v[:, :nI] = torch.minimum(torch.maximum(v[:, :nI], lo), 1 - lo)
+        v[:, :nI] = v[:, :nI].clamp(lo, 1 - lo)
         v[:, nI:] = torch.remainder(v[:, nI:], 1.0)
     h = curvature_along(flow, v, d)
     loss = (torch.relu(h.abs() / limit - 1) ** 2).mean()

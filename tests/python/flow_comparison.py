@@ -2,6 +2,24 @@
 import numpy as np
 import torch
 
+from smoothflow_core import CoreModel
+from smoothflow_torch import model_to_bytes
+
+
+def assert_core_matches_torch(flow, x, energy_rtol: float = 1e-10, force_rel: float = 1e-8) -> np.ndarray:
+    """The C core's energies and forces of the flow's model file at x against PyTorch autograd:
+    energies to energy_rtol, forces to force_rel of the largest; returns the core's energies."""
+    core = CoreModel.from_bytes(model_to_bytes(flow), max_batch=len(x))
+    try:
+        e_core, f_core = core.evaluate(x.numpy())
+    finally:
+        core.close()
+    e_torch, f_torch = flow.energy_and_forces(x)
+    np.testing.assert_allclose(e_core, e_torch.detach().numpy(), rtol=energy_rtol)
+    f_torch = f_torch.detach().numpy()
+    assert np.abs(f_core - f_torch).max() / np.abs(f_torch).max() < force_rel
+    return e_core
+
 
 def assert_log_density_matches(flow, core, seed: int = 1):
     """log p_U and its gradient at a random interior point: core vs autograd, 1e-10 / 1e-8."""

@@ -17,6 +17,8 @@ from smoothflow_torch import model_to_bytes
 from smoothflow_torch.export import load_model_bytes, validate_config
 from smoothflow_torch.testing import core_force_error, random_flow, random_u
 
+from flow_comparison import assert_core_matches_torch
+
 torch.set_num_threads(1)
 WALL = {"policy": "wall", "margin": 0.03, "wall_constant": 400.0}
 ANGLE_MARGIN = 0.09     # angle zone: u < 0.18 or u > 0.82 (bonds: u < 0.06 or u > 0.94)
@@ -67,17 +69,11 @@ def test_the_flow_sees_each_kind_clamped_by_its_own_margin():
 def test_core_matches_torch_with_angles_in_their_zone():
     flow = _flow(seed=5)
     x = flow.to_cartesian(_angle_zone_u(flow)).detach()
-    core = CoreModel.from_bytes(model_to_bytes(flow), max_batch=len(x))
-    e_core, f_core = core.evaluate(x.numpy())
-    e_torch, f_torch = flow.energy_and_forces(x)
-    np.testing.assert_allclose(e_core, e_torch.detach().numpy(), rtol=1e-10)
-    f_torch = f_torch.detach().numpy()
-    assert np.abs(f_core - f_torch).max() / np.abs(f_torch).max() < 1e-8
+    e_core = assert_core_matches_torch(flow, x, energy_rtol=1e-10, force_rel=1e-8)
     # the key matters: with the bonds' margin for the angles the energies differ
     same = copy.deepcopy(flow)
     same.set_support(**WALL, edge_force_lower=flow.edge_force_lower, edge_force_upper=flow.edge_force_upper)
     assert (np.abs(e_core - same.energy(x).detach().numpy()) > 1e-3).all()
-    core.close()
 
 
 def test_core_forces_in_the_angle_zone_are_the_gradient_of_its_energy():

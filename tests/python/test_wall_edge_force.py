@@ -20,6 +20,8 @@ from smoothflow_torch.export import load_model, validate_config
 from smoothflow_torch.flow import wall_clamp
 from smoothflow_torch.testing import core_force_error, random_flow, random_u
 
+from flow_comparison import assert_core_matches_torch
+
 torch.set_num_threads(1)
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 WALL = {"policy": "wall", "margin": 0.03, "wall_constant": 400.0}
@@ -80,15 +82,9 @@ def test_core_matches_torch_in_the_zone_with_edge_forces():
     bare = copy.deepcopy(flow)
     bare.set_support(**WALL)
     x = _zone_configurations(flow)
-    core = CoreModel.from_bytes(model_to_bytes(flow), max_batch=len(x))
-    e_core, f_core = core.evaluate(x.numpy())
-    e_torch, f_torch = flow.energy_and_forces(x)
-    np.testing.assert_allclose(e_core, e_torch.detach().numpy(), rtol=1e-10)
-    f_torch = f_torch.detach().numpy()
-    assert np.abs(f_core - f_torch).max() / np.abs(f_torch).max() < 1e-8
+    e_core = assert_core_matches_torch(flow, x, energy_rtol=1e-10, force_rel=1e-8)
     # the term is there: every configuration's energy exceeds the plain wall's
     assert (e_core - bare.energy(x).detach().numpy() > 1e-3).all()
-    core.close()
 
 
 def test_core_forces_in_the_zone_are_the_gradient_of_its_energy():

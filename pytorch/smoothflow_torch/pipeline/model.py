@@ -122,6 +122,12 @@ def bond_bounds(zmatrix, positions: np.ndarray, padding: float = 1.0, min_lo: fl
     return np.maximum(lo - padding * width, min_lo), hi + padding * width
 
 
+def spread_frames(train_positions: np.ndarray, max_frames: int) -> torch.Tensor:
+    """At most max_frames of the training frames, evenly spread over them, as float64."""
+    x = np.asarray(train_positions, dtype=np.float64)
+    return torch.from_numpy(x[np.linspace(0, len(x) - 1, min(len(x), max_frames)).round().astype(int)])
+
+
 def data_prior(prior, zmatrix, train_positions: np.ndarray, lo, hi, max_frames: int = 20000):
     """The latent prior of a model section's ``prior`` (module docstring); the moments are
     unweighted (a torsion bias barely moves bond and angle marginals)."""
@@ -133,8 +139,7 @@ def data_prior(prior, zmatrix, train_positions: np.ndarray, lo, hi, max_frames: 
     if not width > 0:
         raise ValueError(f"model.prior.width must be > 0, got {width}")
     zmatrix = np.asarray(zmatrix)
-    x = np.asarray(train_positions, dtype=np.float64)
-    x = torch.from_numpy(x[np.linspace(0, len(x) - 1, min(len(x), max_frames)).round().astype(int)])
+    x = spread_frames(train_positions, max_frames)
     u = zm.normalize(*zm.internal_coordinates(x, zmatrix), torch.as_tensor(lo), torch.as_tensor(hi))
     u = u[:, :2 * len(zmatrix) - 3].numpy()
     sigma = np.maximum(width * u.std(0), 1e-3)   # a coordinate without spread in few frames
@@ -147,9 +152,7 @@ def check_angles_outside_wall(flow: SmoothFlow, train_positions: np.ndarray, max
     cannot be there (their bounds come from the data)."""
     if flow.support_policy != "wall":
         return
-    x = np.asarray(train_positions, dtype=np.float64)
-    x = torch.from_numpy(x[np.linspace(0, len(x) - 1, min(len(x), max_frames)).round().astype(int)])
-    theta = zm.internal_coordinates(x, flow.zmatrix)[1] / np.pi      # angles in units of pi
+    theta = zm.internal_coordinates(spread_frames(train_positions, max_frames), flow.zmatrix)[1] / np.pi      # angles in units of pi
     m = flow.angle_margin
     inside = (theta < 2 * m) | (theta > 1 - 2 * m)
     if bool(inside.any()):
