@@ -53,7 +53,10 @@ Losses (``docs/flow-math.md`` section 8; ``studies/alanine_dipeptide/training.md
   penalized where it exceeds ``curvature_limit``: ``relu(|E''| / limit - 1)^2``. Why: likelihood
   sees the data's density, not its derivatives, and a smooth mixture can put curvature spikes of
   1e5 kJ/mol per u^2 just beyond the data's edge (H-X-X angles of the shipped flow), which make
-  MD at 1 fs unstable in hot runs (``docs/reliability.md`` section 5).
+  MD at 1 fs unstable in hot runs (``docs/reliability.md`` section 5). Frames given as the
+  Trainer's ``curvature_frames`` (e.g. the force field's own frames at 1000-2000 K,
+  smoothflow_torch.pipeline.hot_frames) add ``curvature_extra_batch`` frames per step to the
+  bound and nothing else: a hot run leaves the data, and the bound must hold where it goes.
 
 :class:`Trainer` runs Adam on the weighted sum
 ``w_nll * nll + w_fm * force_matching + w_rkl * reverse_kl + w_tail * tail_matching +
@@ -397,6 +400,7 @@ class TrainConfig:
     tail_matching_cap: float = 20.0
     curvature_limit: float = 5e4
     curvature_noise: float = 0.05
+    curvature_extra_batch: int = 64
     eval_every: int = 100
     eval_frames: int = 1000
     eval_batch_size: int = 250
@@ -437,7 +441,7 @@ class TrainConfig:
             if isinstance(v, bool) or not isinstance(v, int) or v < 0:
                 raise ValueError(f"{k} must be an integer >= 0, got {v!r}")
         for k in ("batch_size", "reverse_kl_batch_size", "alpha_batch_size", "eval_batch_size",
-                  "keep_checkpoints", "lr_decay_every"):
+                  "keep_checkpoints", "lr_decay_every", "curvature_extra_batch"):
             v = getattr(self, k)
             if isinstance(v, bool) or not isinstance(v, int) or v < 1:
                 raise ValueError(f"{k} must be an integer >= 1, got {v!r}")
@@ -566,6 +570,10 @@ class Trainer:
         Reduced target energy for the reverse KL and the sampling-efficiency evaluation
         (:class:`~smoothflow_torch.openmm_bridge.OpenMMEnergy`). Its ``reduced_energy(x,
         cut=False)`` is used for evaluation when it exists.
+    curvature_frames : positions ``(n, N, 3)`` (nm), optional
+        Further frames where the curvature bound applies (``curvature_extra_batch`` of them,
+        drawn uniformly, each step beside the data batch's); no other loss sees them. Needs a
+        curvature weight.
     provenance : dict, optional
         Extra provenance stored in the exported model's ``training`` metadata and the summary
         (data file, its hash, ...).
@@ -580,7 +588,7 @@ class Trainer:
     """
 
     def __init__(self, flow, config: TrainConfig, out_dir, train_data=None, test_data=None,
-                 target=None, provenance: Optional[dict] = None):
+                 target=None, provenance: Optional[dict] = None, curvature_frames=None):
         self.flow = flow
         self.config = config
         self.out_dir = Path(out_dir)
@@ -604,6 +612,16 @@ class Trainer:
             raise ValueError("force_matching_noise needs a target with evaluate() (forces at displaced frames)")
         self.test_positions, self.test_forces, self.test_weights = _frame_tensors(
             test_data, "test_data", dt)
+        self.curvature_positions = None
+        if curvature_frames is not None:
+            if not w["curvature"]:
+                raise ValueError("curvature_frames are used only by the curvature loss: give it a weight > 0")
+            cp = torch.as_tensor(curvature_frames, dtype=dt)
+            if cp.ndim != 3 or cp.shape[0] < 1 or cp.shape[1:] != (flow.n_atoms, 3) \
+                    or not bool(torch.isfinite(cp).all()):
+                raise ValueError(f"curvature_frames must be finite positions of shape (n >= 1, {flow.n_atoms}, 3), "
+                                 f"got {tuple(cp.shape)}")
+            self.curvature_positions = cp
         self.optimizer = torch.optim.Adam(flow.parameters(), lr=config.lr,
                                           betas=tuple(config.adam_betas),
                                           weight_decay=config.weight_decay)
@@ -678,9 +696,18 @@ class Trainer:
         if w["curvature"]:
             cv, info = curvature(flow, x, c.curvature_limit, c.curvature_noise,
                                  generator=self.data_generator, return_info=True)
-            terms["curvature"] = cv
             entry["curvature_max"] = info["max"]
             entry["curvature_over"] = info["n_over"]
+            if self.curvature_positions is not None:
+                # the mean over data and extra frames together: each frame counts once
+                b = c.curvature_extra_batch
+                jdx = torch.randint(len(self.curvature_positions), (b,), generator=self.data_generator)
+                cx, xinfo = curvature(flow, self.curvature_positions[jdx], c.curvature_limit,
+                                      c.curvature_noise, generator=self.data_generator, return_info=True)
+                cv = (len(x) * cv + b * cx) / (len(x) + b)
+                entry["curvature_extra_max"] = xinfo["max"]
+                entry["curvature_extra_over"] = xinfo["n_over"]
+            terms["curvature"] = cv
         if w["reverse_kl"]:
             rkl, info = reverse_kl(flow, self.target, c.reverse_kl_batch_size,
                                    generator=self.sample_generator, return_info=True)

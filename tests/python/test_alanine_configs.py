@@ -83,7 +83,8 @@ def test_shipped_model_was_trained_with_its_config(kind):
     # fields added to TrainConfig since (the alpha-divergence loss, the curvature bound) take
     # their defaults, which switch them off: the recorded run is the same run under today's config
     completed = TrainConfig.from_dict(recorded).to_dict()
-    assert set(completed) - set(recorded) <= {"alpha", "alpha_batch_size", "curvature_limit", "curvature_noise"}
+    assert set(completed) - set(recorded) <= {"alpha", "alpha_batch_size", "curvature_limit", "curvature_noise",
+                                              "curvature_extra_batch"}
     assert completed["weights"]["alpha_divergence"] == completed["weights"]["curvature"] == 0.0
     # The angles' wall margin was given to the shipped file after training, with its edge forces
     # (python -m smoothflow_torch.edge_force --angle-margin): the file carries the config's value,

@@ -366,6 +366,63 @@ def test_train_stages_chain_and_the_model_runs_in_the_c_core(run):
             assert abs(fd - forces[i, k]) < 1e-5 * scale + 1e-3, (i, k, fd, forces[i, k])
 
 
+def test_hot_frames_are_the_force_fields_and_the_curvature_bound_visits_them(run, tmp_path):
+    """smoothflow hot-frames: each frame's energy and forces against a fresh force-field Context
+    (the oracle), the starts are the Boltzmann-spread training frames, the summary's bond ratio
+    recomputed; then a training stage whose curvature bound visits the frames records them and
+    logs their curvature, and a file of another molecule is refused naming it."""
+    import openmm
+    import openmm.unit as unit
+    from smoothflow_torch.pipeline import Project, train
+    from smoothflow_torch.pipeline.data import boltzmann_indices, load
+    project = Project(run['project'])
+    out = tmp_path / 'hot.npz'
+    _cli('hot-frames', project.path, '--temperatures', '1000', '2000', '--ps', '0.02', '--starts', '2',
+         '--interval-ps', '0.01', '--equilibration-ps', '0.01', '--out', out, '--no-progress')
+    with np.load(out) as d:
+        hot = {k: d[k] for k in d.files}
+    assert hot['positions'].shape == (8, 20, 3) and list(hot['temperature']) == [1000.0] * 4 + [2000.0] * 4
+    train_frames = load(project.frames_path, project.kT, 20, 'train')
+    assert list(hot['start']) == list(np.repeat(boltzmann_indices(train_frames.weights, 2), 2)) * 2
+    context = openmm.Context(project.system(), openmm.VerletIntegrator(0.001), openmm.Platform.getPlatformByName('Reference'))
+    for i in (0, 7):
+        context.setPositions(hot['positions'][i].astype(np.float64))
+        st = context.getState(getEnergy=True, getForces=True)
+        e = st.getPotentialEnergy().value_in_unit(unit.kilojoule_per_mole)
+        f = st.getForces(asNumpy=True).value_in_unit(unit.kilojoule_per_mole / unit.nanometer)
+        assert hot['energies'][i] == pytest.approx(e, rel=1e-4, abs=0.05)   # positions stored in float32
+        assert np.abs(hot['forces'][i] - f).max() < 1e-3 * np.abs(f).max() + 1.0
+    summary = json.loads(out.with_suffix('.json').read_text())
+    pairs = np.array([(a.index, b.index) for a, b in project.topology().bonds()])
+    length = lambda x: np.linalg.norm(x[:, pairs[:, 0]] - x[:, pairs[:, 1]], axis=-1)
+    longest = length(train_frames.positions).max(axis=0)
+    for entry, T in zip(summary['per_temperature'], (1000.0, 2000.0)):
+        mine = hot['positions'][hot['temperature'] == T].astype(np.float64)
+        assert entry['temperature'] == T and entry['frames'] == 4
+        assert entry['longest_bond_over_data'] == pytest.approx((length(mine) / longest).max(), rel=1e-5)
+    stage = {'name': 'hot', 'seed': 0, 'iterations': 2, 'batch_size': 8, 'eval_every': 0, 'eval_frames': 0,
+             'eval_samples': 0, 'checkpoint_every': 0, 'progress': False, 'curvature_extra_batch': 4,
+             'weights': {'nll': 1.0, 'curvature': 1.0},
+             'model': {'n_torsion_blocks': 1, 'n_angle_blocks': 1, 'n_components': 2, 'hidden': [16]},
+             'data': {'curvature_frames': str(out)}}
+    shipped = (project.path / 'model.safetensors').read_bytes()     # train() replaces it: the later tests need it
+    try:
+        train(project, {'stages': [stage]}, log=None)
+    finally:
+        (project.path / 'model.safetensors').write_bytes(shipped)
+    done = json.loads((project.path / 'runs' / 'hot' / 'summary.json').read_text())
+    assert done['curvature_frames']['frames'] == 8
+    import hashlib
+    assert done['curvature_frames']['sha256'] == [hashlib.sha256(out.read_bytes()).hexdigest()]
+    steps = [json.loads(line) for line in (project.path / 'runs' / 'hot' / 'log.jsonl').read_text().splitlines()]
+    assert all(e['curvature_extra_max'] > 0 for e in steps if e.get('kind') == 'train')
+    np.savez(tmp_path / 'other.npz', positions=np.zeros((3, 22, 3)))
+    stage.update(name='hot_bad', data={'curvature_frames': str(tmp_path / 'other.npz')})
+    with pytest.raises(ValueError, match=r'other.npz: positions of shape \(3, 22, 3\)'):
+        train(project, {'stages': [stage]}, log=None)
+    shutil.rmtree(project.path / 'runs' / 'hot')
+
+
 def test_evaluate_report_holds_the_numbers_of_the_run(run):
     import openmm
     import torch
@@ -495,7 +552,7 @@ def test_command_line_help_and_errors(sf, tmp_path, capsys):
     out = subprocess.run([sys.executable, '-m', 'smoothflow_torch.pipeline', '--help'], capture_output=True,
                          text=True, env=env, timeout=60)
     assert out.returncode == 0
-    for step in ('prepare', 'simulate', 'train', 'evaluate', 'md'):
+    for step in ('prepare', 'simulate', 'hot-frames', 'train', 'evaluate', 'md'):
         assert f'smoothflow {step}' in out.stdout
     # a structure without hydrogens: refused with the hint, accepted with --add-hydrogens
     import openmm.app as app

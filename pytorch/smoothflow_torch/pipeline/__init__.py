@@ -10,7 +10,8 @@
 The same steps on the command line: ``smoothflow prepare|simulate|train|evaluate|md`` (or
 ``python -m smoothflow_torch.pipeline``); docs/pipeline.md describes each step and its files.
 
-Modules: project (the folder, prepare), simulate (OpenMM data, resumable, torsion bias), data
+Modules: project (the folder, prepare), simulate (OpenMM data, resumable, torsion bias),
+hot_frames (the force field at 1000-2000 K, for the curvature bound), data
 (frames and weights), model (the flow of a config), train (stages), weights (importance-weight
 statistics), evaluate, md (energy conservation), cli.
 """
@@ -19,5 +20,6 @@ from .simulate import simulate
 from .train import train, default_config
 from .evaluate import evaluate
 from .md import md
+from .hot_frames import hot_frames
 
-__all__ = ["Project", "prepare", "simulate", "train", "default_config", "evaluate", "md"]
+__all__ = ["Project", "prepare", "simulate", "hot_frames", "train", "default_config", "evaluate", "md"]

@@ -16,7 +16,9 @@ A project is a folder. The five steps, in order:
   smoothflow evaluate myproject                 held-out NLL, force RMSE, ESS/n, free energies -> report
   smoothflow md myproject                       energy conservation in NVE, flow vs force field -> report
 
-Every step can be rerun: simulate and train continue where they stopped.
+Every step can be rerun: simulate and train continue where they stopped. One more, for a flow
+that must hold at high temperature: `smoothflow hot-frames myproject` samples the force field
+at 1000-2000 K for the training's curvature bound (train configs' data.curvature_frames).
 `smoothflow STEP --help` describes a step; docs/pipeline.md has an example session.
 """
 
@@ -53,6 +55,18 @@ from the previous stage's settings and model. Each stage writes PROJECT/runs/<na
 checkpoints, model.safetensors, summary.json); a rerun resumes from the newest checkpoint and
 skips finished stages. The last stage's flow is copied to PROJECT/model.safetensors, the file
 that openmmsmoothflow.addSmoothFlowForce and openmm-ml's MLPotential('smoothflow') load.
+""",
+    "hot-frames": """\
+For each temperature, --starts Langevin runs with the force field (its own masses, friction
+1/ps) from Boltzmann-spread training frames save a frame every --interval-ps for --ps. A train
+config's data.curvature_frames ("data/hot_frames.npz") makes the curvature bound visit these
+frames too (curvature_extra_batch of them per step): a flow trained at 300 K has no constraint
+off its data, where hot runs go. The frames are never fitted (no likelihood, no force matching).
+
+Writes PROJECT/data/hot_frames.npz (positions, forces, energies, temperature, start, time_ps)
+and hot_frames.json (settings; per temperature the mean kinetic temperature and the longest
+bond over the longest in the training data). Cost: alanine dipeptide, the defaults (3 x 4 x
+50 ps at 0.5 fs), a few minutes on the CPU platform.
 """,
     "evaluate": """\
 Writes PROJECT/evaluation/report.md with held-out NLL, force RMSE against the force field,
@@ -128,6 +142,21 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=int, help="torch threads")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
+    p = add("hot-frames", "force-field frames at 1000-2000 K for the curvature bound in training")
+    p.add_argument("project", help="the project folder (made by prepare)")
+    p.add_argument("--temperatures", type=float, nargs="+", default=[1000.0, 1500.0, 2000.0],
+                   help="bath temperatures in K (default %(default)s)")
+    p.add_argument("--ps", type=float, default=50.0, help="production per run in ps (default %(default)s)")
+    p.add_argument("--starts", type=int, default=4, help="runs per temperature (default %(default)s)")
+    p.add_argument("--interval-ps", type=float, default=0.1, help="ps between saved frames (default %(default)s)")
+    p.add_argument("--dt-fs", type=float, default=0.5, help="time step in fs (default %(default)s)")
+    p.add_argument("--equilibration-ps", type=float, default=2.0, help="before the first frame (default %(default)s)")
+    p.add_argument("--seed", type=int, default=2000)
+    p.add_argument("--frames", metavar="NPZ", help="training frames to start from (default PROJECT/data/frames.npz)")
+    p.add_argument("--out", metavar="NPZ", help="file to write (default PROJECT/data/hot_frames.npz)")
+    p.add_argument("--platform", default="Reference", help="OpenMM platform (default %(default)s)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+
     p = add("evaluate", "held-out NLL, force RMSE, ESS/n, free energies: a report")
     p.add_argument("project", help="the project folder (made by prepare)")
     p.add_argument("models", nargs="*", help="model files (default PROJECT/model.safetensors)")
@@ -161,6 +190,7 @@ def _parser() -> argparse.ArgumentParser:
 def main(argv=None):
     args = _parser().parse_args(argv)
     from . import evaluate, md, prepare, simulate, train
+    from .hot_frames import hot_frames
     try:
         if args.command == "prepare":
             project = prepare(args.structure, args.project, forcefield=args.forcefield, temperature=args.temperature,
@@ -183,6 +213,12 @@ def main(argv=None):
             for s in summaries:
                 print(json.dumps({"name": s["name"], "completed": s["completed"], "steps": s["steps"],
                                   "final_eval": s["final_eval"]}))
+        elif args.command == "hot-frames":
+            summary = hot_frames(args.project, temperatures=args.temperatures, ps=args.ps, starts=args.starts,
+                                 interval_ps=args.interval_ps, dt_fs=args.dt_fs,
+                                 equilibration_ps=args.equilibration_ps, seed=args.seed, platform=args.platform,
+                                 frames=args.frames, out=args.out, progress=not args.no_progress)
+            print(json.dumps({k: v for k, v in summary.items() if k != "settings"}, indent=1))
         elif args.command == "evaluate":
             evaluate(args.project, args.models or None, samples=args.samples, seed=args.seed, seeds=args.seeds,
                      bins=args.bins, out=args.out, frames=args.frames)
@@ -192,7 +228,7 @@ def main(argv=None):
                samples=args.samples, platform=args.platform, jobs=args.jobs, out=args.out,
                progress=not args.no_progress, starts_from=args.starts_from, frames=args.frames)
             print((_out(args, "md") / "report.md").read_text())
-    except (ValueError, FileNotFoundError, FileExistsError) as e:
+    except (ValueError, FileNotFoundError, FileExistsError, RuntimeError) as e:
         print(f"smoothflow {args.command}: error: {e}", file=sys.stderr)
         return 2
     return 0

@@ -4,7 +4,9 @@ A config file (``train.json``, written by prepare) is either one run, a
 :class:`smoothflow_torch.training.TrainConfig` as JSON with the sections
 
     model   the flow (model.py: scheme, blocks, transform, prior, support, init_from, ...)
-    data    {"frames": "data/frames.npz", "max_train_frames": null}
+    data    {"frames": "data/frames.npz", "max_train_frames": null, "curvature_frames": null}:
+            curvature_frames (a file or a list) are frames the curvature bound visits beside the
+            data (``smoothflow hot-frames``: the force field at 1000-2000 K); nothing fits them
     target  {"high_energy": 1000.0, "platform": "Reference"}: the project's force field as the
             reverse-KL / sampling-efficiency target (built only when a loss or eval_samples needs it)
 
@@ -35,10 +37,11 @@ import torch
 
 from ..training import TrainConfig, Trainer
 from . import data as pdata
+from .hot_frames import load_positions
 from .model import build_flow, model_section
 from .project import Project
 
-DATA_DEFAULTS = {"frames": "data/frames.npz", "max_train_frames": None}
+DATA_DEFAULTS = {"frames": "data/frames.npz", "max_train_frames": None, "curvature_frames": None}
 TARGET_DEFAULTS = {"high_energy": 1000.0, "platform": "Reference"}
 MERGED_SECTIONS = ("model", "data", "target", "weights")
 
@@ -162,11 +165,18 @@ def setup(project: Project, config: TrainConfig) -> Trainer:
     summary = project.data_dir / "summary.json"
     if summary.exists():
         provenance["data"]["generation"] = json.loads(summary.read_text())
+    curvature_frames = None
+    if d["curvature_frames"]:
+        files = d["curvature_frames"] if isinstance(d["curvature_frames"], list) else [d["curvature_frames"]]
+        paths = [project.resolve(f) for f in files]
+        curvature_frames = torch.from_numpy(load_positions(paths, project.n_atoms))
+        provenance["curvature_frames"] = {"files": [str(f) for f in files], "frames": int(len(curvature_frames)),
+                                          "sha256": [hashlib.sha256(p.read_bytes()).hexdigest() for p in paths]}
     return Trainer(flow, config, project.path / "runs" / config.name,
                    train_data=(torch.from_numpy(pos), torch.from_numpy(frc), torch.from_numpy(wts)),
                    test_data=(torch.from_numpy(test.positions), torch.from_numpy(test.forces),
                               torch.from_numpy(test.weights)),
-                   target=target, provenance=provenance)
+                   target=target, provenance=provenance, curvature_frames=curvature_frames)
 
 
 def train(project, config=None, iterations: Optional[int] = None, restart: bool = False,
