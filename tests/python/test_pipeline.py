@@ -423,6 +423,35 @@ def test_hot_frames_are_the_force_fields_and_the_curvature_bound_visits_them(run
     shutil.rmtree(project.path / 'runs' / 'hot')
 
 
+def test_hot_frames_of_a_flow_keep_the_force_fields_numbers_and_list_failures(run, tmp_path):
+    """--model runs the flow as the potential: its frames still carry the force field's energies
+    and forces (oracle: a fresh force-field Context); a time step far too long fails every run,
+    which is an error naming the cause, never frames from a blown-up run."""
+    import openmm
+    import openmm.unit as unit
+    from smoothflow_torch.pipeline import Project, hot_frames
+    project = Project(run['project'])
+    out = tmp_path / 'flow_hot.npz'
+    summary = hot_frames(project, temperatures=[1000.0], ps=0.02, starts=1, interval_ps=0.01, equilibration_ps=0.01,
+                         model=run['project'] / 'model.safetensors', out=out, progress=False)
+    assert summary['potential'].endswith('model.safetensors')
+    with np.load(out) as d:
+        pos, ene, frc = d['positions'].astype(np.float64), d['energies'], d['forces']
+    assert len(pos) + 2 * len(summary['failures']) >= 2 and len(pos) >= 1
+    context = openmm.Context(project.system(), openmm.VerletIntegrator(0.001), openmm.Platform.getPlatformByName('Reference'))
+    context.setPositions(pos[-1])
+    st = context.getState(getEnergy=True, getForces=True)
+    assert ene[-1] == pytest.approx(st.getPotentialEnergy().value_in_unit(unit.kilojoule_per_mole), rel=1e-4, abs=0.05)
+    f = st.getForces(asNumpy=True).value_in_unit(unit.kilojoule_per_mole / unit.nanometer)
+    assert np.abs(frc[-1] - f).max() < 1e-3 * np.abs(f).max() + 1.0
+    with pytest.raises(RuntimeError, match='every hot run failed.*kinetic temperature'):
+        hot_frames(project, temperatures=[2000.0], ps=0.5, starts=1, interval_ps=0.25, dt_fs=25.0,
+                   equilibration_ps=0.0, out=tmp_path / 'x.npz', progress=False)
+    assert not (tmp_path / 'x.npz').exists()
+    with pytest.raises(ValueError, match='temperatures must be finite and > 0'):
+        hot_frames(project, temperatures=[-5.0], out=tmp_path / 'y.npz', progress=False)
+
+
 def test_evaluate_report_holds_the_numbers_of_the_run(run):
     import openmm
     import torch

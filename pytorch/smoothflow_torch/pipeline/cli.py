@@ -62,6 +62,9 @@ For each temperature, --starts Langevin runs with the force field (its own masse
 config's data.curvature_frames ("data/hot_frames.npz") makes the curvature bound visit these
 frames too (curvature_extra_batch of them per step): a flow trained at 300 K has no constraint
 off its data, where hot runs go. The frames are never fitted (no likelihood, no force matching).
+--model runs a flow instead of the force field (at a time step where it holds, e.g. 0.5 fs):
+the frames are then where that flow goes. A run that fails (non-finite, an error, or kinetic
+temperature above 5x the bath) keeps its frames until then and is listed under "failures".
 
 Writes PROJECT/data/hot_frames.npz (positions, forces, energies, temperature, start, time_ps)
 and hot_frames.json (settings; per temperature the mean kinetic temperature and the longest
@@ -154,6 +157,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=2000)
     p.add_argument("--frames", metavar="NPZ", help="training frames to start from (default PROJECT/data/frames.npz)")
     p.add_argument("--out", metavar="NPZ", help="file to write (default PROJECT/data/hot_frames.npz)")
+    p.add_argument("--model", metavar="MODEL",
+                   help="run this flow alone as the potential instead of the force field: frames where the flow "
+                        "itself goes when hot (they keep the force field's energies and forces)")
     p.add_argument("--platform", default="Reference", help="OpenMM platform (default %(default)s)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
@@ -217,7 +223,8 @@ def main(argv=None):
             summary = hot_frames(args.project, temperatures=args.temperatures, ps=args.ps, starts=args.starts,
                                  interval_ps=args.interval_ps, dt_fs=args.dt_fs,
                                  equilibration_ps=args.equilibration_ps, seed=args.seed, platform=args.platform,
-                                 frames=args.frames, out=args.out, progress=not args.no_progress)
+                                 frames=args.frames, out=args.out, model=args.model,
+                                 progress=not args.no_progress)
             print(json.dumps({k: v for k, v in summary.items() if k != "settings"}, indent=1))
         elif args.command == "evaluate":
             evaluate(args.project, args.models or None, samples=args.samples, seed=args.seed, seeds=args.seeds,

@@ -40,13 +40,29 @@ def longest_bonds(positions: np.ndarray, pairs: np.ndarray) -> np.ndarray:
     return np.linalg.norm(positions[:, pairs[:, 0]] - positions[:, pairs[:, 1]], axis=-1)
 
 
+def flow_system(project: Project, model, start):
+    """The flow ``model`` alone on the force field's masses, mapped onto the project's topology
+    (equivalent atoms labelled by ``start``)."""
+    import openmm
+    import openmmsmoothflow
+    ff = project.system()
+    system = openmm.System()
+    for i in range(ff.getNumParticles()):
+        system.addParticle(ff.getParticleMass(i))
+    openmmsmoothflow.addSmoothFlowForce(system, project.topology(), str(model), positions=np.asarray(start))
+    return system
+
+
 def hot_frames(project, temperatures: Sequence[float] = (1000.0, 1500.0, 2000.0), ps: float = 50.0,
                starts: int = 4, interval_ps: float = 0.1, dt_fs: float = 0.5, equilibration_ps: float = 2.0,
                friction: float = 1.0, seed: int = 2000, platform: str = "Reference",
-               frames: Optional[str] = None, out: Optional[str] = None, progress: bool = True) -> dict:
+               frames: Optional[str] = None, out: Optional[str] = None, model: Optional[str] = None,
+               progress: bool = True) -> dict:
     """Run the hot force-field runs (module docstring); return the summary written beside them.
     ``frames``: the training frames to start from (default the project's ``data/frames.npz``);
-    ``out``: the file to write (default ``data/hot_frames.npz``); both relative to the caller."""
+    ``out``: the file to write (default ``data/hot_frames.npz``); both relative to the caller.
+    ``model``: run this flow model alone as the potential instead of the force field (the frames
+    keep the force field's energies and forces)."""
     import openmm
     import openmm.unit as unit
 
@@ -76,7 +92,10 @@ def hot_frames(project, temperatures: Sequence[float] = (1000.0, 1500.0, 2000.0)
     masses = np.array([system.getParticleMass(i).value_in_unit(unit.dalton) for i in range(system.getNumParticles())])
     n_dof = 3 * len(masses)     # no constraints, no centre-of-mass remover: the bath heats all of them
     saved = {k: [] for k in ("positions", "forces", "energies", "temperature", "start", "time_ps")}
-    per_t = []
+    per_t, failures = [], []
+    if model is not None:
+        ff_context = openmm.Context(project.system(), openmm.VerletIntegrator(0.001),
+                                    openmm.Platform.getPlatformByName("Reference"))
     bar = None
     if progress:
         from tqdm.auto import tqdm
@@ -85,37 +104,65 @@ def hot_frames(project, temperatures: Sequence[float] = (1000.0, 1500.0, 2000.0)
     for it, T in enumerate(temperatures):
         kinetic = []
         for s, i in enumerate(first):
+            run_seed = seed + 1000 * it + s
+            if model is not None:
+                system = flow_system(project, model, train.positions[i])
             integrator = openmm.LangevinMiddleIntegrator(T * unit.kelvin, friction / unit.picosecond,
                                                          dt_fs * unit.femtoseconds)
-            integrator.setRandomNumberSeed(seed + 1000 * it + s)
+            integrator.setRandomNumberSeed(run_seed)
             context = openmm.Context(system, integrator, openmm.Platform.getPlatformByName(platform))
             context.setPositions(train.positions[i] * unit.nanometer)
-            context.setVelocitiesToTemperature(T * unit.kelvin, seed + 1000 * it + s)
-            integrator.step(int(round(equilibration_ps * 1000 / dt_fs)))
-            for k in range(n_per_run):
-                integrator.step(steps)
-                st = context.getState(getPositions=True, getForces=True, getEnergy=True)
-                e = st.getPotentialEnergy().value_in_unit(unit.kilojoule_per_mole)
-                ke = st.getKineticEnergy().value_in_unit(unit.kilojoule_per_mole)
-                if not (np.isfinite(e) and np.isfinite(ke)):
-                    raise RuntimeError(f"the force field's run at {T:g} K from training frame {int(i)} became "
-                                       f"non-finite at {(k + 1) * interval_ps:g} ps: use a smaller --dt-fs")
-                saved["positions"].append(st.getPositions(asNumpy=True).value_in_unit(unit.nanometer))
-                saved["forces"].append(st.getForces(asNumpy=True).value_in_unit(unit.kilojoule_per_mole / unit.nanometer))
-                saved["energies"].append(e)
-                saved["temperature"].append(T)
-                saved["start"].append(int(i))
-                saved["time_ps"].append((k + 1) * interval_ps)
-                kinetic.append(2 * ke / (n_dof * BOLTZMANN))
+            context.setVelocitiesToTemperature(T * unit.kelvin, run_seed)
+            done, why = 0, None
+            try:
+                integrator.step(int(round(equilibration_ps * 1000 / dt_fs)))
+                for k in range(n_per_run):
+                    integrator.step(steps)
+                    st = context.getState(getPositions=True, getForces=True, getEnergy=True)
+                    e = st.getPotentialEnergy().value_in_unit(unit.kilojoule_per_mole)
+                    ke = st.getKineticEnergy().value_in_unit(unit.kilojoule_per_mole)
+                    f = st.getForces(asNumpy=True).value_in_unit(unit.kilojoule_per_mole / unit.nanometer)
+                    t_kin = 2 * ke / (n_dof * BOLTZMANN)
+                    if not (np.isfinite(e) and np.isfinite(ke) and np.all(np.isfinite(f))) or t_kin > 5 * T:
+                        why = f"kinetic temperature {t_kin:.4g} K, potential energy {e:.4g} kJ/mol"
+                        break
+                    x = st.getPositions(asNumpy=True).value_in_unit(unit.nanometer)
+                    if model is not None:     # the frame's force-field energy and forces
+                        ff_context.setPositions(x * unit.nanometer)
+                        ff = ff_context.getState(getEnergy=True, getForces=True)
+                        e = ff.getPotentialEnergy().value_in_unit(unit.kilojoule_per_mole)
+                        f = ff.getForces(asNumpy=True).value_in_unit(unit.kilojoule_per_mole / unit.nanometer)
+                    saved["positions"].append(x)
+                    saved["forces"].append(f)
+                    saved["energies"].append(e)
+                    saved["temperature"].append(T)
+                    saved["start"].append(int(i))
+                    saved["time_ps"].append((k + 1) * interval_ps)
+                    kinetic.append(t_kin)
+                    done += 1
+                    if bar is not None:
+                        bar.update(1)
+            except openmm.OpenMMException as err:    # e.g. a flow's configuration outside its support
+                why = str(err).splitlines()[0]
+            if why is not None:
+                # a failed run keeps the frames before the failure: they are where the run went
+                failures.append({"temperature": T, "start": int(i), "after_ps": round(equilibration_ps + done * interval_ps, 3),
+                                 "why": why})
                 if bar is not None:
-                    bar.update(1)
+                    bar.update(n_per_run - done)
             del context, integrator
         mine = np.array(saved["temperature"]) == T
-        bonds = longest_bonds(np.array(saved["positions"])[mine], pairs)
-        per_t.append({"temperature": T, "frames": int(mine.sum()), "mean_kinetic_temperature": float(np.mean(kinetic)),
-                      "longest_bond_over_data": float((bonds / data_longest).max())})
+        entry = {"temperature": T, "frames": int(mine.sum())}
+        if mine.any():
+            bonds = longest_bonds(np.array(saved["positions"])[mine], pairs)
+            entry.update(mean_kinetic_temperature=float(np.mean(kinetic)),
+                         longest_bond_over_data=float((bonds / data_longest).max()))
+        per_t.append(entry)
     if bar is not None:
         bar.close()
+    if not saved["positions"]:
+        raise RuntimeError(f"every hot run failed before its first frame: {failures[0]['why']} "
+                           f"(use a smaller --dt-fs)")
     out.parent.mkdir(parents=True, exist_ok=True)
     arrays = {k: np.asarray(v, np.float32 if k in ("positions", "forces") else None) for k, v in saved.items()}
     tmp = out.with_name(out.name + ".tmp.npz")
@@ -126,7 +173,8 @@ def hot_frames(project, temperatures: Sequence[float] = (1000.0, 1500.0, 2000.0)
                             "dt_fs": dt_fs, "equilibration_ps": equilibration_ps, "friction_per_ps": friction,
                             "seed": seed, "platform": platform, "frames": str(frames or project.frames_path), "forcefield": project.forcefield_files,
                             "start_frames": [int(i) for i in first]},
-               "per_temperature": per_t}
+               "potential": str(model) if model is not None else "force field",
+               "per_temperature": per_t, "failures": failures}
     out.with_suffix(".json").write_text(json.dumps(summary, indent=1) + "\n")
     return summary
 

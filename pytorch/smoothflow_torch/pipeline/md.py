@@ -36,17 +36,11 @@ FORCE_FIELD = "force field"
 
 def _system(project_path: str, model: Optional[str], start):
     """The force field's System, or (``model``) the flow alone on the same masses."""
-    import openmm
     project = Project(project_path)
     if model is None:
         return project.system()
-    import openmmsmoothflow
-    ff = project.system()
-    system = openmm.System()
-    for i in range(ff.getNumParticles()):
-        system.addParticle(ff.getParticleMass(i))
-    openmmsmoothflow.addSmoothFlowForce(system, project.topology(), model, positions=np.asarray(start))
-    return system
+    from .hot_frames import flow_system
+    return flow_system(project, model, start)
 
 
 def nve_series(context, integrator, dt_fs: float, ps: float, samples: int) -> dict:
