@@ -57,6 +57,14 @@ Losses (``docs/flow-math.md`` section 8; ``studies/alanine_dipeptide/training.md
   Trainer's ``curvature_frames`` (e.g. the force field's own frames at 1000-2000 K,
   smoothflow_torch.pipeline.hot_frames) add ``curvature_extra_batch`` frames per step to the
   bound and nothing else: a hot run leaves the data, and the bound must hold where it goes.
+- :func:`stiffness`: a bound on the Cartesian curvature a velocity-Verlet step meets. For
+  ``stiffness_batch`` frames of the data batch (and as many of the curvature frames, when
+  given), the dominant eigenvalue lambda of the mass-weighted Hessian of the flow's energy (power
+  iteration with Hessian-vector products, ``stiffness_iterations``) is penalized where the
+  largest stable step 2 / sqrt(lambda) falls below ``stiffness_dt_fs``:
+  ``relu(|lambda| / limit - 1)^2``, limit = (2 / stiffness_dt_fs)^2. Why: the curvature bound
+  looks along one internal coordinate at a time; the integrator meets the Cartesian Hessian,
+  with the atoms' masses (the force field's is 3.2 fs, its C-H stretches).
 
 :class:`Trainer` runs Adam on the weighted sum
 ``w_nll * nll + w_fm * force_matching + w_rkl * reverse_kl + w_tail * tail_matching +
@@ -88,12 +96,13 @@ from .export import export_model
 
 __all__ = ["FORCE_UNITS", "LR_SCHEDULES", "LOSS_NAMES", "TrainConfig", "Trainer", "nll",
            "force_matching", "reverse_kl", "tail_matching", "alpha_divergence", "curvature", "curvature_along",
-           "weighted_loss", "learning_rate", "set_seed",
+           "stiffness", "mass_weighted_top_eigenvalue", "element_masses", "weighted_loss", "learning_rate", "set_seed",
            "sampling_efficiency", "git_info"]
 
 FORCE_UNITS = ("reduced", "kJ/mol/nm")
 LR_SCHEDULES = ("constant", "cosine", "step")
-LOSS_NAMES = ("nll", "force_matching", "reverse_kl", "tail_matching", "alpha_divergence", "curvature")
+LOSS_NAMES = ("nll", "force_matching", "reverse_kl", "tail_matching", "alpha_divergence", "curvature",
+              "stiffness")
 CHECKPOINT_FORMAT = "smoothflow-checkpoint"
 CHECKPOINT_VERSION = 1
 
@@ -325,6 +334,59 @@ def curvature(flow, positions: torch.Tensor, limit: float = 5e4, noise: float = 
     return loss, {"max": float(h.detach().abs().max()), "n_over": int((h.detach().abs() > limit).sum())}
 
 
+def element_masses(atoms) -> torch.Tensor:
+    """Masses (dalton) of a model's atoms (``[{"element": "C", ...}, ...]``) from OpenMM's table."""
+    from openmm import unit
+    from openmm.app import element
+    if not atoms:
+        raise ValueError("the stiffness bound needs the model's atoms (their elements give the masses)")
+    return torch.tensor([element.get_by_symbol(a["element"]).mass.value_in_unit(unit.dalton) for a in atoms],
+                        dtype=torch.float64)
+
+
+def mass_weighted_top_eigenvalue(flow, positions: torch.Tensor, masses: torch.Tensor, iterations: int = 8,
+                                 generator: Optional[torch.Generator] = None,
+                                 create_graph: bool = True) -> torch.Tensor:
+    """The dominant eigenvalue (largest in magnitude) of each frame's mass-weighted Cartesian
+    Hessian of the flow's energy, ``(B,)`` in ps^-2 (kJ/mol/nm^2/amu): power iteration with
+    Hessian-vector products, from a random start, ``iterations`` products without graph and a
+    Rayleigh quotient with it (its gradient is the eigenvalue's, Hellmann-Feynman). A velocity
+    Verlet step is stable below 2 / sqrt(lambda) there. Fewer iterations give a value at most
+    the true one in magnitude: the bound it feeds then errs on the lenient side."""
+    x = positions.detach().requires_grad_(True)
+    w = (1.0 / torch.sqrt(masses.to(x.dtype)))[None, :, None]
+
+    def hvp(v, graph):
+        with torch.enable_grad():
+            (g,) = torch.autograd.grad(flow.energy(x).sum(), x, create_graph=True)
+            (hv,) = torch.autograd.grad((g * (w * v)).sum(), x, create_graph=graph)
+        return w * hv
+
+    v = torch.randn(x.shape, generator=generator, dtype=x.dtype)
+    unit = lambda a: a / a.flatten(1).norm(dim=1).clamp_min(1e-300)[:, None, None]
+    v = unit(v)
+    for _ in range(iterations):
+        v = unit(hvp(v, False).detach())
+    return (v * hvp(v, create_graph)).flatten(1).sum(dim=1)
+
+
+def stiffness(flow, positions: torch.Tensor, masses: torch.Tensor, limit: float, iterations: int = 8,
+              generator: Optional[torch.Generator] = None, return_info: bool = False):
+    """The stiffness bound (module docstring): mean of ``relu(|lambda| / limit - 1)^2`` with
+    lambda the dominant mass-weighted Hessian eigenvalue of each frame (ps^-2;
+    :func:`mass_weighted_top_eigenvalue`). ``return_info`` adds ``{"max": the largest
+    |lambda|, "n_over": frames over the limit, "dt_min_fs": 2 / sqrt(max) in fs}``."""
+    if not (limit > 0 and math.isfinite(limit)):
+        raise ValueError(f"stiffness needs a finite limit > 0 ps^-2, got {limit}")
+    lam = mass_weighted_top_eigenvalue(flow, positions, masses, iterations, generator).abs()
+    loss = (torch.relu(lam / limit - 1) ** 2).mean()
+    if not return_info:
+        return loss
+    top = float(lam.detach().max())
+    return loss, {"max": top, "n_over": int((lam.detach() > limit).sum()),
+                  "dt_min_fs": 2000.0 / math.sqrt(top) if top > 0 else float("inf")}
+
+
 def _frame_tensors(frames, name: str, dtype):
     """(positions, forces or None, weights or None) as tensors from a 2- or 3-tuple (or three
     Nones for no frames); positions and forces in ``dtype``, weights float64 >= 0."""
@@ -401,6 +463,9 @@ class TrainConfig:
     curvature_limit: float = 5e4
     curvature_noise: float = 0.05
     curvature_extra_batch: int = 64
+    stiffness_dt_fs: float = 2.5
+    stiffness_batch: int = 16
+    stiffness_iterations: int = 8
     eval_every: int = 100
     eval_frames: int = 1000
     eval_batch_size: int = 250
@@ -441,7 +506,8 @@ class TrainConfig:
             if isinstance(v, bool) or not isinstance(v, int) or v < 0:
                 raise ValueError(f"{k} must be an integer >= 0, got {v!r}")
         for k in ("batch_size", "reverse_kl_batch_size", "alpha_batch_size", "eval_batch_size",
-                  "keep_checkpoints", "lr_decay_every", "curvature_extra_batch"):
+                  "keep_checkpoints", "lr_decay_every", "curvature_extra_batch", "stiffness_batch",
+                  "stiffness_iterations"):
             v = getattr(self, k)
             if isinstance(v, bool) or not isinstance(v, int) or v < 1:
                 raise ValueError(f"{k} must be an integer >= 1, got {v!r}")
@@ -459,6 +525,8 @@ class TrainConfig:
             raise ValueError(f"curvature_limit must be finite and > 0 kJ/mol per u^2, got {self.curvature_limit}")
         if not (self.curvature_noise >= 0 and math.isfinite(self.curvature_noise)):
             raise ValueError(f"curvature_noise must be finite and >= 0 (units of u), got {self.curvature_noise}")
+        if not (self.stiffness_dt_fs > 0 and math.isfinite(self.stiffness_dt_fs)):
+            raise ValueError(f"stiffness_dt_fs must be finite and > 0 fs, got {self.stiffness_dt_fs}")
         if isinstance(self.alpha, bool) or not isinstance(self.alpha, (int, float)) \
                 or not (self.alpha > 1 and math.isfinite(self.alpha)):
             raise ValueError(f"alpha (of the alpha_divergence loss) must be finite and > 1, got {self.alpha!r}")
@@ -572,8 +640,8 @@ class Trainer:
         cut=False)`` is used for evaluation when it exists.
     curvature_frames : positions ``(n, N, 3)`` (nm), optional
         Further frames where the curvature bound applies (``curvature_extra_batch`` of them,
-        drawn uniformly, each step beside the data batch's); no other loss sees them. Needs a
-        curvature weight.
+        drawn uniformly, each step beside the data batch's) and the stiffness bound
+        (``stiffness_batch``); no other loss sees them. Needs a curvature or stiffness weight.
     provenance : dict, optional
         Extra provenance stored in the exported model's ``training`` metadata and the summary
         (data file, its hash, ...).
@@ -598,8 +666,9 @@ class Trainer:
         dt = flow.dtype
         self.train_positions, self.train_forces, self.train_weights = _frame_tensors(
             train_data, "train_data", dt)
-        if (w["nll"] or w["force_matching"] or w["curvature"]) and self.train_positions is None:
-            raise ValueError("the nll, force_matching and curvature losses need train_data")
+        if (w["nll"] or w["force_matching"] or w["curvature"] or w["stiffness"]) and self.train_positions is None:
+            raise ValueError("the nll, force_matching, curvature and stiffness losses need train_data")
+        self.masses = element_masses(flow.atoms) if w["stiffness"] else None
         if w["force_matching"] and self.train_forces is None:
             raise ValueError("force matching needs reference forces in train_data")
         if w["reverse_kl"] and target is None:
@@ -614,8 +683,9 @@ class Trainer:
             test_data, "test_data", dt)
         self.curvature_positions = None
         if curvature_frames is not None:
-            if not w["curvature"]:
-                raise ValueError("curvature_frames are used only by the curvature loss: give it a weight > 0")
+            if not (w["curvature"] or w["stiffness"]):
+                raise ValueError("curvature_frames are used only by the curvature and stiffness losses: give one "
+                                 "a weight > 0")
             cp = torch.as_tensor(curvature_frames, dtype=dt)
             if cp.ndim != 3 or cp.shape[0] < 1 or cp.shape[1:] != (flow.n_atoms, 3) \
                     or not bool(torch.isfinite(cp).all()):
@@ -666,7 +736,7 @@ class Trainer:
         self.optimizer.zero_grad(set_to_none=True)
         terms: Dict[str, torch.Tensor] = {}
         entry: Dict[str, Any] = {"kind": "train", "step": self.step + 1}
-        if w["nll"] or w["force_matching"] or w["tail_matching"] or w["curvature"]:
+        if w["nll"] or w["force_matching"] or w["tail_matching"] or w["curvature"] or w["stiffness"]:
             if self.train_weights is None:
                 idx = torch.randint(len(self.train_positions), (c.batch_size,),
                                     generator=self.data_generator)
@@ -708,6 +778,21 @@ class Trainer:
                 entry["curvature_extra_max"] = xinfo["max"]
                 entry["curvature_extra_over"] = xinfo["n_over"]
             terms["curvature"] = cv
+        if w["stiffness"]:
+            limit = (2000.0 / c.stiffness_dt_fs) ** 2      # ps^-2
+            b = min(c.stiffness_batch, len(x))
+            st, info = stiffness(flow, x[:b], self.masses, limit, c.stiffness_iterations,
+                                 generator=self.data_generator, return_info=True)
+            entry["stiffness_dt_min_fs"] = info["dt_min_fs"]
+            entry["stiffness_over"] = info["n_over"]
+            if self.curvature_positions is not None:
+                jdx = torch.randint(len(self.curvature_positions), (b,), generator=self.data_generator)
+                sx, xinfo = stiffness(flow, self.curvature_positions[jdx], self.masses, limit,
+                                      c.stiffness_iterations, generator=self.data_generator, return_info=True)
+                st = 0.5 * (st + sx)
+                entry["stiffness_extra_dt_min_fs"] = xinfo["dt_min_fs"]
+                entry["stiffness_extra_over"] = xinfo["n_over"]
+            terms["stiffness"] = st
         if w["reverse_kl"]:
             rkl, info = reverse_kl(flow, self.target, c.reverse_kl_batch_size,
                                    generator=self.sample_generator, return_info=True)

@@ -448,6 +448,8 @@ def test_hot_frames_of_a_flow_keep_the_force_fields_numbers_and_list_failures(ru
         hot_frames(project, temperatures=[2000.0], ps=0.5, starts=1, interval_ps=0.25, dt_fs=25.0,
                    equilibration_ps=0.0, out=tmp_path / 'x.npz', progress=False)
     assert not (tmp_path / 'x.npz').exists()
+    with pytest.raises(FileNotFoundError, match='model file .*nothing.safetensors does not exist'):
+        hot_frames(project, model=tmp_path / 'nothing.safetensors', out=tmp_path / 'z.npz', progress=False)
     with pytest.raises(ValueError, match='temperatures must be finite and > 0'):
         hot_frames(project, temperatures=[-5.0], out=tmp_path / 'y.npz', progress=False)
 

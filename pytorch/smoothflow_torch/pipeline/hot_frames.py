@@ -82,6 +82,8 @@ def hot_frames(project, temperatures: Sequence[float] = (1000.0, 1500.0, 2000.0)
     if steps < 1 or n_per_run < 1:
         raise ValueError(f"interval_ps {interval_ps} must hold at least one step of {dt_fs} fs and ps {ps} at "
                          f"least one interval")
+    if model is not None and not Path(model).is_file():
+        raise FileNotFoundError(f"model file {model} does not exist")
     out = Path(out) if out else project.data_dir / "hot_frames.npz"
     train = pdata.load(Path(frames) if frames else project.frames_path, project.kT, project.n_atoms, "train")
     first = pdata.boltzmann_indices(train.weights, int(starts))
