@@ -13,8 +13,15 @@ being protected) begin at Boltzmann-spread training frames, draw velocities at t
 equilibrate, and save a frame every ``interval_ps``. Writes ``data/hot_frames.npz`` (positions
 nm, forces kJ/mol/nm and energies kJ/mol of the force field, temperature K, start index, time
 ps) and ``data/hot_frames.json`` (settings, per temperature the frames, the mean kinetic
-temperature and the longest bond over the longest in the training frames). These frames carry
-no Boltzmann weight at the project's temperature: they are places to look, never data to fit.
+temperature and the longest bond over the longest in the training frames, failed runs). These
+frames carry no Boltzmann weight at the project's temperature: they are places to look, never
+data to fit.
+
+With ``model`` a flow runs alone in place of the force field (on the force field's masses):
+the frames are where that flow itself goes when hot, each with the force field's energy and
+forces. A run that fails (non-finite numbers, an evaluation error, a kinetic temperature above 5
+times the bath) keeps its frames before the failure and is listed; the same screening measures
+how hot a flow runs at a given time step (docs/reliability.md section 5).
 """
 from __future__ import annotations
 
