@@ -33,7 +33,7 @@ def _without(c, *model_keys, top=("name", "_comment")):
 
 
 def test_every_config_is_a_valid_pipeline_config_named_for_its_runs():
-    assert sorted(p.stem for p in CONFIGS.glob("*.json")) == sorted(KINDS + ("tiny",))
+    assert sorted(p.stem for p in CONFIGS.glob("*.json")) == sorted(KINDS + ("tiny", "smooth_hot"))
     for kind in KINDS:
         assert [c["name"] for c in _stages(kind)] == [s.format(kind) for s in STAGES]
         for c in _stages(kind):
@@ -41,6 +41,19 @@ def test_every_config_is_a_valid_pipeline_config_named_for_its_runs():
             assert c["target"] == {"high_energy": 1000.0, "platform": "Reference"}
     (tiny,) = _stages("tiny")
     assert tiny["name"] == "tiny" and tiny["iterations"] == 4
+
+
+def test_the_hot_md_fine_tune_starts_from_the_shipped_smooth_flow_with_its_final_settings():
+    """configs/smooth_hot.json (not shipped; docs/reliability.md section 5): the shipped smooth
+    flow's final stage with the curvature bound added, then the stiffness bound at hot frames."""
+    from smoothflow_torch.pipeline.train import stages
+    first, second = stages(CONFIGS / "smooth_hot.json")
+    final = _stages("smooth")[-1]
+    assert first.model == {**final["model"], "init_from": "../../models/alanine_dipeptide/smooth.safetensors"}
+    assert first.weights["curvature"] == 10.0 and first.weights["stiffness"] == 0.0 and first.iterations == 2000
+    assert second.model["init_from"] == "runs/smooth_curvature/model.safetensors"
+    assert second.weights["stiffness"] == 30.0 and second.stiffness_dt_fs == 2.5
+    assert second.data["curvature_frames"] == ["data/hot_frames.npz", "data/hot_frames_smooth_curvature.npz"]
 
 
 @pytest.mark.parametrize("stage", range(3))
