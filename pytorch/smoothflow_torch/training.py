@@ -252,7 +252,7 @@ def alpha_divergence(flow, target: Callable[[torch.Tensor], torch.Tensor], n: in
 
 def tail_matching(flow, target: Callable[[torch.Tensor], torch.Tensor], positions: torch.Tensor,
                   cap: float = 20.0, generator: Optional[torch.Generator] = None,
-                  return_info: bool = False):
+                  return_info: bool = False, torsions: bool = False):
     """Energy-difference matching off the data (module docstring), in kT^2.
 
     Parameters
@@ -270,14 +270,20 @@ def tail_matching(flow, target: Callable[[torch.Tensor], torch.Tensor], position
     return_info : bool
         Also return ``{"n_invalid": pairs left out (non-finite target energy), "n_capped":
         pairs above the cap}``.
+    torsions : bool
+        Move torsions too (to a uniformly random value on the circle): the torsions that must
+        stay near one value (impropers, H-N-C-O, omega) then learn that leaving it costs what
+        the target says, which likelihood near the data never teaches.
     """
     if not cap > 0:
         raise ValueError(f"tail_matching cap must be > 0 kT, got {cap}")
     with torch.no_grad():
         u = flow.internal_coordinates(positions)
         B = u.shape[0]
-        d = torch.randint(flow.n_interval, (B,), generator=generator)
-        lo = 2 * flow.wall_margins()[d] if flow.support_policy == "wall" else 0.0
+        nI = flow.n_interval
+        d = torch.randint(u.shape[1] if torsions else nI, (B,), generator=generator)
+        margins = 2 * flow.wall_margins() if flow.support_policy == "wall" else torch.zeros(nI, dtype=u.dtype)
+        lo = torch.cat([margins.to(u.dtype), torch.zeros(u.shape[1] - nI, dtype=u.dtype)])[d]
         moved = u.clone()
         moved[torch.arange(B), d] = lo + (1 - 2 * lo) * torch.rand(B, generator=generator, dtype=u.dtype)
         x = flow.to_cartesian(torch.cat([u, moved]))
@@ -460,6 +466,7 @@ class TrainConfig:
     force_matching_noise: float = 0.0
     force_matching_from: int = 0
     tail_matching_cap: float = 20.0
+    tail_matching_torsions: bool = False
     curvature_limit: float = 5e4
     curvature_noise: float = 0.05
     curvature_extra_batch: int = 64
@@ -521,6 +528,8 @@ class TrainConfig:
             raise ValueError(f"force_matching_noise must be finite and >= 0 nm, got {self.force_matching_noise}")
         if not (self.tail_matching_cap > 0 and math.isfinite(self.tail_matching_cap)):
             raise ValueError(f"tail_matching_cap must be finite and > 0 kT, got {self.tail_matching_cap}")
+        if not isinstance(self.tail_matching_torsions, bool):
+            raise ValueError(f"tail_matching_torsions must be true or false, got {self.tail_matching_torsions!r}")
         if not (self.curvature_limit > 0 and math.isfinite(self.curvature_limit)):
             raise ValueError(f"curvature_limit must be finite and > 0 kJ/mol per u^2, got {self.curvature_limit}")
         if not (self.curvature_noise >= 0 and math.isfinite(self.curvature_noise)):
@@ -759,7 +768,8 @@ class Trainer:
             terms.update(data_terms)
         if w["tail_matching"]:
             tm, info = tail_matching(flow, self.target, x, c.tail_matching_cap,
-                                     generator=self.data_generator, return_info=True)
+                                     generator=self.data_generator, return_info=True,
+                                     torsions=c.tail_matching_torsions)
             terms["tail_matching"] = tm
             entry["tail_invalid"] = info["n_invalid"]
             entry["tail_capped"] = info["n_capped"]

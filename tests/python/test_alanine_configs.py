@@ -98,7 +98,7 @@ def test_shipped_model_was_trained_with_its_config(kind):
     completed = TrainConfig.from_dict(recorded).to_dict()
     assert set(completed) - set(recorded) <= {"alpha", "alpha_batch_size", "curvature_limit", "curvature_noise",
                                               "curvature_extra_batch", "stiffness_dt_fs", "stiffness_batch",
-                                              "stiffness_iterations"}
+                                              "stiffness_iterations", "tail_matching_torsions"}
     assert completed["weights"]["alpha_divergence"] == completed["weights"]["curvature"] == 0.0
     assert completed["weights"]["stiffness"] == 0.0
     # The angles' wall margin was given to the shipped file after training, with its edge forces

@@ -446,6 +446,49 @@ def test_tail_matching_known_answers(dataset):
         tail_matching(flow, _ScaledFlowEnergy(flow), x, cap=0.0)
 
 
+class _RecordingTarget(_ScaledFlowEnergy):
+    """Keeps the frames it was asked about."""
+
+    def reduced_energy(self, x, cut=False):
+        self.seen = x.detach().clone()
+        return super().reduced_energy(x, cut)
+
+
+def test_tail_matching_moves_torsions_only_when_asked(dataset):
+    """torsions=False (the default) moves one bond or angle per frame and never a torsion, and
+    draws exactly as before; torsions=True moves one coordinate of any kind, torsions among
+    them to anywhere on the circle, and the flow's own energy as target still gives zero loss."""
+    flow = make_flow()
+    flow.set_support("wall", margin=0.01)
+    x = dataset[0][:64]
+    nI = flow.n_interval
+    for torsions in (False, True):
+        t = _RecordingTarget(flow, shift=1.0)
+        loss = tail_matching(flow, t, x, cap=1e6, generator=torch.Generator().manual_seed(5), torsions=torsions)
+        assert loss.item() == pytest.approx(0.0, abs=1e-16)
+        with torch.no_grad():
+            u0 = flow.internal_coordinates(t.seen[:64])
+            u1 = flow.internal_coordinates(t.seen[64:])
+        delta = (u1 - u0).abs()
+        delta[:, nI:] = torch.minimum(delta[:, nI:], 1 - delta[:, nI:])     # torsions are periodic
+        moved = delta > 1e-9
+        assert bool((moved.sum(1) <= 1).all())        # one coordinate per frame (Z-matrix rebuild: exact)
+        if torsions:
+            assert int(moved[:, nI:].any(1).sum()) > 10          # 19 of 60 dims are torsions
+        else:
+            assert not bool(moved[:, nI:].any())
+    g = torch.Generator().manual_seed(5)
+    d_old = torch.randint(nI, (64,), generator=g)
+    t = _RecordingTarget(flow, shift=1.0)
+    tail_matching(flow, t, x, cap=1e6, generator=torch.Generator().manual_seed(5))
+    with torch.no_grad():
+        changed = ((flow.internal_coordinates(t.seen[64:]) - flow.internal_coordinates(t.seen[:64])).abs()
+                   [:, :nI] > 1e-9).float().argmax(1)
+    assert torch.equal(changed, d_old)              # the old stream of draws, unchanged
+    with pytest.raises(ValueError, match="tail_matching_torsions"):
+        small_config(tail_matching_torsions=1)
+
+
 def test_tail_matching_in_the_trainer_lowers_its_loss(tmp_path, target, dataset):
     """Trained on tail matching alone against the chain's force field, the flow's energy
     differences for moved bonds and angles move towards the force field's: the loss on a fixed

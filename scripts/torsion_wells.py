@@ -1,0 +1,63 @@
+#!/usr/bin/env python3
+"""How deep are a flow's wells along the torsions that must stay near one value? For alanine
+dipeptide's impropers and H-N-C-O torsions: the median over reference frames of the energy rise
+(kT) when one torsion is turned by 0.05, 0.1, 0.25 and 0.5 of a turn, for each model and for the
+force field (ff99SB-ILDN/OBC of the study project runs/alanine_dipeptide); docs/reliability.md
+section 5. Not run by the tests.
+
+    python scripts/torsion_wells.py models/alanine_dipeptide/smooth.safetensors [MODEL ...] [--frames 20]
+"""
+import argparse
+import os
+
+import numpy as np
+import torch
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+#: Z-matrix rows (studies/alanine_dipeptide/zmatrix.txt) whose torsion must stay near one value
+ROWS = ((3, "improper N-C-CH3-O (ACE)"), (7, "improper O-C-CA-N (ALA)"), (11, "H-N-C-O (ALA)"),
+        (12, "H-N-C-O (NME)"))
+TURNS = (0.05, 0.1, 0.25, 0.5)
+
+
+def main(argv=None):
+    import openmm
+    from smoothflow_torch.export import load_model
+    from smoothflow_torch.pipeline.project import Project
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("models", nargs="+")
+    ap.add_argument("--frames", type=int, default=20, help="first reference frames used (default %(default)s)")
+    a = ap.parse_args(argv)
+    torch.set_num_threads(1)
+    ref = np.load(os.path.join(ROOT, "data", "alanine_dipeptide", "obc.reference.npz"))["positions"][:a.frames]
+    ref = torch.tensor(ref.astype(float))
+    context = openmm.Context(Project(os.path.join(ROOT, "runs", "alanine_dipeptide")).system(),
+                             openmm.VerletIntegrator(0.001), openmm.Platform.getPlatformByName("Reference"))
+
+    def ff(x):
+        context.setPositions(np.asarray(x))
+        return context.getState(getEnergy=True).getPotentialEnergy()._value
+
+    print("| torsion | model | rise in kT at " + " / ".join(f"{t:g}" for t in TURNS) + " of a turn | force field |")
+    print("|---|---|---|---|")
+    for m in a.models:
+        flow = load_model(m)
+        with torch.no_grad():
+            u, e0 = flow.internal_coordinates(ref), flow.energy(ref).numpy()
+        for row, name in ROWS:
+            d = flow.n_interval + row - 3
+            rise, rise_ff = [], []
+            for turn in TURNS:
+                v = u.clone()
+                v[:, d] = torch.remainder(v[:, d] + turn, 1.0)
+                with torch.no_grad():
+                    x = flow.to_cartesian(v)
+                    e = flow.energy(x).numpy()
+                rise.append(np.median(e - e0) / flow.kT)
+                rise_ff.append(np.median([ff(x[i].numpy()) - ff(ref[i].numpy()) for i in range(len(x))]) / flow.kT)
+            print(f"| {name} | {os.path.relpath(m, ROOT)} | " + " / ".join(f"{r:.1f}" for r in rise) + " | "
+                  + " / ".join(f"{r:.0f}" for r in rise_ff) + " |", flush=True)
+
+
+if __name__ == "__main__":
+    main()
