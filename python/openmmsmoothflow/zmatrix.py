@@ -18,7 +18,8 @@ from collections import deque
 import numpy as np
 from openmm import unit
 
-__all__ = ['buildZMatrix', 'backboneTorsions', 'torsionDimension', 'describeZMatrix', 'LINEAR_ANGLE_DEGREES']
+__all__ = ['buildZMatrix', 'backboneTorsions', 'torsionDimension', 'describeZMatrix', 'unguardedTorsions',
+           'LINEAR_ANGLE_DEGREES']
 
 #: An angle above this (degrees) in the given positions makes a Z-matrix angle or
 #: torsion ill-defined (a linear group such as a nitrile or an alkyne).
@@ -435,6 +436,28 @@ def torsionDimension(zmatrix, dihedral):
         if t == quad or t == quad[::-1]:
             return 2 * n - 3 + r - 3
     raise ValueError(f"the dihedral {quad} is not a single torsion of this Z-matrix")
+
+
+def unguardedTorsions(zmatrix):
+    """The rows whose torsion a-j-k-l can turn singular without any Z-matrix angle noticing.
+
+    A torsion is undefined when its reference atoms j, k, l are collinear, and its Cartesian
+    derivatives grow as 1 / sin of the angle there.  That is guarded when j-k-l (at k) or k-j-l
+    (at j) is itself an angle of the Z-matrix: the flow then models it and the wall's angle
+    margin keeps it from 0 and 180 degrees.  A torsion referenced to an implied angle, e.g. an
+    amide H placed by H-N-C-O where N-C-O follows from other rows, is not: a flow that lets the
+    implied angle collapse (an amide folding) makes the torsion swing by tens of degrees in one
+    step (docs/reliability.md section 5).  Returns the 0-based row indices.  buildZMatrix
+    makes them only inside rings (an implied ring angle, closed by a bond the Z-matrix does not
+    hold), never for an amide hydrogen, a carbonyl or a chain.
+    """
+    z = np.asarray(zmatrix, dtype=np.int64)
+    angles = set()
+    for a, j, k, _ in z.tolist():
+        if k >= 0:
+            angles.update({(a, j, k), (k, j, a)})
+    return [r for r, (a, j, k, l) in enumerate(z.tolist())
+            if l >= 0 and (j, k, l) not in angles and (k, j, l) not in angles]
 
 
 def describeZMatrix(zmatrix, topology, atoms=None):

@@ -31,6 +31,13 @@ def project(tmp_path_factory):
                             zmatrix=STUDY / 'zmatrix.txt', name='alanine dipeptide')
 
 
+def test_the_hand_written_zmatrix_is_warned_about_its_two_amide_hydrogens(tmp_path):
+    """prepare names the two rows whose torsion rests on the implied N-C-O angle
+    (openmmsmoothflow.zmatrix.unguardedTorsions; docs/reliability.md section 5)."""
+    with pytest.warns(UserWarning, match=r"row 11: ALA2:H-ALA2:N-ACE1:C-ACE1:O; row 12: NME3:H-NME3:N-ALA2:C-ALA2:O\)"):
+        pipeline.prepare(STUDY / 'alanine_dipeptide.pdb', tmp_path / 'p', zmatrix=STUDY / 'zmatrix.txt')
+
+
 def _documented():
     """The shipped models' recorded results (artifacts.json, written by the study's evaluation)."""
     manifest = json.loads((REPO / 'artifacts.json').read_text())

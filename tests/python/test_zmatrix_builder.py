@@ -192,6 +192,62 @@ def test_rows_are_bonded_chains(mol):
     check_rows(mol, mol.build())
 
 
+def ring_atoms(mol):
+    """Atoms with a bond whose removal leaves its two ends connected (members of a ring)."""
+    adj = {i: set() for i in range(mol.n)}
+    for b in mol.bonds:
+        u, v = tuple(b)
+        adj[u].add(v)
+        adj[v].add(u)
+    out = set()
+    for b in mol.bonds:
+        u, v = tuple(b)
+        seen, todo = {u}, [u]
+        while todo:
+            w = todo.pop()
+            for n in adj[w]:
+                if n not in seen and {w, n} != {u, v}:
+                    seen.add(n)
+                    todo.append(n)
+        if v in seen:
+            out |= {u, v}
+    return out
+
+
+@pytest.mark.parametrize('mol', MOLECULES, ids=IDS)
+def test_torsions_rest_on_zmatrix_angles_except_at_ring_closures(mol):
+    """A torsion whose reference triple j-k-l is no Z-matrix angle (unguardedTorsions) turns
+    singular if that implied angle collapses (docs/reliability.md section 5). The builder makes
+    them only inside rings, where the implied angle is a ring angle closed by a bond the
+    Z-matrix does not hold (HIS, PHE, TYR, TRP, PRO, phenylethanol): never for an amide H, a
+    carbonyl or a chain. Checked directly on the triples, then against unguardedTorsions."""
+    Z = mol.build()
+    angles = {tuple(r[:3]) for r in Z.tolist() if r[2] >= 0}
+    angles |= {(c, b, a) for a, b, c in angles}
+    rings = ring_atoms(mol)
+    mine = [r for r, (a, j, k, l) in enumerate(Z.tolist())
+            if l >= 0 and (j, k, l) not in angles and (k, j, l) not in angles]
+    assert zb.unguardedTorsions(Z) == mine
+    for r in mine:
+        assert set(Z[r, 1:].tolist()) <= rings, (r, [mol.label(i) for i in Z[r]])
+
+
+def test_unguarded_torsions_of_the_hand_written_alanine_zmatrix():
+    """The study's hand-written Z-matrix places both amide hydrogens by H-N-C-O, whose N-C-O
+    angle no row models: exactly those two rows are reported, and their fix (H-N-C-CH3,
+    H-N-C-CA) is not; a row guarded only at j (an improper about j) is accepted."""
+    zmatrix = pytest.importorskip('alanine_dipeptide.zmatrix')
+    H = np.array(zmatrix.ZMATRIX)
+    rows = zb.unguardedTorsions(H)
+    assert rows == [11, 12] and H[11].tolist() == [7, 6, 4, 5] and H[12].tolist() == [17, 16, 14, 15]
+    fixed = H.copy()
+    fixed[11, 3], fixed[12, 3] = 1, 8
+    assert zb.unguardedTorsions(fixed) == []
+    # [a, j, k, l] with (k, j, l) an angle only: an improper about j, guarded at j
+    assert zb.unguardedTorsions([[0, -1, -1, -1], [1, 0, -1, -1], [2, 1, 0, -1], [3, 1, 0, 2]]) == []
+    assert zb.unguardedTorsions([[0, -1, -1, -1], [1, 0, -1, -1], [2, 0, 1, -1], [3, 2, 1, 0]]) == [3]
+
+
 @pytest.mark.parametrize('mol', MOLECULES, ids=IDS)
 def test_skeleton_first(mol):
     """The heavy atoms are placed before the hydrogens (where the heavy atoms are connected

@@ -241,6 +241,22 @@ def read_zmatrix(zmatrix, topology) -> np.ndarray:
     return z
 
 
+def warn_unguarded_torsions(zmatrix, topology) -> list:
+    """Warn, naming the atoms, about torsions built on an implied angle
+    (openmmsmoothflow.zmatrix.unguardedTorsions); returns their rows."""
+    import warnings
+    from openmmsmoothflow.zmatrix import unguardedTorsions
+    rows = unguardedTorsions(zmatrix)
+    if rows:
+        atoms = list(topology.atoms())
+        label = lambda i: f"{atoms[i].residue.name}{atoms[i].residue.id}:{atoms[i].name}"
+        listed = "; ".join(f"row {r}: {'-'.join(label(int(i)) for i in zmatrix[r])}" for r in rows)
+        warnings.warn(f"the Z-matrix has torsions whose reference angle (j-k-l) is no Z-matrix angle, so nothing "
+                      f"keeps it from 0 or 180 degrees, where the torsion turns singular ({listed}); choose l so "
+                      f"that j-k-l is the angle of j's own row (the builder does)", stacklevel=3)
+    return rows
+
+
 def _read_structure(path: Path):
     import openmm.app as app
     if path.suffix.lower() in (".cif", ".pdbx"):
@@ -313,6 +329,7 @@ def prepare(structure, project, forcefield: Sequence[str] = DEFAULT_FORCEFIELD,
         hint = "" if add_hydrogens else " (missing hydrogens? rerun with --add-hydrogens)"
         raise ValueError(f"the force field {forcefield} cannot parameterize {structure}{hint}: {e}") from None
     zmatrix = buildZMatrix(topology, positions) if zmatrix is None else read_zmatrix(zmatrix, topology)
+    warn_unguarded_torsions(zmatrix, topology)
     out.mkdir(parents=True, exist_ok=True)
     with open(out / "topology.pdb", "w") as f:
         app.PDBFile.writeFile(topology, positions, f, keepIds=True)
