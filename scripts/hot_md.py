@@ -13,7 +13,9 @@ the mean kinetic temperature over the run and over each tenth (3N = 66 degrees o
 constraints and no centre-of-mass motion remover, so a Langevin bath thermalizes all of them),
 the largest bond length relative to the largest seen in the reference frames, the largest
 excursion of a bond beyond its reference range (in units of that range's width), the smallest and
-largest Z-matrix angle reached (sampled every 100 fs), the wall count
+largest Z-matrix angle reached (sampled every 100 fs), how close the implied angles that
+torsions rest on come to 0 or 180 degrees (openmmsmoothflow.zmatrix.unguardedTorsions: an amide
+that folds makes them singular), the wall count
 (coordinate evaluations the clamp moved, summed over the run), and failures (an evaluation
 error, a non-finite energy, or a kinetic temperature above 5 times the bath). The issue's
 criteria: mean kinetic temperature within 10 % of the bath, no bond beyond 1.5 times its
@@ -95,6 +97,12 @@ def run_temperature(model: Path, temperature: float, ps: float, dt_fs: float, nv
     # the angles' extremes: their wall zone is near 0 and 180 degrees, where the internal
     # coordinates are singular (docs/reliability.md section 5)
     angle_lo, angle_hi = 180.0, 0.0
+    # torsions resting on an implied angle (openmmsmoothflow.zmatrix.unguardedTorsions): how
+    # close that angle comes to 0 or 180 degrees, where the torsion turns singular
+    from openmmsmoothflow.zmatrix import unguardedTorsions
+    implied_rows = unguardedTorsions(zmatrix)
+    implied = [tuple(int(v) for v in zmatrix[r, 1:]) for r in implied_rows]
+    implied_closest, implied_row = 90.0, None
     worst_bond = None
     start = time.time()
     for s in range(n_samples):
@@ -111,6 +119,11 @@ def run_temperature(model: Path, temperature: float, ps: float, dt_fs: float, nv
         pos = st.getPositions(asNumpy=True).value_in_unit(unit.nanometer)
         b, ang = bonds_and_angles(pos, zmatrix)
         angle_lo, angle_hi = min(angle_lo, float(ang.min())), max(angle_hi, float(ang.max()))
+        for (j, k, l), r in zip(implied, implied_rows):
+            v1, v2 = pos[j] - pos[k], pos[l] - pos[k]
+            a = float(np.degrees(np.arccos(np.clip(v1 @ v2 / np.linalg.norm(v1) / np.linalg.norm(v2), -1, 1))))
+            if min(a, 180 - a) < implied_closest:
+                implied_closest, implied_row = min(a, 180 - a), r
         ratio = b / ref_max
         exc = np.maximum(b - ref_max, ref_min - b) / ref_width
         if ratio.max() > worst_ratio:
@@ -132,6 +145,8 @@ def run_temperature(model: Path, temperature: float, ps: float, dt_fs: float, nv
               "max_bond_ratio_row": None if worst_bond is None else worst_bond + 1,
               "max_bond_excursion_widths": worst_excursion, "angle_range_deg": [angle_lo, angle_hi],
               "wall_count": wall_count,
+              "implied_angle_closest_to_linear_deg": implied_closest if implied else None,
+              "implied_angle_row": implied_row,
               "langevin_seconds": time.time() - start}
     if failure is None and nve_ps > 0:
         result["nve"] = nve_check(system, context, nve_ps, nve_dt_fs, platform, dof)
@@ -184,8 +199,8 @@ def report(meta: dict, results: list, out: Path) -> None:
              + f"; platform {meta['openmm_platform']}; Langevin (middle) at {meta['dt_fs']} fs, friction 1/ps, "
              f"seed {meta['seed']}.", "",
              "| bath | ran | failure | T_kin mean (sd) | T_kin worst tenth | within 10 % | max bond / ref max "
-             "| bond excursion (ref widths) | angles reached | wall count | NVE check |",
-             "|---|---|---|---|---|---|---|---|---|---|---|"]
+             "| bond excursion (ref widths) | angles reached | implied angle nearest 0/180 (row) | wall count | NVE check |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in results:
         f = "none" if r["failure"] is None else f"at {r['failure']['time_ps']:.3f} ps: {r['failure']['reason']}"
         T = r["temperature_k"]
@@ -200,7 +215,10 @@ def report(meta: dict, results: list, out: Path) -> None:
         lines.append(f"| {T:.0f} K | {r['ps_run']:.2f} ps | {f} | {r['t_kin_mean_k']:.0f} ({r['t_kin_std_k']:.0f}) K "
                      f"| {worst:.0f} K | {'yes' if ok else 'no'} | {r['max_bond_ratio']:.3f} (row "
                      f"{r['max_bond_ratio_row']}) | {r['max_bond_excursion_widths']:.2f} | "
-                     f"{r['angle_range_deg'][0]:.0f}-{r['angle_range_deg'][1]:.0f} deg | {r['wall_count']} "
+                     f"{r['angle_range_deg'][0]:.0f}-{r['angle_range_deg'][1]:.0f} deg | "
+                     + ("-" if r.get("implied_angle_closest_to_linear_deg") is None else
+                        f"{r['implied_angle_closest_to_linear_deg']:.1f} deg (row {r['implied_angle_row']})")
+                     + f" | {r['wall_count']} "
                      f"| {nve_text} |")
     (out / "hot_md.md").write_text("\n".join(lines) + "\n")
 
