@@ -24,20 +24,16 @@ sys.path.insert(0, os.path.join(ROOT, "scripts"))
 
 
 class ForceField:
-    """The study project's force field with the C core's evaluate() interface."""
+    """The study project's force field with the C core's evaluate() interface (modes() needs it)."""
 
     def __init__(self, project):
-        import openmm
+        from smoothflow_torch.openmm_bridge import OpenMMEnergy
         from smoothflow_torch.pipeline.project import Project
-        self.context = openmm.Context(Project(project).system(), openmm.VerletIntegrator(0.001),
-                                      openmm.Platform.getPlatformByName("Reference"))
+        self.bridge = OpenMMEnergy(Project(project).system())
 
     def evaluate(self, x):
-        import openmm.unit as unit
-        self.context.setPositions(x[0])
-        s = self.context.getState(getEnergy=True, getForces=True)
-        return (s.getPotentialEnergy().value_in_unit(unit.kilojoule_per_mole),
-                s.getForces(asNumpy=True).value_in_unit(unit.kilojoule_per_mole / unit.nanometer)[None])
+        energies, forces, _ = self.bridge.evaluate(x)
+        return energies[0], forces
 
 
 def main(argv=None):
@@ -45,7 +41,8 @@ def main(argv=None):
     from smoothflow_core import CoreModel
     from smoothflow_torch import provenance
     from smoothflow_torch.export import load_model, model_to_bytes
-    from wall_curvature import element_mass, modes
+    from smoothflow_torch.training import element_masses
+    from wall_curvature import modes
 
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("frames", help="a hot-frames file (positions, temperature)")
@@ -60,7 +57,7 @@ def main(argv=None):
     models = [m for m in a.potentials if m != "ff"]
     if not models:
         p.error("give at least one model: its atoms give the masses")
-    masses = np.array([element_mass(at["element"]) for at in load_model(models[0]).atoms])
+    masses = element_masses(load_model(models[0]).atoms).numpy()
     rng = np.random.default_rng(a.seed)
     rows = []
     for T in sorted(set(d["temperature"].tolist())):

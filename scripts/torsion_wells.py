@@ -21,8 +21,8 @@ TURNS = (0.05, 0.1, 0.25, 0.5)
 
 
 def main(argv=None):
-    import openmm
     from smoothflow_torch.export import load_model
+    from smoothflow_torch.openmm_bridge import OpenMMEnergy
     from smoothflow_torch.pipeline.project import Project
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("models", nargs="+")
@@ -31,12 +31,8 @@ def main(argv=None):
     torch.set_num_threads(1)
     ref = np.load(os.path.join(ROOT, "data", "alanine_dipeptide", "obc.reference.npz"))["positions"][:a.frames]
     ref = torch.tensor(ref.astype(float))
-    context = openmm.Context(Project(os.path.join(ROOT, "runs", "alanine_dipeptide")).system(),
-                             openmm.VerletIntegrator(0.001), openmm.Platform.getPlatformByName("Reference"))
-
-    def ff(x):
-        context.setPositions(np.asarray(x))
-        return context.getState(getEnergy=True).getPotentialEnergy()._value
+    bridge = OpenMMEnergy(Project(os.path.join(ROOT, "runs", "alanine_dipeptide")).system())
+    ff = lambda x: bridge.evaluate(np.asarray(x))[0]       # kJ/mol per frame
 
     print("| torsion | model | rise in kT at " + " / ".join(f"{t:g}" for t in TURNS) + " of a turn | force field |")
     print("|---|---|---|---|")
@@ -54,7 +50,7 @@ def main(argv=None):
                     x = flow.to_cartesian(v)
                     e = flow.energy(x).numpy()
                 rise.append(np.median(e - e0) / flow.kT)
-                rise_ff.append(np.median([ff(x[i].numpy()) - ff(ref[i].numpy()) for i in range(len(x))]) / flow.kT)
+                rise_ff.append(np.median(ff(x.numpy()) - ff(ref.numpy())) / flow.kT)
             print(f"| {name} | {os.path.relpath(m, ROOT)} | " + " / ".join(f"{r:.1f}" for r in rise) + " | "
                   + " / ".join(f"{r:.0f}" for r in rise_ff) + " |", flush=True)
 

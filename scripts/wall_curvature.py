@@ -33,13 +33,6 @@ import torch
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-def element_mass(symbol: str) -> float:
-    """Atomic mass (dalton) from OpenMM's element table."""
-    from openmm import unit
-    from openmm.app import element
-    return element.get_by_symbol(symbol).mass.value_in_unit(unit.dalton)
-
-
 def hessian(core, x, h=1e-6):
     """The energy's Hessian at x (N, 3) by central differences of the core's forces (kJ/mol/nm^2)."""
     n = x.size
@@ -112,6 +105,7 @@ def main(argv=None):
     from smoothflow_torch import provenance
     from smoothflow_torch.edge_force import edge_forces
     from smoothflow_torch.export import load_model, model_to_bytes
+    from smoothflow_torch.training import element_masses
 
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("model", nargs="?", default=os.path.join(ROOT, "models", "alanine_dipeptide", "smooth.safetensors"))
@@ -129,7 +123,7 @@ def main(argv=None):
         p.error(f"{a.model} has the 'error' policy: no wall to measure")
     if flow.atoms is None:
         p.error(f"{a.model} names no atoms: their masses are needed")
-    masses = np.array([element_mass(at["element"]) for at in flow.atoms])
+    masses = element_masses(flow.atoms).numpy()
     with torch.no_grad():
         u_frames = flow.sample_u(a.samples, generator=torch.Generator().manual_seed(a.seed))[0]
     if a.angle_margin is not None:      # the edge forces belong to the edges: drop them, measure anew

@@ -33,9 +33,7 @@ from typing import Optional, Sequence
 import numpy as np
 
 from . import data as pdata
-from .project import Project
-
-BOLTZMANN = 0.00831446261815324    # kJ/mol/K
+from .project import MOLAR_GAS_CONSTANT, Project
 
 
 def _bond_pairs(topology) -> np.ndarray:
@@ -98,13 +96,12 @@ def hot_frames(project, temperatures: Sequence[float] = (1000.0, 1500.0, 2000.0)
     data_longest = longest_bonds(train.positions, pairs).max(axis=0)
 
     system = project.system()
-    masses = np.array([system.getParticleMass(i).value_in_unit(unit.dalton) for i in range(system.getNumParticles())])
-    n_dof = 3 * len(masses)     # no constraints, no centre-of-mass remover: the bath heats all of them
+    n_dof = 3 * system.getNumParticles()    # no constraints, no centre-of-mass remover: the bath heats all of them
     saved = {k: [] for k in ("positions", "forces", "energies", "temperature", "start", "time_ps")}
     per_t, failures = [], []
-    if model is not None:
-        ff_context = openmm.Context(project.system(), openmm.VerletIntegrator(0.001),
-                                    openmm.Platform.getPlatformByName("Reference"))
+    if model is not None:       # the flow's frames get the force field's energies and forces
+        from ..openmm_bridge import OpenMMEnergy
+        force_field = OpenMMEnergy(system)
     bar = None
     if progress:
         from tqdm.auto import tqdm
@@ -114,12 +111,11 @@ def hot_frames(project, temperatures: Sequence[float] = (1000.0, 1500.0, 2000.0)
         kinetic = []
         for s, i in enumerate(first):
             run_seed = seed + 1000 * it + s
-            if model is not None:
-                system = flow_system(project, model, train.positions[i])
+            run_system = system if model is None else flow_system(project, model, train.positions[i])
             integrator = openmm.LangevinMiddleIntegrator(T * unit.kelvin, friction / unit.picosecond,
                                                          dt_fs * unit.femtoseconds)
             integrator.setRandomNumberSeed(run_seed)
-            context = openmm.Context(system, integrator, openmm.Platform.getPlatformByName(platform))
+            context = openmm.Context(run_system, integrator, openmm.Platform.getPlatformByName(platform))
             context.setPositions(train.positions[i] * unit.nanometer)
             context.setVelocitiesToTemperature(T * unit.kelvin, run_seed)
             done, why = 0, None
@@ -131,16 +127,14 @@ def hot_frames(project, temperatures: Sequence[float] = (1000.0, 1500.0, 2000.0)
                     e = st.getPotentialEnergy().value_in_unit(unit.kilojoule_per_mole)
                     ke = st.getKineticEnergy().value_in_unit(unit.kilojoule_per_mole)
                     f = st.getForces(asNumpy=True).value_in_unit(unit.kilojoule_per_mole / unit.nanometer)
-                    t_kin = 2 * ke / (n_dof * BOLTZMANN)
+                    t_kin = 2 * ke / (n_dof * MOLAR_GAS_CONSTANT)
                     if not (np.isfinite(e) and np.isfinite(ke) and np.all(np.isfinite(f))) or t_kin > 5 * T:
                         why = f"kinetic temperature {t_kin:.4g} K, potential energy {e:.4g} kJ/mol"
                         break
                     x = st.getPositions(asNumpy=True).value_in_unit(unit.nanometer)
-                    if model is not None:     # the frame's force-field energy and forces
-                        ff_context.setPositions(x * unit.nanometer)
-                        ff = ff_context.getState(getEnergy=True, getForces=True)
-                        e = ff.getPotentialEnergy().value_in_unit(unit.kilojoule_per_mole)
-                        f = ff.getForces(asNumpy=True).value_in_unit(unit.kilojoule_per_mole / unit.nanometer)
+                    if model is not None:
+                        energies, forces, _ = force_field.evaluate(x)
+                        e, f = energies[0], forces[0]
                     saved["positions"].append(x)
                     saved["forces"].append(f)
                     saved["energies"].append(e)
