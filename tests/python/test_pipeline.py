@@ -656,3 +656,42 @@ def test_init_from_keeps_the_start_models_prior_when_the_data_differ(run):
     x = torch.from_numpy(load(project.frames_path, project.kT, 20, 'test').positions[:6])
     assert torch.equal(flow.energy(x), start.energy(x))
     assert flow.prior == start.prior
+
+
+def test_export_checkpoint_writes_the_stage_in_progress_as_the_run_would_have_exported_it(run, tmp_path):
+    """`smoothflow train --export-checkpoint`: a stage stopped at step 2 of 4, exported, is the flow
+    that a 2-step run of the same stage exports (constant learning rate, so the first two updates
+    are the same), marked unfinished; refusals when there is nothing to export."""
+    import torch
+    from smoothflow_torch import load_model
+    from smoothflow_torch.pipeline.cli import main
+    from smoothflow_torch.pipeline import Project
+    from smoothflow_torch.pipeline.data import load
+    project = tmp_path / 'serine'
+    shutil.copytree(run['project'], project, ignore=shutil.ignore_patterns('runs', 'evaluation', 'md'))
+    stage = {**CONFIG['stages'][0], 'iterations': 4, 'lr_schedule': 'constant', 'eval_every': 0,
+             'eval_samples': 0}
+    paused, short = {**stage, 'name': 'paused'}, {**stage, 'name': 'short', 'iterations': 2}
+    (tmp_path / 'paused.json').write_text(json.dumps(paused))
+    (tmp_path / 'short.json').write_text(json.dumps(short))
+    assert main(['train', str(project), str(tmp_path / 'paused.json'), '--export-checkpoint',
+                 str(tmp_path / 'x.safetensors')]) == 2          # no checkpoint yet
+    _cli('train', project, tmp_path / 'paused.json', '--stop-at', '2', '--no-progress')
+    interim = tmp_path / 'interim.safetensors'
+    _cli('train', project, tmp_path / 'paused.json', '--export-checkpoint', interim)
+    _cli('train', project, tmp_path / 'short.json', '--no-progress')
+    from smoothflow_torch.export import read_model_bytes
+    meta = json.loads(read_model_bytes(interim.read_bytes())[1]['training'])
+    assert meta['completed'] is False and meta['steps'] == 2 and meta['name'] == 'paused'
+    _cli('train', project, tmp_path / 'paused.json', '--no-progress')      # on to step 4
+    p = Project(project)
+    x = torch.from_numpy(load(p.frames_path, p.kT, 20, 'test').positions[:8])
+    with torch.no_grad():
+        e_interim = load_model(interim).energy(x)
+        e_short = load_model(project / 'runs' / 'short' / 'model.safetensors').energy(x)
+        e_final = load_model(project / 'runs' / 'paused' / 'model.safetensors').energy(x)
+    assert torch.allclose(e_interim, e_short, rtol=0, atol=1e-9)
+    assert (e_interim - e_final).abs().max() > 1e-6     # step 2 is not step 4
+    assert main(['train', str(project), str(tmp_path / 'short.json'), '--export-checkpoint',
+                 str(tmp_path / 'y.safetensors')]) == 2          # every stage finished
+    assert not (tmp_path / 'x.safetensors').exists() and not (tmp_path / 'y.safetensors').exists()

@@ -17,9 +17,9 @@ statistics), evaluate, md (energy conservation), cli.
 """
 from .project import Project, prepare
 from .simulate import simulate
-from .train import train, default_config
+from .train import train, default_config, export_checkpoint
 from .evaluate import evaluate
 from .md import md
 from .hot_frames import hot_frames
 
-__all__ = ["Project", "prepare", "simulate", "hot_frames", "train", "default_config", "evaluate", "md"]
+__all__ = ["Project", "prepare", "simulate", "hot_frames", "train", "default_config", "export_checkpoint", "evaluate", "md"]

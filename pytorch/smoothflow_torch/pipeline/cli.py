@@ -55,6 +55,8 @@ from the previous stage's settings and model. Each stage writes PROJECT/runs/<na
 checkpoints, model.safetensors, summary.json); a rerun resumes from the newest checkpoint and
 skips finished stages. The last stage's flow is copied to PROJECT/model.safetensors, the file
 that openmmsmoothflow.addSmoothFlowForce and openmm-ml's MLPotential('smoothflow') load.
+While a training runs (or after it was stopped), --export-checkpoint MODEL writes the stage in
+progress as of its newest checkpoint to MODEL, marked unfinished, without training.
 """,
     "hot-frames": """\
 For each temperature, --starts Langevin runs with the force field (its own masses, friction
@@ -144,6 +146,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--max-minutes", type=float, help="stop (checkpointed) after this long")
     p.add_argument("--threads", type=int, help="torch threads")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--export-checkpoint", metavar="MODEL",
+                   help="train nothing: write the newest checkpoint of the stage in progress as an interim model "
+                        "file MODEL (to run or evaluate a training before it finishes)")
 
     p = add("hot-frames", "force-field frames at 1000-2000 K for the curvature bound in training")
     p.add_argument("project", help="the project folder (made by prepare)")
@@ -197,6 +202,7 @@ def main(argv=None):
     args = _parser().parse_args(argv)
     from . import evaluate, md, prepare, simulate, train
     from .hot_frames import hot_frames
+    from .train import export_checkpoint
     try:
         if args.command == "prepare":
             project = prepare(args.structure, args.project, forcefield=args.forcefield, temperature=args.temperature,
@@ -212,6 +218,8 @@ def main(argv=None):
                                checkpoint_ps=args.checkpoint_ps, platform=args.platform, jobs=args.jobs,
                                restart=args.restart, progress=not args.no_progress)
             print(json.dumps({k: v for k, v in summary.items() if k != "settings"}, indent=1))
+        elif args.command == "train" and args.export_checkpoint:
+            export_checkpoint(args.project, args.config, args.export_checkpoint)
         elif args.command == "train":
             summaries = train(args.project, args.config, iterations=args.iterations, restart=args.restart,
                               stop_at=args.stop_at, max_minutes=args.max_minutes, threads=args.threads,

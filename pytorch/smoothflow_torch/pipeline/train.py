@@ -20,6 +20,8 @@ Each stage runs in ``runs/<name>/`` (``config.json``, ``log.jsonl``, ``checkpoin
 ``model.safetensors``, ``summary.json``; smoothflow_torch.training.Trainer). A rerun resumes
 every unfinished stage from its newest checkpoint and skips finished ones; ``restart`` starts
 over. The last stage's model is copied to ``model.safetensors`` in the project folder.
+:func:`export_checkpoint` writes the stage in progress, as of its newest checkpoint, as an
+interim model (to run or evaluate a training that has not finished).
 """
 from __future__ import annotations
 
@@ -224,3 +226,35 @@ def train(project, config=None, iterations: Optional[int] = None, restart: bool 
     if not project.model_path.exists() or project.model_path.read_bytes() != final.read_bytes():
         shutil.copyfile(final, project.model_path)
     return summaries
+
+
+def export_checkpoint(project, config=None, out=None, log=sys.stderr) -> Path:
+    """Write the newest checkpoint of the first unfinished stage of ``config`` (default the
+    project's ``train.json``) as an interim model file ``out`` (default
+    ``runs/<stage>/interim.safetensors``), without training. The file is what the stage would
+    export at that step (wall edge forces included), its ``training`` metadata marked
+    ``"completed": false`` with the step. Refused when every stage has finished (the model is
+    then ``runs/<last>/model.safetensors``) or the stage in progress has no checkpoint yet."""
+    project = project if isinstance(project, Project) else Project(project)
+    runs = stages(config if isinstance(config, dict) else Path(config) if config else project.path / "train.json")
+    for cfg in runs:
+        run_dir = project.path / "runs" / cfg.name
+        summary = run_dir / "summary.json"
+        if summary.exists() and (run_dir / "model.safetensors").exists():
+            done = json.loads(summary.read_text())
+            if done.get("completed") and done.get("steps") == cfg.iterations:
+                continue
+        checkpoints = sorted((run_dir / "checkpoints").glob("step_*.pt"))
+        if not checkpoints:
+            raise FileNotFoundError(f"stage {cfg.name} has no checkpoint yet in {run_dir / 'checkpoints'}: "
+                                    f"nothing to export")
+        cfg.progress = False
+        trainer = setup(project, cfg)
+        trainer.load_checkpoint(checkpoints[-1])
+        path = Path(out) if out else run_dir / "interim.safetensors"
+        trainer.export(path, completed=False)
+        if log:
+            print(f"{cfg.name}: step {trainer.step} of {cfg.iterations} ({checkpoints[-1].name}) written to {path}",
+                  file=log)
+        return path
+    raise ValueError(f"every stage has finished: the model is runs/{runs[-1].name}/model.safetensors")
