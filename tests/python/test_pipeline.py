@@ -695,3 +695,57 @@ def test_export_checkpoint_writes_the_stage_in_progress_as_the_run_would_have_ex
     assert main(['train', str(project), str(tmp_path / 'short.json'), '--export-checkpoint',
                  str(tmp_path / 'y.safetensors')]) == 2          # every stage finished
     assert not (tmp_path / 'x.safetensors').exists() and not (tmp_path / 'y.safetensors').exists()
+
+
+def test_hot_md_reports_the_runs_kinetic_temperature_and_failures(run, tmp_path):
+    """smoothflow hot-md: the kinetic temperature it reports is that of an independent Langevin run
+    of the same flow, seed and start (3N degrees of freedom, sampled every 100 fs); a time step far
+    too long is a failed run that does not hold; bad input is refused."""
+    import openmm
+    import openmm.unit as unit
+    import openmmsmoothflow
+    from smoothflow_torch.pipeline import Project
+    from smoothflow_torch.pipeline.cli import main
+    from smoothflow_torch.pipeline.data import load
+    from smoothflow_torch.pipeline.hot_md import hot_md, repartition_hydrogen_mass
+    project = Project(run['project'])
+    model = run['project'] / 'model.safetensors'
+    out = tmp_path / 'hot'
+    _cli('hot-md', project.path, model, '--temperatures', '400', '--seeds', '3', '--ps', '1', '--dt-fs', '0.5',
+         '--nve-ps', '0.05', '--start', '2', '--out', out)
+    r = json.loads((out / 'hot_md.json').read_text())['results'][0]
+    assert r['failure'] is None and r['ps_run'] == pytest.approx(1.0) and len(r['t_kin_tenths_k']) == 10
+    assert r['nve']['failure'] is None and r['nve']['ps'] == pytest.approx(0.05)
+    # the oracle: the same run built here from openmmsmoothflow and OpenMM alone
+    x0 = load(project.frames_path, project.kT, 20, 'test').positions[2]
+    ff = project.system()
+    system = openmm.System()
+    for i in range(ff.getNumParticles()):
+        system.addParticle(ff.getParticleMass(i))
+    openmmsmoothflow.addSmoothFlowForce(system, project.topology(), str(model), positions=x0)
+    integrator = openmm.LangevinMiddleIntegrator(400 * unit.kelvin, 1 / unit.picosecond, 0.5 * unit.femtoseconds)
+    integrator.setRandomNumberSeed(3)
+    context = openmm.Context(system, integrator, openmm.Platform.getPlatformByName('Reference'))
+    context.setPositions(x0)
+    context.setVelocitiesToTemperature(400 * unit.kelvin, 3)
+    temps = []
+    for _ in range(10):
+        integrator.step(200)
+        ke = context.getState(getEnergy=True).getKineticEnergy().value_in_unit(unit.kilojoule_per_mole)
+        temps.append(2 * ke / (3 * 20 * unit.MOLAR_GAS_CONSTANT_R.value_in_unit(unit.kilojoule_per_mole / unit.kelvin)))
+    assert r['t_kin_mean_k'] == pytest.approx(np.mean(temps), rel=1e-6)
+    assert r['holds'] == (abs(np.mean(temps) - 400) <= 40 and r['max_bond_ratio'] <= 1.5)
+    assert '| 400 K | 3 | 1.00 ps | none |' in (out / 'hot_md.md').read_text()
+    # 20 fs with hydrogens: the run blows up, is reported as failed and does not hold
+    failed = hot_md(project, model, temperatures=[2000.0], ps=2.0, dt_fs=20.0, out=tmp_path / 'fail')['results'][0]
+    assert failed['failure'] is not None and not failed['holds'] and 'nve' not in failed
+    assert failed['ps_run'] < 2.0
+    # hydrogen mass repartitioning keeps the total mass
+    masses = [ff.getParticleMass(i)._value for i in range(20)]
+    repartition_hydrogen_mass(ff, project.topology(), 3.0)
+    heavy = [ff.getParticleMass(i)._value for i in range(20)]
+    assert sum(heavy) == pytest.approx(sum(masses), rel=1e-12)
+    assert all(h == 3.0 for h, a in zip(heavy, project.meta['atoms']) if a['element'] == 'H')
+    assert main(['hot-md', str(project.path), str(tmp_path / 'none.safetensors')]) == 2
+    assert main(['hot-md', str(project.path), str(model), '--temperatures', '0']) == 2
+    assert main(['hot-md', str(project.path), str(model), '--start', '100000']) == 2
