@@ -21,5 +21,6 @@ from .train import train, default_config, export_checkpoint
 from .evaluate import evaluate
 from .md import md
 from .hot_frames import hot_frames
+from .hot_md import hot_md
 
-__all__ = ["Project", "prepare", "simulate", "hot_frames", "train", "default_config", "export_checkpoint", "evaluate", "md"]
+__all__ = ["Project", "prepare", "simulate", "hot_frames", "hot_md", "train", "default_config", "export_checkpoint", "evaluate", "md"]
