@@ -11,7 +11,8 @@ The same steps on the command line: ``smoothflow prepare|simulate|train|evaluate
 ``python -m smoothflow_torch.pipeline``); docs/pipeline.md describes each step and its files.
 
 Modules: project (the folder, prepare), simulate (OpenMM data, resumable, torsion bias),
-hot_frames (the force field at 1000-2000 K, for the curvature bound), data
+hot_frames (the force field at 1000-2000 K, for the curvature bound), hot_md (a flow in a
+1000-2000 K bath: does it hold the molecule together?), data
 (frames and weights), model (the flow of a config), train (stages), weights (importance-weight
 statistics), evaluate, md (energy conservation), cli.
 """
