@@ -749,3 +749,17 @@ def test_hot_md_reports_the_runs_kinetic_temperature_and_failures(run, tmp_path)
     assert main(['hot-md', str(project.path), str(tmp_path / 'none.safetensors')]) == 2
     assert main(['hot-md', str(project.path), str(model), '--temperatures', '0']) == 2
     assert main(['hot-md', str(project.path), str(model), '--start', '100000']) == 2
+
+
+def test_angle_deficit_is_zero_for_a_planar_centre_and_known_for_a_tetrahedral_one():
+    from smoothflow_torch.pipeline.hot_md import angle_deficit, three_coordinate
+    planar = np.array([[0, 0, 0], [1, 0, 0], [-0.5, 0.8660254037844386, 0], [-0.5, -0.8660254037844386, 0]], float)
+    # three bonds of a regular tetrahedron: each pair at arccos(-1/3) = 109.47 degrees
+    tetra = np.array([[0, 0, 0], [1, 1, 1], [1, -1, -1], [-1, 1, -1]], float)
+    folded = np.array([[0, 0, 0], [1, 0, 0], [1, 0.01, 0], [1, 0, 0.01]], float)
+    centres = three_coordinate(np.array([[0, 1], [0, 2], [3, 0]]), 4)
+    assert centres == [(0, (1, 2, 3))]
+    d = angle_deficit(np.stack([planar, tetra, folded]), centres)[:, 0]
+    assert d[0] == pytest.approx(0.0, abs=1e-9)
+    assert d[1] == pytest.approx(360 - 3 * np.degrees(np.arccos(-1 / 3)), abs=1e-9)
+    assert d[2] > 358

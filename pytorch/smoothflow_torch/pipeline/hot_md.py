@@ -10,7 +10,9 @@ longest of the held-out frames and the largest excursion of a bond beyond its he
 units of that range's width), the smallest and largest Z-matrix angle reached (sampled every
 ``sample_fs``), how close the implied angles that torsions rest on come to 0 or 180 degrees
 (openmmsmoothflow.zmatrix.unguardedTorsions: an amide that folds makes such a torsion singular),
-the wall count (coordinate evaluations the clamp moved), and a failure (an evaluation error, a
+how far the atoms with three bonded neighbours (amide C and N, carbonyl C: planar) leave the
+plane, as 360 degrees minus the sum of their three bond angles (0 planar; 360 folded flat onto
+one line) against the largest in the held-out frames, the wall count (coordinate evaluations the clamp moved), and a failure (an evaluation error, a
 non-finite energy, or a kinetic temperature above 5 times the bath) with its time.
 
 The issue's criteria, judged per run in the report: mean kinetic temperature over the run within
@@ -57,6 +59,28 @@ def _angle_deg(pos: np.ndarray, a: int, b: int, c: int) -> float:
     return float(np.degrees(np.arccos(np.clip(cos, -1.0, 1.0))))
 
 
+def three_coordinate(pairs: np.ndarray, n_atoms: int) -> list:
+    """(centre, (a, b, c)) for every atom with exactly three bonded neighbours."""
+    neighbours = [[] for _ in range(n_atoms)]
+    for i, j in pairs:
+        neighbours[i].append(int(j))
+        neighbours[j].append(int(i))
+    return [(i, tuple(nb)) for i, nb in enumerate(neighbours) if len(nb) == 3]
+
+
+def angle_deficit(positions: np.ndarray, centres: list) -> np.ndarray:
+    """360 degrees minus the sum of the three bond angles at each centre, (n_frames, n_centres):
+    0 for a planar centre, about 30-40 for a pyramidal sp3 one."""
+    out = np.zeros((len(positions), len(centres)))
+    for c, (i, (a, b, d)) in enumerate(centres):
+        u = [positions[:, k] - positions[:, i] for k in (a, b, d)]
+        u = [v / np.linalg.norm(v, axis=-1, keepdims=True) for v in u]
+        total = sum(np.degrees(np.arccos(np.clip((u[p] * u[q]).sum(-1), -1.0, 1.0)))
+                    for p, q in ((0, 1), (1, 2), (0, 2)))
+        out[:, c] = 360.0 - total
+    return out
+
+
 def _context(system, integrator, platform: str):
     import openmm
     props = {"Threads": "1"} if platform == "CPU" else {}
@@ -65,7 +89,7 @@ def _context(system, integrator, platform: str):
 
 def langevin_run(system, force, start: np.ndarray, temperature: float, ps: float, dt_fs: float, seed: int,
                  platform: str, pairs: np.ndarray, ref_longest: np.ndarray, ref_shortest: np.ndarray,
-                 zmatrix: np.ndarray, sample_fs: float = 100.0):
+                 zmatrix: np.ndarray, centres: list = (), sample_fs: float = 100.0):
     """One Langevin run (module docstring); returns (result dict, context at its end)."""
     import openmm
     from openmm import unit
@@ -87,6 +111,7 @@ def langevin_run(system, force, start: np.ndarray, temperature: float, ps: float
     worst_ratio, worst_bond, worst_excursion = 0.0, None, 0.0
     angle_lo, angle_hi = 180.0, 0.0
     implied_closest, implied_row = 90.0, None
+    deficit = np.zeros(len(centres))
     t0 = time.time()
     for s in range(n_samples):
         t_ps = (s + 1) * per_sample * dt_fs * 1e-3
@@ -114,6 +139,8 @@ def langevin_run(system, force, start: np.ndarray, temperature: float, ps: float
             v = _angle_deg(pos, j, k, l)
             if min(v, 180 - v) < implied_closest:
                 implied_closest, implied_row = min(v, 180 - v), int(r)
+        if centres:
+            deficit = np.maximum(deficit, angle_deficit(pos[None], centres)[0])
         if not np.isfinite(e_pot + e_kin) or t_kin > RUNAWAY * temperature:
             failure = {"time_ps": t_ps, "reason": "non-finite energy" if not np.isfinite(e_pot + e_kin)
                        else f"kinetic temperature {t_kin:.4g} K, above {RUNAWAY:g} times the bath"}
@@ -129,7 +156,9 @@ def langevin_run(system, force, start: np.ndarray, temperature: float, ps: float
               "max_bond_excursion_widths": worst_excursion, "angle_range_deg": [angle_lo, angle_hi],
               "wall_count": int(force.getWallCount(context)),
               "implied_angle_closest_to_linear_deg": implied_closest if implied else None,
-              "implied_angle_row": implied_row, "langevin_seconds": round(time.time() - t0, 2)}
+              "implied_angle_row": implied_row,
+              "angle_deficit_max_deg": [float(v) for v in deficit],
+              "langevin_seconds": round(time.time() - t0, 2)}
     return result, context
 
 
@@ -214,9 +243,13 @@ def hot_md(project, model, temperatures: Sequence[float] = (1000.0, 2000.0), see
         raise ValueError(f"{model} is not a Z-matrix flow (a free-form model has no project to run in)")
     zmatrix = np.array(config["zmatrix"], dtype=int)
     x0 = held_out.positions[start]
+    centres = three_coordinate(pairs, project.n_atoms)
+    held_out_deficit = angle_deficit(held_out.positions, centres).max(0) if centres else np.zeros(0)
     meta = {**machine(), "project": str(project.path), "model": str(model), "frames": str(frames_path),
             "start": start, "openmm_platform": platform, "dt_fs": dt_fs, "ps": ps,
-            "hydrogen_mass": hydrogen_mass, "nve_ps": nve_ps, "nve_dt_fs": nve_dt_fs}
+            "hydrogen_mass": hydrogen_mass, "nve_ps": nve_ps, "nve_dt_fs": nve_dt_fs,
+            "three_coordinate_atoms": [int(i) for i, _ in centres],
+            "held_out_angle_deficit_max_deg": [float(v) for v in held_out_deficit]}
     out = Path(out) if out else project.path / "hot_md"
     results = []
     for T in temperatures:
@@ -226,7 +259,7 @@ def hot_md(project, model, temperatures: Sequence[float] = (1000.0, 2000.0), see
                 repartition_hydrogen_mass(system, topology, hydrogen_mass)
             force = openmmsmoothflow.SmoothFlowForce.cast(system.getForce(0))
             r, context = langevin_run(system, force, x0, T, ps, dt_fs, int(seed), platform, pairs,
-                                      ref.max(0), ref.min(0), zmatrix)
+                                      ref.max(0), ref.min(0), zmatrix, centres)
             if r["failure"] is None and nve_ps > 0:
                 r["nve"] = nve_check(system, context, nve_ps, nve_dt_fs, platform)
             r["holds"] = holds(r)
@@ -255,9 +288,9 @@ def report(meta: dict, results: list, out: Path, topology) -> None:
              f"Holds: no failure, mean kinetic temperature within {TEMPERATURE_TOLERANCE:.0%} of the bath, no "
              f"bond beyond {BOND_LIMIT} times its longest held-out length (docs/reliability.md section 5).", "",
              "| bath | seed | ran | failure | T_kin mean (sd) | worst tenth | max bond / held-out max "
-             "| bond excursion (held-out widths) | angles reached | implied angle nearest 0/180 (row) | wall count "
-             "| NVE check | holds |",
-             "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+             "| bond excursion (held-out widths) | angles reached | implied angle nearest 0/180 (row) "
+             "| out of plane: worst 360 - angle sum (held-out max) | wall count | NVE check | holds |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in results:
         T = r["temperature_k"]
         f = "none" if r["failure"] is None else f"at {r['failure']['time_ps']:.3f} ps: {r['failure']['reason']}"
@@ -271,11 +304,16 @@ def report(meta: dict, results: list, out: Path, topology) -> None:
         bond = "-" if r["max_bond"] is None else "-".join(_atom(topology, i) for i in r["max_bond"])
         implied = ("-" if r["implied_angle_closest_to_linear_deg"] is None else
                    f"{r['implied_angle_closest_to_linear_deg']:.1f} deg (row {r['implied_angle_row']})")
+        plane = "-"
+        if r["angle_deficit_max_deg"]:
+            k = int(np.argmax(np.array(r["angle_deficit_max_deg"]) - np.array(meta["held_out_angle_deficit_max_deg"])))
+            plane = (f"{r['angle_deficit_max_deg'][k]:.0f} deg at {_atom(topology, meta['three_coordinate_atoms'][k])} "
+                     f"({meta['held_out_angle_deficit_max_deg'][k]:.0f})")
         mean = "-" if r["t_kin_mean_k"] is None else f"{r['t_kin_mean_k']:.0f} ({r['t_kin_std_k']:.0f}) K"
         lines.append(f"| {T:.0f} K | {r['seed']} | {r['ps_run']:.2f} ps | {f} | {mean} | "
                      + ("-" if worst is None else f"{worst:.0f} K ({(worst - T) / T:+.0%})")
                      + f" | {r['max_bond_ratio']:.3f} ({bond}) | {r['max_bond_excursion_widths']:.2f} | "
-                     f"{r['angle_range_deg'][0]:.0f}-{r['angle_range_deg'][1]:.0f} deg | {implied} | "
+                     f"{r['angle_range_deg'][0]:.0f}-{r['angle_range_deg'][1]:.0f} deg | {implied} | {plane} | "
                      f"{r['wall_count']} | {nve_text} | {'yes' if r['holds'] else 'no'} |")
     n_hold = sum(r["holds"] for r in results)
     lines += ["", f"{n_hold} of {len(results)} runs hold."]
