@@ -323,7 +323,7 @@ typedef struct sf_model_description {
     int has_prior;               /* truncated-normal prior of the interval dims */
     double kT, energy_offset;    /* kJ/mol */
     double log_scale_sum;        /* sum over dims of log(scale) (docs/model-format.md 5) */
-    double prior_log_norm;       /* 0 without a prior */
+    double prior_log_norm;       /* 0 without a prior; includes the torsions' von Mises terms */
     double margin, wall_constant;
     double angle_margin;         /* the wall's margin of the angle dims (margin: of the bonds) */
     sf_smooth_constants smooth;
@@ -357,6 +357,10 @@ SF_API const double *sf_model_layer_bias(const sf_model *model, int layer, int l
  * for a free-form model (no bonds, no such prior). */
 SF_API sf_status sf_model_bond_bounds(const sf_model *model, int d, double *lo, double *hi);
 SF_API sf_status sf_model_prior(const sf_model *model, int d, double *mean, double *sigma);
+/* The von Mises prior of torsion t < N - 3 (flow dim 2N - 3 + t): its mean in [0, 1) and
+ * its kappa (docs/model-format.md 5.4).  SF_ERR_ARG out of range and for a model whose
+ * torsions are uniform (no such prior, or a free-form model). */
+SF_API sf_status sf_model_torsion_prior(const sf_model *model, int t, double *mean, double *kappa);
 /* The wall's edge forces of interval dim d < 2N - 3 (kJ/mol per unit of u,
  * docs/model-format.md section 5.2): 0 and 0 when the model has none.
  * SF_ERR_ARG out of range and for a free-form model. */

@@ -82,6 +82,14 @@ sf_status sf_model_prior(const sf_model *m, int d, double *mean, double *sigma)
     return SF_OK;
 }
 
+sf_status sf_model_torsion_prior(const sf_model *m, int t, double *mean, double *kappa)
+{
+    if (!m || !mean || !kappa || !m->torsion_mean || t < 0 || t >= m->N - 3) return SF_ERR_ARG;
+    *mean = m->torsion_mean[t];
+    *kappa = m->torsion_kappa[t];
+    return SF_OK;
+}
+
 sf_status sf_model_edge_force(const sf_model *m, int d, double *lower, double *upper)
 {
     if (!m || !lower || !upper || m->kind == SF_FLOW_FREE_FORM || d < 0 || d >= 2 * m->N - 3) return SF_ERR_ARG;

@@ -170,13 +170,18 @@ static sf_status nonfinite_step(const sf_model *m, const sf_layer *L, int b, int
 /* ------------------------------------------------------------------ passes */
 
 /* log p_Z(z) of one point: 0 for the uniform prior; the truncated-normal prior adds a
- * Gaussian term per interval dimension (torsions stay uniform on the circle). */
+ * Gaussian term per interval dimension, and its torsion dims a von Mises term each when it
+ * has them (else they are uniform on the circle). */
 static double log_prior(const sf_model *m, const double *z)
 {
     if (!m->prior_mean) return 0.0;
+    const int n = 2 * m->N - 3;
     double s = -m->prior_log_norm;
-    for (int d = 0; d < 2 * m->N - 3; d++) {
+    for (int d = 0; d < n; d++) {
         s -= sfm_prior_term(z[d], m->prior_mean[d], m->prior_sigma[d]);
+    }
+    for (int t = 0; m->torsion_mean && t < m->N - 3; t++) {
+        s -= sfm_torsion_prior_term(z[n + t], m->torsion_mean[t], m->torsion_kappa[t]);
     }
     return s;
 }
@@ -229,6 +234,11 @@ void sfF_log_density_gradient(const sf_model *m, sf_workspace *ws, int B, const 
             for (int d = 0; d < 2 * m->N - 3; d++)
                 g[(size_t)b * D + d] = sfm_prior_gradient(z[(size_t)b * D + d], m->prior_mean[d], m->prior_sigma[d],
                                                           weight[b]);
+        const int n = 2 * m->N - 3;
+        for (int b = 0; m->torsion_mean && b < B; b++)
+            for (int t = 0; t < m->N - 3; t++)
+                g[(size_t)b * D + n + t] = sfm_torsion_prior_gradient(z[(size_t)b * D + n + t], m->torsion_mean[t],
+                                                                      m->torsion_kappa[t], weight[b]);
     }
     for (int l = 0; l < NL; l++) {
         const sf_layer *L = &m->layers[l];

@@ -29,6 +29,8 @@
 
 #define SF_GAS_CONSTANT 0.00831446261815324 /* kJ/mol/K */
 #define SF_PI 3.14159265358979323846
+/* A torsion's von Mises concentration: 1e4 is a spread of 1/sqrt(kappa) = 0.6 degrees. */
+#define SF_MAX_TORSION_KAPPA 1e4
 /* Mixture components (smooth) or bins (spline) of one transformed dimension. */
 #define SF_MAX_COMPONENTS 64
 _Static_assert(SFM_SPLINE_CACHE >= SF_MAX_COMPONENTS, "the CPU cache of math/ holds every bin");
@@ -106,7 +108,10 @@ struct sf_model {
     double log_scale_sum;       /* sum over dims of log(scale) */
     /* Truncated-normal prior of the interval dims (NULL: uniform prior); 2N - 3 each. */
     double *prior_mean, *prior_sigma;
-    double prior_log_norm;      /* sum over interval dims of log(sigma sqrt(2 pi) mass in [0, 1]) */
+    /* Its von Mises densities of the torsion dims (NULL: torsions uniform); N - 3 each. */
+    double *torsion_mean, *torsion_kappa;
+    double prior_log_norm;      /* sum over interval dims of log(sigma sqrt(2 pi) mass in [0, 1]),
+                                   plus over torsion dims of log I0e(kappa) */
     sf_smooth_constants smooth;
     sf_spline_constants spline;
     sf_affine_constants affine;

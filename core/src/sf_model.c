@@ -201,6 +201,8 @@ void sf_model_free(sf_model *m)
     free(m->bond_hi);
     free(m->prior_mean);
     free(m->prior_sigma);
+    free(m->torsion_mean);
+    free(m->torsion_kappa);
     free(m->edge_lower);
     free(m->edge_upper);
     for (int i = 0; m->egnn_tensors && i < m->n_egnn_tensors; i++) free(m->egnn_tensors[i]);
@@ -313,12 +315,65 @@ static int json_number_array(const cJSON *arr, int n, double **out)
 
 static double normal_cdf(double x) { return 0.5 * erfc(-x / sqrt(2.0)); }
 
+/* log(exp(-k) I0(k)) for 0 <= k <= SF_MAX_TORSION_KAPPA, to a few ulp: the power series
+ * sum_j (k^2 / 4)^j / (j!)^2 (positive terms, no cancellation) up to k = 20, the
+ * asymptotic series exp(k) / sqrt(2 pi k) sum_j prod_{i<=j} (2i - 1)^2 / (8 i k) above
+ * (its smallest term near j = 2k is below 1e-17 there). */
+static double log_i0e(double k)
+{
+    double sum = 1.0, term = 1.0;
+    if (k <= 20.0) {
+        const double q = 0.25 * k * k;
+        for (int j = 1; j < 200 && term > 1e-17 * sum; j++) {
+            term *= q / ((double)j * j);
+            sum += term;
+        }
+        return log(sum) - k;
+    }
+    for (int j = 1; j < 200; j++) {
+        const double next = term * (2.0 * j - 1) * (2.0 * j - 1) / (8.0 * j * k);
+        if (next >= term || next < 1e-17 * sum) break; /* converged, or the asymptotic series turns */
+        term = next;
+        sum += term;
+    }
+    return log(sum) - 0.5 * log(2.0 * SF_PI * k);
+}
+
+/* The optional von Mises densities of the torsion dims inside a truncated-normal prior:
+ * "torsion_mean" (in [0, 1)) and "torsion_kappa" (in [0, SF_MAX_TORSION_KAPPA]), N - 3
+ * numbers each, both or neither.  Adds their normalization to m->prior_log_norm. */
+static sf_status read_torsion_prior(sf_model *m, const cJSON *prior, sf_error *err)
+{
+    const cJSON *mean = cJSON_GetObjectItemCaseSensitive(prior, "torsion_mean");
+    const cJSON *kappa = cJSON_GetObjectItemCaseSensitive(prior, "torsion_kappa");
+    if (!mean && !kappa) return SF_OK;
+    const int n = m->N - 3;
+    const int ok_mean = json_number_array(mean, n, &m->torsion_mean);
+    const int ok_kappa = ok_mean == 1 ? json_number_array(kappa, n, &m->torsion_kappa) : 0;
+    if (ok_mean == JSON_NOMEM || ok_kappa == JSON_NOMEM) return sfE_set(err, SF_ERR_NOMEM, "out of memory");
+    if (ok_mean != 1 || ok_kappa != 1)
+        return sfE_set(err, SF_ERR_MODEL,
+                       "model config: prior 'torsion_mean' and 'torsion_kappa' must both be arrays of n_atoms - 3 "
+                       "= %d numbers", n);
+    for (int t = 0; t < n; t++) {
+        const double mu = m->torsion_mean[t], k = m->torsion_kappa[t];
+        if (!(mu >= 0 && mu < 1) || !(k >= 0 && k <= SF_MAX_TORSION_KAPPA))
+            return sfE_set(err, SF_ERR_MODEL,
+                           "model config: prior torsion %d (dimension %d) has torsion_mean %g (need 0 <= mean < 1) "
+                           "and torsion_kappa %g (need 0 <= kappa <= %g)", t, 2 * m->N - 3 + t, mu, k,
+                           SF_MAX_TORSION_KAPPA);
+        m->prior_log_norm += log_i0e(k);
+    }
+    return SF_OK;
+}
+
 /* "uniform" (log p_Z = 0), or {"kind": "truncated_normal", "mean": [...], "sigma": [...]}: a
- * normal density per interval dimension (bonds, angles), truncated to [0, 1]; torsions stay
- * uniform on the circle (docs/model-format.md). */
+ * normal density per interval dimension (bonds, angles), truncated to [0, 1]; torsions
+ * uniform on the circle, or von Mises densities with "torsion_mean" and "torsion_kappa"
+ * (docs/model-format.md 5.4). */
 static sf_status read_prior(sf_model *m, const cJSON *cfg, sf_error *err)
 {
-    static const char *const keys[] = {"kind", "mean", "sigma", NULL};
+    static const char *const keys[] = {"kind", "mean", "sigma", "torsion_mean", "torsion_kappa", NULL};
     const cJSON *prior = cJSON_GetObjectItemCaseSensitive(cfg, "prior");
     if (!prior || (cJSON_IsString(prior) && strcmp(prior->valuestring, "uniform") == 0)) return SF_OK;
     const char *kind = cJSON_IsObject(prior) ? json_string(prior, "kind") : NULL;
@@ -345,7 +400,7 @@ static sf_status read_prior(sf_model *m, const cJSON *cfg, sf_error *err)
         norm += log(sd * sqrt(2.0 * SF_PI) * (normal_cdf((1 - mu) / sd) - normal_cdf(-mu / sd)));
     }
     m->prior_log_norm = norm;
-    return SF_OK;
+    return read_torsion_prior(m, prior, err);
 }
 
 /* A constants section: absent (NULL, *rc SF_OK), or an object with known keys. */

@@ -137,6 +137,22 @@ static const edit_case edits[] = {
      "prior dimension 1 has mean 0.5", "sigma 9e-05 (need 1e-4 <= sigma <= 10)"},
     {"prior", "{\"kind\": \"truncated_normal\", \"mean\": [0.5, 0.5, 0.5, 0.5, 0.5, 0.5, 0.5],"
               " \"sigma\": [0.2, 0.2, 10.5, 0.2, 0.2, 0.2, 0.2]}", SF_ERR_MODEL, "prior dimension 2", "sigma 10.5"},
+    /* the torsions' von Mises terms (two torsions: dims 7 and 8) */
+#define TN "{\"kind\": \"truncated_normal\", \"mean\": [0.5, 0.5, 0.5, 0.5, 0.5, 0.5, 0.5], \"sigma\": [0.2, 0.2, 0.2, 0.2, 0.2, 0.2, 0.2], "
+    {"prior", TN "\"torsion_mean\": [0.1, 0.2]}", SF_ERR_MODEL,
+     TM "prior 'torsion_mean' and 'torsion_kappa' must both be arrays of n_atoms - 3 = 2 numbers", NULL},
+    {"prior", TN "\"torsion_kappa\": [1, 2]}", SF_ERR_MODEL, "must both be arrays of n_atoms - 3 = 2", NULL},
+    {"prior", TN "\"torsion_mean\": [0.1, 0.2, 0.3], \"torsion_kappa\": [1, 2]}", SF_ERR_MODEL, "= 2 numbers", NULL},
+    {"prior", TN "\"torsion_mean\": [0.1, 0.2], \"torsion_kappa\": [1, \"2\"]}", SF_ERR_MODEL, "= 2 numbers", NULL},
+    {"prior", TN "\"torsion_mean\": [0.1, 1], \"torsion_kappa\": [1, 2]}", SF_ERR_MODEL,
+     TM "prior torsion 1 (dimension 8) has torsion_mean 1 (need 0 <= mean < 1)", NULL},
+    {"prior", TN "\"torsion_mean\": [-0.1, 0.2], \"torsion_kappa\": [1, 2]}", SF_ERR_MODEL,
+     "prior torsion 0 (dimension 7) has torsion_mean -0.1", NULL},
+    {"prior", TN "\"torsion_mean\": [0.1, 0.2], \"torsion_kappa\": [-1, 2]}", SF_ERR_MODEL,
+     "prior torsion 0", "torsion_kappa -1 (need 0 <= kappa <= 10000)"},
+    {"prior", TN "\"torsion_mean\": [0.1, 0.2], \"torsion_kappa\": [1, 10000.5]}", SF_ERR_MODEL,
+     "prior torsion 1", "torsion_kappa 10000.5"},
+#undef TN
     /* smooth */
     {"smooth", "\"default\"", SF_ERR_MODEL, TM "'smooth' must be an object, not a string", NULL},
     {"smooth", "1", SF_ERR_MODEL, "'smooth' must be an object, not a number", NULL},
@@ -925,6 +941,69 @@ static void test_truncated_normal_prior(void)
     free(c4);
 }
 
+/* The torsions' von Mises terms through the identity flow of test_truncated_normal_prior: log p_U(u)
+ * gains kappa_t (cos 2 pi (u_d - m_t) - 1) - log I0e(kappa_t) per torsion (docs/model-format.md 5.4),
+ * with log I0e from mpmath (30 digits) as the outside oracle, on both sides of the core's switch
+ * from the power series to the asymptotic one at kappa = 20, and at the limit 1e4; the gradient
+ * -2 pi kappa sin 2 pi (u_d - m_t); sf_model_torsion_prior reports the values. */
+static void test_von_mises_torsion_prior(void)
+{
+    static const struct { double kappa[2], log_i0e[2]; } cases[] = {
+        {{3.5, 60.0}, {-1.5014698283911258019, -2.9640098103448573933}},
+        {{20.0, 0.0}, {-2.4103895717557257092, 0.0}},
+        {{1e4, 3.5}, {-5.5240962185676989955, -1.5014698283911258019}},
+    };
+    const double mean[2] = {0.15, 0.9};
+    for (size_t c = 0; c < sizeof cases / sizeof cases[0]; c++) {
+        char prior[512];
+        snprintf(prior, sizeof prior,
+                 "{\"kind\": \"truncated_normal\", \"mean\": [0.5, 0.4, 0.6, 0.5, 0.45, 0.55, 0.5],"
+                 " \"sigma\": [0.2, 0.3, 0.25, 1.0, 0.15, 0.2, 0.5], \"torsion_mean\": [%.17g, %.17g],"
+                 " \"torsion_kappa\": [%.17g, %.17g]}", mean[0], mean[1], cases[c].kappa[0], cases[c].kappa[1]);
+        char *c1 = cc_edit(cc_base_config, "prior", prior);
+        char *c2 = cc_edit(cc_base_config, "prior", prior_ok);
+        const char *identity = "[{\"transform\": \"affine\", \"direction\": \"density\", \"transformed\": "
+                               "[0, 1, 2, 3, 4, 5, 6, 7, 8], \"conditioning\": [], \"hidden\": [], \"activation\": \"tanh\"}]";
+        char *c3 = cc_edit(c1, "layers", identity), *c4 = cc_edit(c2, "layers", identity);
+        char *c5 = cc_edit(c3, "smooth", NULL), *c6 = cc_edit(c4, "smooth", NULL);
+        sf_model *m = load_config(c5, 0.0), *plain = load_config(c6, 0.0);
+        CHECK(m && plain, "identity flows with and without von Mises torsions");
+        if (m && plain) {
+            double mk, kk;
+            CHECK(sf_model_torsion_prior(m, 1, &mk, &kk) == SF_OK && mk == mean[1] && kk == cases[c].kappa[1],
+                  "sf_model_torsion_prior");
+            CHECK(sf_model_torsion_prior(m, 2, &mk, &kk) == SF_ERR_ARG && sf_model_torsion_prior(plain, 0, &mk, &kk) ==
+                      SF_ERR_ARG, "sf_model_torsion_prior out of range or without the prior");
+            sf_workspace *ws = NULL, *wp = NULL;
+            sf_workspace_new(m, 1, &ws, NULL);
+            sf_workspace_new(plain, 1, &wp, NULL);
+            const double u[9] = {0.3, 0.7, 0.5, 0.1, 0.9, 0.45, 0.62, 0.2, 0.8};
+            double lp = 0, lp0 = 0, g[9], g0[9], want = 0;
+            sf_error err;
+            CHECK(sf_log_density(m, ws, u, &lp, g, &err) == SF_OK && sf_log_density(plain, wp, u, &lp0, g0, &err) == SF_OK,
+                  "log densities: %s", err.message);
+            for (int t = 0; t < 2; t++) {
+                const double k = cases[c].kappa[t], a = 2 * 3.14159265358979323846 * (u[7 + t] - mean[t]);
+                want += k * (cos(a) - 1) - cases[c].log_i0e[t];
+                CHECK(fabs(g[7 + t] + 2 * 3.14159265358979323846 * k * sin(a)) < 1e-9 * fmax(1, k),
+                      "torsion %d gradient %.17g, want %.17g", t, g[7 + t], -2 * 3.14159265358979323846 * k * sin(a));
+            }
+            CHECK(fabs((lp - lp0) - want) < 1e-12 * fmax(1, fabs(want)), "von Mises log p_Z %.17g, want %.17g (case %zu)",
+                  lp - lp0, want, c);
+            sf_workspace_free(ws);
+            sf_workspace_free(wp);
+        }
+        sf_model_free(m);
+        sf_model_free(plain);
+        free(c1);
+        free(c2);
+        free(c3);
+        free(c4);
+        free(c5);
+        free(c6);
+    }
+}
+
 /* The smooth ramp's integer power beta = 1..8 (sfm_small_power): with one component and raw
  * values all 0, w = 1, b = 1/2, s = s_min + (1 - s_min)/2, alpha = alpha_min + log 2,
  * c = c_max / 2, and F(x) = (1 - c) x + c logistic(alpha ((1 - h)^-beta - h^-beta)) with
@@ -1377,6 +1456,7 @@ int main(void)
     test_container();
     test_files();
     test_truncated_normal_prior();
+    test_von_mises_torsion_prior();
     test_smooth_beta();
     test_spline_inverse_degenerate();
     test_evaluation_inputs();

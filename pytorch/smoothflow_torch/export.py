@@ -307,7 +307,7 @@ def validate_config(config: Mapping) -> dict:
     if "atoms" in cfg:
         out["atoms"] = _checked_atoms(cfg["atoms"], n)
     try:      # [prior-length]
-        out["prior"] = check_prior(cfg.get("prior", "uniform"), 2 * n - 3)
+        out["prior"] = check_prior(cfg.get("prior", "uniform"), 2 * n - 3, n - 3)
     except ValueError as e:
         _fail(f"config.{e}")
 

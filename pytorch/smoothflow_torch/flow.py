@@ -104,7 +104,8 @@ class SmoothFlow(nn.Module):
         (the angles' margin, default ``margin``) (:meth:`set_support`).
     prior : str or dict
         ``"uniform"``, or ``{"kind": "truncated_normal", "mean": [...], "sigma": [...]}`` with
-        one mean and sigma per bond and angle (:mod:`smoothflow_torch.priors`).
+        one mean and sigma per bond and angle, optionally with ``"torsion_mean"`` and
+        ``"torsion_kappa"`` (von Mises torsions; :mod:`smoothflow_torch.priors`).
     zero_init : bool
         Zero the conditioners' last linear maps (a new flow whose transforms do not
         depend on the conditioning inputs).
@@ -148,8 +149,13 @@ class SmoothFlow(nn.Module):
         self.energy_offset = float(energy_offset)
         if not math.isfinite(self.energy_offset):
             raise ValueError("energy_offset must be finite")
-        self.prior = priors.check_prior(prior, 2 * N - 3)
+        self.prior = priors.check_prior(prior, 2 * N - 3, N - 3)
         normal = self.prior != "uniform"
+        circular = normal and "torsion_mean" in self.prior
+        self.register_buffer("torsion_mean", torch.tensor(self.prior["torsion_mean"] if circular else [], dtype=dtype),
+                             persistent=False)
+        self.register_buffer("torsion_kappa", torch.tensor(self.prior["torsion_kappa"] if circular else [],
+                                                           dtype=dtype), persistent=False)
         self.register_buffer("prior_mean", torch.tensor(self.prior["mean"] if normal else [], dtype=dtype),
                              persistent=False)
         self.register_buffer("prior_sigma", torch.tensor(self.prior["sigma"] if normal else [], dtype=dtype),
@@ -370,10 +376,14 @@ class SmoothFlow(nn.Module):
 
     def log_prior(self, z: torch.Tensor) -> torch.Tensor:
         """log p_Z(z) ``(B,)``: 0 for the uniform prior on the unit cube/torus; the truncated
-        normal prior's log density over the interval dims (torsions uniform)."""
+        normal prior's log density over the interval dims, plus the torsions' von Mises
+        densities where the prior has them (else torsions are uniform)."""
         if self.prior == "uniform":
             return z.new_zeros(z.shape[0])
-        return priors.truncated_normal_log_prob(z[:, :self.n_interval], self.prior_mean, self.prior_sigma)
+        logp = priors.truncated_normal_log_prob(z[:, :self.n_interval], self.prior_mean, self.prior_sigma)
+        if self.torsion_mean.numel():
+            logp = logp + priors.von_mises_log_prob(z[:, self.n_interval:], self.torsion_mean, self.torsion_kappa)
+        return logp
 
     def log_prob_u(self, u: torch.Tensor) -> torch.Tensor:
         """log p_U(u) of points ``(B, D)`` of the unit cube/torus, shape ``(B,)``."""
@@ -386,8 +396,11 @@ class SmoothFlow(nn.Module):
         z = torch.rand(n, self.n_dims, generator=generator, dtype=self.dtype,
                        device=self.bond_lo.device)
         if self.prior != "uniform":
+            torsions = z[:, self.n_interval:]
+            if self.torsion_mean.numel():
+                torsions = priors.von_mises_sample(n, self.torsion_mean, self.torsion_kappa, generator)
             z = torch.cat([priors.truncated_normal_sample(n, self.prior_mean, self.prior_sigma, generator),
-                           z[:, self.n_interval:]], dim=1)
+                           torsions], dim=1)
         u, dlogp = self.forward(z)
         return u, self.log_prior(z) - dlogp
 

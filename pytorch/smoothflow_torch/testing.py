@@ -227,9 +227,10 @@ def random_flow(n_atoms: int = 6, zmatrix=None, n_layers: int = 4,
         Bias the last layers towards narrow windows and sharp ramps.
     temperature, energy_offset, support, smooth, atoms, spline, affine
         Passed to :class:`SmoothFlow`.
-    prior : None, "uniform", "truncated_normal" or dict
+    prior : None, "uniform", "truncated_normal", "von_mises" or dict
         ``"truncated_normal"``: random means in [0.3, 0.7] and sigmas in [0.05, 0.3] per bond
-        and angle; a dict is passed on as it is.
+        and angle; ``"von_mises"``: the same, and von Mises torsions with random means in
+        [0, 1) and kappas in [0.5, 50]; a dict is passed on as it is.
     bond_lo, bond_hi : array_like, optional
         Default: lo uniform in [0.09, 0.15] nm, hi = lo + [0.04, 0.1] nm.
     dtype : torch.dtype
@@ -248,9 +249,13 @@ def random_flow(n_atoms: int = 6, zmatrix=None, n_layers: int = 4,
         bond_hi = np.asarray(bond_lo) + rng.uniform(0.04, 0.1, N - 1)
     layers = _split_layers(D, n_layers, rng, n_components, hidden, activation, directions,
                            transform)
-    if prior == "truncated_normal":
+    if prior in ("truncated_normal", "von_mises"):
+        circular = prior == "von_mises"
         prior = {"kind": "truncated_normal", "mean": rng.uniform(0.3, 0.7, 2 * N - 3).tolist(),
                  "sigma": rng.uniform(0.05, 0.3, 2 * N - 3).tolist()}
+        if circular:
+            prior.update(torsion_mean=rng.uniform(0, 1, N - 3).tolist(),
+                         torsion_kappa=np.exp(rng.uniform(np.log(0.5), np.log(50), N - 3)).tolist())
     flow = SmoothFlow(Z, bond_lo, bond_hi, layers, temperature=temperature,
                       energy_offset=energy_offset, atoms=atoms, smooth=smooth,
                       support=support, dtype=dtype, spline=spline, affine=affine,

@@ -146,6 +146,10 @@ ok("prior-edges", "prior mean just inside (0, 1), sigma at 1e-4 and 10", "prior.
    edit(MIXED, ("prior",), {"kind": "truncated_normal", "mean": [1e-9, 1 - 1e-9, 0.5, 0.5, 0.5, 0.5, 0.5],
                             "sigma": [1e-4, 10, 10, 1e-4, 0.1, 0.1, 0.1]}))
 ok("prior-uniform-omitted", "prior omitted: uniform", "prior", edit(SMOOTH, ("prior",), delete=True))
+ok("prior-torsions", "von Mises torsions: kappa 2.5 and 40", "prior.torsion_kappa",
+   edit(edit(MIXED, ("prior", "torsion_mean"), [0.3, 0.9]), ("prior", "torsion_kappa"), [2.5, 40.0]))
+ok("prior-torsion-edges", "von Mises torsions: mean 0 and just below 1, kappa 0 and 1e4", "prior.torsion_mean",
+   edit(edit(MIXED, ("prior", "torsion_mean"), [0.0, 1 - 1e-9]), ("prior", "torsion_kappa"), [0.0, 1e4]))
 for beta in (1, 8):
     ok(f"smooth-beta-{beta}", f"beta = {beta}, an edge of 1..8", "smooth.beta",
        edit(SMOOTH, ("smooth", "beta"), beta))
@@ -289,6 +293,19 @@ for value, what in ((9.99e-5, "below-1e-4"), (10.0001, "above-10"), (0, "0")):
         edit(MIXED, ("prior", "sigma", 2), value), base="valid-mixed")
 bad("prior-mean-object", "prior mean an object", "prior.mean", edit(MIXED, ("prior", "mean"), {}),
     base="valid-mixed")
+TORSIONS = edit(edit(MIXED, ("prior", "torsion_mean"), [0.3, 0.9]), ("prior", "torsion_kappa"), [2.5, 40.0])
+for key in ("torsion_mean", "torsion_kappa"):
+    other = "torsion_kappa" if key == "torsion_mean" else "torsion_mean"
+    bad(f"prior-{key.replace('_', '-')}-alone", f"'{key}' without '{other}'", "[prior-length]",
+        edit(TORSIONS, ("prior", other), delete=True), base="valid-prior-torsions")
+    bad(f"prior-{key.replace('_', '-')}-long", f"3 entries of '{key}' for n_atoms - 3 = 2 torsions", "[prior-length]",
+        edit(TORSIONS, ("prior", key), TORSIONS["prior"][key] + [0.5]), base="valid-prior-torsions")
+for value, what in ((1, "1"), (-0.1, "negative"), ("0.5", "string")):
+    bad(f"prior-torsion-mean-{what}", f"a torsion_mean = {value!r}", "prior.torsion_mean",
+        edit(TORSIONS, ("prior", "torsion_mean", 1), value), base="valid-prior-torsions")
+for value, what in ((-1.0, "negative"), (10000.5, "above-1e4")):
+    bad(f"prior-torsion-kappa-{what}", f"a torsion_kappa = {value!r}", "prior.torsion_kappa",
+        edit(TORSIONS, ("prior", "torsion_kappa", 0), value), base="valid-prior-torsions")
 
 # ------------------------------------------------------------------ smooth
 bad("smooth-missing", "smooth layers without 'smooth'", "smooth", edit(SMOOTH, ("smooth",), delete=True))

@@ -382,6 +382,28 @@ def test_truncated_normal_prior_and_wall_zone(sf, sftorch, random_model, ready, 
 
 
 @pytest.mark.parametrize('case', CASES)
+def test_von_mises_torsion_prior(sf, sftorch, ready, case, tmp_path):
+    """Von Mises torsions in the prior (docs/model-format.md 5.4), kappa 5 to 100 (an improper's
+    is tens): the same energies and forces as Reference, and the torsion terms are really there
+    (the same flow with uniform torsions differs by many kT)."""
+    import torch
+    flow = sftorch.testing.random_flow(n_atoms=7, n_layers=4, n_components=3, hidden=(12,), directions='mixed',
+                                       seed=8, prior='von_mises')
+    flow.prior['torsion_kappa'] = [5.0, 20.0, 50.0, 100.0]
+    flow.torsion_kappa.copy_(torch.tensor(flow.prior['torsion_kappa']))
+    path, plain = tmp_path / 'von_mises.safetensors', tmp_path / 'uniform_torsions.safetensors'
+    sftorch.export_model(flow, path)
+    flow.prior = {k: v for k, v in flow.prior.items() if not k.startswith('torsion_')}
+    sftorch.export_model(flow, plain)
+    x = sftorch.testing.random_positions(flow, 7, seed=4).numpy()
+    system, _ = _system(sf, path, 7, 7)
+    e_ref = _evaluate(_context(system), x)
+    _assert_close(e_ref, _evaluate(_context(system, case), x), *TOLERANCE[case.precision])
+    e_plain = _evaluate(_context(_system(sf, plain, 7, 7)[0]), x)
+    assert abs(e_ref[0] - e_plain[0]) > 100.0
+
+
+@pytest.mark.parametrize('case', CASES)
 def test_wall_edge_forces(sf, sftorch, ready, case, tmp_path):
     """The wall's linear term (docs/model-format.md 5.2) on the device: positions in the wall
     zone of both faces, a model with edge forces, the same energies and forces as Reference,

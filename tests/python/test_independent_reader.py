@@ -257,6 +257,11 @@ VARIANTS = {
     "affine_alternating": ("ala_affine", lambda cfg: [
         lay.update(direction="generative") for i, lay in enumerate(cfg["layers"])
         if i % 2 == 0], ()),
+    # von Mises torsions in the prior (MF 5.4): kappa 0 to 1e4 over the shipped smooth flow's 19
+    # torsions, means spread over the circle
+    "smooth_von_mises_torsions": ("ala_smooth", lambda cfg: cfg["prior"].update(
+        torsion_mean=[(0.37 * t) % 1.0 for t in range(cfg["n_atoms"] - 3)],
+        torsion_kappa=[[0.0, 0.3, 4.0, 60.0, 1e4][t % 5] for t in range(cfg["n_atoms"] - 3)]), ()),
     # F32 tensors widened on load (MF 1), mixed directions, no support section (= error)
     "wall_f32_error": ("wall", lambda cfg: (cfg.pop("support"), [
         lay.update(direction="density") for lay in cfg["layers"]]),

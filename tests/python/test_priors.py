@@ -1,5 +1,6 @@
-"""The truncated-normal latent prior (smoothflow_torch.priors): its density is normalized, its
-samples follow it, the C core agrees with PyTorch, and bad prior configs are refused by both."""
+"""The latent priors (smoothflow_torch.priors): truncated normals of bonds and angles and von Mises
+torsions. Each density is normalized, its samples follow it, the C core agrees with PyTorch and
+with mpmath's Bessel function, and bad prior configs are refused by both."""
 import math
 
 import numpy as np
@@ -30,9 +31,10 @@ def test_truncated_normal_is_normalized_and_sampled_by_its_cdf():
         assert abs(z[:, d].mean().item() - mu) < 5 * sd / math.sqrt(len(z))
 
 
-def test_flow_samples_carry_their_log_density():
+@pytest.mark.parametrize("prior", ["truncated_normal", "von_mises"])
+def test_flow_samples_carry_their_log_density(prior):
     """log q returned by sample() equals log_prob() of the samples (the prior enters both)."""
-    flow = random_flow(n_atoms=6, n_layers=3, directions="mixed", seed=4, prior="truncated_normal")
+    flow = random_flow(n_atoms=6, n_layers=3, directions="mixed", seed=4, prior=prior)
     x, lq = flow.sample(64, generator=torch.Generator().manual_seed(2), return_log_prob=True)
     np.testing.assert_allclose(lq.detach().numpy(), flow.log_prob(x).detach().numpy(), rtol=1e-9, atol=1e-9)
 
@@ -84,6 +86,81 @@ def _with_prior(flow, prior) -> bytes:
 ], ids=["unknown_kind", "wrong_length", "zero_sigma", "mean_outside"])
 def test_bad_priors_are_refused_by_both(prior, message, torch_message):
     flow = random_flow(n_atoms=6, n_layers=2, seed=1)
+    with pytest.raises(ValueError, match=torch_message):
+        SmoothFlow(flow.zmatrix, flow.bond_lo, flow.bond_hi, [l.config() for l in flow.layers], prior=prior)
+    with pytest.raises(CoreError, match=message):
+        CoreModel.from_bytes(_with_prior(flow, prior))
+
+
+def test_von_mises_is_normalized_and_sampled_exactly():
+    """Each torsion factor integrates to 1 over the circle [0, 1) (kappa 0, small, moderate and
+    at the format's limit 1e4); Best-Fisher draws match the density's circular moments (the
+    oracle: mpmath's Bessel functions, E cos 2 pi (z - mu) = I1(kappa) / I0(kappa))."""
+    mpmath = pytest.importorskip("mpmath")
+    mean = torch.tensor([0.0, 0.25, 0.9, 0.5, 0.7], dtype=torch.float64)
+    kappa = torch.tensor([0.0, 1e-3, 2.0, 40.0, 1e4], dtype=torch.float64)
+    grid = torch.linspace(0, 1, 400001, dtype=torch.float64)
+    for d in range(5):
+        lp = priors.von_mises_log_prob(grid[:, None], mean[d:d + 1], kappa[d:d + 1])
+        assert torch.trapezoid(lp.exp(), grid).item() == pytest.approx(1.0, abs=1e-7), kappa[d]
+    z = priors.von_mises_sample(100_000, mean, kappa, torch.Generator().manual_seed(3))
+    assert bool(((z >= 0) & (z < 1)).all())
+    for d in range(5):
+        k = float(kappa[d])
+        r = float(mpmath.besseli(1, k) / mpmath.besseli(0, k)) if k > 0 else 0.0
+        c = torch.cos(2 * math.pi * (z[:, d] - mean[d]))
+        s = torch.sin(2 * math.pi * (z[:, d] - mean[d]))
+        # the standard error of a mean of cos (sd <= 1) over 1e5 draws: 5 of them
+        assert abs(c.mean().item() - r) < 5 * max(c.std().item(), 1e-6) / math.sqrt(len(z)), k
+        assert abs(s.mean().item()) < 5 * max(s.std().item(), 1e-6) / math.sqrt(len(z)), k
+
+
+def test_core_matches_torch_and_mpmath_with_von_mises_torsions():
+    """The C core against PyTorch (energies, forces, log densities), and against the formula of
+    docs/model-format.md 5.4 evaluated with mpmath's Bessel function: the energy difference to the
+    same flow with uniform torsions is -kT sum [kappa (cos 2 pi (z - mean) - 1) - log I0e(kappa)]."""
+    mpmath = pytest.importorskip("mpmath")
+    flow = random_flow(n_atoms=7, n_layers=4, n_components=3, hidden=(12,), directions="mixed",
+                       seed=12, prior="von_mises")
+    flow.prior["torsion_kappa"][0] = 1e4          # the limit: exp(-1e4) underflows, its log must not
+    flow.torsion_kappa[0] = 1e4
+    data = model_to_bytes(flow)
+    core = CoreModel.from_bytes(data, max_batch=6)
+    x = random_positions(flow, 6, seed=5)
+    e, f = flow.energy_and_forces(x)
+    e_core, f_core = core.evaluate(x.numpy())
+    np.testing.assert_allclose(e_core, e.detach().numpy(), rtol=1e-10, atol=1e-10)
+    assert np.abs(f_core - f.detach().numpy()).max() < 1e-8 * np.abs(f.detach().numpy()).max()
+    assert_log_density_matches(flow, core)
+    assert load_model_bytes(data).config()["prior"] == flow.config()["prior"]
+    uniform = {k: v for k, v in flow.prior.items() if not k.startswith("torsion_")}
+    plain = CoreModel.from_bytes(_with_prior(flow, uniform), max_batch=6)
+    e_plain = plain.evaluate(x.numpy())[0]
+    with torch.no_grad():
+        z, _ = flow.forward(flow.reduced_terms(x)["u_flow"], inverse=True)
+    zt = z[:, 2 * 7 - 3:].numpy()
+    for b in range(6):
+        logp = sum(float(k) * (math.cos(2 * math.pi * (zt[b, t] - float(m))) - 1)
+                   - float(mpmath.log(mpmath.besseli(0, k) * mpmath.exp(-k)))
+                   for t, (m, k) in enumerate(zip(flow.prior["torsion_mean"], flow.prior["torsion_kappa"])))
+        assert e_core[b] - e_plain[b] == pytest.approx(-flow.kT * logp, rel=1e-9, abs=1e-9)
+
+
+@pytest.mark.parametrize("change, message, torch_message", [
+    ({"torsion_mean": [0.5] * 4}, "'torsion_mean' and 'torsion_kappa' must both be arrays",
+     "torsion_mean and prior.torsion_kappa go together"),
+    ({"torsion_mean": [0.5] * 3, "torsion_kappa": [1.0] * 3}, "arrays of n_atoms - 3 = 4 numbers",
+     r"prior\.torsion_mean must be 4 finite numbers"),
+    ({"torsion_mean": [1.0, 0.5, 0.5, 0.5], "torsion_kappa": [1.0] * 4}, r"torsion 0 \(dimension 11\)",
+     r"torsion 0 \(dimension 11\) has torsion_mean 1\.0"),
+    ({"torsion_mean": [0.5] * 4, "torsion_kappa": [1.0, 1.0, -2.0, 1.0]}, "torsion_kappa -2",
+     r"torsion 2 \(dimension 13\) .*torsion_kappa -2\.0"),
+    ({"torsion_mean": [0.5] * 4, "torsion_kappa": [1.0, 1.0, 1.0, 2e4]}, "need 0 <= kappa <= 10000",
+     r"need 0 <= kappa <= 10000"),
+], ids=["mean_alone", "wrong_length", "mean_1", "kappa_negative", "kappa_too_large"])
+def test_bad_torsion_priors_are_refused_by_both(change, message, torch_message):
+    flow = random_flow(n_atoms=7, n_layers=2, seed=1, prior="truncated_normal")
+    prior = {**flow.prior, **change}
     with pytest.raises(ValueError, match=torch_message):
         SmoothFlow(flow.zmatrix, flow.bond_lo, flow.bond_hi, [l.config() for l in flow.layers], prior=prior)
     with pytest.raises(CoreError, match=message):

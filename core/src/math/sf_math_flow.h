@@ -1,7 +1,8 @@
 /* sf_math_flow.h -- the per-element pieces of a coupling layer around its
  * transform: the conditioner's input encoding of each conditioning dimension
  * (interval: 2u - 1; circle: (cos 2 pi u, sin 2 pi u)) and its derivative, and
- * the truncated-normal prior of the interval dimensions of z. */
+ * the prior: truncated normals of the interval dimensions of z, von Mises
+ * densities of the torsion dimensions. */
 #ifndef SF_MATH_FLOW_H
 #define SF_MATH_FLOW_H
 
@@ -33,6 +34,19 @@ DEVICE real sfm_prior_term(real z, real mean, real sigma)
 DEVICE real sfm_prior_gradient(real z, real mean, real sigma, real weight)
 {
     return -weight * (z - mean) / (sigma * sigma);
+}
+
+/* One torsion dimension's share of -log p_Z(z) under its von Mises density on
+ * the circle [0, 1), without its normalization: kappa (1 - cos 2 pi (z - mean)). */
+DEVICE real sfm_torsion_prior_term(real z, real mean, real kappa)
+{
+    return kappa * (1 - cos(SFM_TWO_PI * (z - mean)));
+}
+
+/* d(weight log p_Z)/dz of that dimension. */
+DEVICE real sfm_torsion_prior_gradient(real z, real mean, real kappa, real weight)
+{
+    return -weight * kappa * SFM_TWO_PI * sin(SFM_TWO_PI * (z - mean));
 }
 
 #endif /* SF_MATH_FLOW_H */

@@ -136,6 +136,8 @@ map<string, string> SmoothFlowPlugin::commonSmoothFlowProgramDefines(const sf_mo
     defines["PERIODIC"] = periodic ? "1" : "0";
     defines["WALL"] = info.policy == SF_SUPPORT_WALL ? "1" : "0";
     defines["HAS_PRIOR"] = info.has_prior ? "1" : "0";
+    double mean0, kappa0;       // von Mises torsions: the prior answers for torsion 0 (N >= 4)
+    defines["HAS_TORSION_PRIOR"] = info.N >= 4 && sf_model_torsion_prior(model, 0, &mean0, &kappa0) == SF_OK ? "1" : "0";
     defines["POS_AT"] = to_string(layout.posAt);
     defines["Q_AT"] = to_string(layout.qAt);
     defines["SLOPE_AT"] = to_string(layout.slopeAt);
@@ -257,13 +259,15 @@ void CommonCalcSmoothFlowForceKernel::initialize(const System& /*system*/, const
     header[kGa] = layout.gaAt;
     header[kGb] = layout.gbAt;
     header[kBeta] = info.smooth.beta;
-    // modelReal: the model's constants, the bond bounds, the prior's means and sigmas, then the
-    // wall's edge forces (MR_EDGES of kernels/smoothflow.cc).
+    // modelReal: the model's constants, the bond bounds, the prior's means and sigmas, the
+    // wall's edge forces (MR_EDGES of kernels/smoothflow.cc), then the torsions' von Mises
+    // means and kappas (0 when the torsions are uniform).
     vector<double> reals = {info.margin, info.wall_constant, info.smooth.s_min, info.smooth.c_max, info.smooth.alpha_min,
                             info.spline.min_bin_width, info.spline.min_bin_height, info.spline.min_derivative,
                             info.affine.scale_max, info.angle_margin};
     const size_t bonds = reals.size(), edges = bonds + 2 * (N - 1) + 2 * (2 * N - 3);
-    reals.resize(edges + 2 * (2 * N - 3), 0.0);
+    const size_t torsions = edges + 2 * (2 * N - 3);
+    reals.resize(torsions + 2 * max(N - 3, 0), 0.0);
     for (int d = 0; d < N - 1; d++)
         sf_model_bond_bounds(m, d, &reals[bonds + d], &reals[bonds + N - 1 + d]);
     if (info.has_prior)
@@ -271,6 +275,8 @@ void CommonCalcSmoothFlowForceKernel::initialize(const System& /*system*/, const
             sf_model_prior(m, d, &reals[bonds + 2 * (N - 1) + d], &reals[bonds + 2 * (N - 1) + 2 * N - 3 + d]);
     for (int d = 0; d < 2 * N - 3; d++)
         sf_model_edge_force(m, d, &reals[edges + d], &reals[edges + 2 * N - 3 + d]);
+    for (int t = 0; t < N - 3; t++)
+        if (sf_model_torsion_prior(m, t, &reals[torsions + t], &reals[torsions + N - 3 + t]) != SF_OK) break;
     kT = info.kT;
     energyConstant = info.kT * info.log_scale_sum + info.energy_offset + info.kT * info.prior_log_norm;
 

@@ -33,8 +33,9 @@
 #define LAYER_TABLE (MI_HEADER + 8)
 #define LAYER_FIELDS 16
 /* modelReal: these constants, then the bond bounds, the prior's means and
- * sigmas, and the wall's edge forces (lower, then upper; 0 when the model has
- * none): MR_BONDS + 2 (N - 1) + 2 (2N - 3) + 2 (2N - 3) reals. */
+ * sigmas, the wall's edge forces (lower, then upper; 0 when the model has
+ * none), and the torsions' von Mises means and kappas (0 when uniform):
+ * MR_BONDS + 2 (N - 1) + 2 (2N - 3) + 2 (2N - 3) + 2 (N - 3) reals. */
 #define MR_MARGIN 0
 #define MR_WALL_K 1
 #define MR_S_MIN 2
@@ -420,6 +421,11 @@ DEVICE void sf_stage_energy(int molecule, GLOBAL const real *RESTRICT modelReal,
     for (int d = LOCAL_ID; d < NUM_INTERVAL; d += LOCAL_SIZE)
         energy += kT * sfm_prior_term(z[d], priorMean[d], priorSigma[d]);
 #endif
+#if HAS_TORSION_PRIOR
+    GLOBAL const real *torsionMean = priorMean + 4 * NUM_INTERVAL, *torsionKappa = torsionMean + (NUM_ATOMS - 3);
+    for (int t = LOCAL_ID; t < NUM_ATOMS - 3; t += LOCAL_SIZE)
+        energy += kT * sfm_torsion_prior_term(z[NUM_INTERVAL + t], torsionMean[t], torsionKappa[t]);
+#endif
     energyShare[LOCAL_ID] = energy;
     wallShare[LOCAL_ID] = walls;
     SYNC_THREADS;
@@ -437,7 +443,11 @@ DEVICE void sf_stage_energy(int molecule, GLOBAL const real *RESTRICT modelReal,
     if (includeForces) {
         GLOBAL real *gstate = mol + GSTATE_AT;
         for (int d = LOCAL_ID; d < NUM_DIMS; d += LOCAL_SIZE) {
-#if HAS_PRIOR
+#if HAS_TORSION_PRIOR
+            gstate[d] = d < NUM_INTERVAL ? sfm_prior_gradient(z[d], priorMean[d], priorSigma[d], -k->kT)
+                                         : sfm_torsion_prior_gradient(z[d], torsionMean[d - NUM_INTERVAL],
+                                                                      torsionKappa[d - NUM_INTERVAL], -k->kT);
+#elif HAS_PRIOR
             gstate[d] = d < NUM_INTERVAL ? sfm_prior_gradient(z[d], priorMean[d], priorSigma[d], -k->kT) : 0;
 #else
             gstate[d] = 0;
