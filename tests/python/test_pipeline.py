@@ -763,3 +763,40 @@ def test_angle_deficit_is_zero_for_a_planar_centre_and_known_for_a_tetrahedral_o
     assert d[0] == pytest.approx(0.0, abs=1e-9)
     assert d[1] == pytest.approx(360 - 3 * np.degrees(np.arccos(-1 / 3)), abs=1e-9)
     assert d[2] > 358
+
+
+def test_von_mises_torsions_are_fitted_as_scipy_fits_them(run):
+    """model.prior.torsions = 'von_mises': each torsion's mean and kappa are the maximum-likelihood
+    von Mises fit of the training frames (oracle: scipy.stats.vonmises.fit), kappa divided by
+    width^2; the flow carries them, and init_from refuses a start whose torsions differ."""
+    stats = pytest.importorskip('scipy.stats')
+    import torch
+    from smoothflow_torch import zmatrix as zm
+    from smoothflow_torch.pipeline import Project
+    from smoothflow_torch.pipeline.data import load
+    from smoothflow_torch.pipeline.model import bond_bounds, build_flow, data_prior
+    project = Project(run['project'])
+    frames = load(project.frames_path, project.kT, 20, 'train').positions[:400]
+    Z = np.asarray(project.zmatrix)
+    lo, hi = bond_bounds(Z, frames, 1.0, 0.05)
+    prior = data_prior({'kind': 'truncated_normal', 'width': 1.0, 'torsions': 'von_mises'}, Z, frames, lo, hi)
+    wide = data_prior({'kind': 'truncated_normal', 'width': 2.0, 'torsions': 'von_mises'}, Z, frames, lo, hi)
+    u = zm.normalize(*zm.internal_coordinates(torch.from_numpy(frames), Z), torch.as_tensor(lo),
+                     torch.as_tensor(hi)).numpy()[:, 2 * 20 - 3:]
+    assert len(prior['torsion_kappa']) == 17
+    for t in range(17):
+        kappa, loc, _ = stats.vonmises.fit(2 * np.pi * u[:, t] - np.pi, fscale=1)
+        assert prior['torsion_kappa'][t] == pytest.approx(kappa, rel=1e-4, abs=1e-6), t
+        assert wide['torsion_kappa'][t] == pytest.approx(kappa / 4, rel=1e-4, abs=1e-6), t
+        d = (prior['torsion_mean'][t] - (loc + np.pi) / (2 * np.pi)) % 1.0
+        assert min(d, 1 - d) < 1e-4 or kappa < 1e-3, t
+    assert max(prior['torsion_kappa']) > 20          # planar groups are sharp
+    model = {**CONFIG['stages'][0]['model'], 'prior': {'kind': 'truncated_normal', 'torsions': 'von_mises'}}
+    flow = build_flow(model, project.zmatrix, project.meta['atoms'], project.temperature, frames, 0)
+    assert flow.config()['prior']['torsion_kappa'] == pytest.approx(prior['torsion_kappa'])
+    start = run['project'] / 'model.safetensors'          # trained with uniform torsions
+    with pytest.raises(ValueError, match='truncated-normal prior, this config a truncated-normal with von Mises'):
+        build_flow({**model, 'init_from': str(start)}, project.zmatrix, project.meta['atoms'], project.temperature,
+                   frames, 0)
+    with pytest.raises(ValueError, match="'torsions': 'uniform' or 'von_mises'"):
+        data_prior({'kind': 'truncated_normal', 'torsions': 'normal'}, Z, frames, lo, hi)

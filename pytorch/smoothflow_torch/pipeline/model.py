@@ -23,10 +23,16 @@ data-fitted prior (the alanine-dipeptide study's construction, with the molecule
   Every layer has the same ``transform`` (smooth, spline, affine), ``direction`` (``density``:
   an analytic energy, the shipped flows'; or ``generative``), ``n_components``, ``hidden``,
   ``activation``.
-- **Prior** ``"uniform"`` or ``{"kind": "truncated_normal", "width": w}``: a normal per bond and
-  angle with the training data's mean and w times its standard deviation of the normalized
-  coordinate (every bond and angle well harmonic to the support's edges; the study's v2 fix for
-  bonds escaping shallow wells in MD).
+- **Prior** ``"uniform"`` or ``{"kind": "truncated_normal", "width": w, "torsions": t}``: a normal
+  per bond and angle with the training data's mean and w times its standard deviation of the
+  normalized coordinate (every bond and angle well harmonic to the support's edges; the study's
+  v2 fix for bonds escaping shallow wells in MD). ``torsions``: ``"uniform"`` (default) or
+  ``"von_mises"``, a von Mises density per torsion with the training data's circular mean and
+  the concentration whose mean resultant length I1(kappa) / I0(kappa) is the data's (weighted
+  by the frames' Boltzmann weights: a biased torsion's own distribution), divided by w^2 (w
+  widens a torsion as it widens a bond); a torsion with several wells (phi, a methyl rotor) gets
+  a small kappa, an improper or a peptide bond a large one, which keeps amides planar far
+  beyond the data (docs/reliability.md section 5).
 - **Support** ``{"policy": "wall", "margin": 0.01, "angle_margin": 0.1, "wall_constant": 1000}``:
   the wall of docs/model-format.md 5.2, its angle zone from 36 degrees off collinear, where the
   Z-matrix's torsions are not yet singular (docs/reliability.md section 5); a training angle
@@ -128,22 +134,52 @@ def spread_frames(train_positions: np.ndarray, max_frames: int) -> torch.Tensor:
     return torch.from_numpy(x[np.linspace(0, len(x) - 1, min(len(x), max_frames)).round().astype(int)])
 
 
-def data_prior(prior, zmatrix, train_positions: np.ndarray, lo, hi, max_frames: int = 20000):
-    """The latent prior of a model section's ``prior`` (module docstring); the moments are
-    unweighted (a torsion bias barely moves bond and angle marginals)."""
+def von_mises_kappa(r: np.ndarray) -> np.ndarray:
+    """The kappa whose mean resultant length I1(kappa) / I0(kappa) is ``r`` (in [0, 1)), by
+    bisection on the increasing ratio (0 at kappa 0), up to the format's limit."""
+    from ..priors import MAX_TORSION_KAPPA
+    r = np.asarray(r, dtype=np.float64)
+    lo, hi = np.zeros_like(r), np.full_like(r, MAX_TORSION_KAPPA)
+    ratio = lambda k: (torch.special.i1e(torch.from_numpy(k)) / torch.special.i0e(torch.from_numpy(k))).numpy()
+    for _ in range(80):
+        mid = 0.5 * (lo + hi)
+        below = ratio(mid) < r
+        lo, hi = np.where(below, mid, lo), np.where(below, hi, mid)
+    return 0.5 * (lo + hi)
+
+
+def data_prior(prior, zmatrix, train_positions: np.ndarray, lo, hi, max_frames: int = 20000,
+               weights: Optional[np.ndarray] = None):
+    """The latent prior of a model section's ``prior`` (module docstring); the bonds' and angles'
+    moments are unweighted (a torsion bias barely moves their marginals), the torsions' weighted
+    by ``weights`` (the frames' Boltzmann weights; default equal)."""
     if prior == "uniform":
         return "uniform"
-    if not isinstance(prior, dict) or prior.get("kind") != "truncated_normal" or set(prior) - {"kind", "width"}:
-        raise ValueError(f"model.prior must be 'uniform' or {{'kind': 'truncated_normal', 'width': w}}, got {prior!r}")
+    if not isinstance(prior, dict) or prior.get("kind") != "truncated_normal" or \
+            set(prior) - {"kind", "width", "torsions"} or prior.get("torsions", "uniform") not in ("uniform", "von_mises"):
+        raise ValueError(f"model.prior must be 'uniform' or {{'kind': 'truncated_normal', 'width': w, 'torsions': "
+                         f"'uniform' or 'von_mises'}}, got {prior!r}")
     width = float(prior.get("width", 1.0))
     if not width > 0:
         raise ValueError(f"model.prior.width must be > 0, got {width}")
     zmatrix = np.asarray(zmatrix)
-    x = spread_frames(train_positions, max_frames)
-    u = zm.normalize(*zm.internal_coordinates(x, zmatrix), torch.as_tensor(lo), torch.as_tensor(hi))
-    u = u[:, :2 * len(zmatrix) - 3].numpy()
-    sigma = np.maximum(width * u.std(0), 1e-3)   # a coordinate without spread in few frames
-    return {"kind": "truncated_normal", "mean": u.mean(0).tolist(), "sigma": sigma.tolist()}
+    n = len(zmatrix)
+    x = np.asarray(train_positions, dtype=np.float64)
+    pick = np.linspace(0, len(x) - 1, min(len(x), max_frames)).round().astype(int)
+    u = zm.normalize(*zm.internal_coordinates(torch.from_numpy(x[pick]), zmatrix), torch.as_tensor(lo),
+                     torch.as_tensor(hi)).numpy()
+    sigma = np.maximum(width * u[:, :2 * n - 3].std(0), 1e-3)   # a coordinate without spread in few frames
+    out = {"kind": "truncated_normal", "mean": u[:, :2 * n - 3].mean(0).tolist(), "sigma": sigma.tolist()}
+    if prior.get("torsions", "uniform") == "von_mises":
+        w = np.ones(len(pick)) if weights is None else np.asarray(weights, dtype=np.float64)[pick]
+        if not (np.all(np.isfinite(w)) and np.all(w >= 0) and w.sum() > 0):
+            raise ValueError("the frames' weights must be finite, >= 0 and not all 0")
+        angle = 2 * np.pi * u[:, 2 * n - 3:]
+        c, s = (w @ np.cos(angle)) / w.sum(), (w @ np.sin(angle)) / w.sum()
+        r = np.minimum(np.hypot(c, s), 1 - 1e-12)
+        out["torsion_mean"] = (np.arctan2(s, c) / (2 * np.pi) % 1.0 % 1.0).tolist()
+        out["torsion_kappa"] = (von_mises_kappa(r) / width ** 2).tolist()
+    return out
 
 
 def check_angles_outside_wall(flow: SmoothFlow, train_positions: np.ndarray, max_frames: int = 20000) -> None:
@@ -166,9 +202,10 @@ def check_angles_outside_wall(flow: SmoothFlow, train_positions: np.ndarray, max
 
 
 def build_flow(model: dict, zmatrix, atoms: list, temperature: float, train_positions: np.ndarray, seed: int,
-               base: Optional[Path] = None) -> SmoothFlow:
+               base: Optional[Path] = None, train_weights: Optional[np.ndarray] = None) -> SmoothFlow:
     """The SmoothFlow of a model section for one molecule (weights seeded by ``seed``);
-    ``init_from`` is relative to ``base``."""
+    ``init_from`` is relative to ``base``; ``train_weights`` (the frames' Boltzmann weights)
+    weight the torsions' fit of a von Mises prior."""
     m = model_section(model)
     zmatrix = np.asarray(zmatrix, dtype=np.int64)
     start = None
@@ -180,13 +217,14 @@ def build_flow(model: dict, zmatrix, atoms: list, temperature: float, train_posi
             raise FileNotFoundError(f"model.init_from: {path} does not exist (train the earlier stage first)")
         start = load_model(path)
     lo, hi = bond_bounds(zmatrix, train_positions, float(m["bond_padding"]), float(m["min_bond_lo"]))
-    prior = data_prior(m["prior"], zmatrix, train_positions, lo, hi)
+    prior = data_prior(m["prior"], zmatrix, train_positions, lo, hi, weights=train_weights)
     if start is not None:
         # The prior is part of the flow (not a state_dict tensor): a start fitted to other data
         # (a shipped model fine-tuned on new data) keeps its own, or it would be another flow.
-        if (start.prior == "uniform") != (prior == "uniform"):
-            raise ValueError(f"model.init_from: {path} has a {'uniform' if start.prior == 'uniform' else 'truncated-normal'} "
-                             f"prior, this config a {'uniform' if prior == 'uniform' else 'truncated-normal'} one")
+        kind = lambda p: ("uniform" if p == "uniform" else
+                          "truncated-normal with von Mises torsions" if "torsion_mean" in p else "truncated-normal")
+        if kind(start.prior) != kind(prior):
+            raise ValueError(f"model.init_from: {path} has a {kind(start.prior)} prior, this config a {kind(prior)} one")
         prior = start.prior
     set_seed(seed)
     kwargs = {k: m[k] for k in CONSTANT_KEYS if k in m}

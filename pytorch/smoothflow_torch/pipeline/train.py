@@ -151,7 +151,7 @@ def setup(project: Project, config: TrainConfig) -> Trainer:
     test = pdata.load(frames, project.kT, project.n_atoms, "test")
     pos, frc, wts = training_arrays(train, d["max_train_frames"])
     flow = build_flow(config.model, project.zmatrix, project.meta["atoms"], project.temperature, pos, config.seed,
-                      base=project.path)
+                      base=project.path, train_weights=wts)
     target = None
     if needs_target(config):
         from ..openmm_bridge import OpenMMEnergy
