@@ -33,7 +33,7 @@ def _without(c, *model_keys, top=("name", "_comment")):
 
 
 def test_every_config_is_a_valid_pipeline_config_named_for_its_runs():
-    assert sorted(p.stem for p in CONFIGS.glob("*.json")) == sorted(KINDS + ("tiny", "smooth_hot"))
+    assert sorted(p.stem for p in CONFIGS.glob("*.json")) == sorted(KINDS + ("tiny", "smooth_hot", "smooth_von_mises"))
     for kind in KINDS:
         assert [c["name"] for c in _stages(kind)] == [s.format(kind) for s in STAGES]
         for c in _stages(kind):
@@ -54,6 +54,16 @@ def test_the_hot_md_fine_tune_starts_from_the_shipped_smooth_flow_with_its_final
     assert second.model["init_from"] == "runs/smooth_curvature/model.safetensors"
     assert second.weights["stiffness"] == 30.0 and second.stiffness_dt_fs == 2.5
     assert second.data["curvature_frames"] == ["data/hot_frames.npz", "data/hot_frames_smooth_curvature.npz"]
+
+
+def test_the_von_mises_config_is_the_smooth_config_with_von_mises_torsions():
+    """configs/smooth_von_mises.json (not shipped; docs/reliability.md section 5): the shipped
+    smooth flow's three stages with only the prior's torsions changed."""
+    plain, vm = _stages("smooth"), [c.to_dict() for c in stages(CONFIGS / "smooth_von_mises.json")]
+    assert len(vm) == 3
+    for a, b in zip(plain, vm):
+        assert b["model"]["prior"] == {"kind": "truncated_normal", "width": 1.0, "torsions": "von_mises"}
+        assert _without(a, "prior", top=("_comment",)) == _without(b, "prior", top=("_comment",))
 
 
 @pytest.mark.parametrize("stage", range(3))
