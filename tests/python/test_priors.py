@@ -58,6 +58,12 @@ def test_density_is_prior_at_z_times_jacobian():
 def test_core_matches_torch_with_the_normal_prior(directions):
     flow = random_flow(n_atoms=7, n_layers=4, n_components=3, hidden=(12,), directions=directions,
                        seed=11, prior="truncated_normal")
+    _core_matches_torch(flow)
+
+
+def _core_matches_torch(flow):
+    """Energies, forces and log densities of the C core against PyTorch at six positions, and the
+    prior's file round trip; returns the positions and the core's energies."""
     data = model_to_bytes(flow)
     core = CoreModel.from_bytes(data, max_batch=6)
     x = random_positions(flow, 6, seed=5)
@@ -66,8 +72,8 @@ def test_core_matches_torch_with_the_normal_prior(directions):
     np.testing.assert_allclose(e_core, e.detach().numpy(), rtol=1e-10, atol=1e-10)
     assert np.abs(f_core - f.detach().numpy()).max() < 1e-8 * np.abs(f.detach().numpy()).max()
     assert_log_density_matches(flow, core)
-    again = load_model_bytes(data)   # the prior survives the file round trip
-    assert again.config()["prior"] == flow.config()["prior"]
+    assert load_model_bytes(data).config()["prior"] == flow.config()["prior"]   # the prior survives the file
+    return x, e_core
 
 
 def _with_prior(flow, prior) -> bytes:
@@ -124,15 +130,7 @@ def test_core_matches_torch_and_mpmath_with_von_mises_torsions():
                        seed=12, prior="von_mises")
     flow.prior["torsion_kappa"][0] = 1e4          # the limit: exp(-1e4) underflows, its log must not
     flow.torsion_kappa[0] = 1e4
-    data = model_to_bytes(flow)
-    core = CoreModel.from_bytes(data, max_batch=6)
-    x = random_positions(flow, 6, seed=5)
-    e, f = flow.energy_and_forces(x)
-    e_core, f_core = core.evaluate(x.numpy())
-    np.testing.assert_allclose(e_core, e.detach().numpy(), rtol=1e-10, atol=1e-10)
-    assert np.abs(f_core - f.detach().numpy()).max() < 1e-8 * np.abs(f.detach().numpy()).max()
-    assert_log_density_matches(flow, core)
-    assert load_model_bytes(data).config()["prior"] == flow.config()["prior"]
+    x, e_core = _core_matches_torch(flow)
     uniform = {k: v for k, v in flow.prior.items() if not k.startswith("torsion_")}
     plain = CoreModel.from_bytes(_with_prior(flow, uniform), max_batch=6)
     e_plain = plain.evaluate(x.numpy())[0]
