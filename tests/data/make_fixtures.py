@@ -47,6 +47,13 @@ def wall_flow():
                                         'edge_force_upper': [150.0 + 30.0 * d for d in range(13)]})
 
 
+def von_mises_flow():
+    """7 atoms, 3 layers, K=3, error policy, a truncated-normal prior with von Mises torsions
+    (docs/model-format.md 5.4; its reading is what the allocation-failure test drives)."""
+    return testing.random_flow(n_atoms=7, n_layers=3, n_components=3, hidden=(8,), directions='mixed', seed=6,
+                               prior='von_mises')
+
+
 def wall_configurations(flow):
     """Inside the support, in the wall zone (bond 0 below, angle 8 above, angle 10 in the angles'
     zone only: 0.12 < 2 x 0.07 but > 2 x 0.05), and beyond it (bond 0 at u = 1.3)."""
@@ -76,6 +83,7 @@ def main():
     models = {
         'tiny': (tiny_flow(), lambda flow: testing.random_positions(flow, 4, seed=11, margin=0.1)),
         'wall': (wall_flow(), wall_configurations),
+        'von_mises': (von_mises_flow(), lambda flow: testing.random_positions(flow, 3, seed=12, margin=0.1)),
     }
     reference = {}
     for name, (flow, configurations) in models.items():

@@ -21,7 +21,7 @@ def assertForcesClose(expected, found, rtol=1e-8):
 
 
 @pytest.mark.parametrize('platform', PLATFORMS)
-@pytest.mark.parametrize('model', ['tiny', 'wall'])
+@pytest.mark.parametrize('model', ['tiny', 'wall', 'von_mises'])
 def test_fixture_energies_match_pytorch(sf, fixtures, makeContext, evaluate, model, platform):
     ref = fixtures[model]
     context = makeContext(sf.SmoothFlowForce(ref['path']), ref['n_atoms'], platform)

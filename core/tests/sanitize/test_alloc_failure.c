@@ -3,7 +3,8 @@
  * Linked with -Wl,--wrap=malloc,--wrap=calloc,--wrap=realloc,--wrap=aligned_alloc
  * (core/tests/sanitize/CMakeLists.txt), so every allocation the core's
  * statically compiled sources make goes through the wrappers below.  For
- * each operation -- loading tests/data/tiny.safetensors and wall.safetensors
+ * each operation -- loading tests/data/tiny.safetensors, wall.safetensors and
+ * von_mises.safetensors
  * from bytes and from its file, sf_workspace_new, one sf_evaluate with forces,
  * sf_internal_coordinates -- the loop fails the 1st, 2nd, ... allocation the
  * call makes, and requires SF_ERR_NOMEM with an "out of memory" message and
@@ -245,6 +246,7 @@ int main(void)
 
     check_model("tiny");
     check_model("wall");
+    check_model("von_mises"); /* the prior's torsion arrays */
     printf("%s\n", failures ? "FAILED" : "all injected allocation failures reported, no crash");
     return failures ? 1 : 0;
 }
