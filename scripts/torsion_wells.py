@@ -14,9 +14,10 @@ import numpy as np
 import torch
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-#: Z-matrix rows (studies/alanine_dipeptide/zmatrix.txt) whose torsion must stay near one value
-ROWS = ((3, "improper N-C-CH3-O (ACE)"), (7, "improper O-C-CA-N (ALA)"), (11, "H-N-C-O (ALA)"),
-        (12, "H-N-C-O (NME)"))
+#: Z-matrix rows whose torsion must stay near one value: in studies/alanine_dipeptide/zmatrix.txt
+#: the impropers N-C-CH3-O (ACE) and O-C-CA-N (ALA) and H-N-C-O (ALA, NME); in the H-N-C-C rows
+#: (runs/alanine_dipeptide_hnca) rows 11 and 12 are H-N-C-CH3 and H-N-C-CA
+ROWS = (3, 7, 11, 12)
 TURNS = (0.05, 0.1, 0.25, 0.5)
 
 
@@ -27,6 +28,7 @@ def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("models", nargs="+")
     ap.add_argument("--frames", type=int, default=20, help="first reference frames used (default %(default)s)")
+    ap.add_argument("--rows", type=int, nargs="+", default=list(ROWS), help="Z-matrix rows (default %(default)s)")
     a = ap.parse_args(argv)
     torch.set_num_threads(1)
     ref = np.load(os.path.join(ROOT, "data", "alanine_dipeptide", "obc.reference.npz"))["positions"][:a.frames]
@@ -40,8 +42,11 @@ def main(argv=None):
         flow = load_model(m)
         with torch.no_grad():
             u, e0 = flow.internal_coordinates(ref), flow.energy(ref).numpy()
-        for row, name in ROWS:
+        for row in a.rows:
             d = flow.n_interval + row - 3
+            z = flow.zmatrix[row].tolist()
+            name = "-".join(flow.atoms[i]["name"] for i in z) + f" ({flow.atoms[z[0]]['residue']}, row {row})" \
+                if flow.atoms else f"row {row}"
             rise, rise_ff = [], []
             for turn in TURNS:
                 v = u.clone()
