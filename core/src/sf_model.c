@@ -313,6 +313,28 @@ static int json_number_array(const cJSON *arr, int n, double **out)
     return 1;
 }
 
+/* Two parallel lists of n numbers under keys ka and kb of obj ("where" names obj and
+ * "count" says what n is, for the messages).  Both absent: SF_OK with *pa and *pb NULL,
+ * the caller decides whether that is allowed; one absent or either not n numbers: an error
+ * naming both keys. */
+static sf_status json_array_pair(const cJSON *obj, const char *where, const char *ka, const char *kb, int n,
+                                 const char *count, double **pa, double **pb, sf_error *err)
+{
+    const cJSON *a = cJSON_GetObjectItemCaseSensitive(obj, ka);
+    const cJSON *b = cJSON_GetObjectItemCaseSensitive(obj, kb);
+    if (!a && !b) return SF_OK;
+    if (!a || !b)
+        return sfE_set(err, SF_ERR_MODEL, "model config: %s has '%s' without '%s' (give both or neither)", where,
+                       a ? ka : kb, a ? kb : ka);
+    const int ok_a = json_number_array(a, n, pa);
+    const int ok_b = ok_a == 1 ? json_number_array(b, n, pb) : 0;
+    if (ok_a == JSON_NOMEM || ok_b == JSON_NOMEM) return sfE_set(err, SF_ERR_NOMEM, "out of memory");
+    if (ok_a != 1 || ok_b != 1)
+        return sfE_set(err, SF_ERR_MODEL, "model config: %s '%s' and '%s' must be arrays of %s = %d numbers", where,
+                       ka, kb, count, n);
+    return SF_OK;
+}
+
 static double normal_cdf(double x) { return 0.5 * erfc(-x / sqrt(2.0)); }
 
 /* log(exp(-k) I0(k)) for 0 <= k <= SF_MAX_TORSION_KAPPA, to a few ulp: the power series
@@ -344,17 +366,10 @@ static double log_i0e(double k)
  * numbers each, both or neither.  Adds their normalization to m->prior_log_norm. */
 static sf_status read_torsion_prior(sf_model *m, const cJSON *prior, sf_error *err)
 {
-    const cJSON *mean = cJSON_GetObjectItemCaseSensitive(prior, "torsion_mean");
-    const cJSON *kappa = cJSON_GetObjectItemCaseSensitive(prior, "torsion_kappa");
-    if (!mean && !kappa) return SF_OK;
     const int n = m->N - 3;
-    const int ok_mean = json_number_array(mean, n, &m->torsion_mean);
-    const int ok_kappa = ok_mean == 1 ? json_number_array(kappa, n, &m->torsion_kappa) : 0;
-    if (ok_mean == JSON_NOMEM || ok_kappa == JSON_NOMEM) return sfE_set(err, SF_ERR_NOMEM, "out of memory");
-    if (ok_mean != 1 || ok_kappa != 1)
-        return sfE_set(err, SF_ERR_MODEL,
-                       "model config: prior 'torsion_mean' and 'torsion_kappa' must both be arrays of n_atoms - 3 "
-                       "= %d numbers", n);
+    sf_status rc = json_array_pair(prior, "prior", "torsion_mean", "torsion_kappa", n, "n_atoms - 3",
+                                   &m->torsion_mean, &m->torsion_kappa, err);
+    if (rc != SF_OK || !m->torsion_mean) return rc;
     for (int t = 0; t < n; t++) {
         const double mu = m->torsion_mean[t], k = m->torsion_kappa[t];
         if (!(mu >= 0 && mu < 1) || !(k >= 0 && k <= SF_MAX_TORSION_KAPPA))
@@ -383,13 +398,11 @@ static sf_status read_prior(sf_model *m, const cJSON *cfg, sf_error *err)
     sf_status rc = json_known_keys(prior, "'prior'", keys, err);
     if (rc != SF_OK) return rc;
     const int n = 2 * m->N - 3;
-    const int ok_mean = json_number_array(cJSON_GetObjectItemCaseSensitive(prior, "mean"), n, &m->prior_mean);
-    const int ok_sigma =
-        ok_mean == 1 ? json_number_array(cJSON_GetObjectItemCaseSensitive(prior, "sigma"), n, &m->prior_sigma) : 0;
-    if (ok_mean == JSON_NOMEM || ok_sigma == JSON_NOMEM) return sfE_set(err, SF_ERR_NOMEM, "out of memory");
-    if (ok_mean != 1 || ok_sigma != 1)
-        return sfE_set(err, SF_ERR_MODEL,
-                       "model config: prior 'mean' and 'sigma' must be arrays of 2 n_atoms - 3 = %d numbers", n);
+    rc = json_array_pair(prior, "prior", "mean", "sigma", n, "2 n_atoms - 3", &m->prior_mean, &m->prior_sigma, err);
+    if (rc != SF_OK) return rc;
+    if (!m->prior_mean)
+        return sfE_set(err, SF_ERR_MODEL, "model config: a truncated_normal prior needs 'mean' and 'sigma', arrays of "
+                       "2 n_atoms - 3 = %d numbers", n);
     double norm = 0.0;
     for (int d = 0; d < n; d++) {
         const double mu = m->prior_mean[d], sd = m->prior_sigma[d];
@@ -459,23 +472,13 @@ static sf_status read_smooth(sf_model *m, const cJSON *cfg, int has_smooth_layer
  * policy (elsewhere nothing would use them). */
 static sf_status read_edge_forces(sf_model *m, const cJSON *sup, sf_error *err)
 {
-    const cJSON *lower = cJSON_GetObjectItemCaseSensitive(sup, "edge_force_lower");
-    const cJSON *upper = cJSON_GetObjectItemCaseSensitive(sup, "edge_force_upper");
-    if (!lower && !upper) return SF_OK;
     const int n = 2 * m->N - 3;
-    if (!lower || !upper)
-        return sfE_set(err, SF_ERR_MODEL, "model config: support has '%s' without '%s' (give both or neither)",
-                       lower ? "edge_force_lower" : "edge_force_upper", lower ? "edge_force_upper" : "edge_force_lower");
+    sf_status rc = json_array_pair(sup, "support", "edge_force_lower", "edge_force_upper", n, "2 n_atoms - 3",
+                                   &m->edge_lower, &m->edge_upper, err);
+    if (rc != SF_OK || !m->edge_lower) return rc;
     if (m->policy != SF_SUPPORT_WALL)
         return sfE_set(err, SF_ERR_MODEL, "model config: support edge forces are given but the policy is \"error\" "
                        "(they act only under \"wall\")");
-    const int ok_lo = json_number_array(lower, n, &m->edge_lower);
-    const int ok_hi = ok_lo == 1 ? json_number_array(upper, n, &m->edge_upper) : 0;
-    if (ok_lo == JSON_NOMEM || ok_hi == JSON_NOMEM) return sfE_set(err, SF_ERR_NOMEM, "out of memory");
-    if (ok_lo != 1 || ok_hi != 1)
-        return sfE_set(err, SF_ERR_MODEL,
-                       "model config: support 'edge_force_lower' and 'edge_force_upper' must be arrays of "
-                       "2 n_atoms - 3 = %d numbers", n);
     for (int d = 0; d < n; d++)
         if (!(m->edge_lower[d] >= 0 && m->edge_lower[d] <= SF_MAX_EDGE_FORCE) ||
             !(m->edge_upper[d] >= 0 && m->edge_upper[d] <= SF_MAX_EDGE_FORCE))

@@ -116,7 +116,9 @@ static const edit_case edits[] = {
     {"prior", "{\"kind\": \"truncated_normal\", \"mean\": [], \"sigma\": [], \"scale\": 1}", SF_ERR_MODEL,
      TM "'prior' has the unknown key 'scale'", NULL},
     {"prior", "{\"kind\": \"truncated_normal\", \"sigma\": [0.2, 0.2, 0.2, 0.2, 0.2, 0.2, 0.2]}", SF_ERR_MODEL,
-     TM "prior 'mean' and 'sigma' must be arrays of 2 n_atoms - 3 = 7 numbers", NULL},
+     TM "prior has 'sigma' without 'mean' (give both or neither)", NULL},
+    {"prior", "{\"kind\": \"truncated_normal\"}", SF_ERR_MODEL,
+     TM "a truncated_normal prior needs 'mean' and 'sigma', arrays of 2 n_atoms - 3 = 7 numbers", NULL},
     {"prior", "{\"kind\": \"truncated_normal\", \"mean\": [0.5, 0.5, 0.5, 0.5, 0.5, 0.5],"
               " \"sigma\": [0.2, 0.2, 0.2, 0.2, 0.2, 0.2, 0.2]}", SF_ERR_MODEL, "= 7 numbers", NULL},
     {"prior", "{\"kind\": \"truncated_normal\", \"mean\": {\"0\": 0.5},"
@@ -124,7 +126,7 @@ static const edit_case edits[] = {
     {"prior", "{\"kind\": \"truncated_normal\", \"mean\": [0.5, 0.5, 0.5, \"0.5\", 0.5, 0.5, 0.5],"
               " \"sigma\": [0.2, 0.2, 0.2, 0.2, 0.2, 0.2, 0.2]}", SF_ERR_MODEL, "= 7 numbers", NULL},
     {"prior", "{\"kind\": \"truncated_normal\", \"mean\": [0.5, 0.5, 0.5, 0.5, 0.5, 0.5, 0.5]}", SF_ERR_MODEL,
-     "= 7 numbers", NULL},
+     "prior has 'mean' without 'sigma'", NULL},
     {"prior", "{\"kind\": \"truncated_normal\", \"mean\": [0.5, 0.5, 0.5, 0.5, 0.5, 0.5, 0.5],"
               " \"sigma\": [0.2, 0.2, 0.2, 0.2, 0.2, 0.2, null]}", SF_ERR_MODEL, "= 7 numbers", NULL},
     {"prior", "{\"kind\": \"truncated_normal\", \"mean\": [0.5, 0.5, 0.5, 0, 0.5, 0.5, 0.5],"
@@ -140,9 +142,10 @@ static const edit_case edits[] = {
     /* the torsions' von Mises terms (two torsions: dims 7 and 8) */
 #define TN "{\"kind\": \"truncated_normal\", \"mean\": [0.5, 0.5, 0.5, 0.5, 0.5, 0.5, 0.5], \"sigma\": [0.2, 0.2, 0.2, 0.2, 0.2, 0.2, 0.2], "
     {"prior", TN "\"torsion_mean\": [0.1, 0.2]}", SF_ERR_MODEL,
-     TM "prior 'torsion_mean' and 'torsion_kappa' must both be arrays of n_atoms - 3 = 2 numbers", NULL},
-    {"prior", TN "\"torsion_kappa\": [1, 2]}", SF_ERR_MODEL, "must both be arrays of n_atoms - 3 = 2", NULL},
-    {"prior", TN "\"torsion_mean\": [0.1, 0.2, 0.3], \"torsion_kappa\": [1, 2]}", SF_ERR_MODEL, "= 2 numbers", NULL},
+     TM "prior has 'torsion_mean' without 'torsion_kappa' (give both or neither)", NULL},
+    {"prior", TN "\"torsion_kappa\": [1, 2]}", SF_ERR_MODEL, "prior has 'torsion_kappa' without 'torsion_mean'", NULL},
+    {"prior", TN "\"torsion_mean\": [0.1, 0.2, 0.3], \"torsion_kappa\": [1, 2]}", SF_ERR_MODEL,
+     TM "prior 'torsion_mean' and 'torsion_kappa' must be arrays of n_atoms - 3 = 2 numbers", NULL},
     {"prior", TN "\"torsion_mean\": [0.1, 0.2], \"torsion_kappa\": [1, \"2\"]}", SF_ERR_MODEL, "= 2 numbers", NULL},
     {"prior", TN "\"torsion_mean\": [0.1, 1], \"torsion_kappa\": [1, 2]}", SF_ERR_MODEL,
      TM "prior torsion 1 (dimension 8) has torsion_mean 1 (need 0 <= mean < 1)", NULL},

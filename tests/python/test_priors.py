@@ -145,7 +145,7 @@ def test_core_matches_torch_and_mpmath_with_von_mises_torsions():
 
 
 @pytest.mark.parametrize("change, message, torch_message", [
-    ({"torsion_mean": [0.5] * 4}, "'torsion_mean' and 'torsion_kappa' must both be arrays",
+    ({"torsion_mean": [0.5] * 4}, "'torsion_mean' without 'torsion_kappa'",
      "torsion_mean and prior.torsion_kappa go together"),
     ({"torsion_mean": [0.5] * 3, "torsion_kappa": [1.0] * 3}, "arrays of n_atoms - 3 = 4 numbers",
      r"prior\.torsion_mean must be 4 finite numbers"),
