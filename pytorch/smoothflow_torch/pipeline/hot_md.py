@@ -55,10 +55,13 @@ def repartition_hydrogen_mass(system, topology, hydrogen_mass: float) -> None:
                 system.setParticleMass(heavy.index, system.getParticleMass(heavy.index)._value - extra)
 
 
-def _angle_deg(pos: np.ndarray, a: int, b: int, c: int) -> float:
-    v1, v2 = pos[a] - pos[b], pos[c] - pos[b]
-    cos = v1 @ v2 / (np.linalg.norm(v1) * np.linalg.norm(v2))
-    return float(np.degrees(np.arccos(np.clip(cos, -1.0, 1.0))))
+def bond_angles(positions: np.ndarray, triples) -> np.ndarray:
+    """The angle a-b-c in degrees for each (a, b, c) of triples, (n_frames, n_triples)."""
+    t = np.asarray(triples, dtype=int).reshape(-1, 3)
+    v1 = positions[:, t[:, 0]] - positions[:, t[:, 1]]
+    v2 = positions[:, t[:, 2]] - positions[:, t[:, 1]]
+    cos = (v1 * v2).sum(-1) / (np.linalg.norm(v1, axis=-1) * np.linalg.norm(v2, axis=-1))
+    return np.degrees(np.arccos(np.clip(cos, -1.0, 1.0)))
 
 
 def three_coordinate(pairs: np.ndarray, n_atoms: int) -> list:
@@ -73,14 +76,8 @@ def three_coordinate(pairs: np.ndarray, n_atoms: int) -> list:
 def angle_deficit(positions: np.ndarray, centres: list) -> np.ndarray:
     """360 degrees minus the sum of the three bond angles at each centre, (n_frames, n_centres):
     0 for a planar centre, about 30-40 for a pyramidal sp3 one."""
-    out = np.zeros((len(positions), len(centres)))
-    for c, (i, (a, b, d)) in enumerate(centres):
-        u = [positions[:, k] - positions[:, i] for k in (a, b, d)]
-        u = [v / np.linalg.norm(v, axis=-1, keepdims=True) for v in u]
-        total = sum(np.degrees(np.arccos(np.clip((u[p] * u[q]).sum(-1), -1.0, 1.0)))
-                    for p, q in ((0, 1), (1, 2), (0, 2)))
-        out[:, c] = 360.0 - total
-    return out
+    triples = [(p, i, q) for i, (a, b, d) in centres for p, q in ((a, b), (b, d), (a, d))]
+    return 360.0 - bond_angles(positions, triples).reshape(len(positions), len(centres), 3).sum(-1)
 
 
 def _context(system, integrator, platform: str):
@@ -135,13 +132,13 @@ def langevin_run(system, force, start: np.ndarray, temperature: float, ps: float
             worst_ratio, worst_bond = float(ratio.max()), int(ratio.argmax())
         worst_excursion = max(worst_excursion, float((np.maximum(bonds - ref_longest, ref_shortest - bonds)
                                                       / width).max()))
-        for a, j, k in angle_rows:
-            v = _angle_deg(pos, a, j, k)
-            angle_lo, angle_hi = min(angle_lo, v), max(angle_hi, v)
-        for (j, k, l), r in zip(implied, implied_rows):
-            v = _angle_deg(pos, j, k, l)
-            if min(v, 180 - v) < implied_closest:
-                implied_closest, implied_row = min(v, 180 - v), int(r)
+        angles = bond_angles(pos[None], angle_rows)[0]
+        angle_lo, angle_hi = min(angle_lo, float(angles.min())), max(angle_hi, float(angles.max()))
+        if implied:
+            gap = bond_angles(pos[None], implied)[0]
+            gap = np.minimum(gap, 180 - gap)
+            if gap.min() < implied_closest:
+                implied_closest, implied_row = float(gap.min()), int(implied_rows[int(gap.argmin())])
         heated = heated or t_kin > 2 * temperature
         if centres:
             now = angle_deficit(pos[None], centres)[0]

@@ -128,10 +128,15 @@ def bond_bounds(zmatrix, positions: np.ndarray, padding: float = 1.0, min_lo: fl
     return np.maximum(lo - padding * width, min_lo), hi + padding * width
 
 
+def spread_indices(n_frames: int, max_frames: int) -> np.ndarray:
+    """The indices of at most max_frames of n_frames frames, evenly spread over them."""
+    return np.linspace(0, n_frames - 1, min(n_frames, max_frames)).round().astype(int)
+
+
 def spread_frames(train_positions: np.ndarray, max_frames: int) -> torch.Tensor:
     """At most max_frames of the training frames, evenly spread over them, as float64."""
     x = np.asarray(train_positions, dtype=np.float64)
-    return torch.from_numpy(x[np.linspace(0, len(x) - 1, min(len(x), max_frames)).round().astype(int)])
+    return torch.from_numpy(x[spread_indices(len(x), max_frames)])
 
 
 def von_mises_kappa(r: np.ndarray) -> np.ndarray:
@@ -164,10 +169,9 @@ def data_prior(prior, zmatrix, train_positions: np.ndarray, lo, hi, max_frames: 
         raise ValueError(f"model.prior.width must be > 0, got {width}")
     zmatrix = np.asarray(zmatrix)
     n = len(zmatrix)
-    x = np.asarray(train_positions, dtype=np.float64)
-    pick = np.linspace(0, len(x) - 1, min(len(x), max_frames)).round().astype(int)
-    u = zm.normalize(*zm.internal_coordinates(torch.from_numpy(x[pick]), zmatrix), torch.as_tensor(lo),
-                     torch.as_tensor(hi)).numpy()
+    pick = spread_indices(len(train_positions), max_frames)
+    internal = zm.internal_coordinates(spread_frames(train_positions, max_frames), zmatrix)
+    u = zm.normalize(*internal, torch.as_tensor(lo), torch.as_tensor(hi)).numpy()
     sigma = np.maximum(width * u[:, :2 * n - 3].std(0), 1e-3)   # a coordinate without spread in few frames
     out = {"kind": "truncated_normal", "mean": u[:, :2 * n - 3].mean(0).tolist(), "sigma": sigma.tolist()}
     if prior.get("torsions", "uniform") == "von_mises":
@@ -177,6 +181,8 @@ def data_prior(prior, zmatrix, train_positions: np.ndarray, lo, hi, max_frames: 
         angle = 2 * np.pi * u[:, 2 * n - 3:]
         c, s = (w @ np.cos(angle)) / w.sum(), (w @ np.sin(angle)) / w.sum()
         r = np.minimum(np.hypot(c, s), 1 - 1e-12)
+        # the second "% 1.0": a tiny negative angle wraps to 1 - 1e-17, which rounds to 1.0,
+        # outside the format's [0, 1)
         out["torsion_mean"] = (np.arctan2(s, c) / (2 * np.pi) % 1.0 % 1.0).tolist()
         out["torsion_kappa"] = (von_mises_kappa(r) / width ** 2).tolist()
     return out
