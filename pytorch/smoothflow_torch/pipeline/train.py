@@ -40,7 +40,7 @@ import torch
 from ..training import TrainConfig, Trainer
 from . import data as pdata
 from .hot_frames import load_positions
-from .model import build_flow, model_section
+from .model import build_flow, model_section, spread_indices
 from .project import Project
 
 DATA_DEFAULTS = {"frames": "data/frames.npz", "max_train_frames": None, "curvature_frames": None}
@@ -130,7 +130,7 @@ def training_arrays(frames: pdata.Frames, max_frames: Optional[int]):
     spaced ones when there are more."""
     pos, frc, wts = frames.positions, frames.forces, frames.weights
     if max_frames and max_frames < len(pos):
-        idx = np.linspace(0, len(pos) - 1, int(max_frames)).round().astype(int)
+        idx = spread_indices(len(pos), int(max_frames))
         pos, frc, wts = pos[idx], frc[idx], wts[idx]
     return pos, frc, wts
 
