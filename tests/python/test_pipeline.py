@@ -712,7 +712,7 @@ def test_hot_md_reports_the_runs_kinetic_temperature_and_failures(run, tmp_path)
     model = run['project'] / 'model.safetensors'
     out = tmp_path / 'hot'
     _cli('hot-md', project.path, model, '--temperatures', '400', '--seeds', '3', '--ps', '1', '--dt-fs', '0.5',
-         '--nve-ps', '0.05', '--start', '2', '--out', out)
+         '--nve-ps', '0.05', '--nve-dt-fs', '0.25', '--start', '2', '--out', out)
     r = json.loads((out / 'hot_md.json').read_text())['results'][0]
     assert r['failure'] is None and r['ps_run'] == pytest.approx(1.0) and len(r['t_kin_tenths_k']) == 10
     assert r['nve']['failure'] is None and r['nve']['ps'] == pytest.approx(0.05)
@@ -734,7 +734,7 @@ def test_hot_md_reports_the_runs_kinetic_temperature_and_failures(run, tmp_path)
         ke = context.getState(getEnergy=True).getKineticEnergy().value_in_unit(unit.kilojoule_per_mole)
         temps.append(2 * ke / (3 * 20 * unit.MOLAR_GAS_CONSTANT_R.value_in_unit(unit.kilojoule_per_mole / unit.kelvin)))
     assert r['t_kin_mean_k'] == pytest.approx(np.mean(temps), rel=1e-6)
-    assert r['holds'] == (abs(np.mean(temps) - 400) <= 40 and r['max_bond_ratio'] <= 1.5)
+    assert r['holds'] == (abs(np.mean(temps) - 400) <= 40 and r['max_bond_ratio'] <= 1.5)   # (the tiny flow heats)
     assert '| 400 K | 3 | 1.00 ps | none |' in (out / 'hot_md.md').read_text()
     # 20 fs with hydrogens: the run blows up, is reported as failed and does not hold
     failed = hot_md(project, model, temperatures=[2000.0], ps=2.0, dt_fs=20.0, out=tmp_path / 'fail')['results'][0]
@@ -746,9 +746,49 @@ def test_hot_md_reports_the_runs_kinetic_temperature_and_failures(run, tmp_path)
     heavy = [ff.getParticleMass(i)._value for i in range(20)]
     assert sum(heavy) == pytest.approx(sum(masses), rel=1e-12)
     assert all(h == 3.0 for h, a in zip(heavy, project.meta['atoms']) if a['element'] == 'H')
+    # a sound Langevin run whose velocity Verlet step is far too long: the NVE run fails, so the run does not hold
+    blown = hot_md(project, model, temperatures=[400.0], seeds=[3], ps=0.2, dt_fs=0.5, nve_ps=1.0, nve_dt_fs=20.0,
+                   start=2, out=tmp_path / 'nve')['results'][0]
+    assert blown['failure'] is None and blown['nve']['failure'] is not None and not blown['holds']
+    assert blown['nve']['ps'] < 1.0 and 'fails at' in (tmp_path / 'nve' / 'hot_md.md').read_text()
     assert main(['hot-md', str(project.path), str(tmp_path / 'none.safetensors')]) == 2
     assert main(['hot-md', str(project.path), str(model), '--temperatures', '0']) == 2
     assert main(['hot-md', str(project.path), str(model), '--start', '100000']) == 2
+    assert main(['hot-md', str(project.path)]) == 2                                  # neither a model nor --force-field
+    assert main(['hot-md', str(project.path), str(model), '--force-field']) == 2     # both
+
+
+def test_hot_md_force_field_baseline_is_the_force_fields_own_langevin_run(run, tmp_path):
+    """smoothflow hot-md --force-field: the same measurements with the project's force field; its
+    kinetic temperature is that of a Langevin run of project.system() built here (same seed,
+    start, sampling), and it has no wall count."""
+    import openmm
+    import openmm.unit as unit
+    from smoothflow_torch.pipeline import Project
+    from smoothflow_torch.pipeline.data import load
+    project = Project(run['project'])
+    out = tmp_path / 'ff'
+    _cli('hot-md', project.path, '--force-field', '--temperatures', '500', '--seeds', '4', '--ps', '0.5',
+         '--dt-fs', '0.5', '--nve-ps', '0.05', '--start', '1', '--out', out)
+    result = json.loads((out / 'hot_md.json').read_text())
+    r = result['results'][0]
+    assert result['meta']['force_field'] == project.forcefield_label and result['meta']['model'] is None
+    assert r['wall_count'] is None and r['nve']['failure'] is None
+    x0 = load(project.frames_path, project.kT, 20, 'test').positions[1]
+    system = project.system()
+    integrator = openmm.LangevinMiddleIntegrator(500 * unit.kelvin, 1 / unit.picosecond, 0.5 * unit.femtoseconds)
+    integrator.setRandomNumberSeed(4)
+    context = openmm.Context(system, integrator, openmm.Platform.getPlatformByName('Reference'))
+    context.setPositions(x0)
+    context.setVelocitiesToTemperature(500 * unit.kelvin, 4)
+    temps = []
+    for _ in range(5):
+        integrator.step(200)
+        ke = context.getState(getEnergy=True).getKineticEnergy().value_in_unit(unit.kilojoule_per_mole)
+        temps.append(2 * ke / (3 * 20 * unit.MOLAR_GAS_CONSTANT_R.value_in_unit(unit.kilojoule_per_mole / unit.kelvin)))
+    assert r['t_kin_mean_k'] == pytest.approx(np.mean(temps), rel=1e-6)
+    text = (out / 'hot_md.md').read_text()
+    assert text.startswith('# Hot Langevin runs with the force field') and '| 500 K | 4 | 0.50 ps | none |' in text
 
 
 def test_angle_deficit_is_zero_for_a_planar_centre_and_known_for_a_tetrahedral_one():

@@ -62,11 +62,13 @@ progress as of its newest checkpoint to MODEL, marked unfinished, without traini
 """,
     "hot-md": """\
 For each temperature and seed, Langevin dynamics (friction 1/ps) with the flow as the only
-force, from a held-out frame, then velocity Verlet from its last state. Reports per run the
+force (--force-field instead of a model: the project's force field, the baseline), from a
+held-out frame, then velocity Verlet from its last state. Reports per run the
 kinetic temperature (mean and per tenth), the longest bond over the longest held-out one, the
 Z-matrix angles reached, how close implied angles under torsions come to 0/180 degrees (a
 folding amide), the wall count and any failure, and whether the run holds (no failure, mean
-kinetic temperature within 10 % of the bath, no bond beyond 1.5x). Writes PROJECT/hot_md/
+kinetic temperature within 10 % of the bath, no bond beyond 1.5x, and a velocity Verlet run
+that neither fails nor heats past 5 times the bath). Writes PROJECT/hot_md/
 hot_md.md and hot_md.json. Cost: alanine dipeptide, 100 ps at 1 fs on the CPU platform, about
 a minute per run.
 """,
@@ -182,7 +184,9 @@ def _parser() -> argparse.ArgumentParser:
 
     p = add("hot-md", "does a flow hold the molecule together at 1000-2000 K? (Langevin, then NVE)")
     p.add_argument("project", help="the project folder (made by prepare)")
-    p.add_argument("model", help="the flow's model file")
+    p.add_argument("model", nargs="?", help="the flow's model file (none with --force-field)")
+    p.add_argument("--force-field", action="store_true",
+                   help="run the project's force field instead of a model: the baseline")
     p.add_argument("--temperatures", type=float, nargs="+", default=[1000.0, 2000.0],
                    help="bath temperatures in K (default %(default)s)")
     p.add_argument("--seeds", type=int, nargs="+", default=[1], help="one run per seed and temperature (default %(default)s)")
@@ -270,7 +274,7 @@ def main(argv=None):
             hot_md(args.project, args.model, temperatures=args.temperatures, seeds=args.seeds, ps=args.ps,
                    dt_fs=args.dt_fs, nve_ps=args.nve_ps, nve_dt_fs=args.nve_dt_fs,
                    hydrogen_mass=args.hydrogen_mass, platform=args.platform, frames=args.frames,
-                   start=args.start, out=args.out, log=sys.stdout)
+                   start=args.start, out=args.out, force_field=args.force_field, log=sys.stdout)
             print((_out(args, "hot_md") / "hot_md.md").read_text())
         elif args.command == "evaluate":
             evaluate(args.project, args.models or None, samples=args.samples, seed=args.seed, seeds=args.seeds,
