@@ -831,6 +831,18 @@ def test_von_mises_torsions_are_fitted_as_scipy_fits_them(run):
         d = (prior['torsion_mean'][t] - (loc + np.pi) / (2 * np.pi)) % 1.0
         assert min(d, 1 - d) < 1e-4 or kappa < 1e-3, t
     assert max(prior['torsion_kappa']) > 20          # planar groups are sharp
+    # stiff_torsion_width narrows only the torsions fitted at kappa >= 10 (the planar groups)
+    sharp = data_prior({'kind': 'truncated_normal', 'width': 1.0, 'torsions': 'von_mises',
+                        'stiff_torsion_width': 0.5}, Z, frames, lo, hi)
+    for k, k2 in zip(prior['torsion_kappa'], sharp['torsion_kappa']):
+        assert k2 == pytest.approx(4 * k if k >= 10 else k, rel=1e-12)
+    assert any(k >= 10 for k in prior['torsion_kappa']) and any(k < 10 for k in prior['torsion_kappa'])
+    assert sharp['torsion_mean'] == prior['torsion_mean'] and sharp['sigma'] == prior['sigma']
+    for bad, match in (({'stiff_torsion_width': 0.5}, "needs 'torsions': 'von_mises'"),
+                       ({'torsions': 'von_mises', 'stiff_torsion_width': 0.0}, 'must be > 0'),
+                       ({'torsions': 'von_mises', 'stiff_width': 0.5}, 'model.prior must be')):
+        with pytest.raises(ValueError, match=match):
+            data_prior({'kind': 'truncated_normal', **bad}, Z, frames, lo, hi)
     model = {**CONFIG['stages'][0]['model'], 'prior': {'kind': 'truncated_normal', 'torsions': 'von_mises'}}
     flow = build_flow(model, project.zmatrix, project.meta['atoms'], project.temperature, frames, 0)
     assert flow.config()['prior']['torsion_kappa'] == pytest.approx(prior['torsion_kappa'])

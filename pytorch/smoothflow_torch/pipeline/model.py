@@ -32,7 +32,11 @@ data-fitted prior (the alanine-dipeptide study's construction, with the molecule
   by the frames' Boltzmann weights: a biased torsion's own distribution), divided by w^2 (w
   widens a torsion as it widens a bond); a torsion with several wells (phi, a methyl rotor) gets
   a small kappa, an improper or a peptide bond a large one, which keeps amides planar far
-  beyond the data (docs/reliability.md section 5).
+  beyond the data (docs/reliability.md section 5). ``stiff_torsion_width`` (von Mises only;
+  default w): the width for the torsions the data hold near one value (fitted kappa at least
+  STIFF_TORSION_KAPPA = 10: impropers, peptide bonds, amide hydrogens), their kappa divided by
+  its square instead; below 1 it deepens their wells a quarter turn out without touching the
+  soft torsions (phi, psi, rotors), whose breadth the sampling depends on.
 - **Support** ``{"policy": "wall", "margin": 0.01, "angle_margin": 0.1, "wall_constant": 1000}``:
   the wall of docs/model-format.md 5.2, its angle zone from 36 degrees off collinear, where the
   Z-matrix's torsions are not yet singular (docs/reliability.md section 5); a training angle
@@ -51,6 +55,7 @@ import torch
 
 from .. import zmatrix as zm
 from ..flow import SmoothFlow
+from ..priors import MAX_TORSION_KAPPA
 from ..training import set_seed
 
 SCHEMES = ("ic_coupled", "ic_hierarchy", "random_halves")
@@ -142,7 +147,6 @@ def spread_frames(train_positions: np.ndarray, max_frames: int) -> torch.Tensor:
 def von_mises_kappa(r: np.ndarray) -> np.ndarray:
     """The kappa whose mean resultant length I1(kappa) / I0(kappa) is ``r`` (in [0, 1)), by
     bisection on the increasing ratio (0 at kappa 0), up to the format's limit."""
-    from ..priors import MAX_TORSION_KAPPA
     r = np.asarray(r, dtype=np.float64)
     lo, hi = np.zeros_like(r), np.full_like(r, MAX_TORSION_KAPPA)
     ratio = lambda k: (torch.special.i1e(torch.from_numpy(k)) / torch.special.i0e(torch.from_numpy(k))).numpy()
@@ -153,6 +157,10 @@ def von_mises_kappa(r: np.ndarray) -> np.ndarray:
     return 0.5 * (lo + hi)
 
 
+STIFF_TORSION_KAPPA = 10.0   # a torsion the data hold this tightly is a planar group's (impropers 90-150,
+                             # omega 33, amide H 38 in alanine dipeptide; phi 3.4, psi 0.5, rotors 0)
+
+
 def data_prior(prior, zmatrix, train_positions: np.ndarray, lo, hi, max_frames: int = 20000,
                weights: Optional[np.ndarray] = None):
     """The latent prior of a model section's ``prior`` (module docstring); the bonds' and angles'
@@ -161,12 +169,18 @@ def data_prior(prior, zmatrix, train_positions: np.ndarray, lo, hi, max_frames: 
     if prior == "uniform":
         return "uniform"
     if not isinstance(prior, dict) or prior.get("kind") != "truncated_normal" or \
-            set(prior) - {"kind", "width", "torsions"} or prior.get("torsions", "uniform") not in ("uniform", "von_mises"):
+            set(prior) - {"kind", "width", "torsions", "stiff_torsion_width"} or \
+            prior.get("torsions", "uniform") not in ("uniform", "von_mises"):
         raise ValueError(f"model.prior must be 'uniform' or {{'kind': 'truncated_normal', 'width': w, 'torsions': "
-                         f"'uniform' or 'von_mises'}}, got {prior!r}")
+                         f"'uniform' or 'von_mises', 'stiff_torsion_width': w'}}, got {prior!r}")
     width = float(prior.get("width", 1.0))
     if not width > 0:
         raise ValueError(f"model.prior.width must be > 0, got {width}")
+    stiff_width = float(prior.get("stiff_torsion_width", width))
+    if "stiff_torsion_width" in prior and prior.get("torsions") != "von_mises":
+        raise ValueError("model.prior.stiff_torsion_width needs 'torsions': 'von_mises'")
+    if not stiff_width > 0:
+        raise ValueError(f"model.prior.stiff_torsion_width must be > 0, got {stiff_width}")
     zmatrix = np.asarray(zmatrix)
     n = len(zmatrix)
     pick = spread_indices(len(train_positions), max_frames)
@@ -184,7 +198,9 @@ def data_prior(prior, zmatrix, train_positions: np.ndarray, lo, hi, max_frames: 
         # the second "% 1.0": a tiny negative angle wraps to 1 - 1e-17, which rounds to 1.0,
         # outside the format's [0, 1)
         out["torsion_mean"] = (np.arctan2(s, c) / (2 * np.pi) % 1.0 % 1.0).tolist()
-        out["torsion_kappa"] = (von_mises_kappa(r) / width ** 2).tolist()
+        kappa = von_mises_kappa(r)
+        out["torsion_kappa"] = np.minimum(kappa / np.where(kappa >= STIFF_TORSION_KAPPA, stiff_width, width) ** 2,
+                                          MAX_TORSION_KAPPA).tolist()
     return out
 
 
