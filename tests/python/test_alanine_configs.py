@@ -151,3 +151,18 @@ def test_coupling_layers_cover_every_dimension():
         for group in (set(angles), set(bonds)):
             if t <= group:
                 assert group - t <= set(L["conditioning"])
+
+
+def test_the_tetrapeptide_configs_are_the_dipeptides_with_von_mises_torsions():
+    """studies/alanine_tetrapeptide/train{,_spline,_affine}.json (issue 21 part 5): each kind's
+    three stages are the dipeptide's config of that kind with the tetrapeptide's frames and von
+    Mises torsions in the prior of all three (one budget, one prior)."""
+    tetra = REPO / "studies" / "alanine_tetrapeptide"
+    for kind, name in (("smooth", "train"), ("spline", "train_spline"), ("affine", "train_affine")):
+        mine = [c.to_dict() for c in stages(tetra / f"{name}.json")]
+        theirs = _stages(kind)
+        assert [c["name"] for c in mine] == [c["name"] for c in theirs]
+        for a, b in zip(mine, theirs):
+            assert a["model"]["prior"] == {**b["model"]["prior"], "torsions": "von_mises"}
+            assert _without(a, "prior", "init_from", top=("name", "_comment", "data")) == \
+                _without(b, "prior", "init_from", top=("name", "_comment", "data"))
