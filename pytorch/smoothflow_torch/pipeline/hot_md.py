@@ -83,6 +83,16 @@ def angle_deficit(positions: np.ndarray, centres: list) -> np.ndarray:
     return 360.0 - bond_angles(positions, triples).reshape(len(positions), len(centres), 3).sum(-1)
 
 
+def _blown_up(e_total: float, t_kin: float, temperature: float) -> Optional[str]:
+    """Why a run counts as failed at this sample (a non-finite energy, or a kinetic temperature
+    past RUNAWAY times the bath), or None."""
+    if not np.isfinite(e_total):
+        return "non-finite energy"
+    if t_kin > RUNAWAY * temperature:
+        return f"kinetic temperature {t_kin:.4g} K, above {RUNAWAY:g} times the bath"
+    return None
+
+
 def _context(system, integrator, platform: str):
     import openmm
     props = {"Threads": "1"} if platform == "CPU" else {}
@@ -148,9 +158,9 @@ def langevin_run(system, force, start: np.ndarray, temperature: float, ps: float
             deficit = np.maximum(deficit, now)
             if not heated:
                 deficit_cool = np.maximum(deficit_cool, now)
-        if not np.isfinite(e_pot + e_kin) or t_kin > RUNAWAY * temperature:
-            failure = {"time_ps": t_ps, "reason": "non-finite energy" if not np.isfinite(e_pot + e_kin)
-                       else f"kinetic temperature {t_kin:.4g} K, above {RUNAWAY:g} times the bath"}
+        reason = _blown_up(e_kin + e_pot, t_kin, temperature)
+        if reason:
+            failure = {"time_ps": t_ps, "reason": reason}
             break
     temps = np.array(temps)
     tenths = [float(p.mean()) for p in np.array_split(temps, 10)] if len(temps) >= 10 else []
@@ -195,9 +205,9 @@ def nve_check(system, langevin_context, ps: float, dt_fs: float, platform: str, 
         k = state.getKineticEnergy().value_in_unit(unit.kilojoule_per_mole)
         p = state.getPotentialEnergy().value_in_unit(unit.kilojoule_per_mole)
         t_kin = 2 * k / (dof * MOLAR_GAS_CONSTANT)
-        if not np.isfinite(k + p) or t_kin > RUNAWAY * temperature:
-            failure = {"time_ps": t_ps, "reason": "non-finite energy" if not np.isfinite(k + p)
-                       else f"kinetic temperature {t_kin:.4g} K, above {RUNAWAY:g} times the bath"}
+        reason = _blown_up(k + p, t_kin, temperature)
+        if reason:
+            failure = {"time_ps": t_ps, "reason": reason}
             break
         e_tot.append(k + p)
         e_kin.append(k)
