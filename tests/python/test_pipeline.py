@@ -697,12 +697,31 @@ def test_export_checkpoint_writes_the_stage_in_progress_as_the_run_would_have_ex
     assert not (tmp_path / 'x.safetensors').exists() and not (tmp_path / 'y.safetensors').exists()
 
 
+def _langevin_temperatures(system, x0, temperature, seed, n_samples):
+    """The oracle of the hot-md tests: the kinetic temperature (3N degrees of freedom) every 100 fs
+    of a Langevin run (middle, friction 1/ps, 0.5 fs, Reference) built from OpenMM alone."""
+    import openmm
+    import openmm.unit as unit
+    integrator = openmm.LangevinMiddleIntegrator(temperature * unit.kelvin, 1 / unit.picosecond,
+                                                 0.5 * unit.femtoseconds)
+    integrator.setRandomNumberSeed(seed)
+    context = openmm.Context(system, integrator, openmm.Platform.getPlatformByName('Reference'))
+    context.setPositions(x0)
+    context.setVelocitiesToTemperature(temperature * unit.kelvin, seed)
+    gas = unit.MOLAR_GAS_CONSTANT_R.value_in_unit(unit.kilojoule_per_mole / unit.kelvin)
+    temps = []
+    for _ in range(n_samples):
+        integrator.step(200)
+        ke = context.getState(getEnergy=True).getKineticEnergy().value_in_unit(unit.kilojoule_per_mole)
+        temps.append(2 * ke / (3 * system.getNumParticles() * gas))
+    return temps
+
+
 def test_hot_md_reports_the_runs_kinetic_temperature_and_failures(run, tmp_path):
     """smoothflow hot-md: the kinetic temperature it reports is that of an independent Langevin run
     of the same flow, seed and start (3N degrees of freedom, sampled every 100 fs); a time step far
     too long is a failed run that does not hold; bad input is refused."""
     import openmm
-    import openmm.unit as unit
     import openmmsmoothflow
     from smoothflow_torch.pipeline import Project
     from smoothflow_torch.pipeline.cli import main
@@ -723,16 +742,7 @@ def test_hot_md_reports_the_runs_kinetic_temperature_and_failures(run, tmp_path)
     for i in range(ff.getNumParticles()):
         system.addParticle(ff.getParticleMass(i))
     openmmsmoothflow.addSmoothFlowForce(system, project.topology(), str(model), positions=x0)
-    integrator = openmm.LangevinMiddleIntegrator(400 * unit.kelvin, 1 / unit.picosecond, 0.5 * unit.femtoseconds)
-    integrator.setRandomNumberSeed(3)
-    context = openmm.Context(system, integrator, openmm.Platform.getPlatformByName('Reference'))
-    context.setPositions(x0)
-    context.setVelocitiesToTemperature(400 * unit.kelvin, 3)
-    temps = []
-    for _ in range(10):
-        integrator.step(200)
-        ke = context.getState(getEnergy=True).getKineticEnergy().value_in_unit(unit.kilojoule_per_mole)
-        temps.append(2 * ke / (3 * 20 * unit.MOLAR_GAS_CONSTANT_R.value_in_unit(unit.kilojoule_per_mole / unit.kelvin)))
+    temps = _langevin_temperatures(system, x0, 400.0, 3, 10)
     assert r['t_kin_mean_k'] == pytest.approx(np.mean(temps), rel=1e-6)
     assert r['holds'] == (abs(np.mean(temps) - 400) <= 40 and r['max_bond_ratio'] <= 1.5)   # (the tiny flow heats)
     assert '| 400 K | 3 | 1.00 ps | none |' in (out / 'hot_md.md').read_text()
@@ -762,8 +772,6 @@ def test_hot_md_force_field_baseline_is_the_force_fields_own_langevin_run(run, t
     """smoothflow hot-md --force-field: the same measurements with the project's force field; its
     kinetic temperature is that of a Langevin run of project.system() built here (same seed,
     start, sampling), and it has no wall count."""
-    import openmm
-    import openmm.unit as unit
     from smoothflow_torch.pipeline import Project
     from smoothflow_torch.pipeline.data import load
     project = Project(run['project'])
@@ -775,17 +783,7 @@ def test_hot_md_force_field_baseline_is_the_force_fields_own_langevin_run(run, t
     assert result['meta']['force_field'] == project.forcefield_label and result['meta']['model'] is None
     assert r['wall_count'] is None and r['nve']['failure'] is None
     x0 = load(project.frames_path, project.kT, 20, 'test').positions[1]
-    system = project.system()
-    integrator = openmm.LangevinMiddleIntegrator(500 * unit.kelvin, 1 / unit.picosecond, 0.5 * unit.femtoseconds)
-    integrator.setRandomNumberSeed(4)
-    context = openmm.Context(system, integrator, openmm.Platform.getPlatformByName('Reference'))
-    context.setPositions(x0)
-    context.setVelocitiesToTemperature(500 * unit.kelvin, 4)
-    temps = []
-    for _ in range(5):
-        integrator.step(200)
-        ke = context.getState(getEnergy=True).getKineticEnergy().value_in_unit(unit.kilojoule_per_mole)
-        temps.append(2 * ke / (3 * 20 * unit.MOLAR_GAS_CONSTANT_R.value_in_unit(unit.kilojoule_per_mole / unit.kelvin)))
+    temps = _langevin_temperatures(project.system(), x0, 500.0, 4, 5)
     assert r['t_kin_mean_k'] == pytest.approx(np.mean(temps), rel=1e-6)
     text = (out / 'hot_md.md').read_text()
     assert text.startswith('# Hot Langevin runs with the force field') and '| 500 K | 4 | 0.50 ps | none |' in text
