@@ -33,7 +33,8 @@ def _without(c, *model_keys, top=("name", "_comment")):
 
 
 def test_every_config_is_a_valid_pipeline_config_named_for_its_runs():
-    assert sorted(p.stem for p in CONFIGS.glob("*.json")) == sorted(KINDS + ("tiny", "smooth_hot", "smooth_von_mises"))
+    assert sorted(p.stem for p in CONFIGS.glob("*.json")) == sorted(KINDS + ("tiny", "smooth_hot", "smooth_von_mises",
+                                                                          "smooth_von_mises_hot"))
     for kind in KINDS:
         assert [c["name"] for c in _stages(kind)] == [s.format(kind) for s in STAGES]
         for c in _stages(kind):
@@ -54,6 +55,21 @@ def test_the_hot_md_fine_tune_starts_from_the_shipped_smooth_flow_with_its_final
     assert second.model["init_from"] == "runs/smooth_curvature/model.safetensors"
     assert second.weights["stiffness"] == 30.0 and second.stiffness_dt_fs == 2.5
     assert second.data["curvature_frames"] == ["data/hot_frames.npz", "data/hot_frames_smooth_curvature.npz"]
+
+
+def test_the_von_mises_fine_tune_is_smooth_hot_from_the_von_mises_flow_with_a_3_fs_target():
+    """configs/smooth_von_mises_hot.json (not shipped; docs/reliability.md section 5): smooth_hot.json's
+    two stages from the von Mises flow's final model, the stiffness target at 3.0 fs."""
+    first, second = stages(CONFIGS / "smooth_von_mises_hot.json")
+    hot_first, hot_second = stages(CONFIGS / "smooth_hot.json")
+    final = _stages("smooth_von_mises")[-1]
+    assert first.model == {**final["model"], "init_from": "runs/smooth/model.safetensors"}
+    assert _without(first.to_dict(), "init_from", "prior") == _without(hot_first.to_dict(), "init_from", "prior")
+    assert second.model["init_from"] == "runs/vm_curvature/model.safetensors"
+    assert second.stiffness_dt_fs == 3.0 and hot_second.stiffness_dt_fs == 2.5
+    assert second.data["curvature_frames"] == ["data/hot_frames.npz", "data/hot_frames_vm_curvature.npz"]
+    assert _without(second.to_dict(), "init_from", "prior", top=("name", "_comment", "data", "stiffness_dt_fs")) == \
+        _without(hot_second.to_dict(), "init_from", "prior", top=("name", "_comment", "data", "stiffness_dt_fs"))
 
 
 def test_the_von_mises_config_is_the_smooth_config_with_von_mises_torsions():
