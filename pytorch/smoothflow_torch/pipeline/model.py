@@ -172,7 +172,7 @@ def data_prior(prior, zmatrix, train_positions: np.ndarray, lo, hi, max_frames: 
             set(prior) - {"kind", "width", "torsions", "stiff_torsion_width"} or \
             prior.get("torsions", "uniform") not in ("uniform", "von_mises"):
         raise ValueError(f"model.prior must be 'uniform' or {{'kind': 'truncated_normal', 'width': w, 'torsions': "
-                         f"'uniform' or 'von_mises', 'stiff_torsion_width': w'}}, got {prior!r}")
+                         f"'uniform' or 'von_mises', 'stiff_torsion_width': w2}}, got {prior!r}")
     width = float(prior.get("width", 1.0))
     if not width > 0:
         raise ValueError(f"model.prior.width must be > 0, got {width}")
