@@ -745,6 +745,7 @@ def test_hot_md_reports_the_runs_kinetic_temperature_and_failures(run, tmp_path)
     temps = _langevin_temperatures(system, x0, 400.0, 3, 10)
     assert r['t_kin_mean_k'] == pytest.approx(np.mean(temps), rel=1e-6)
     assert r['holds'] == (abs(np.mean(temps) - 400) <= 40 and r['max_bond_ratio'] <= 1.5)   # (the tiny flow heats)
+    assert set(r['inverted_before_heating']) <= set(r['inverted_centres']) <= set(range(20))
     assert '| 400 K | 3 | 1.00 ps | none |' in (out / 'hot_md.md').read_text()
     # 20 fs with hydrogens: the run blows up, is reported as failed and does not hold
     failed = hot_md(project, model, temperatures=[2000.0], ps=2.0, dt_fs=20.0, out=tmp_path / 'fail')['results'][0]
@@ -801,6 +802,22 @@ def test_angle_deficit_is_zero_for_a_planar_centre_and_known_for_a_tetrahedral_o
     assert d[0] == pytest.approx(0.0, abs=1e-9)
     assert d[1] == pytest.approx(360 - 3 * np.degrees(np.arccos(-1 / 3)), abs=1e-9)
     assert d[2] > 358
+
+
+def test_handedness_changes_under_a_mirror_and_not_under_a_rotation_or_a_methyl_turn():
+    """hot-md's inversion check: the sign at a four-coordinate centre flips for the mirror image
+    (an L centre turned D) and stays for a rigid rotation and for a cyclic relabelling of three
+    hydrogens (a methyl rotor's turn)."""
+    from scipy.spatial.transform import Rotation
+    from smoothflow_torch.pipeline.hot_md import handedness, three_coordinate
+    tetra = np.array([[0, 0, 0], [1, 1, 1], [1, -1, -1], [-1, 1, -1], [-1, -1, 1]], float)
+    centres = three_coordinate(np.array([[0, 1], [0, 2], [0, 3], [4, 0]]), 5, 4)
+    assert centres == [(0, (1, 2, 3, 4))]
+    turned = Rotation.from_euler('xyz', [0.3, -1.1, 2.0]).apply(tetra)
+    mirror = tetra * np.array([1, 1, -1])
+    rotor = tetra[[0, 2, 3, 1, 4]]          # the three hydrogens 1, 2, 3 moved on by one place
+    h = handedness(np.stack([tetra, turned, mirror, rotor]), centres)[:, 0]
+    assert h[0] != 0 and h[1] == h[0] and h[2] == -h[0] and h[3] == h[0]
 
 
 def test_von_mises_torsions_are_fitted_as_scipy_fits_them(run):

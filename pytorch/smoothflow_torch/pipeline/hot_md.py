@@ -15,6 +15,9 @@ how far the atoms with three bonded neighbours (amide C and N, carbonyl C: plana
 plane, as 360 degrees minus the sum of their three bond angles (0 planar; 360 folded flat onto
 one line) against the largest in the held-out frames (before the run first heats past twice the
 bath, so that a run's final blow-up does not stand for its folding, and over the whole run), the
+atoms with four bonded neighbours that inverted (the handedness of their first three neighbours
+changed from the start: a stereocentre turned from L to D, or a methyl's umbrella turned over;
+before heating and over the whole run; reported, not part of the verdict), the
 wall count (coordinate evaluations the clamp moved), and a failure (an evaluation error, a
 non-finite energy, or a kinetic temperature above 5 times the bath) with its time.
 
@@ -67,13 +70,24 @@ def bond_angles(positions: np.ndarray, triples) -> np.ndarray:
     return np.degrees(np.arccos(np.clip(cos, -1.0, 1.0)))
 
 
-def three_coordinate(pairs: np.ndarray, n_atoms: int) -> list:
-    """(centre, (a, b, c)) for every atom with exactly three bonded neighbours."""
+def three_coordinate(pairs: np.ndarray, n_atoms: int, count: int = 3) -> list:
+    """(centre, (neighbours...)) for every atom with exactly ``count`` bonded neighbours."""
     neighbours = [[] for _ in range(n_atoms)]
     for i, j in pairs:
         neighbours[i].append(int(j))
         neighbours[j].append(int(i))
-    return [(i, tuple(nb)) for i, nb in enumerate(neighbours) if len(nb) == 3]
+    return [(i, tuple(nb)) for i, nb in enumerate(neighbours) if len(nb) == count]
+
+
+def handedness(positions: np.ndarray, centres: list) -> np.ndarray:
+    """The sign of (a - i) x (b - i) . (c - i) for each four-coordinate centre i with first three
+    neighbours a, b, c, (n_frames, n_centres): it changes only when the centre inverts (a
+    stereocentre's L/D, or a methyl's umbrella; a methyl's rotation permutes its hydrogens
+    cyclically, which keeps it)."""
+    i, a, b, c = (np.array([row[0] for row in centres], dtype=int),
+                  *(np.array([row[1][k] for row in centres], dtype=int) for k in range(3)))
+    x = positions
+    return np.sign(np.einsum("fcj,fcj->fc", np.cross(x[:, a] - x[:, i], x[:, b] - x[:, i]), x[:, c] - x[:, i]))
 
 
 def angle_deficit(positions: np.ndarray, centres: list) -> np.ndarray:
@@ -101,7 +115,7 @@ def _context(system, integrator, platform: str):
 
 def langevin_run(system, force, start: np.ndarray, temperature: float, ps: float, dt_fs: float, seed: int,
                  platform: str, pairs: np.ndarray, ref_longest: np.ndarray, ref_shortest: np.ndarray,
-                 zmatrix: np.ndarray, centres: list = (), sample_fs: float = 100.0):
+                 zmatrix: np.ndarray, centres: list = (), sample_fs: float = 100.0, tetrahedral: list = ()):
     """One Langevin run (module docstring); returns (result dict, context at its end)."""
     import openmm
     from openmm import unit
@@ -125,6 +139,8 @@ def langevin_run(system, force, start: np.ndarray, temperature: float, ps: float
     implied_closest, implied_row = 90.0, None
     deficit = np.zeros(len(centres))
     deficit_cool, heated = np.zeros(len(centres)), False    # before the run first passes twice the bath
+    start_hand = handedness(start[None], tetrahedral)[0] if tetrahedral else None
+    inverted, inverted_cool = set(), set()
     t0 = time.time()
     for s in range(n_samples):
         t_ps = (s + 1) * per_sample * dt_fs * 1e-3
@@ -158,6 +174,11 @@ def langevin_run(system, force, start: np.ndarray, temperature: float, ps: float
             deficit = np.maximum(deficit, now)
             if not heated:
                 deficit_cool = np.maximum(deficit_cool, now)
+        if tetrahedral:
+            flipped = {tetrahedral[k][0] for k in np.nonzero(handedness(pos[None], tetrahedral)[0] != start_hand)[0]}
+            inverted |= flipped
+            if not heated:
+                inverted_cool |= flipped
         reason = _blown_up(e_kin + e_pot, t_kin, temperature)
         if reason:
             failure = {"time_ps": t_ps, "reason": reason}
@@ -176,6 +197,8 @@ def langevin_run(system, force, start: np.ndarray, temperature: float, ps: float
               "implied_angle_row": implied_row,
               "angle_deficit_max_deg": [float(v) for v in deficit],
               "angle_deficit_before_heating_deg": [float(v) for v in deficit_cool],
+              "inverted_centres": sorted(int(v) for v in inverted),
+              "inverted_before_heating": sorted(int(v) for v in inverted_cool),
               "langevin_seconds": round(time.time() - t0, 2)}
     return result, context
 
@@ -291,7 +314,8 @@ def hot_md(project, model=None, temperatures: Sequence[float] = (1000.0, 2000.0)
                 repartition_hydrogen_mass(system, topology, hydrogen_mass)
             force = None if model is None else openmmsmoothflow.SmoothFlowForce.cast(system.getForce(0))
             r, context = langevin_run(system, force, x0, T, ps, dt_fs, int(seed), platform, pairs,
-                                      ref.max(0), ref.min(0), zmatrix, centres)
+                                      ref.max(0), ref.min(0), zmatrix, centres,
+                                      tetrahedral=three_coordinate(pairs, project.n_atoms, 4))
             if r["failure"] is None and nve_ps > 0:
                 r["nve"] = nve_check(system, context, nve_ps, nve_dt_fs, platform, T)
             r["holds"] = holds(r)
@@ -305,6 +329,12 @@ def hot_md(project, model=None, temperatures: Sequence[float] = (1000.0, 2000.0)
 def _atom(topology, i: int) -> str:
     a = list(topology.atoms())[i]
     return f"{a.residue.name}{a.residue.index + 1}:{a.name}"
+
+
+def _inverted(topology, r: dict) -> str:
+    def names(ids):
+        return ", ".join(_atom(topology, i) for i in ids) or "none"
+    return f"{names(r['inverted_before_heating'])}; {names(r['inverted_centres'])}"
 
 
 def report(meta: dict, results: list, out: Path, topology) -> None:
@@ -323,8 +353,9 @@ def report(meta: dict, results: list, out: Path, topology) -> None:
              "| bath | seed | ran | failure | T_kin mean (sd) | worst tenth | max bond / held-out max "
              "| bond excursion (held-out widths) | angles reached | implied angle nearest 0/180 (row) "
              "| out of plane, worst 360 - angle sum before T_kin first passes 2x the bath (held-out max); over "
-             "the whole run | wall count | NVE check | holds |",
-             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+             "the whole run | inverted centres, before T_kin first passes 2x the bath; over the whole run "
+             "| wall count | NVE check | holds |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in results:
         T = r["temperature_k"]
         f = "none" if r["failure"] is None else f"at {r['failure']['time_ps']:.3f} ps: {r['failure']['reason']}"
@@ -350,6 +381,7 @@ def report(meta: dict, results: list, out: Path, topology) -> None:
                      + ("-" if worst is None else f"{worst:.0f} K ({(worst - T) / T:+.0%})")
                      + f" | {r['max_bond_ratio']:.3f} ({bond}) | {r['max_bond_excursion_widths']:.2f} | "
                      f"{r['angle_range_deg'][0]:.0f}-{r['angle_range_deg'][1]:.0f} deg | {implied} | {plane} | "
+                     f"{_inverted(topology, r)} | "
                      f"{'-' if r['wall_count'] is None else r['wall_count']} | {nve_text} | {'yes' if r['holds'] else 'no'} |")
     n_hold = sum(r["holds"] for r in results)
     lines += ["", f"{n_hold} of {len(results)} runs hold."]
