@@ -791,12 +791,12 @@ def test_hot_md_force_field_baseline_is_the_force_fields_own_langevin_run(run, t
 
 
 def test_angle_deficit_is_zero_for_a_planar_centre_and_known_for_a_tetrahedral_one():
-    from smoothflow_torch.pipeline.hot_md import angle_deficit, three_coordinate
+    from smoothflow_torch.pipeline.hot_md import angle_deficit, coordinated
     planar = np.array([[0, 0, 0], [1, 0, 0], [-0.5, 0.8660254037844386, 0], [-0.5, -0.8660254037844386, 0]], float)
     # three bonds of a regular tetrahedron: each pair at arccos(-1/3) = 109.47 degrees
     tetra = np.array([[0, 0, 0], [1, 1, 1], [1, -1, -1], [-1, 1, -1]], float)
     folded = np.array([[0, 0, 0], [1, 0, 0], [1, 0.01, 0], [1, 0, 0.01]], float)
-    centres = three_coordinate(np.array([[0, 1], [0, 2], [3, 0]]), 4)
+    centres = coordinated(np.array([[0, 1], [0, 2], [3, 0]]), 4, 3)
     assert centres == [(0, (1, 2, 3))]
     d = angle_deficit(np.stack([planar, tetra, folded]), centres)[:, 0]
     assert d[0] == pytest.approx(0.0, abs=1e-9)
@@ -809,9 +809,9 @@ def test_handedness_changes_under_a_mirror_and_not_under_a_rotation_or_a_methyl_
     (an L centre turned D) and stays for a rigid rotation and for a cyclic relabelling of three
     hydrogens (a methyl rotor's turn)."""
     from scipy.spatial.transform import Rotation
-    from smoothflow_torch.pipeline.hot_md import handedness, three_coordinate
+    from smoothflow_torch.pipeline.hot_md import coordinated, handedness
     tetra = np.array([[0, 0, 0], [1, 1, 1], [1, -1, -1], [-1, 1, -1], [-1, -1, 1]], float)
-    centres = three_coordinate(np.array([[0, 1], [0, 2], [0, 3], [4, 0]]), 5, 4)
+    centres = coordinated(np.array([[0, 1], [0, 2], [0, 3], [4, 0]]), 5, 4)
     assert centres == [(0, (1, 2, 3, 4))]
     turned = Rotation.from_euler('xyz', [0.3, -1.1, 2.0]).apply(tetra)
     mirror = tetra * np.array([1, 1, -1])

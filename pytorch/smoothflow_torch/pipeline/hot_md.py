@@ -70,7 +70,7 @@ def bond_angles(positions: np.ndarray, triples) -> np.ndarray:
     return np.degrees(np.arccos(np.clip(cos, -1.0, 1.0)))
 
 
-def three_coordinate(pairs: np.ndarray, n_atoms: int, count: int = 3) -> list:
+def coordinated(pairs: np.ndarray, n_atoms: int, count: int) -> list:
     """(centre, (neighbours...)) for every atom with exactly ``count`` bonded neighbours."""
     neighbours = [[] for _ in range(n_atoms)]
     for i, j in pairs:
@@ -84,8 +84,7 @@ def handedness(positions: np.ndarray, centres: list) -> np.ndarray:
     neighbours a, b, c, (n_frames, n_centres): it changes only when the centre inverts (a
     stereocentre's L/D, or a methyl's umbrella; a methyl's rotation permutes its hydrogens
     cyclically, which keeps it)."""
-    i, a, b, c = (np.array([row[0] for row in centres], dtype=int),
-                  *(np.array([row[1][k] for row in centres], dtype=int) for k in range(3)))
+    i, a, b, c = np.array([(i, *nb[:3]) for i, nb in centres], dtype=int).reshape(-1, 4).T
     x = positions
     return np.sign(np.einsum("fcj,fcj->fc", np.cross(x[:, a] - x[:, i], x[:, b] - x[:, i]), x[:, c] - x[:, i]))
 
@@ -297,7 +296,8 @@ def hot_md(project, model=None, temperatures: Sequence[float] = (1000.0, 2000.0)
             raise ValueError(f"{model} is not a Z-matrix flow (a free-form model has no project to run in)")
         zmatrix = np.array(config["zmatrix"], dtype=int)
     x0 = held_out.positions[start]
-    centres = three_coordinate(pairs, project.n_atoms)
+    centres = coordinated(pairs, project.n_atoms, 3)
+    tetrahedral = coordinated(pairs, project.n_atoms, 4)
     held_out_deficit = angle_deficit(held_out.positions, centres).max(0) if centres else np.zeros(0)
     meta = {**machine(), "project": str(project.path), "model": None if model is None else str(model),
             "force_field": project.forcefield_label if model is None else None, "frames": str(frames_path),
@@ -314,8 +314,7 @@ def hot_md(project, model=None, temperatures: Sequence[float] = (1000.0, 2000.0)
                 repartition_hydrogen_mass(system, topology, hydrogen_mass)
             force = None if model is None else openmmsmoothflow.SmoothFlowForce.cast(system.getForce(0))
             r, context = langevin_run(system, force, x0, T, ps, dt_fs, int(seed), platform, pairs,
-                                      ref.max(0), ref.min(0), zmatrix, centres,
-                                      tetrahedral=three_coordinate(pairs, project.n_atoms, 4))
+                                      ref.max(0), ref.min(0), zmatrix, centres, tetrahedral=tetrahedral)
             if r["failure"] is None and nve_ps > 0:
                 r["nve"] = nve_check(system, context, nve_ps, nve_dt_fs, platform, T)
             r["holds"] = holds(r)
@@ -331,6 +330,10 @@ def _atom(topology, i: int) -> str:
     return f"{a.residue.name}{a.residue.index + 1}:{a.name}"
 
 
+def _failure_text(failure: dict) -> str:
+    return f"at {failure['time_ps']:.3f} ps: {failure['reason']}"
+
+
 def _inverted(topology, r: dict) -> str:
     def names(ids):
         return ", ".join(_atom(topology, i) for i in ids) or "none"
@@ -342,9 +345,11 @@ def report(meta: dict, results: list, out: Path, topology) -> None:
     (out / "hot_md.json").write_text(json.dumps({"meta": meta, "results": results}, indent=1) + "\n")
     masses = (f"hydrogen masses repartitioned to {meta['hydrogen_mass']} amu" if meta["hydrogen_mass"]
               else "the force field's masses")
-    potential = (f"the force field ({meta['force_field']})" if meta.get("force_field") else f"model `{meta['model']}`")
-    lines = ["# Hot Langevin runs with " + ("the force field" if meta.get("force_field") else "a flow potential"), "",
-             f"{meta['date']}, commit {meta['commit']}, {meta['cores']} cores ({meta['cpu']}); {potential}; {masses}; platform {meta['openmm_platform']}; Langevin (middle) at "
+    ff = meta.get("force_field")
+    potential = f"the force field ({ff})" if ff else f"model `{meta['model']}`"
+    lines = ["# Hot Langevin runs with " + ("the force field" if ff else "a flow potential"), "",
+             f"{meta['date']}, commit {meta['commit']}, {meta['cores']} cores ({meta['cpu']}); {potential}; "
+             f"{masses}; platform {meta['openmm_platform']}; Langevin (middle) at "
              f"{meta['dt_fs']} fs, friction 1/ps, {meta['ps']} ps from held-out frame {meta['start']} of "
              f"`{meta['frames']}`; then {meta['nve_ps']} ps of velocity Verlet at {meta['nve_dt_fs']} fs.", "",
              f"Holds: no failure, mean kinetic temperature within {TEMPERATURE_TOLERANCE:.0%} of the bath, no "
@@ -358,12 +363,12 @@ def report(meta: dict, results: list, out: Path, topology) -> None:
              "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in results:
         T = r["temperature_k"]
-        f = "none" if r["failure"] is None else f"at {r['failure']['time_ps']:.3f} ps: {r['failure']['reason']}"
+        f = "none" if r["failure"] is None else _failure_text(r["failure"])
         worst = max(r["t_kin_tenths_k"], key=lambda t: abs(t - T)) if r["t_kin_tenths_k"] else None
         nve = r.get("nve")
         nve_text = "-" if nve is None else (
             f"{nve['ps']:.1f} ps at {nve['dt_fs']} fs: " + (
-                f"fails at {nve['failure']['time_ps']:.3f} ps: {nve['failure']['reason']}" if nve["failure"] else
+                "fails " + _failure_text(nve["failure"]) if nve["failure"] else
                 "too short for a drift" if "drift_kj_mol_ps" not in nve else
                 f"drift {nve['drift_kj_mol_ps']:.3g} kJ/mol/ps, ratio {nve['fluctuation_ratio']:.3g}"))
         bond = "-" if r["max_bond"] is None else "-".join(_atom(topology, i) for i in r["max_bond"])
@@ -382,7 +387,8 @@ def report(meta: dict, results: list, out: Path, topology) -> None:
                      + f" | {r['max_bond_ratio']:.3f} ({bond}) | {r['max_bond_excursion_widths']:.2f} | "
                      f"{r['angle_range_deg'][0]:.0f}-{r['angle_range_deg'][1]:.0f} deg | {implied} | {plane} | "
                      f"{_inverted(topology, r)} | "
-                     f"{'-' if r['wall_count'] is None else r['wall_count']} | {nve_text} | {'yes' if r['holds'] else 'no'} |")
+                     f"{'-' if r['wall_count'] is None else r['wall_count']} | {nve_text} | "
+                     f"{'yes' if r['holds'] else 'no'} |")
     n_hold = sum(r["holds"] for r in results)
     lines += ["", f"{n_hold} of {len(results)} runs hold."]
     (out / "hot_md.md").write_text("\n".join(lines) + "\n")

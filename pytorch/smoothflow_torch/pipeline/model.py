@@ -36,7 +36,8 @@ data-fitted prior (the alanine-dipeptide study's construction, with the molecule
   default w): the width for the torsions the data hold near one value (fitted kappa at least
   STIFF_TORSION_KAPPA = 10: impropers, peptide bonds, amide hydrogens), their kappa divided by
   its square instead; below 1 it deepens their wells a quarter turn out without touching the
-  soft torsions (phi, psi, rotors), whose breadth the sampling depends on.
+  soft torsions (phi, psi, rotors), whose breadth the sampling depends on. Either division is
+  capped at the format's limit on kappa (priors.MAX_TORSION_KAPPA).
 - **Support** ``{"policy": "wall", "margin": 0.01, "angle_margin": 0.1, "wall_constant": 1000}``:
   the wall of docs/model-format.md 5.2, its angle zone from 36 degrees off collinear, where the
   Z-matrix's torsions are not yet singular (docs/reliability.md section 5); a training angle
