@@ -747,6 +747,9 @@ def test_hot_md_reports_the_runs_kinetic_temperature_and_failures(run, tmp_path)
     assert r['holds'] == (abs(np.mean(temps) - 400) <= 40 and r['max_bond_ratio'] <= 1.5)   # (the tiny flow heats)
     assert set(r['inverted_before_heating']) <= set(r['inverted_centres']) <= set(range(20))
     assert '| 400 K | 3 | 1.00 ps | none |' in (out / 'hot_md.md').read_text()
+    meta = json.loads((out / 'hot_md.json').read_text())['meta']      # serine's CA, not its CH2 (CB)
+    assert [project.meta['atoms'][i]['name'] for i in meta['stereocentres']] == ['CA']
+    assert 'A stereocentre (four neighbours the bond graph tells apart: SER2:CA)' in (out / 'hot_md.md').read_text()
     # 20 fs with hydrogens: the run blows up, is reported as failed and does not hold
     failed = hot_md(project, model, temperatures=[2000.0], ps=2.0, dt_fs=20.0, out=tmp_path / 'fail')['results'][0]
     assert failed['failure'] is not None and not failed['holds'] and 'nve' not in failed
@@ -818,6 +821,37 @@ def test_handedness_changes_under_a_mirror_and_not_under_a_rotation_or_a_methyl_
     rotor = tetra[[0, 2, 3, 1, 4]]          # the three hydrogens 1, 2, 3 moved on by one place
     h = handedness(np.stack([tetra, turned, mirror, rotor]), centres)[:, 0]
     assert h[0] != 0 and h[1] == h[0] and h[2] == -h[0] and h[3] == h[0]
+
+
+def test_stereocentres_are_the_centres_with_four_distinguishable_neighbours():
+    """hot-md marks as stereocentres only the four-coordinate atoms whose neighbours the bond
+    graph tells apart (known answers): alanine dipeptide's CA and nothing else (its three methyl
+    carbons carry three equivalent hydrogens); CHFClBr yes, CH2FCl no; isobutane's central carbon
+    no (two equal methyl branches), 2-butanol's C2 yes (methyl against ethyl, told apart only two
+    bonds out)."""
+    from openmm import app
+    from smoothflow_torch.pipeline.hot_md import coordinated, stereocentres
+    pdb = app.PDBFile(os.path.join(os.path.dirname(__file__), '..', '..', 'studies', 'alanine_dipeptide',
+                                 'alanine_dipeptide.pdb'))
+    pairs = np.array([(a.index, b.index) for a, b in pdb.topology.bonds()])
+    elements = [a.element.symbol for a in pdb.topology.atoms()]
+    names = [a.name for a in pdb.topology.atoms()]
+    stereo = stereocentres(pairs, elements, coordinated(pairs, len(elements), 4))
+    assert [names[i] for i in stereo] == ['CA']
+
+    def centres_of(elements, bonds):
+        pairs = np.array(bonds)
+        return stereocentres(pairs, elements, coordinated(pairs, len(elements), 4))
+    assert centres_of(['C', 'H', 'F', 'Cl', 'Br'], [(0, 1), (0, 2), (0, 3), (0, 4)]) == [0]
+    assert centres_of(['C', 'H', 'H', 'F', 'Cl'], [(0, 1), (0, 2), (0, 3), (0, 4)]) == []
+    # isobutane CH(CH3)3 and 2-butanol CH3-CH(OH)-CH2-CH3, heavy atoms first, then hydrogens
+    iso = ['C', 'C', 'C', 'C'] + ['H'] * 10
+    iso_bonds = [(0, 1), (0, 2), (0, 3), (0, 4)] + [(c, 5 + 3 * k + m) for k, c in enumerate((1, 2, 3)) for m in range(3)]
+    assert centres_of(iso, iso_bonds) == []
+    but = ['C', 'C', 'C', 'C', 'O'] + ['H'] * 10
+    but_bonds = ([(0, 1), (1, 2), (2, 3), (1, 4), (4, 5), (1, 6)] + [(0, 7 + m) for m in range(3)]
+                 + [(2, 10), (2, 11)] + [(3, 12 + m) for m in range(3)])
+    assert centres_of(but, but_bonds) == [1]
 
 
 def test_von_mises_torsions_are_fitted_as_scipy_fits_them(run):

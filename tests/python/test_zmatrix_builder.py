@@ -243,6 +243,8 @@ def test_unguarded_torsions_of_the_hand_written_alanine_zmatrix():
     fixed = H.copy()
     fixed[11, 3], fixed[12, 3] = 1, 8
     assert zb.unguardedTorsions(fixed) == []
+    # the study's file of the fixed rows is exactly that
+    assert zmatrix.read(zmatrix.AMIDE_H_ON_HEAVY_ATOMS_FILE).tolist() == fixed.tolist()
     # [a, j, k, l] with (k, j, l) an angle only: an improper about j, guarded at j
     assert zb.unguardedTorsions([[0, -1, -1, -1], [1, 0, -1, -1], [2, 1, 0, -1], [3, 1, 0, 2]]) == []
     assert zb.unguardedTorsions([[0, -1, -1, -1], [1, 0, -1, -1], [2, 0, 1, -1], [3, 2, 1, 0]]) == [3]

@@ -17,7 +17,9 @@ one line) against the largest in the held-out frames (before the run first heats
 bath, so that a run's final blow-up does not stand for its folding, and over the whole run), the
 atoms with four bonded neighbours that inverted (the handedness of their first three neighbours
 changed from the start: a stereocentre turned from L to D, or a methyl's umbrella turned over;
-before heating and over the whole run; reported, not part of the verdict), the
+before heating and over the whole run; the report marks the stereocentres, the centres whose four
+neighbours the bond graph tells apart, since only their inversion changes the molecule; reported,
+not part of the verdict), the
 wall count (coordinate evaluations the clamp moved), and a failure (an evaluation error, a
 non-finite energy, or a kinetic temperature above 5 times the bath) with its time.
 
@@ -87,6 +89,29 @@ def handedness(positions: np.ndarray, centres: list) -> np.ndarray:
     i, a, b, c = np.array([(i, *nb[:3]) for i, nb in centres], dtype=int).reshape(-1, 4).T
     x = positions
     return np.sign(np.einsum("fcj,fcj->fc", np.cross(x[:, a] - x[:, i], x[:, b] - x[:, i]), x[:, c] - x[:, i]))
+
+
+def stereocentres(pairs: np.ndarray, elements: Sequence[str], centres: list) -> list:
+    """The four-coordinate centres whose four neighbours the bond graph can all tell apart (CA of
+    an amino acid other than glycine): only their inversion changes the molecule (L to D). A
+    methyl's or CH2's umbrella turning over only relabels equivalent hydrogens. Neighbours are told
+    apart by colour refinement of the bond graph (each atom's colour: its element and the multiset
+    of its neighbours' colours, iterated until the classes stop splitting)."""
+    n = len(elements)
+    neighbours = [[] for _ in range(n)]
+    for i, j in pairs:
+        neighbours[i].append(int(j))
+        neighbours[j].append(int(i))
+    colour = list(elements)
+    for _ in range(n):
+        keys = [(colour[v], tuple(sorted(colour[w] for w in neighbours[v]))) for v in range(n)]
+        index = {k: c for c, k in enumerate(sorted(set(keys)))}
+        refined = [index[k] for k in keys]
+        if len(set(refined)) == len(set(colour)):
+            break
+        colour = refined
+    colour = refined
+    return [i for i, nb in centres if len({colour[j] for j in nb}) == len(nb)]
 
 
 def angle_deficit(positions: np.ndarray, centres: list) -> np.ndarray:
@@ -298,12 +323,14 @@ def hot_md(project, model=None, temperatures: Sequence[float] = (1000.0, 2000.0)
     x0 = held_out.positions[start]
     centres = coordinated(pairs, project.n_atoms, 3)
     tetrahedral = coordinated(pairs, project.n_atoms, 4)
+    stereo = stereocentres(pairs, [a.element.symbol if a.element is not None else a.name
+                                   for a in topology.atoms()], tetrahedral)
     held_out_deficit = angle_deficit(held_out.positions, centres).max(0) if centres else np.zeros(0)
     meta = {**machine(), "project": str(project.path), "model": None if model is None else str(model),
             "force_field": project.forcefield_label if model is None else None, "frames": str(frames_path),
             "start": start, "openmm_platform": platform, "dt_fs": dt_fs, "ps": ps,
             "hydrogen_mass": hydrogen_mass, "nve_ps": nve_ps, "nve_dt_fs": nve_dt_fs,
-            "three_coordinate_atoms": [int(i) for i, _ in centres],
+            "three_coordinate_atoms": [int(i) for i, _ in centres], "stereocentres": [int(i) for i in stereo],
             "held_out_angle_deficit_max_deg": [float(v) for v in held_out_deficit]}
     out = Path(out) if out else project.path / "hot_md"
     results = []
@@ -334,9 +361,9 @@ def _failure_text(failure: dict) -> str:
     return f"at {failure['time_ps']:.3f} ps: {failure['reason']}"
 
 
-def _inverted(topology, r: dict) -> str:
+def _inverted(topology, r: dict, stereo) -> str:
     def names(ids):
-        return ", ".join(_atom(topology, i) for i in ids) or "none"
+        return ", ".join(_atom(topology, i) + (" (stereocentre)" if i in stereo else "") for i in ids) or "none"
     return f"{names(r['inverted_before_heating'])}; {names(r['inverted_centres'])}"
 
 
@@ -361,6 +388,7 @@ def report(meta: dict, results: list, out: Path, topology) -> None:
              "the whole run | inverted centres, before T_kin first passes 2x the bath; over the whole run "
              "| wall count | NVE check | holds |",
              "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    stereo = set(meta.get("stereocentres", ()))
     for r in results:
         T = r["temperature_k"]
         f = "none" if r["failure"] is None else _failure_text(r["failure"])
@@ -386,9 +414,13 @@ def report(meta: dict, results: list, out: Path, topology) -> None:
                      + ("-" if worst is None else f"{worst:.0f} K ({(worst - T) / T:+.0%})")
                      + f" | {r['max_bond_ratio']:.3f} ({bond}) | {r['max_bond_excursion_widths']:.2f} | "
                      f"{r['angle_range_deg'][0]:.0f}-{r['angle_range_deg'][1]:.0f} deg | {implied} | {plane} | "
-                     f"{_inverted(topology, r)} | "
+                     f"{_inverted(topology, r, stereo)} | "
                      f"{'-' if r['wall_count'] is None else r['wall_count']} | {nve_text} | "
                      f"{'yes' if r['holds'] else 'no'} |")
     n_hold = sum(r["holds"] for r in results)
-    lines += ["", f"{n_hold} of {len(results)} runs hold."]
+    n_stereo = sum(bool(stereo & set(r["inverted_centres"])) for r in results)
+    lines += ["", f"{n_hold} of {len(results)} runs hold. A stereocentre (four neighbours the bond graph tells "
+              f"apart: {', '.join(_atom(topology, i) for i in sorted(stereo)) or 'none in this molecule'}) "
+              f"inverted in {n_stereo} of {len(results)} runs; a methyl's umbrella turning over only relabels "
+              f"its hydrogens (the force field's turn over at 2000 K too)."]
     (out / "hot_md.md").write_text("\n".join(lines) + "\n")
