@@ -7,20 +7,31 @@ tree, and what was kept for comparison and now lives only in git history.
     python3 scripts/artifacts.py restore NAME [--to DIR]   # bring an archived entry back
     python3 scripts/artifacts.py restore NAME --model-to FILE   # only its model file, to FILE
     python3 scripts/artifacts.py check                     # current files match their SHA-256
+    python3 scripts/artifacts.py archive NAME PATH... --kind KIND --note TEXT
+                                                           # keep files in history only
 
 ``restore`` writes each file of the entry with ``git show COMMIT:PATH`` (into DIR, default
 the repository, at the path it had; or, with ``--model-to``, just the model file where a
 training config's ``init_from`` expects it) and verifies its SHA-256; it needs the repository's full
 history (a shallow clone lacks the commits). Standard library only, so it runs with any
 Python 3.9+.
+
+``archive`` is how a state that must outlive its machine (a training stage's checkpoint or
+finished model under the ignored ``runs/``, an intermediate flow) reaches the next session
+without entering the working tree: it commits the files (force-added where git ignores them),
+removes them from the index in a second commit that adds the archived entry (commit, SHA-256 of
+each file) to the manifest, and leaves the files where they are on disk. ``restore NAME`` then
+puts them back at the same paths on any clone.
 """
 from __future__ import annotations
 
 import argparse
 import hashlib
 import json
+import os
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -96,6 +107,58 @@ def restore(manifest: dict, name: str, to: Path | None = None, repo: Path = REPO
     return written
 
 
+def _git(repo: Path, *args: str, index: Path | None = None) -> str:
+    env = None if index is None else {**os.environ, "GIT_INDEX_FILE": str(index)}
+    r = subprocess.run(["git", "-C", str(repo), *args], capture_output=True, text=True, env=env)
+    if r.returncode != 0:
+        raise ArtifactError(f"git {' '.join(args[:2])} failed: {r.stderr.strip()}")
+    return r.stdout
+
+
+def archive(name: str, paths, kind: str, note: str, repo: Path = REPO, manifest_path: Path = MANIFEST,
+            results: dict | None = None) -> str:
+    """Commit ``paths`` (files under ``repo``, ignored ones too), then untrack them in a second
+    commit that records them as archived entry ``name`` in the manifest; the files stay on disk.
+    Both commits are built in a separate index from HEAD, so whatever else is staged stays
+    staged and out of them. Returns the commit that holds the files."""
+    manifest = load_manifest(manifest_path)
+    if any(e["name"] == name for _, e in entries(manifest)):
+        raise ArtifactError(f"an artifact named {name!r} is in the manifest already")
+    if not kind or not note:
+        raise ArtifactError("an archived entry needs a kind and a note (what it is, how to use it)")
+    rel = []
+    for p in paths:
+        full = (repo / p) if not Path(p).is_absolute() else Path(p)
+        if not full.is_file():
+            raise ArtifactError(f"{p} is not a file")
+        rel.append(full.resolve().relative_to(repo.resolve()).as_posix())
+    if not rel:
+        raise ArtifactError("nothing to archive: name at least one file")
+    tracked = set(_git(repo, "ls-files", "--", *rel).split())
+    if tracked:
+        raise ArtifactError(f"already tracked by git (archive keeps untracked files): {sorted(tracked)}")
+    manifest_rel = manifest_path.resolve().relative_to(repo.resolve()).as_posix()
+    if _git(repo, "status", "--porcelain", "--", manifest_rel).strip():
+        raise ArtifactError(f"{manifest_rel} has changes of its own: commit them first")
+    with tempfile.TemporaryDirectory() as tmp:
+        index = Path(tmp) / "index"
+        _git(repo, "read-tree", "HEAD", index=index)
+        _git(repo, "add", "-f", "--", *rel, index=index)
+        _git(repo, "commit", "-q", "-m", f"keep {name} in history ({kind}): {len(rel)} file(s)", index=index)
+        commit = _git(repo, "rev-parse", "HEAD").strip()
+        entry = {"name": name, "kind": kind, "note": note, "commit": commit,
+                 "files": [{"path": p, "sha256": sha256_bytes((repo / p).read_bytes())} for p in rel],
+                 "results": results or {}}
+        manifest.setdefault("archived", []).append(entry)
+        manifest_path.write_text(json.dumps(manifest, indent=1, ensure_ascii=False) + "\n")
+        _git(repo, "rm", "-q", "--cached", "--", *rel, index=index)
+        _git(repo, "add", "--", manifest_rel, index=index)
+        _git(repo, "commit", "-q", "-m", f"archive {name}: the files live in {commit[:10]}, "
+             f"`scripts/artifacts.py restore {name}` brings them back", index=index)
+    _git(repo, "reset", "-q", "--", manifest_rel)     # the real index's manifest entry, to the new HEAD
+    return commit
+
+
 def check(manifest: dict, repo: Path = REPO) -> list[str]:
     """Problems with the current entries: missing files or SHA-256 mismatches."""
     problems = []
@@ -133,6 +196,11 @@ def main(argv=None) -> int:
     where.add_argument("--to", type=Path, help="folder to write under (default: the repository)")
     where.add_argument("--model-to", type=Path, help="write only the entry's model file, to this path")
     sub.add_parser("check", help="current files exist and match their SHA-256")
+    p = sub.add_parser("archive", help="commit files (ignored ones too) into history only, as an archived entry")
+    p.add_argument("name")
+    p.add_argument("paths", nargs="+", help="files under the repository")
+    p.add_argument("--kind", required=True, help="what it is, e.g. 'run state' or 'candidate model'")
+    p.add_argument("--note", required=True, help="what it is for and how to use it once restored")
     args = ap.parse_args(argv)
     manifest = load_manifest(args.manifest)
     try:
@@ -145,6 +213,10 @@ def main(argv=None) -> int:
         elif args.command == "restore":
             for path in restore(manifest, args.name, args.to, model_to=args.model_to):
                 print(path)
+        elif args.command == "archive":
+            commit = archive(args.name, args.paths, args.kind, args.note, manifest_path=args.manifest)
+            print(f"{args.name}: {len(args.paths)} file(s) in commit {commit}; "
+                  f"`scripts/artifacts.py restore {args.name}` brings them back")
         elif args.command == "check":
             problems = check(manifest)
             for line in problems:

@@ -63,11 +63,14 @@ def test_models_and_docs_hold_exactly_what_the_manifest_calls_current():
 
 def test_archived_files_are_not_in_the_working_tree():
     """An archived file lives only in history (its path may since hold a different file, as
-    configs/smooth.json, once v1's stage 1 and now the shipped flow's last stage)."""
+    configs/smooth.json, once v1's stage 1 and now the shipped flow's last stage). Files kept
+    from the ignored runs/ (run state) may still lie on the disk that made them: git must not
+    track them."""
+    tracked = _git_files()
     for e in MANIFEST["archived"]:
         for f in e["files"]:
             p = REPO / f["path"]
-            assert not (p.is_file() and hashlib.sha256(p.read_bytes()).hexdigest() == f["sha256"]), \
+            assert not (f["path"] in tracked and hashlib.sha256(p.read_bytes()).hexdigest() == f["sha256"]), \
                 f"{f['path']} is archived ({e['name']}) but still in the tree"
 
 
@@ -144,6 +147,49 @@ def test_restore_names_what_is_wrong(scratch):
     manifest["archived"][0]["commit"] = "1" * 40
     with pytest.raises(artifacts.ArtifactError, match="git cannot show"):
         artifacts.restore(manifest, "old/model", repo=repo)
+
+
+def test_archive_keeps_ignored_files_in_history_only_and_restore_brings_them_back(tmp_path):
+    """archive: the files (here under a git-ignored runs/) go into one commit and out of the index
+    in the next, which adds the archived entry; they stay on disk, the working tree tracks none of
+    them, something else staged stays staged, and restore on a fresh clone writes the same bytes."""
+    repo = tmp_path / "repo"
+    (repo / "runs" / "stage").mkdir(parents=True)
+    git = lambda *a: subprocess.run(["git", "-C", str(repo), *a], check=True, capture_output=True, text=True).stdout
+    git("init", "-q")
+    git("config", "user.name", "t")
+    git("config", "user.email", "t@t")
+    (repo / ".gitignore").write_text("/runs/\n")
+    manifest_path = repo / "artifacts.json"
+    manifest_path.write_text(json.dumps({"current": [], "archived": []}, indent=1) + "\n")
+    git("add", ".")
+    git("commit", "-qm", "start")
+    ckpt, model = b"\x01checkpoint\x00" * 50, b"model bytes"
+    (repo / "runs" / "stage" / "step_10.pt").write_bytes(ckpt)
+    (repo / "runs" / "stage" / "model.safetensors").write_bytes(model)
+    (repo / "other.txt").write_text("staged, not archived\n")
+    git("add", "other.txt")
+    commit = artifacts.archive("demo/stage", ["runs/stage/step_10.pt", "runs/stage/model.safetensors"],
+                               "run state", "resume with the trainer", repo=repo, manifest_path=manifest_path)
+    assert git("show", f"{commit}:runs/stage/step_10.pt").encode("latin-1") != b""  # in history
+    assert git("ls-files", "runs") == ""                                             # not tracked now
+    assert (repo / "runs" / "stage" / "step_10.pt").read_bytes() == ckpt               # still on disk
+    assert git("diff", "--cached", "--name-only").split() == ["other.txt"]
+    entry = json.loads(manifest_path.read_text())["archived"][0]
+    assert entry["commit"] == commit and entry["kind"] == "run state"
+    assert [f["sha256"] for f in entry["files"]] == [hashlib.sha256(b).hexdigest() for b in (ckpt, model)]
+    assert json.loads(git("show", "HEAD:artifacts.json"))["archived"][0]["name"] == "demo/stage"
+    clone = tmp_path / "clone"
+    subprocess.run(["git", "clone", "-q", str(repo), str(clone)], check=True)
+    written = artifacts.restore(json.loads((clone / "artifacts.json").read_text()), "demo/stage", repo=clone)
+    assert [w.read_bytes() for w in written] == [ckpt, model]
+    # refusals: a name taken, a tracked file, a missing file
+    with pytest.raises(artifacts.ArtifactError, match="already"):
+        artifacts.archive("demo/stage", ["runs/stage/model.safetensors"], "k", "n", repo=repo, manifest_path=manifest_path)
+    with pytest.raises(artifacts.ArtifactError, match="already tracked"):
+        artifacts.archive("x", [".gitignore"], "k", "n", repo=repo, manifest_path=manifest_path)
+    with pytest.raises(artifacts.ArtifactError, match="is not a file"):
+        artifacts.archive("y", ["runs/none.pt"], "k", "n", repo=repo, manifest_path=manifest_path)
 
 
 def test_check_reports_a_changed_file(tmp_path):
