@@ -791,6 +791,27 @@ def test_hot_md_force_field_baseline_is_the_force_fields_own_langevin_run(run, t
     assert r['t_kin_mean_k'] == pytest.approx(np.mean(temps), rel=1e-6)
     text = (out / 'hot_md.md').read_text()
     assert text.startswith('# Hot Langevin runs with the force field') and '| 500 K | 4 | 0.50 ps | none |' in text
+    assert not (out / 'nve_before_failure.npz').exists()          # no NVE run failed
+    # velocity Verlet at 2.9 fs from 1000 K fails after a few samples: the frames before the failure
+    # (below twice the bath) are kept, in the form curvature_frames read; each one's potential
+    # energy, evaluated here, is at most its recorded total energy (the kinetic part is >= 0)
+    import openmm
+    from smoothflow_torch.pipeline.hot_frames import load_positions
+    from smoothflow_torch.pipeline.hot_md import hot_md
+    blown = hot_md(project, force_field=True, temperatures=[1000.0], seeds=[3], ps=0.2, dt_fs=0.5, nve_ps=10.0,
+                   nve_dt_fs=2.9, start=2, out=tmp_path / 'nve')['results'][0]
+    n = blown['nve']['frames_before_failure']
+    assert blown['nve']['failure'] is not None and n >= 2
+    assert f'({n} frames before it kept)' in (tmp_path / 'nve' / 'hot_md.md').read_text()
+    context = openmm.Context(project.system(), openmm.VerletIntegrator(0.001), openmm.Platform.getPlatformByName('Reference'))
+    with np.load(tmp_path / 'nve' / 'nve_before_failure.npz') as kept:
+        assert kept['positions'].shape == (n, 20, 3) and list(kept['run']) == [0] * n
+        assert np.all(kept['time_ps'] < blown['nve']['failure']['time_ps']) and np.all(kept['t_kin_k'] <= 2000.0)
+        assert np.all(kept['seed'] == 3) and np.all(kept['temperature_k'] == 1000.0)
+        for x, e in zip(kept['positions'], kept['e_total_kj_mol']):
+            context.setPositions(x.astype(float))
+            assert context.getState(getEnergy=True).getPotentialEnergy()._value <= e + 1e-3
+    assert load_positions(tmp_path / 'nve' / 'nve_before_failure.npz', 20).shape == (n, 20, 3)
 
 
 def test_angle_deficit_is_zero_for_a_planar_centre_and_known_for_a_tetrahedral_one():

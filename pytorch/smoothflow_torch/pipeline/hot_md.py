@@ -30,8 +30,11 @@ no kinetic temperature above 5 times the bath (an integration that blew up). The
 tenth is shown beside the mean: a 22-atom molecule's 10-ps block mean scatters by about 6 % at
 friction 1/ps, so a tenth 10-13 % off is the canonical spread, not a failure.
 
-Writes ``hot_md.json`` and ``hot_md.md`` into ``out`` (default ``PROJECT/hot_md``). A run is
-deterministic for a platform, seed and start.
+Writes ``hot_md.json`` and ``hot_md.md`` into ``out`` (default ``PROJECT/hot_md``), and, when an
+NVE run fails, ``nve_before_failure.npz``: its frames of the last NVE_KEEP_PS before the failure
+while the kinetic temperature was below twice the bath (the configurations velocity Verlet went
+wrong from, in the form a stiffness bound's ``curvature_frames`` take). A run is deterministic for
+a platform, seed and start.
 """
 from __future__ import annotations
 
@@ -49,6 +52,7 @@ from .project import MOLAR_GAS_CONSTANT, Project
 BOND_LIMIT = 1.5        # the issue's: no bond beyond 1.5 times its longest held-out length
 TEMPERATURE_TOLERANCE = 0.1
 RUNAWAY = 5.0           # a kinetic temperature this many times the bath ends a run as failed
+NVE_KEEP_PS = 1.0       # a failed NVE run keeps its frames of this last stretch (below 2x the bath)
 
 
 def repartition_hydrogen_mass(system, topology, hydrogen_mass: float) -> None:
@@ -227,10 +231,15 @@ def langevin_run(system, force, start: np.ndarray, temperature: float, ps: float
     return result, context
 
 
-def nve_check(system, langevin_context, ps: float, dt_fs: float, platform: str, temperature: float) -> dict:
+def nve_check(system, langevin_context, ps: float, dt_fs: float, platform: str, temperature: float,
+              keep_ps: float = NVE_KEEP_PS) -> dict:
     """Velocity Verlet from the Langevin run's last state: the total energy's drift and spread;
     a failure (with its time) on an evaluation error, a non-finite energy, or a kinetic
-    temperature above RUNAWAY times the bath (an integration that has blown up)."""
+    temperature above RUNAWAY times the bath (an integration that has blown up). A failed run
+    also returns, under ``"before_failure"``, the frames of its last ``keep_ps`` (one every
+    10 fs) while the kinetic temperature was still below twice the bath: the configurations the
+    integration went wrong from, for a stiffness bound's hot set."""
+    import collections
     import openmm
     from openmm import unit
     dof = 3 * system.getNumParticles()
@@ -241,6 +250,7 @@ def nve_check(system, langevin_context, ps: float, dt_fs: float, platform: str, 
     context.setVelocities(st.getVelocities())
     steps = max(1, int(round(10 / dt_fs)))  # a sample every 10 fs
     e_tot, e_kin, failure = [], [], None
+    recent = collections.deque(maxlen=max(1, int(round(keep_ps * 1000 / (dt_fs * steps)))))
     for n in range(int(round(ps * 1000 / (dt_fs * steps)))):
         t_ps = (n + 1) * steps * dt_fs * 1e-3
         try:
@@ -248,7 +258,7 @@ def nve_check(system, langevin_context, ps: float, dt_fs: float, platform: str, 
         except openmm.OpenMMException as e:
             failure = {"time_ps": t_ps, "reason": str(e).splitlines()[0][:300]}
             break
-        state = context.getState(getEnergy=True)
+        state = context.getState(getEnergy=True, getPositions=True)
         k = state.getKineticEnergy().value_in_unit(unit.kilojoule_per_mole)
         p = state.getPotentialEnergy().value_in_unit(unit.kilojoule_per_mole)
         t_kin = 2 * k / (dof * MOLAR_GAS_CONSTANT)
@@ -256,10 +266,16 @@ def nve_check(system, langevin_context, ps: float, dt_fs: float, platform: str, 
         if reason:
             failure = {"time_ps": t_ps, "reason": reason}
             break
+        if t_kin <= 2 * temperature:
+            recent.append((t_ps, k + p, t_kin, state.getPositions(asNumpy=True).value_in_unit(unit.nanometer)))
         e_tot.append(k + p)
         e_kin.append(k)
     e_tot, e_kin = np.array(e_tot), np.array(e_kin)
     out = {"dt_fs": dt_fs, "ps": len(e_tot) * steps * dt_fs * 1e-3, "failure": failure}
+    if failure is not None and recent:
+        t, e, tk, x = zip(*recent)
+        out["before_failure"] = {"time_ps": np.array(t), "e_total_kj_mol": np.array(e),
+                                 "t_kin_k": np.array(tk), "positions": np.array(x)}
     if len(e_tot) > 2:
         t = np.arange(len(e_tot)) * steps * dt_fs * 1e-3
         out.update({"drift_kj_mol_ps": float(np.polyfit(t, e_tot, 1)[0]),
@@ -333,7 +349,7 @@ def hot_md(project, model=None, temperatures: Sequence[float] = (1000.0, 2000.0)
             "three_coordinate_atoms": [int(i) for i, _ in centres], "stereocentres": [int(i) for i in stereo],
             "held_out_angle_deficit_max_deg": [float(v) for v in held_out_deficit]}
     out = Path(out) if out else project.path / "hot_md"
-    results = []
+    results, before_failure = [], []
     for T in temperatures:
         for seed in seeds:
             system = project.system() if model is None else flow_system(project, model, x0)
@@ -344,12 +360,39 @@ def hot_md(project, model=None, temperatures: Sequence[float] = (1000.0, 2000.0)
                                       ref.max(0), ref.min(0), zmatrix, centres, tetrahedral=tetrahedral)
             if r["failure"] is None and nve_ps > 0:
                 r["nve"] = nve_check(system, context, nve_ps, nve_dt_fs, platform, T)
+                kept = r["nve"].pop("before_failure", None)
+                if kept is not None:
+                    before_failure.append((len(results), T, int(seed), kept))
+                    r["nve"]["frames_before_failure"] = len(kept["time_ps"])
             r["holds"] = holds(r)
             results.append(r)
             if log:
                 print(json.dumps({k: v for k, v in r.items() if k != "t_kin_tenths_k"}), file=log, flush=True)
             report(meta, results, out, topology)
+            _save_before_failure(before_failure, out)
     return {"meta": meta, "results": results}
+
+
+def _save_before_failure(kept: list, out: Path) -> None:
+    """``nve_before_failure.npz``: the frames of every failed NVE run's last NVE_KEEP_PS while it
+    was below twice the bath (positions in nm, float32, the form ``curvature_frames`` and
+    ``load_positions`` read), with the run (index into the results), bath, seed, time, total
+    energy and kinetic temperature of each; no file when no NVE run failed."""
+    if not kept:
+        return
+    cols = {"run": [], "temperature_k": [], "seed": [], "time_ps": [], "e_total_kj_mol": [], "t_kin_k": []}
+    positions = []
+    for run, T, seed, k in kept:
+        n = len(k["time_ps"])
+        cols["run"] += [run] * n
+        cols["temperature_k"] += [T] * n
+        cols["seed"] += [seed] * n
+        for key in ("time_ps", "e_total_kj_mol", "t_kin_k"):
+            cols[key] += list(k[key])
+        positions.append(k["positions"])
+    tmp = out / "nve_before_failure.tmp.npz"
+    np.savez(tmp, positions=np.concatenate(positions).astype(np.float32), **{k: np.array(v) for k, v in cols.items()})
+    tmp.replace(out / "nve_before_failure.npz")
 
 
 def _atom(topology, i: int) -> str:
@@ -396,7 +439,9 @@ def report(meta: dict, results: list, out: Path, topology) -> None:
         nve = r.get("nve")
         nve_text = "-" if nve is None else (
             f"{nve['ps']:.1f} ps at {nve['dt_fs']} fs: " + (
-                "fails " + _failure_text(nve["failure"]) if nve["failure"] else
+                "fails " + _failure_text(nve["failure"])
+                + (f" ({nve['frames_before_failure']} frames before it kept)" if nve.get("frames_before_failure") else "")
+                if nve["failure"] else
                 "too short for a drift" if "drift_kj_mol_ps" not in nve else
                 f"drift {nve['drift_kj_mol_ps']:.3g} kJ/mol/ps, ratio {nve['fluctuation_ratio']:.3g}"))
         bond = "-" if r["max_bond"] is None else "-".join(_atom(topology, i) for i in r["max_bond"])
