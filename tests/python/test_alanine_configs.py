@@ -34,7 +34,8 @@ def _without(c, *model_keys, top=("name", "_comment")):
 
 def test_every_config_is_a_valid_pipeline_config_named_for_its_runs():
     assert sorted(p.stem for p in CONFIGS.glob("*.json")) == sorted(KINDS + ("tiny", "smooth_hot", "smooth_von_mises",
-                                                                          "smooth_von_mises_hot"))
+                                                                          "smooth_von_mises_hot", "smooth_von_mises_sharp",
+                                                                          "smooth_von_mises_sharp_hot"))
     for kind in KINDS:
         assert [c["name"] for c in _stages(kind)] == [s.format(kind) for s in STAGES]
         for c in _stages(kind):
@@ -79,6 +80,18 @@ def test_the_von_mises_config_is_the_smooth_config_with_von_mises_torsions():
     assert len(vm) == 3
     for a, b in zip(plain, vm):
         assert b["model"]["prior"] == {"kind": "truncated_normal", "width": 1.0, "torsions": "von_mises"}
+        assert _without(a, "prior", top=("_comment",)) == _without(b, "prior", top=("_comment",))
+
+
+@pytest.mark.parametrize("name", ["smooth_von_mises", "smooth_von_mises_hot"])
+def test_the_sharp_von_mises_configs_differ_from_the_von_mises_ones_only_in_the_stiff_torsion_width(name):
+    """configs/smooth_von_mises_sharp.json and its _hot fine-tune (not shipped; docs/reliability.md
+    section 5): stage for stage the von Mises configs with model.prior.stiff_torsion_width 0.6."""
+    plain = [c.to_dict() for c in stages(CONFIGS / f"{name}.json")]
+    sharp = [c.to_dict() for c in stages(CONFIGS / f"{name.replace('von_mises', 'von_mises_sharp')}.json")]
+    assert len(sharp) == len(plain)
+    for a, b in zip(plain, sharp):
+        assert b["model"]["prior"] == {**a["model"]["prior"], "stiff_torsion_width": 0.6}
         assert _without(a, "prior", top=("_comment",)) == _without(b, "prior", top=("_comment",))
 
 
