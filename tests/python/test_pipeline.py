@@ -807,7 +807,7 @@ def test_hot_md_force_field_baseline_is_the_force_fields_own_langevin_run(run, t
     with np.load(tmp_path / 'nve' / 'nve_before_failure.npz') as kept:
         assert kept['positions'].shape == (n, 20, 3) and list(kept['run']) == [0] * n
         assert np.all(kept['time_ps'] < blown['nve']['failure']['time_ps']) and np.all(kept['t_kin_k'] <= 2000.0)
-        assert np.all(kept['seed'] == 3) and np.all(kept['temperature_k'] == 1000.0)
+        assert np.all(kept['seed'] == 3) and np.all(kept['temperature'] == 1000.0)
         for x, e in zip(kept['positions'], kept['e_total_kj_mol']):
             context.setPositions(x.astype(float))
             assert context.getState(getEnergy=True).getPotentialEnergy()._value <= e + 1e-3

@@ -376,16 +376,17 @@ def hot_md(project, model=None, temperatures: Sequence[float] = (1000.0, 2000.0)
 def _save_before_failure(kept: list, out: Path) -> None:
     """``nve_before_failure.npz``: the frames of every failed NVE run's last NVE_KEEP_PS while it
     was below twice the bath (positions in nm, float32, the form ``curvature_frames`` and
-    ``load_positions`` read), with the run (index into the results), bath, seed, time, total
-    energy and kinetic temperature of each; no file when no NVE run failed."""
+    ``load_positions`` read), with the run (index into the results), bath (``temperature``, K, as
+    in a hot-frames file), seed, time, total energy and kinetic temperature of each; no file when
+    no NVE run failed."""
     if not kept:
         return
-    cols = {"run": [], "temperature_k": [], "seed": [], "time_ps": [], "e_total_kj_mol": [], "t_kin_k": []}
+    cols = {"run": [], "temperature": [], "seed": [], "time_ps": [], "e_total_kj_mol": [], "t_kin_k": []}
     positions = []
     for run, T, seed, k in kept:
         n = len(k["time_ps"])
         cols["run"] += [run] * n
-        cols["temperature_k"] += [T] * n
+        cols["temperature"] += [T] * n
         cols["seed"] += [seed] * n
         for key in ("time_ps", "e_total_kj_mol", "t_kin_k"):
             cols[key] += list(k[key])
