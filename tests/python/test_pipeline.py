@@ -802,7 +802,10 @@ def test_hot_md_force_field_baseline_is_the_force_fields_own_langevin_run(run, t
                    nve_dt_fs=2.9, start=2, out=tmp_path / 'nve')['results'][0]
     n = blown['nve']['frames_before_failure']
     assert blown['nve']['failure'] is not None and n >= 2
-    assert f'({n} frames before it kept)' in (tmp_path / 'nve' / 'hot_md.md').read_text()
+    text = (tmp_path / 'nve' / 'hot_md.md').read_text()
+    assert f'({n} frames before it kept)' in text
+    assert f"Velocity Verlet at 2.9 fs after the bath, per bath: 1000 K: 1 of 1 fail, lasting " \
+           f"{blown['nve']['failure']['time_ps']:.3g} ps in the median" in text
     context = openmm.Context(project.system(), openmm.VerletIntegrator(0.001), openmm.Platform.getPlatformByName('Reference'))
     with np.load(tmp_path / 'nve' / 'nve_before_failure.npz') as kept:
         assert kept['positions'].shape == (n, 20, 3) and list(kept['run']) == [0] * n

@@ -465,6 +465,18 @@ def report(meta: dict, results: list, out: Path, topology) -> None:
                      f"{'yes' if r['holds'] else 'no'} |")
     n_hold = sum(r["holds"] for r in results)
     n_stereo = sum(bool(stereo & set(r["inverted_centres"])) for r in results)
+    survival = []
+    for T in sorted({r["temperature_k"] for r in results}):
+        runs = [r["nve"] for r in results if r["temperature_k"] == T and r.get("nve") is not None]
+        if runs:
+            ps = [n["failure"]["time_ps"] if n["failure"] else n["ps"] for n in runs]
+            failed = sum(n["failure"] is not None for n in runs)
+            survival.append(f"{T:.0f} K: {failed} of {len(runs)} fail, lasting {np.median(ps):.3g} ps in the median "
+                            f"({min(ps):.3g}-{max(ps):.3g}; a run that does not fail counts its full length)")
+    if survival:
+        lines += ["", f"Velocity Verlet at {meta['nve_dt_fs']} fs after the bath, per bath: " + "; ".join(survival)
+                  + ". Read it against `--force-field` runs of the same seeds: from 2000 K states the force "
+                  "field's own fails too (docs/reliability.md section 5)."]
     lines += ["", f"{n_hold} of {len(results)} runs hold. A stereocentre (four neighbours the bond graph tells "
               f"apart: {', '.join(_atom(topology, i) for i in sorted(stereo)) or 'none in this molecule'}) "
               f"inverted in {n_stereo} of {len(results)} runs; a methyl's umbrella turning over only relabels "
