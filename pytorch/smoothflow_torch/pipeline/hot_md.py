@@ -111,10 +111,10 @@ def stereocentres(pairs: np.ndarray, elements: Sequence[str], centres: list) -> 
         keys = [(colour[v], tuple(sorted(colour[w] for w in neighbours[v]))) for v in range(n)]
         index = {k: c for c, k in enumerate(sorted(set(keys)))}
         refined = [index[k] for k in keys]
-        if len(set(refined)) == len(set(colour)):
-            break
+        stable = len(set(refined)) == len(set(colour))    # no class split: the partition is final
         colour = refined
-    colour = refined
+        if stable:
+            break
     return [i for i, nb in centres if len({colour[j] for j in nb}) == len(nb)]
 
 
