@@ -135,6 +135,22 @@ def _blown_up(e_total: float, t_kin: float, temperature: float) -> Optional[str]
     return None
 
 
+def _advance(integrator, context, steps: int, t_ps: float, dof: int):
+    """Take ``steps`` and read the state: ((E_kin, E_pot in kJ/mol, kinetic temperature, positions
+    in nm), None), or (None, failure) when OpenMM raises (the failure's time is ``t_ps``)."""
+    import openmm
+    from openmm import unit
+    try:
+        integrator.step(steps)
+    except openmm.OpenMMException as e:
+        return None, {"time_ps": t_ps, "reason": str(e).splitlines()[0][:300]}
+    st = context.getState(getEnergy=True, getPositions=True)
+    e_kin = st.getKineticEnergy().value_in_unit(unit.kilojoule_per_mole)
+    e_pot = st.getPotentialEnergy().value_in_unit(unit.kilojoule_per_mole)
+    return (e_kin, e_pot, 2 * e_kin / (dof * MOLAR_GAS_CONSTANT),
+            st.getPositions(asNumpy=True).value_in_unit(unit.nanometer)), None
+
+
 def _context(system, integrator, platform: str):
     import openmm
     props = {"Threads": "1"} if platform == "CPU" else {}
@@ -172,17 +188,11 @@ def langevin_run(system, force, start: np.ndarray, temperature: float, ps: float
     t0 = time.time()
     for s in range(n_samples):
         t_ps = (s + 1) * per_sample * dt_fs * 1e-3
-        try:
-            integrator.step(per_sample)
-        except openmm.OpenMMException as e:
-            failure = {"time_ps": t_ps, "reason": str(e).splitlines()[0][:300]}
+        sample, failure = _advance(integrator, context, per_sample, t_ps, dof)
+        if failure:
             break
-        st = context.getState(getEnergy=True, getPositions=True)
-        e_kin = st.getKineticEnergy().value_in_unit(unit.kilojoule_per_mole)
-        e_pot = st.getPotentialEnergy().value_in_unit(unit.kilojoule_per_mole)
-        t_kin = 2 * e_kin / (dof * MOLAR_GAS_CONSTANT)
+        e_kin, e_pot, t_kin, pos = sample
         temps.append(t_kin)
-        pos = st.getPositions(asNumpy=True).value_in_unit(unit.nanometer)
         bonds = longest_bonds(pos[None], pairs)[0]
         ratio = bonds / ref_longest
         if ratio.max() > worst_ratio:
@@ -253,21 +263,16 @@ def nve_check(system, langevin_context, ps: float, dt_fs: float, platform: str, 
     recent = collections.deque(maxlen=max(1, int(round(keep_ps * 1000 / (dt_fs * steps)))))
     for n in range(int(round(ps * 1000 / (dt_fs * steps)))):
         t_ps = (n + 1) * steps * dt_fs * 1e-3
-        try:
-            integrator.step(steps)
-        except openmm.OpenMMException as e:
-            failure = {"time_ps": t_ps, "reason": str(e).splitlines()[0][:300]}
+        sample, failure = _advance(integrator, context, steps, t_ps, dof)
+        if failure:
             break
-        state = context.getState(getEnergy=True, getPositions=True)
-        k = state.getKineticEnergy().value_in_unit(unit.kilojoule_per_mole)
-        p = state.getPotentialEnergy().value_in_unit(unit.kilojoule_per_mole)
-        t_kin = 2 * k / (dof * MOLAR_GAS_CONSTANT)
+        k, p, t_kin, pos = sample
         reason = _blown_up(k + p, t_kin, temperature)
         if reason:
             failure = {"time_ps": t_ps, "reason": reason}
             break
         if t_kin <= 2 * temperature:
-            recent.append((t_ps, k + p, t_kin, state.getPositions(asNumpy=True).value_in_unit(unit.nanometer)))
+            recent.append((t_ps, k + p, t_kin, pos))
         e_tot.append(k + p)
         e_kin.append(k)
     e_tot, e_kin = np.array(e_tot), np.array(e_kin)
