@@ -51,6 +51,7 @@ from smoothflow_torch.timing import median_seconds
 
 ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_DATA = ROOT / "runs" / "particles" / "lj13" / "lj13.npz"
+DEFAULT_MODEL = ROOT / "models" / "lj13" / "free_form.safetensors"     # the shipped LJ13 flow
 DEFAULT_OUT = Path(__file__).resolve().parent / "results"
 N_PARTICLES, SPATIAL_DIM = 13, 3
 #: velocity Verlet moves every Cartesian degree of freedom (no constraints, no COM remover)
@@ -469,7 +470,9 @@ def run_study(model, data=DEFAULT_DATA, out=DEFAULT_OUT, dt_tau: Sequence[float]
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                  epilog="See studies/lj13_free_form/README.md.")
-    ap.add_argument("--model", required=True, help="the free-form model file (train.py --export-only)")
+    ap.add_argument("--model", default=str(DEFAULT_MODEL),
+                    help="the free-form model file (default: the shipped LJ13 flow, %(default)s; any run's "
+                         "model.safetensors or train.py --export-only output)")
     ap.add_argument("--data", default=str(DEFAULT_DATA), help="the LJ13 data (particles.data .npz)")
     ap.add_argument("--out", default=str(DEFAULT_OUT), help="output folder")
     ap.add_argument("--dt", type=float, nargs="+", default=list(DEFAULT_DT), help="time steps (tau)")

@@ -88,6 +88,38 @@ def test_trained_run_exports_the_potential_of_its_encoder(sf, tiny_run, lj13_dat
     assert [a["name"] for a in config["atoms"]] == [f"LJ{i}" for i in range(1, 14)]
 
 
+SHIPPED = os.path.join(REPO, "models", "lj13", "free_form.safetensors")
+
+
+@pytest.mark.parametrize("platform", ["Reference", "CPU"])
+def test_the_shipped_lj13_flow_is_its_encoders_potential(sf, platform):
+    """models/lj13/free_form.safetensors (the study's model): at configurations its own flow MD
+    visited (the study's flow_md_frames.npz), OpenMM's energies and forces equal -log p and its
+    gradient by PyTorch autograd of the exact log-determinant, from the encoder read out of the
+    same file (1e-10), with det J_V > 0 there."""
+    import openmm
+    f = load_free_form(SHIPPED)
+    with np.load(os.path.join(REPO, "studies", "lj13_free_form", "results", "flow_md_frames.npz")) as d:
+        x = d["positions"][:: max(1, len(d["positions"]) // 4)][:4].astype(np.float64)
+    system = openmm.System()
+    for _ in range(13):
+        system.addParticle(1.0)
+    force = sf.SmoothFlowForce(SHIPPED)
+    system.addForce(force)
+    assert force.getKT() == pytest.approx(1.0, abs=1e-14)
+    props = {"Threads": "1"} if platform == "CPU" else {}
+    context = openmm.Context(system, openmm.VerletIntegrator(0.001), openmm.Platform.getPlatformByName(platform), props)
+    log_p, sign, grad = log_density_and_gradient(f, torch.as_tensor(x))
+    assert bool((sign > 0).all())
+    for k in range(len(x)):
+        context.setPositions(x[k])
+        state = context.getState(getEnergy=True, getForces=True)
+        energy = state.getPotentialEnergy()._value
+        forces = np.asarray(state.getForces(asNumpy=True)._value)
+        assert abs(energy - (-float(log_p[k]))) <= 1e-10 * max(1.0, abs(energy))
+        assert np.abs(forces - grad[k].numpy()).max() <= 1e-10 * max(1.0, np.abs(forces).max())
+
+
 def test_export_only_writes_an_earlier_checkpoint_and_nothing_else(tiny_run, tmp_path):
     from safetensors import safe_open
     run = tiny_run["dir"]
