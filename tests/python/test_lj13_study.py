@@ -55,56 +55,15 @@ def tiny_run(lj13_data, tmp_path_factory):
     return {"dir": out, "config": str(path), "trainer": trainer, "info": info}
 
 
-def test_trained_run_exports_the_potential_of_its_encoder(sf, tiny_run, lj13_data):
-    """The model file a run writes at the end is the trained (float32) encoder's potential:
-    OpenMM's energy and forces equal -kT log p and its gradient by PyTorch to 1e-10, with kT = 1."""
+def _openmm_equals_pytorch(sf, model, f, x, platform="Reference"):
+    """OpenMM's energy and forces of the free-form model file equal -log p and its gradient by
+    PyTorch (encoder f, float64) at each configuration of x, to 1e-10 (kT = 1, det J_V > 0
+    there); returns the model's config (read while the System that owns the force lives)."""
     import openmm
-    model = tiny_run["dir"] / ptrain.MODEL_FILE
-    assert tiny_run["info"]["model"] == str(model) and model.is_file()
-    f = copy.deepcopy(tiny_run["trainer"].f).double()            # the trained weights, as float64
-    assert next(tiny_run["trainer"].f.parameters()).dtype == torch.float32
-    loaded = load_free_form(model)
-    assert all(torch.equal(a, b) for a, b in zip(f.state_dict().values(), loaded.state_dict().values()))
-    with np.load(lj13_data) as d:
-        x = d["positions"][d["split"] == 2][:3]
     system = openmm.System()
     for _ in range(13):
         system.addParticle(1.0)
     force = sf.SmoothFlowForce(str(model))
-    system.addForce(force)
-    assert force.getKT() == pytest.approx(1.0, abs=1e-14)
-    context = openmm.Context(system, openmm.VerletIntegrator(0.001), openmm.Platform.getPlatformByName("Reference"))
-    log_p, sign, grad = log_density_and_gradient(f, torch.as_tensor(x))
-    assert bool((sign > 0).all())
-    for k in range(len(x)):
-        context.setPositions(x[k])
-        state = context.getState(getEnergy=True, getForces=True)
-        energy = state.getPotentialEnergy()._value
-        forces = np.asarray(state.getForces(asNumpy=True)._value)
-        assert abs(energy - (-float(log_p[k]))) <= 1e-10 * max(1.0, abs(energy))
-        assert np.abs(forces - grad[k].numpy()).max() <= 1e-10 * max(1.0, np.abs(forces).max())
-    config = json.loads(force.getModelConfig())
-    assert config["temperature"] == REDUCED_TEMPERATURE_KELVIN
-    assert [a["name"] for a in config["atoms"]] == [f"LJ{i}" for i in range(1, 14)]
-
-
-SHIPPED = os.path.join(REPO, "models", "lj13", "free_form.safetensors")
-
-
-@pytest.mark.parametrize("platform", ["Reference", "CPU"])
-def test_the_shipped_lj13_flow_is_its_encoders_potential(sf, platform):
-    """models/lj13/free_form.safetensors (the study's model): at configurations its own flow MD
-    visited (the study's flow_md_frames.npz), OpenMM's energies and forces equal -log p and its
-    gradient by PyTorch autograd of the exact log-determinant, from the encoder read out of the
-    same file (1e-10), with det J_V > 0 there."""
-    import openmm
-    f = load_free_form(SHIPPED)
-    with np.load(os.path.join(REPO, "studies", "lj13_free_form", "results", "flow_md_frames.npz")) as d:
-        x = d["positions"][:: max(1, len(d["positions"]) // 4)][:4].astype(np.float64)
-    system = openmm.System()
-    for _ in range(13):
-        system.addParticle(1.0)
-    force = sf.SmoothFlowForce(SHIPPED)
     system.addForce(force)
     assert force.getKT() == pytest.approx(1.0, abs=1e-14)
     props = {"Threads": "1"} if platform == "CPU" else {}
@@ -118,6 +77,38 @@ def test_the_shipped_lj13_flow_is_its_encoders_potential(sf, platform):
         forces = np.asarray(state.getForces(asNumpy=True)._value)
         assert abs(energy - (-float(log_p[k]))) <= 1e-10 * max(1.0, abs(energy))
         assert np.abs(forces - grad[k].numpy()).max() <= 1e-10 * max(1.0, np.abs(forces).max())
+    return json.loads(force.getModelConfig())
+
+
+def test_trained_run_exports_the_potential_of_its_encoder(sf, tiny_run, lj13_data):
+    """The model file a run writes at the end is the trained (float32) encoder's potential:
+    OpenMM's energy and forces equal -kT log p and its gradient by PyTorch to 1e-10, with kT = 1."""
+    model = tiny_run["dir"] / ptrain.MODEL_FILE
+    assert tiny_run["info"]["model"] == str(model) and model.is_file()
+    f = copy.deepcopy(tiny_run["trainer"].f).double()            # the trained weights, as float64
+    assert next(tiny_run["trainer"].f.parameters()).dtype == torch.float32
+    loaded = load_free_form(model)
+    assert all(torch.equal(a, b) for a, b in zip(f.state_dict().values(), loaded.state_dict().values()))
+    with np.load(lj13_data) as d:
+        x = d["positions"][d["split"] == 2][:3]
+    config = _openmm_equals_pytorch(sf, model, f, x)
+    assert config["temperature"] == REDUCED_TEMPERATURE_KELVIN
+    assert [a["name"] for a in config["atoms"]] == [f"LJ{i}" for i in range(1, 14)]
+
+
+SHIPPED = os.path.join(REPO, "models", "lj13", "free_form.safetensors")
+
+
+@pytest.mark.parametrize("platform", ["Reference", "CPU"])
+def test_the_shipped_lj13_flow_is_its_encoders_potential(sf, platform):
+    """models/lj13/free_form.safetensors (the study's model): at configurations its own flow MD
+    visited (the study's flow_md_frames.npz), OpenMM's energies and forces equal -log p and its
+    gradient by PyTorch autograd of the exact log-determinant, from the encoder read out of the
+    same file (1e-10), with det J_V > 0 there."""
+    f = load_free_form(SHIPPED)
+    with np.load(os.path.join(REPO, "studies", "lj13_free_form", "results", "flow_md_frames.npz")) as d:
+        x = d["positions"][:: max(1, len(d["positions"]) // 4)][:4].astype(np.float64)
+    _openmm_equals_pytorch(sf, SHIPPED, f, x, platform)
 
 
 def test_export_only_writes_an_earlier_checkpoint_and_nothing_else(tiny_run, tmp_path):
