@@ -363,6 +363,7 @@ def hot_md(project, model=None, temperatures: Sequence[float] = (1000.0, 2000.0)
             force = None if model is None else openmmsmoothflow.SmoothFlowForce.cast(system.getForce(0))
             r, context = langevin_run(system, force, x0, T, ps, dt_fs, int(seed), platform, pairs,
                                       ref.max(0), ref.min(0), zmatrix, centres, tetrahedral=tetrahedral)
+            kept = None
             if r["failure"] is None and nve_ps > 0:
                 r["nve"] = nve_check(system, context, nve_ps, nve_dt_fs, platform, T)
                 kept = r["nve"].pop("before_failure", None)
@@ -374,7 +375,8 @@ def hot_md(project, model=None, temperatures: Sequence[float] = (1000.0, 2000.0)
             if log:
                 print(json.dumps({k: v for k, v in r.items() if k != "t_kin_tenths_k"}), file=log, flush=True)
             report(meta, results, out, topology)
-            _save_before_failure(before_failure, out)
+            if kept is not None:             # the file changes only when another NVE run failed
+                _save_before_failure(before_failure, out)
     return {"meta": meta, "results": results}
 
 
@@ -382,10 +384,8 @@ def _save_before_failure(kept: list, out: Path) -> None:
     """``nve_before_failure.npz``: the frames of every failed NVE run's last NVE_KEEP_PS while it
     was below twice the bath (positions in nm, float32, the form ``curvature_frames`` and
     ``load_positions`` read), with the run (index into the results), bath (``temperature``, K, as
-    in a hot-frames file), seed, time, total energy and kinetic temperature of each; no file when
-    no NVE run failed."""
-    if not kept:
-        return
+    in a hot-frames file), seed, time, total energy and kinetic temperature of each (written when
+    an NVE run fails, so no file when none did)."""
     cols = {"run": [], "temperature": [], "seed": [], "time_ps": [], "e_total_kj_mol": [], "t_kin_k": []}
     positions = []
     for run, T, seed, k in kept:
