@@ -196,8 +196,24 @@ def test_the_corpus_is_what_its_generator_writes():
             assert f.read() == generator.render(c), c["name"]
 
 
-SHIPPED = sorted(glob.glob(os.path.join(REPO, "models", "**", "*.safetensors"), recursive=True)
-                 + glob.glob(os.path.join(REPO, "tests", "data", "**", "*.safetensors"), recursive=True))
+ALL_SHIPPED = sorted(glob.glob(os.path.join(REPO, "models", "**", "*.safetensors"), recursive=True)
+                     + glob.glob(os.path.join(REPO, "tests", "data", "**", "*.safetensors"), recursive=True))
+# a free-form decoder (sampling only) is a file of its own format, which the force refuses;
+# test_free_form_sampling.py checks it against its encoder
+DECODERS = [p for p in ALL_SHIPPED if p.endswith(".decoder.safetensors")]
+SHIPPED = [p for p in ALL_SHIPPED if p not in DECODERS]
+
+
+@pytest.mark.parametrize("path", DECODERS, ids=lambda p: os.path.relpath(p, REPO))
+def test_shipped_decoders_are_decoders_of_a_shipped_encoder(path):
+    """The name alone must not exempt a model from the contract: the file has to be a decoder
+    whose recorded encoder sits beside it."""
+    from smoothflow_torch.particles import sampling
+    encoder = path[: -len(".decoder.safetensors")] + ".safetensors"
+    sampling.load_decoder(path, encoder_file=encoder)
+    with pytest.raises(ModelFormatError, match="smoothflow-free-form-decoder"):
+        with open(path, "rb") as f:
+            read_model_bytes(f.read())
 
 
 def test_there_are_shipped_models():
