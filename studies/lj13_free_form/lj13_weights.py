@@ -1,5 +1,5 @@
 """LJ13: importance weights of the free-form flow against the true LJ13 potential (issue 24's
-statistics for the shipped LJ13 flow; docs/free-form-flows.md section 8).
+statistics for the shipped LJ13 flow; docs/free-form-flows.md section 9).
 
 Samples are drawn from the density the MD potential is, p_f(x) = p_Z(f(x)) |det J_V(x)|, exactly
 (``smoothflow_torch.particles.sampling``: x = f^-1(z) from the decoder's start, Newton on V), and
@@ -43,6 +43,7 @@ def draw_set(f, g, seed: int, n: int, work: Path, decoder_density: bool, chunk: 
     import torch
     from tqdm import tqdm
     from smoothflow_torch.particles.sampling import draw
+    from smoothflow_torch import provenance
     from smoothflow_torch.particles.systems import lj13_energy
 
     path = work / f"seed_{seed}_{n}{'_dec' if decoder_density else ''}.npz"
@@ -50,10 +51,14 @@ def draw_set(f, g, seed: int, n: int, work: Path, decoder_density: bool, chunk: 
         with np.load(path) as d:
             return {k: d[k] for k in d.files}
     torch.set_num_threads(1)
+    t0 = time.time()
     with tqdm(total=n, desc=f"seed {seed}", unit="sample", file=sys.stderr) as bar:
         res = draw(f, g, n, seed, energy=lj13_energy, chunk=chunk, decoder_density=decoder_density,
                    progress=bar.update)
     res = {k: v for k, v in res.items() if k in KEYS}
+    # a resumed run reports when, where and how long each set was drawn, not the cache's read time
+    res["seconds"] = np.float64(time.time() - t0)
+    res["drawn"] = np.array(json.dumps(provenance.machine(ROOT, {"torch": torch.__version__})))
     work.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp.npz")
     np.savez(tmp, **res)
@@ -95,10 +100,13 @@ def report(result: dict) -> str:
     ex = result["exact"]
     lines = [
         "# LJ13: importance weights of the free-form flow against the true potential", "",
-        f"Measured {m['date']} at commit {m['commit']} on {m['cpu']} ({m['cores']} cores, load "
-        f"{m['load_average']}); model `{result['model']}`, {len(result['seeds'])} sets of "
-        f"{result['samples_per_set']} samples (seeds {', '.join(map(str, result['seeds']))}), "
-        f"{result['seconds']:.0f} s in all. `studies/lj13_free_form/lj13_weights.py`.", "",
+        f"Reported {m['date']} at commit {m['commit']} on {m['cpu']} ({m['cores']} cores); model "
+        f"`{result['model']}`, {len(result['seeds'])} sets of {result['samples_per_set']} samples "
+        f"drawn in {result['seconds']:.0f} s of one core in all ("
+        + "; ".join(f"seed {d['seed']}: {d['seconds']:.0f} s, {d['date'][:16]}, commit {d['commit']}, "
+                    f"load {d['load_average'][0] if d.get('load_average') else '?'}"
+                    for d in result["sets_drawn"])
+        + "). `studies/lj13_free_form/lj13_weights.py`.", "",
         "Samples of the density the MD potential is (p_f, exact: x = f^-1(z) by the decoder's "
         "start and Newton's method), weighed against exp(-u) of the true LJ13 energy. A sample "
         "the inversion cannot place (Newton not converged, det J_V <= 0) has weight zero and "
@@ -154,10 +162,10 @@ def main(argv=None) -> dict:
 
     f = load_free_form(args.model)
     g = load_decoder(args.decoder, encoder_file=args.model)
-    t0 = time.time()
     sets = [draw_set(f, g, s, args.samples, Path(args.work), args.decoder_density, args.chunk)
             for s in args.seeds]
-    seconds = time.time() - t0
+    seconds = float(sum(s["seconds"] for s in sets))
+    drawn = [json.loads(str(s["drawn"])) for s in sets]
     conv = np.concatenate([s["converged"] for s in sets])
     sign = np.concatenate([s["det_sign"] for s in sets])
     iters = np.concatenate([s["iterations"] for s in sets])
@@ -172,6 +180,9 @@ def main(argv=None) -> dict:
                       "negative_det_fraction": float((sign[conv] < 0).mean()) if conv.any() else 0.0},
         "literature_ess": LITERATURE_ESS,
         "machine": provenance.machine(ROOT, {"torch": torch.__version__}),
+        "sets_drawn": [{"seed": seed, "seconds": float(st["seconds"]), "date": d["date"],
+                        "commit": d["commit"], "load_average": d.get("load_average")}
+                       for seed, st, d in zip(args.seeds, sets, drawn)],
     }
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
