@@ -43,17 +43,13 @@ class ContextPotential:
     (the interface of ``wall_curvature.modes``): the same mapped force the MD ran."""
 
     def __init__(self, system, platform):
-        import openmm
-        self.context = openmm.Context(system, openmm.VerletIntegrator(0.001),
-                                      openmm.Platform.getPlatformByName(platform),
-                                      {"Threads": "1"} if platform == "CPU" else {})
+        from smoothflow_torch.openmm_bridge import OpenMMEnergy
+        self.bridge = OpenMMEnergy(system, platform=platform,
+                                   platform_properties={"Threads": "1"} if platform == "CPU" else None)
 
     def evaluate(self, x):
-        from openmm import unit
-        self.context.setPositions(np.asarray(x).reshape(-1, 3) * unit.nanometer)
-        st = self.context.getState(getEnergy=True, getForces=True)
-        return (st.getPotentialEnergy().value_in_unit(unit.kilojoule_per_mole),
-                st.getForces(asNumpy=True).value_in_unit(unit.kilojoule_per_mole / unit.nanometer))
+        energies, forces, _ = self.bridge.evaluate(np.asarray(x).reshape(1, -1, 3))
+        return energies[0], forces[0]
 
 
 def segment_excess(pot, x0, x1, n=64):
