@@ -1,6 +1,7 @@
 """Where and when a number was measured: the one machine record that benchmarks, studies and
 scripts write beside their numbers (the brief: machine, date and commit with every number)."""
 import datetime
+import hashlib
 import os
 import platform
 import subprocess
@@ -20,6 +21,15 @@ def cpu_model() -> str:
     except OSError:
         pass
     return platform.processor() or platform.machine() or "unknown"
+
+
+def file_sha256(path: os.PathLike) -> str:
+    """The SHA-256 (hex) of a file, read in 1 MiB blocks (data files are tens of MB)."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
 
 
 def git_commit(root: Optional[os.PathLike] = None) -> str:

@@ -4,8 +4,9 @@ provenance records name a file.
 The study package is installed editable (scripts/setup.sh), so ``REPO`` is the checkout that
 holds this file.
 """
-import hashlib
 from pathlib import Path
+
+from smoothflow_torch.provenance import file_sha256 as sha256_of  # noqa: F401 (the studies' name)
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -15,12 +16,3 @@ def repo_relative(path, base: Path = REPO) -> str:
     as given."""
     path = Path(path)
     return str(path.relative_to(base)) if path.is_relative_to(base) else str(path)
-
-
-def sha256_of(path) -> str:
-    """The SHA-256 of a file, read in 1 MiB chunks (data files are tens of MB)."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()

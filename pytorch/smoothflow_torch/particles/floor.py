@@ -42,7 +42,6 @@ and the git commit.
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import math
 import os
@@ -247,14 +246,6 @@ def log_partition(reduced_energy: Callable, data: np.ndarray, variance: float,
 
 # ---------------------------------------------------------------------- the floor
 
-def _sha256(path: str) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def _machine() -> Dict[str, object]:
     import scipy
     return provenance.machine(ROOT, {"numpy": np.__version__, "scipy": scipy.__version__})
@@ -311,7 +302,7 @@ def data_floor(system: str, data: str, splits: Sequence[str] = ("val", "test"),
         return spec.energy(x)
 
     result: Dict[str, object] = {
-        "system": system, "data": str(data), "data_sha256": _sha256(data),
+        "system": system, "data": str(data), "data_sha256": provenance.file_sha256(data),
         "dof": spec.dof, "kT": 1.0, "units": "nats per configuration, density on the "
         "centre-of-mass-free subspace in an orthonormal basis (as the trainer's NLL)",
         "gaussian_fit_variance": variance,

@@ -27,7 +27,6 @@ file it was trained with, so that a decoder is never paired with another encoder
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 import os
@@ -38,20 +37,13 @@ from typing import Callable, Dict, Optional
 import numpy as np
 import torch
 
+from ..provenance import file_sha256
 from .egnn import EGNN, remove_mean
 from .fff import (exact_log_det, from_subspace, gaussian_log_prob, sample_subspace_normal,
                   subspace_jacobian, to_subspace)
 
 DECODER_FORMAT = "smoothflow-free-form-decoder"
 DECODER_FORMAT_VERSION = 1
-
-
-def file_sha256(path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def export_decoder(g: EGNN, path, encoder_file, distance_scale: float, step: int, source: str = "") -> Path:
