@@ -323,6 +323,15 @@ def chain_flow(n_atoms: int = 6, seed: int = 0, n_layers: int = 4, n_components:
                        **kwargs)
 
 
+def mixed_element_flow(seed: int = 3, elements: Sequence[str] = ("C", "H", "N", "O", "H", "C")) -> SmoothFlow:
+    """A small random flow whose atoms carry different elements (so different masses: what the
+    stiffness and velocity Verlet bounds weigh by), with a wall support: 3 layers of 3
+    components, hidden (12,)."""
+    atoms = [{"name": f"{e}{i}", "element": e, "residue": "MOL", "residue_index": 0} for i, e in enumerate(elements)]
+    return random_flow(n_atoms=len(elements), n_layers=3, n_components=3, hidden=(12,), seed=seed, atoms=atoms,
+                       support={"policy": "wall", "margin": 0.02, "wall_constant": 500.0})
+
+
 def unchecked_model_bytes(config: dict, tensors: dict, metadata: Optional[dict] = None) -> bytes:
     """A model file written without the exporter's validation, for bad-input tests: the
     format's metadata around ``config``, ``metadata`` entries replacing or adding keys, and the

@@ -65,6 +65,14 @@ Losses (``docs/flow-math.md`` section 8; ``studies/alanine_dipeptide/training.md
   ``relu(|lambda| / limit - 1)^2``, limit = (2 / stiffness_dt_fs)^2. Why: the curvature bound
   looks along one internal coordinate at a time; the integrator meets the Cartesian Hessian,
   with the atoms' masses (the force field's is 3.2 fs, its C-H stretches).
+- ``verlet`` (:func:`smoothflow_torch.verlet_error.verlet_bound`): a bound on velocity
+  Verlet's energy error. For ``verlet_batch`` frames of the data batch (and as many of the
+  curvature frames, when given), thermal velocities at ``verlet_temperature`` are drawn and
+  ``verlet_steps`` steps of ``verlet_dt_fs`` taken on the flow's potential; the total-energy
+  change dE is penalized where it exceeds ``verlet_limit`` (kJ/mol): ``relu(|dE| / limit -
+  1)^2``. Why: hot runs fail by steady heating where the flow's stiff modes change frequency
+  as the molecule moves, which no single-frame bound sees; the error of the steps themselves
+  does (``docs/reliability.md`` section 5).
 
 :class:`Trainer` runs Adam on the weighted sum
 ``w_nll * nll + w_fm * force_matching + w_rkl * reverse_kl + w_tail * tail_matching +
@@ -93,6 +101,7 @@ import numpy as np
 import torch
 
 from .export import export_model
+from .verlet_error import verlet_bound
 
 __all__ = ["FORCE_UNITS", "LR_SCHEDULES", "LOSS_NAMES", "TrainConfig", "Trainer", "nll",
            "force_matching", "reverse_kl", "tail_matching", "alpha_divergence", "curvature", "curvature_along",
@@ -102,7 +111,7 @@ __all__ = ["FORCE_UNITS", "LR_SCHEDULES", "LOSS_NAMES", "TrainConfig", "Trainer"
 FORCE_UNITS = ("reduced", "kJ/mol/nm")
 LR_SCHEDULES = ("constant", "cosine", "step")
 LOSS_NAMES = ("nll", "force_matching", "reverse_kl", "tail_matching", "alpha_divergence", "curvature",
-              "stiffness")
+              "stiffness", "verlet")
 CHECKPOINT_FORMAT = "smoothflow-checkpoint"
 CHECKPOINT_VERSION = 1
 
@@ -473,6 +482,11 @@ class TrainConfig:
     stiffness_dt_fs: float = 2.5
     stiffness_batch: int = 16
     stiffness_iterations: int = 8
+    verlet_dt_fs: float = 2.0
+    verlet_temperature: float = 1000.0
+    verlet_steps: int = 4
+    verlet_batch: int = 16
+    verlet_limit: float = 5.0
     eval_every: int = 100
     eval_frames: int = 1000
     eval_batch_size: int = 250
@@ -514,7 +528,7 @@ class TrainConfig:
                 raise ValueError(f"{k} must be an integer >= 0, got {v!r}")
         for k in ("batch_size", "reverse_kl_batch_size", "alpha_batch_size", "eval_batch_size",
                   "keep_checkpoints", "lr_decay_every", "curvature_extra_batch", "stiffness_batch",
-                  "stiffness_iterations"):
+                  "stiffness_iterations", "verlet_steps", "verlet_batch"):
             v = getattr(self, k)
             if isinstance(v, bool) or not isinstance(v, int) or v < 1:
                 raise ValueError(f"{k} must be an integer >= 1, got {v!r}")
@@ -536,6 +550,11 @@ class TrainConfig:
             raise ValueError(f"curvature_noise must be finite and >= 0 (units of u), got {self.curvature_noise}")
         if not (self.stiffness_dt_fs > 0 and math.isfinite(self.stiffness_dt_fs)):
             raise ValueError(f"stiffness_dt_fs must be finite and > 0 fs, got {self.stiffness_dt_fs}")
+        for k, what in (("verlet_dt_fs", "fs"), ("verlet_temperature", "K"), ("verlet_limit", "kJ/mol")):
+            v = getattr(self, k)
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or not (v > 0 and math.isfinite(v)):
+                raise ValueError(f"{k} must be finite and > 0 {what}, got {v!r}")
+            setattr(self, k, float(v))
         if isinstance(self.alpha, bool) or not isinstance(self.alpha, (int, float)) \
                 or not (self.alpha > 1 and math.isfinite(self.alpha)):
             raise ValueError(f"alpha (of the alpha_divergence loss) must be finite and > 1, got {self.alpha!r}")
@@ -675,9 +694,10 @@ class Trainer:
         dt = flow.dtype
         self.train_positions, self.train_forces, self.train_weights = _frame_tensors(
             train_data, "train_data", dt)
-        if (w["nll"] or w["force_matching"] or w["curvature"] or w["stiffness"]) and self.train_positions is None:
-            raise ValueError("the nll, force_matching, curvature and stiffness losses need train_data")
-        self.masses = element_masses(flow.atoms) if w["stiffness"] else None
+        if (w["nll"] or w["force_matching"] or w["curvature"] or w["stiffness"] or w["verlet"]) \
+                and self.train_positions is None:
+            raise ValueError("the nll, force_matching, curvature, stiffness and verlet losses need train_data")
+        self.masses = element_masses(flow.atoms) if (w["stiffness"] or w["verlet"]) else None
         if w["force_matching"] and self.train_forces is None:
             raise ValueError("force matching needs reference forces in train_data")
         if w["reverse_kl"] and target is None:
@@ -692,9 +712,9 @@ class Trainer:
             test_data, "test_data", dt)
         self.curvature_positions = None
         if curvature_frames is not None:
-            if not (w["curvature"] or w["stiffness"]):
-                raise ValueError("curvature_frames are used only by the curvature and stiffness losses: give one "
-                                 "a weight > 0")
+            if not (w["curvature"] or w["stiffness"] or w["verlet"]):
+                raise ValueError("curvature_frames are used only by the curvature, stiffness and verlet losses: "
+                                 "give one a weight > 0")
             cp = torch.as_tensor(curvature_frames, dtype=dt)
             if cp.ndim != 3 or cp.shape[0] < 1 or cp.shape[1:] != (flow.n_atoms, 3) \
                     or not bool(torch.isfinite(cp).all()):
@@ -745,7 +765,7 @@ class Trainer:
         self.optimizer.zero_grad(set_to_none=True)
         terms: Dict[str, torch.Tensor] = {}
         entry: Dict[str, Any] = {"kind": "train", "step": self.step + 1}
-        if w["nll"] or w["force_matching"] or w["tail_matching"] or w["curvature"] or w["stiffness"]:
+        if w["nll"] or w["force_matching"] or w["tail_matching"] or w["curvature"] or w["stiffness"] or w["verlet"]:
             if self.train_weights is None:
                 idx = torch.randint(len(self.train_positions), (c.batch_size,),
                                     generator=self.data_generator)
@@ -803,6 +823,8 @@ class Trainer:
                 entry["stiffness_extra_dt_min_fs"] = xinfo["dt_min_fs"]
                 entry["stiffness_extra_over"] = xinfo["n_over"]
             terms["stiffness"] = st
+        if w["verlet"]:
+            terms["verlet"] = self._verlet_term(x, entry)
         if w["reverse_kl"]:
             rkl, info = reverse_kl(flow, self.target, c.reverse_kl_batch_size,
                                    generator=self.sample_generator, return_info=True)
@@ -842,6 +864,24 @@ class Trainer:
         self._in_step = False
         entry["dt"] = round(time.perf_counter() - t0, 6)
         return entry
+
+    def _verlet_term(self, x: torch.Tensor, entry: dict) -> torch.Tensor:
+        """The velocity Verlet bound on ``verlet_batch`` data frames and, when given, as many
+        curvature frames (the mean of the two); its diagnostics go into ``entry``."""
+        c = self.config
+        b = min(c.verlet_batch, len(x))
+        args = (self.masses, c.verlet_dt_fs, c.verlet_temperature, c.verlet_limit, c.verlet_steps)
+        vt, info = verlet_bound(self.flow, x[:b], *args, generator=self.data_generator, return_info=True)
+        entry.update({"verlet_max": info["max"], "verlet_rms": info["rms"], "verlet_over": info["n_over"],
+                      "verlet_invalid": info["n_invalid"]})
+        if self.curvature_positions is not None:
+            jdx = torch.randint(len(self.curvature_positions), (b,), generator=self.data_generator)
+            vx, xinfo = verlet_bound(self.flow, self.curvature_positions[jdx], *args, generator=self.data_generator,
+                                     return_info=True)
+            vt = 0.5 * (vt + vx)
+            entry.update({"verlet_extra_max": xinfo["max"], "verlet_extra_rms": xinfo["rms"],
+                          "verlet_extra_over": xinfo["n_over"], "verlet_extra_invalid": xinfo["n_invalid"]})
+        return vt
 
     def _data_terms(self, x: torch.Tensor, f_ref: Optional[torch.Tensor], w: dict,
                     entry: dict) -> Dict[str, torch.Tensor]:

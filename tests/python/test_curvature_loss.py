@@ -136,7 +136,7 @@ def test_curvature_frames_need_the_loss_and_the_molecules_shape(tmp_path):
     flow = _flow()
     x = flow.to_cartesian(testing.random_u(flow, 4, seed=1)).detach()
     nll = TrainConfig(name="n", iterations=1, progress=False, weights={"nll": 1.0})
-    with pytest.raises(ValueError, match="only by the curvature and stiffness losses"):
+    with pytest.raises(ValueError, match="only by the curvature, stiffness and verlet losses"):
         Trainer(flow, nll, tmp_path, train_data=(x, None), curvature_frames=x)
     cfg = TrainConfig(name="c", iterations=1, progress=False, weights={"curvature": 1.0})
     with pytest.raises(ValueError, match=r"shape \(n >= 1, 6, 3\)"):

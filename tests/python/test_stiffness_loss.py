@@ -16,12 +16,7 @@ from smoothflow_torch.training import (TrainConfig, Trainer, element_masses, mas
 
 torch.set_num_threads(1)
 ELEMENTS = ["C", "H", "N", "O", "H", "C"]
-
-
-def _flow(seed=3):
-    atoms = [{"name": f"{e}{i}", "element": e, "residue": "MOL", "residue_index": 0} for i, e in enumerate(ELEMENTS)]
-    return testing.random_flow(n_atoms=6, n_layers=3, n_components=3, hidden=(12,), seed=seed, atoms=atoms,
-                               support={"policy": "wall", "margin": 0.02, "wall_constant": 500.0})
+_flow = testing.mixed_element_flow
 
 
 def _eigenvalues(flow, x, masses, h=1e-6):
