@@ -88,17 +88,41 @@ def substep_jump(system, platform, x, v, dt_fs, k=8):
     return out
 
 
-def main(argv=None):
-    import openmm
+def hot_start(project_path, model, temperature, seed, ps, platform, frames=None):
+    """hot-md's Langevin run at ``temperature`` (the same start, seed and platform, so the same end
+    state) of ``model`` (a flow file, or ``ff`` for the project's force field); returns (project,
+    system, force or None, the run's summary, its Context)."""
     import openmmsmoothflow
-    from openmm import unit
-    from smoothflow_torch import provenance
     from smoothflow_torch.export import read_model_bytes
     from smoothflow_torch.pipeline import data as pdata
     from smoothflow_torch.pipeline.hot_frames import flow_system
-    from smoothflow_torch.pipeline.hot_md import (MOLAR_GAS_CONSTANT, RUNAWAY, _bond_pairs, angle_deficit,
-                                                  coordinated, langevin_run, longest_bonds)
+    from smoothflow_torch.pipeline.hot_md import _bond_pairs, coordinated, langevin_run, longest_bonds
     from smoothflow_torch.pipeline.project import Project
+
+    project = Project(project_path)
+    held_out = pdata.load(frames or project.frames_path, project.kT, project.n_atoms, "test")
+    x0 = held_out.positions[0]
+    pairs = _bond_pairs(project.topology())
+    ref = longest_bonds(held_out.positions, pairs)
+    centres = coordinated(pairs, project.n_atoms, 3)
+    if model == "ff":
+        zmatrix, system, force = project.zmatrix, project.system(), None
+    else:
+        zmatrix = np.array(read_model_bytes(open(model, "rb").read())[0]["zmatrix"], dtype=int)
+        system = flow_system(project, model, x0)
+        force = openmmsmoothflow.SmoothFlowForce.cast(system.getForce(0))
+    lang, context = langevin_run(system, force, x0, temperature, ps, 1.0, seed, platform, pairs,
+                                 ref.max(0), ref.min(0), zmatrix, centres,
+                                 tetrahedral=coordinated(pairs, project.n_atoms, 4))
+    print(f"Langevin {ps} ps at {temperature:g} K, seed {seed}: T_kin {lang['t_kin_mean_k']:.0f} K", file=sys.stderr)
+    return project, system, force, lang, context
+
+
+def main(argv=None):
+    import openmm
+    from openmm import unit
+    from smoothflow_torch import provenance
+    from smoothflow_torch.pipeline.hot_md import MOLAR_GAS_CONSTANT, RUNAWAY, _bond_pairs, angle_deficit, coordinated
     from wall_curvature import modes
 
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -119,23 +143,11 @@ def main(argv=None):
     p.add_argument("--out", default=os.path.join(ROOT, "runs", "nve_event"))
     a = p.parse_args(argv)
 
-    project = Project(a.project)
-    held_out = pdata.load(a.frames or project.frames_path, project.kT, project.n_atoms, "test")
-    x0 = held_out.positions[0]
-    pairs = _bond_pairs(project.topology())
-    ref = longest_bonds(held_out.positions, pairs)
-    centres = coordinated(pairs, project.n_atoms, 3)
-    if a.model == "ff":
-        zmatrix, system, force = project.zmatrix, project.system(), None
-    else:
-        zmatrix = np.array(read_model_bytes(open(a.model, "rb").read())[0]["zmatrix"], dtype=int)
-        system = flow_system(project, a.model, x0)
-        force = openmmsmoothflow.SmoothFlowForce.cast(system.getForce(0))
+    project, system, force, lang, context = hot_start(a.project, a.model, a.temperature, a.seed, a.ps, a.platform,
+                                                      a.frames)
     T = a.temperature
-    lang, context = langevin_run(system, force, x0, T, a.ps, 1.0, a.seed, a.platform, pairs,
-                                 ref.max(0), ref.min(0), zmatrix, centres,
-                                 tetrahedral=coordinated(pairs, project.n_atoms, 4))
-    print(f"Langevin {a.ps} ps at {T:g} K, seed {a.seed}: T_kin {lang['t_kin_mean_k']:.0f} K", file=sys.stderr)
+    pairs = _bond_pairs(project.topology())
+    centres = coordinated(pairs, project.n_atoms, 3)
 
     st = context.getState(getPositions=True, getVelocities=True)
     integrator = openmm.VerletIntegrator(a.nve_dt_fs * unit.femtoseconds)
