@@ -118,6 +118,23 @@ def hot_start(project_path, model, temperature, seed, ps, platform, frames=None)
     return project, system, force, lang, context
 
 
+def hot_start_arguments(doc, nve_ps, platform_help="of the runs"):
+    """The command line of a script that starts from hot-md's Langevin run (:func:`hot_start`)
+    and then runs velocity Verlet: project, model, temperature, seed, frames, Langevin ps, NVE ps
+    and step, platform."""
+    p = argparse.ArgumentParser(description=doc.split("\n\n")[0])
+    p.add_argument("project")
+    p.add_argument("model", help="a flow model file, or ff for the project's force field (the baseline)")
+    p.add_argument("--temperature", type=float, default=2000.0)
+    p.add_argument("--seed", type=int, default=1)
+    p.add_argument("--frames", default=None, help="held-out frames for the start (as hot-md's --frames)")
+    p.add_argument("--ps", type=float, default=100.0, help="Langevin length (as hot-md's)")
+    p.add_argument("--nve-ps", type=float, default=nve_ps)
+    p.add_argument("--nve-dt-fs", type=float, default=2.0)
+    p.add_argument("--platform", default="CPU", help=platform_help)
+    return p
+
+
 def main(argv=None):
     import openmm
     from openmm import unit
@@ -125,16 +142,7 @@ def main(argv=None):
     from smoothflow_torch.pipeline.hot_md import MOLAR_GAS_CONSTANT, RUNAWAY, _bond_pairs, angle_deficit, coordinated
     from wall_curvature import modes
 
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("project")
-    p.add_argument("model", help="a flow model file, or ff for the project's force field (the baseline)")
-    p.add_argument("--temperature", type=float, default=2000.0)
-    p.add_argument("--seed", type=int, default=1)
-    p.add_argument("--frames", default=None, help="held-out frames for the start (as hot-md's --frames)")
-    p.add_argument("--ps", type=float, default=100.0, help="Langevin length (as hot-md's)")
-    p.add_argument("--nve-ps", type=float, default=20.0)
-    p.add_argument("--nve-dt-fs", type=float, default=2.0)
-    p.add_argument("--platform", default="CPU")
+    p = hot_start_arguments(__doc__, nve_ps=20.0)
     p.add_argument("--jump", type=float, default=20.0, help="an event: |dE_tot| over one step above this (kJ/mol)")
     p.add_argument("--events", type=int, default=3)
     p.add_argument("--stiffness-steps", type=int, default=400,

@@ -19,7 +19,6 @@ change over 4 steps, before the run passes twice the bath.
 
 ``MODEL`` ``ff`` runs the project's force field. Writes OUT/shadow_<T>_<seed>_<name>.json.
 """
-import argparse
 import json
 import os
 import sys
@@ -45,18 +44,10 @@ def main(argv=None):
     from smoothflow_torch import provenance
     from smoothflow_torch.openmm_bridge import OpenMMEnergy
     from smoothflow_torch.pipeline.hot_md import MOLAR_GAS_CONSTANT
-    from nve_event import hot_start
+    from nve_event import hot_start, hot_start_arguments
 
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("project")
-    p.add_argument("model", help="a flow model file, or ff for the project's force field")
-    p.add_argument("--temperature", type=float, default=2000.0)
-    p.add_argument("--seed", type=int, default=1)
-    p.add_argument("--frames", default=None, help="held-out frames for the start (as hot-md's --frames)")
-    p.add_argument("--ps", type=float, default=100.0, help="Langevin length (as hot-md's)")
-    p.add_argument("--nve-ps", type=float, default=5.0)
-    p.add_argument("--nve-dt-fs", type=float, default=2.0)
-    p.add_argument("--platform", default="CPU", help="of the Langevin run (velocity Verlet runs on Reference)")
+    p = hot_start_arguments(__doc__, nve_ps=5.0,
+                            platform_help="of the Langevin run (velocity Verlet runs on Reference)")
     p.add_argument("--eps", type=float, default=1e-5, help="central-difference step along v (ps)")
     p.add_argument("--out", default=os.path.join(ROOT, "runs", "shadow_energy"))
     a = p.parse_args(argv)
