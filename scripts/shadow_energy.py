@@ -44,6 +44,7 @@ def main(argv=None):
     from smoothflow_torch import provenance
     from smoothflow_torch.openmm_bridge import OpenMMEnergy
     from smoothflow_torch.pipeline.hot_md import MOLAR_GAS_CONSTANT
+    from smoothflow_torch.verlet_error import velocity_verlet_integrator
     from nve_event import hot_start, hot_start_arguments
 
     p = hot_start_arguments(__doc__, nve_ps=5.0,
@@ -56,10 +57,7 @@ def main(argv=None):
                                                       a.frames)
     st = context.getState(getPositions=True, getVelocities=True)
     h = a.nve_dt_fs * 1e-3
-    integrator = openmm.CustomIntegrator(h)
-    integrator.addComputePerDof("v", "v + 0.5*dt*f/m")
-    integrator.addComputePerDof("x", "x + dt*v")
-    integrator.addComputePerDof("v", "v + 0.5*dt*f/m")
+    integrator = velocity_verlet_integrator(a.nve_dt_fs)
     nve = openmm.Context(system, integrator, openmm.Platform.getPlatformByName("Reference"))
     nve.setPositions(st.getPositions())
     nve.setVelocities(st.getVelocities())

@@ -28,7 +28,8 @@ import torch
 #: Boltzmann's constant, kJ/mol/K (OpenMM's value: MOLAR_GAS_CONSTANT_R / 1000).
 KB = 0.0083144626181532
 
-__all__ = ["KB", "thermal_velocities", "verlet_energy_change", "verlet_bound", "openmm_verlet_energy_change"]
+__all__ = ["KB", "thermal_velocities", "verlet_energy_change", "verlet_bound", "velocity_verlet_integrator",
+           "openmm_verlet_energy_change"]
 
 
 def thermal_velocities(masses: torch.Tensor, temperature: float, batch: int,
@@ -106,6 +107,17 @@ def verlet_bound(flow, positions: torch.Tensor, masses: torch.Tensor, dt_fs: flo
     return loss, info
 
 
+def velocity_verlet_integrator(dt_fs: float):
+    """An OpenMM ``CustomIntegrator`` taking velocity Verlet steps of ``dt_fs`` (half kick, drift,
+    force, half kick): its velocities are on-step, unlike ``VerletIntegrator``'s leapfrog ones."""
+    import openmm
+    integrator = openmm.CustomIntegrator(dt_fs * 1e-3)
+    integrator.addComputePerDof("v", "v + 0.5*dt*f/m")
+    integrator.addComputePerDof("x", "x + dt*v")
+    integrator.addComputePerDof("v", "v + 0.5*dt*f/m")
+    return integrator
+
+
 def openmm_verlet_energy_change(system, positions: np.ndarray, velocities: np.ndarray, dt_fs: float,
                                 steps: int = 1, platform: str = "Reference",
                                 platform_properties: Optional[dict] = None) -> np.ndarray:
@@ -123,10 +135,7 @@ def openmm_verlet_energy_change(system, positions: np.ndarray, velocities: np.nd
     if positions.shape != velocities.shape or positions.ndim != 3 or positions.shape[1] != system.getNumParticles():
         raise ValueError(f"positions {positions.shape} and velocities {velocities.shape} must both be "
                          f"(B, {system.getNumParticles()}, 3)")
-    integrator = openmm.CustomIntegrator(dt_fs * 1e-3)
-    integrator.addComputePerDof("v", "v + 0.5*dt*f/m")
-    integrator.addComputePerDof("x", "x + dt*v")
-    integrator.addComputePerDof("v", "v + 0.5*dt*f/m")
+    integrator = velocity_verlet_integrator(dt_fs)
     context = openmm.Context(system, integrator, openmm.Platform.getPlatformByName(platform),
                              dict(platform_properties or {}))
     out = np.empty(len(positions))
