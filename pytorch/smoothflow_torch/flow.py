@@ -149,17 +149,7 @@ class SmoothFlow(nn.Module):
         self.energy_offset = float(energy_offset)
         if not math.isfinite(self.energy_offset):
             raise ValueError("energy_offset must be finite")
-        self.prior = priors.check_prior(prior, 2 * N - 3, N - 3)
-        normal = self.prior != "uniform"
-        circular = normal and "torsion_mean" in self.prior
-        self.register_buffer("torsion_mean", torch.tensor(self.prior["torsion_mean"] if circular else [], dtype=dtype),
-                             persistent=False)
-        self.register_buffer("torsion_kappa", torch.tensor(self.prior["torsion_kappa"] if circular else [],
-                                                           dtype=dtype), persistent=False)
-        self.register_buffer("prior_mean", torch.tensor(self.prior["mean"] if normal else [], dtype=dtype),
-                             persistent=False)
-        self.register_buffer("prior_sigma", torch.tensor(self.prior["sigma"] if normal else [], dtype=dtype),
-                             persistent=False)
+        self.set_prior(prior, dtype)
         self.atoms = self._check_atoms(atoms, N)
         self.smooth = self._constants(smooth, SmoothConstants)
         self.spline = self._constants(spline, SplineConstants)
@@ -308,6 +298,20 @@ class SmoothFlow(nn.Module):
     def n_interval(self) -> int:
         """Number of interval dimensions (bonds and angles), 2N - 3."""
         return 2 * self.n_atoms - 3
+
+    def set_prior(self, prior, dtype=None) -> None:
+        """Replace the latent prior (checked; the format of the ``prior`` argument). A resumed
+        training sets the checkpoint's prior with this: a data-fitted prior refitted on another
+        CPU can differ in the last bits (BLAS sums)."""
+        N = self.n_atoms
+        dtype = dtype if dtype is not None else self.bond_lo.dtype
+        self.prior = priors.check_prior(prior, 2 * N - 3, N - 3)
+        normal = self.prior != "uniform"
+        circular = normal and "torsion_mean" in self.prior
+        for name, key, present in (("torsion_mean", "torsion_mean", circular), ("torsion_kappa", "torsion_kappa", circular),
+                                   ("prior_mean", "mean", normal), ("prior_sigma", "sigma", normal)):
+            self.register_buffer(name, torch.tensor(self.prior[key] if present else [], dtype=dtype,
+                                                    device=self.bond_lo.device), persistent=False)
 
     def config(self) -> dict:
         """The model file's ``config`` object (``docs/model-format.md`` section 2)."""

@@ -446,6 +446,24 @@ def sampling_efficiency(log_w: torch.Tensor) -> float:
 
 
 # ====================================================================== config
+# a data-fitted prior (pipeline.model.data_prior) refitted from the same frames on another CPU
+# differs in the last bits (BLAS sums take other paths); a resume accepts that and keeps the
+# checkpoint's values
+PRIOR_REFIT_RTOL = 1e-9
+
+
+def _same_numbers(a, b, rtol: float) -> bool:
+    """``a`` and ``b`` (JSON values) equal in structure, their numbers within ``rtol``."""
+    if isinstance(a, dict) and isinstance(b, dict):
+        return a.keys() == b.keys() and all(_same_numbers(a[k], b[k], rtol) for k in a)
+    if isinstance(a, list) and isinstance(b, list):
+        return len(a) == len(b) and all(_same_numbers(x, y, rtol) for x, y in zip(a, b))
+    if isinstance(a, float) or isinstance(b, float):
+        return isinstance(a, (int, float)) and isinstance(b, (int, float)) and \
+            abs(a - b) <= rtol * max(abs(a), abs(b))
+    return a == b
+
+
 @dataclasses.dataclass
 class TrainConfig:
     """One training run. Saved as JSON beside the run's outputs (``studies/alanine_dipeptide/training.md``).
@@ -1009,8 +1027,13 @@ class Trainer:
         if ck.get("format") != CHECKPOINT_FORMAT or ck.get("version") != CHECKPOINT_VERSION:
             raise ValueError(f"{path} is not a {CHECKPOINT_FORMAT} version {CHECKPOINT_VERSION}")
         if ck["flow_config"] != json.dumps(self.flow.config(), sort_keys=True):
-            raise ValueError(f"{path}: the checkpoint's flow (architecture, bounds' layout, "
-                             f"constants) differs from this run's")
+            saved_flow, flow = json.loads(ck["flow_config"]), json.loads(json.dumps(self.flow.config()))
+            keys = sorted(k for k in set(saved_flow) | set(flow) if saved_flow.get(k) != flow.get(k))
+            if keys == ["prior"] and _same_numbers(saved_flow["prior"], flow["prior"], PRIOR_REFIT_RTOL):
+                self.flow.set_prior(saved_flow["prior"])      # a data-fitted prior refitted on another CPU
+            else:
+                raise ValueError(f"{path}: the checkpoint's flow (architecture, bounds' layout, "
+                                 f"constants) differs from this run's in {', '.join(keys)}")
         saved = TrainConfig.from_dict(ck["config"])
         diff = self.config.training_differences(saved)
         if diff and not allow_config_change:

@@ -270,6 +270,46 @@ def test_resume_is_bit_identical(tmp_path, target, dataset):
         changed.train()
 
 
+def test_resume_accepts_a_refitted_prior_only_to_the_last_bits(tmp_path, target, dataset):
+    """A data-fitted prior refitted on another CPU differs in the last bits (BLAS sums): a resume
+    takes the checkpoint's prior then (the flow's density is the checkpoint's exactly); a prior
+    that differs more, or any other part of the flow, is refused by name."""
+    x, f = dataset
+
+    def trainer(prior, directory):
+        flow = testing.chain_flow(N, seed=0, n_layers=4, n_components=3, hidden=(8,), directions="mixed",
+                                  prior=prior)
+        return Trainer(flow, small_config(), directory, train_data=(x[:48], f[:48]),
+                       test_data=(x[48:], f[48:]), target=target)
+
+    base = testing.chain_flow(N, seed=0, n_layers=4, n_components=3, hidden=(8,), directions="mixed",
+                              prior="von_mises").prior
+    first = trainer(base, tmp_path / "run")
+    first.train(stop_at=2)
+
+    def shifted(rel):
+        p = json.loads(json.dumps(base))
+        p["torsion_kappa"] = [k * (1 + rel) for k in p["torsion_kappa"]]
+        p["mean"] = [m * (1 - rel) for m in p["mean"]]
+        return p
+
+    near = trainer(shifted(3e-14), tmp_path / "run")
+    assert near.flow.prior != base
+    near.load_checkpoint(first.checkpoints()[-1])
+    assert near.flow.prior == base
+    assert torch.equal(near.flow.torsion_kappa, first.flow.torsion_kappa)
+    assert torch.equal(near.flow.prior_mean, first.flow.prior_mean)
+    assert torch.equal(near.flow.log_prob(x[:8]), first.flow.log_prob(x[:8]))
+    far = trainer(shifted(1e-6), tmp_path / "run")
+    with pytest.raises(ValueError, match="differs from this run's in prior"):
+        far.load_checkpoint(first.checkpoints()[-1])
+    other = Trainer(testing.chain_flow(N, seed=0, n_layers=4, n_components=3, hidden=(8,), directions="mixed",
+                                       prior=base, temperature=310.0),
+                    small_config(), tmp_path / "run", train_data=(x[:48], f[:48]), target=target)
+    with pytest.raises(ValueError, match="differs from this run's in temperature"):
+        other.load_checkpoint(first.checkpoints()[-1])
+
+
 def test_trainer_skips_non_finite_steps(tmp_path, dataset):
     """A target that is +inf everywhere gives a NaN reverse KL: the step is skipped, logged."""
     x, f = dataset
