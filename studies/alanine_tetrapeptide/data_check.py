@@ -25,6 +25,40 @@ def dihedral(x, idx):
     return np.arctan2(y, np.einsum("ij,ij->i", n1, n2))
 
 
+def weights_of(bias, kT):
+    """Boltzmann weights exp(V/kT) of frames sampled with the bias energy V added (largest 1)."""
+    return np.exp((bias - bias.max()) / kT)
+
+
+def joint_populations(up, chain, weights):
+    """Reweighted populations of each joint state of the boolean columns ``up`` (frames x k):
+    {pattern (tuple of bools): (sampled fraction, reweighted population, standard error over
+    chains or nan with one chain)}; the weights are normalized within each chain."""
+    up, chain, weights = np.asarray(up, bool), np.asarray(chain), np.asarray(weights, float)
+    chains = np.unique(chain)
+    per_chain = {c: weights[chain == c] / weights[chain == c].sum() for c in chains}
+    out = {}
+    for pattern in sorted({tuple(r) for r in up.tolist()}, key=lambda p: (sum(p), p)):
+        hit = np.all(up == np.array(pattern), axis=1)
+        values = np.array([per_chain[c] @ hit[chain == c] for c in chains])
+        se = values.std(ddof=1) / np.sqrt(len(values)) if len(values) > 1 else float("nan")
+        out[pattern] = (float(hit.mean()), float(values.mean()), float(se))
+    return out
+
+
+def conditional_population(up, chain, weights, i):
+    """P(column i | every other column False) reweighted, its mean over chains and standard error."""
+    up, chain = np.asarray(up, bool), np.asarray(chain)
+    others = ~np.delete(up, i, axis=1).any(axis=1)
+    values = []
+    for c in np.unique(chain):
+        m = (chain == c) & others
+        values.append(np.asarray(weights)[m] @ up[m, i] / np.asarray(weights)[m].sum())
+    values = np.array(values)
+    se = values.std(ddof=1) / np.sqrt(len(values)) if len(values) > 1 else float("nan")
+    return float(values.mean()), float(se)
+
+
 def main(project=Path("runs/alanine_tetrapeptide")):
     project = Path(project)
     meta = json.loads((project / "project.json").read_text())
@@ -37,22 +71,36 @@ def main(project=Path("runs/alanine_tetrapeptide")):
           f"{settings['interval_ps']} ps")
     header = "chain  frames    ns  Kish ESS  " + "  ".join(f"{t['name']:>30s}" for t in phis)
     print(header + "\n" + " " * 32 + "  ".join(f"{'sampled / reweighted / entries':>30s}" for _ in phis))
-    total = 0
+    total, ups, chains, weights = 0, [], [], []
     for f in files:
         with np.load(f) as d:
             x, bias = d["positions"].astype(float), d["bias"].astype(float)
         if not len(x):
             continue
         total += len(x)
-        w = np.exp((bias - bias.max()) / kT)
+        w = weights_of(bias, kT)
+        up_all = np.stack([dihedral(x, t["atoms"]) > 0 for t in phis], axis=1)
+        ups.append(up_all), chains.append(np.full(len(x), int(f.stem[5:]))), weights.append(w)
         cols = []
-        for t in phis:
-            up = dihedral(x, t["atoms"]) > 0
+        for k, t in enumerate(phis):
+            up = up_all[:, k]
             entries = int(np.sum(np.diff(up.astype(int)) == 1))
             cols.append(f"{100 * up.mean():8.2f} % / {100 * np.average(up, weights=w):6.2f} % / {entries:5d}")
         print(f"{f.stem[5:]:>5s} {len(x):7d} {len(x) * settings['interval_ps'] / 1000:5.1f}  "
               f"{w.sum() ** 2 / (w ** 2).sum() / len(w):8.2f}  " + "  ".join(f"{c:>30s}" for c in cols))
     print(f"all: {total} frames, {total * settings['interval_ps'] / 1000:.1f} ns")
+    if not total:
+        return
+    up, chain, w = np.concatenate(ups), np.concatenate(chains), np.concatenate(weights)
+    names = [t["name"][4:] for t in phis]
+    print("\nphi > 0 of each residue given phi < 0 for the others (reweighted, +- standard error over chains):")
+    for k, name in enumerate(names):
+        mean, se = conditional_population(up, chain, w, k)
+        print(f"  {name}: {100 * mean:6.2f} % +- {100 * se:.2f} %")
+    print("\njoint alpha_L states (phi > 0 at once): sampled / reweighted +- standard error over chains")
+    for pattern, (sampled, pop, se) in joint_populations(up, chain, w).items():
+        label = " + ".join(n for n, u in zip(names, pattern) if u) or "none"
+        print(f"  {label:>20s}: {100 * sampled:6.2f} % / {100 * pop:7.3f} % +- {100 * se:.3f} %")
 
 
 if __name__ == "__main__":
