@@ -14,6 +14,8 @@ from pathlib import Path
 
 import numpy as np
 
+from smoothflow_torch.pipeline.weights import joint_states
+
 MOLAR_GAS_CONSTANT = 0.00831446261815324   # kJ/mol/K, as OpenMM
 
 
@@ -34,16 +36,8 @@ def joint_populations(up, chain, weights):
     """Reweighted populations of each joint state of the boolean columns ``up`` (frames x k):
     {pattern (tuple of bools): (sampled fraction, reweighted population, standard error over
     chains or nan with one chain)}; the weights are normalized within each chain."""
-    up, chain, weights = np.asarray(up, bool), np.asarray(chain), np.asarray(weights, float)
-    chains = np.unique(chain)
-    per_chain = {c: weights[chain == c] / weights[chain == c].sum() for c in chains}
-    out = {}
-    for pattern in sorted({tuple(r) for r in up.tolist()}, key=lambda p: (sum(p), p)):
-        hit = np.all(up == np.array(pattern), axis=1)
-        values = np.array([per_chain[c] @ hit[chain == c] for c in chains])
-        se = values.std(ddof=1) / np.sqrt(len(values)) if len(values) > 1 else float("nan")
-        out[pattern] = (float(hit.mean()), float(values.mean()), float(se))
-    return out
+    with np.errstate(divide="ignore"):
+        return joint_states(up, np.log(np.asarray(weights, float)), chain)
 
 
 def conditional_population(up, chain, weights, i):

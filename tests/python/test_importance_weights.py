@@ -152,3 +152,27 @@ def test_summary_locates_the_heaviest_sample_in_its_set():
     assert len(out["largest"]) == 4 and len(out["k_hat_per_set"]) == 3
     assert out["fraction"]["estimate"] == pytest.approx(
         W.reweighted_fraction(np.concatenate(sets), np.concatenate(flags))["estimate"])
+
+
+def test_joint_states_of_known_populations_per_group_and_pooled():
+    """Two indicators, weights exp(log_w) in two groups: each pattern's weighted fraction is the
+    mean over the groups of the within-group self-normalized fractions (counted here by hand),
+    the standard error their spread; with one group, nan."""
+    from smoothflow_torch.pipeline.weights import joint_states
+    up = np.array([[0, 0], [1, 0], [1, 1], [0, 0], [0, 0], [0, 1], [1, 1], [0, 0]], bool)
+    log_w = np.log(np.array([1.0, 3.0, 0.5, 2.0, 1.0, 1.0, 2.0, 4.0]))
+    groups = np.array([0, 0, 0, 0, 1, 1, 1, 1])
+    got = joint_states(up, log_w, groups)
+    assert list(got) == [(False, False), (False, True), (True, False), (True, True)]
+    by_hand = {(False, False): ((1 + 2) / 6.5, (1 + 4) / 8), (False, True): (0.0, 1 / 8),
+               (True, False): (3 / 6.5, 0.0), (True, True): (0.5 / 6.5, 2 / 8)}
+    for pattern, (a, b) in by_hand.items():
+        sampled, mean, se = got[pattern]
+        assert sampled == pytest.approx(np.mean(np.all(up == pattern, axis=1)))
+        assert mean == pytest.approx((a + b) / 2, rel=1e-12)
+        assert se == pytest.approx(abs(a - b) / 2, rel=1e-12)      # sd (ddof 1) of two / sqrt(2)
+    single = joint_states(up)
+    assert single[(False, False)][1] == pytest.approx(0.5) and math.isnan(single[(False, False)][2])
+    assert sum(v[1] for v in joint_states(up, log_w).values()) == pytest.approx(1.0)
+    with pytest.raises(ValueError, match="log weights"):
+        joint_states(up, log_w[:3])

@@ -925,3 +925,42 @@ def test_von_mises_torsions_are_fitted_as_scipy_fits_them(run):
                    frames, 0)
     with pytest.raises(ValueError, match="'torsions': 'uniform' or 'von_mises'"):
         data_prior({'kind': 'truncated_normal', 'torsions': 'normal'}, Z, frames, lo, hi)
+
+
+def test_joint_phi_states_count_which_residues_have_phi_above_zero_at_once():
+    """Three phi torsions on random 6-atom frames: each joint state's MD population (weighted),
+    flow fraction and flow reweighted fraction equal hand counts; the report prints the table."""
+    from smoothflow_torch.pipeline import data as pdata
+    import importlib
+    from smoothflow_torch.pipeline.project import dihedral
+    ev = importlib.import_module("smoothflow_torch.pipeline.evaluate")   # the package exports the function
+    rng = np.random.default_rng(3)
+    phis = [{"name": f"phi:ALA{i + 2}", "atoms": [i, i + 1, i + 2, i + 3]} for i in range(3)]
+    md_x, flow_x = rng.normal(size=(400, 6, 3)), rng.normal(size=(300, 6, 3))
+    md_w = rng.uniform(0.1, 2.0, 400)
+    log_w = rng.normal(size=300)
+    log_w[5] = -np.inf                                   # a sample the force field gives no mass
+    every = pdata.Frames(md_x, np.zeros_like(md_x), np.zeros(400), md_w)
+    angles = {t["name"]: dihedral(flow_x, t["atoms"]) for t in phis}
+    rows = ev.joint_phi_states(phis, every, angles, log_w)
+    md_signs = [tuple(bool(dihedral(md_x[i:i + 1], t["atoms"])[0] > 0) for t in phis) for i in range(400)]
+    flow_signs = [tuple(bool(angles[t["name"]][i] > 0) for t in phis) for i in range(300)]
+    assert len(rows) == len(set(md_signs) | set(flow_signs)) and rows[0]["state"] == "none"
+    w = np.exp(log_w)
+    for row in rows:
+        pattern = tuple(f"ALA{i + 2}" in row["state"].split(" + ") for i in range(3))
+        md_mass = sum(wi for wi, s in zip(md_w, md_signs) if s == pattern) / md_w.sum()
+        assert row["md"] == pytest.approx(md_mass, rel=1e-12, abs=1e-15)
+        assert row["flow"] == pytest.approx(flow_signs.count(pattern) / 300)
+        rw = sum(wi for wi, s in zip(w, flow_signs) if s == pattern) / w.sum()
+        assert row["flow_reweighted"]["estimate"] == pytest.approx(rw, rel=1e-12, abs=1e-15)
+    assert sum(r["md"] for r in rows) == pytest.approx(1.0)
+    project = type("P", (), {"name": "tiny", "forcefield_label": "ff", "temperature": 300.0, "torsions": []})()
+    result = {"model": "m.safetensors", "sha256": "0" * 16, "transform": "smooth", "nll_nats": 0.0,
+              "force_rmse_kj_mol_nm": 0.0, "outside_support": 0, "test_frames": 1, "ess_fraction": 0.5,
+              "ess_fraction_95": [0.4, 0.6], "k_hat": 0.1, "invalid_samples": 1, "torsions": {},
+              "joint_phi_states": rows}
+    text = ev.report(project, [result], {"date": "today", "test_frames": 1, "samples": 300, "seeds": 1, "seed": 0,
+                                         "seconds": 1.0}, [])
+    assert "which residues have phi > 0 at once" in text
+    assert f"| ALA2 + ALA3 | {100 * rows[[r['state'] for r in rows].index('ALA2 + ALA3')]['md']:.3f} % |" in text

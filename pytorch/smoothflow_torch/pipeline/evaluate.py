@@ -13,6 +13,8 @@ For each model file (default the project's ``model.safetensors``):
 - for every torsion of interest (project.json: a peptide's phi, psi, omega, and those given to
   prepare): the free-energy profile of the MD data (reweighted), of the flow samples, and of the
   flow samples reweighted; the reweighted fraction with the torsion > 0 against the MD's;
+- with more than one phi, the joint states of which residues have phi > 0 at once (MD, flow,
+  flow reweighted);
 - for a peptide, Ramachandran plots (MD, flow, flow reweighted) of every residue with phi and psi,
   and the KL divergence of the phi/psi histograms.
 
@@ -130,6 +132,28 @@ def _indicator_torsion(project: Project):
     return (phis or project.torsions or [None])[0]
 
 
+def joint_phi_states(phis, every: pdata.Frames, angles: dict, log_w) -> list:
+    """Which residues have phi > 0 at once (a peptide's alpha_L states are joint states of
+    neighbouring residues: the tetrapeptide's ALA2 and ALA3 share a left-handed turn 18 times more
+    often than independent residues would): each state's MD population (reweighted), the flow
+    samples' fraction and the flow reweighted with its 95 % interval."""
+    md_up = np.stack([dihedral(every.positions, t["atoms"]) > 0 for t in phis], axis=1)
+    flow_up = np.stack([angles[t["name"]] > 0 for t in phis], axis=1)
+    with np.errstate(divide="ignore"):
+        md = weights.joint_states(md_up, np.log(every.weights))
+    flow = weights.joint_states(flow_up)
+    finite = np.isfinite(log_w).any()
+    rows = []
+    for pattern in sorted(set(md) | set(flow), key=lambda p: (sum(p), p)):
+        row = {"state": " + ".join(t["name"][4:] for t, u in zip(phis, pattern) if u) or "none",
+               "md": md[pattern][1] if pattern in md else 0.0,
+               "flow": flow[pattern][0] if pattern in flow else 0.0}
+        if finite:
+            row["flow_reweighted"] = weights.reweighted_fraction(log_w, np.all(flow_up == np.array(pattern), axis=1))
+        rows.append(row)
+    return rows
+
+
 def evaluate_model(project: Project, model_path: Path, test: pdata.Frames, every: pdata.Frames,
                    ff: ForceFieldEnergy, samples: int, seed: int, seeds: int, bins: int) -> dict:
     """The numbers of one model (module docstring); ``_``-keys hold arrays for the plots."""
@@ -186,6 +210,9 @@ def evaluate_model(project: Project, model_path: Path, test: pdata.Frames, every
         result.setdefault("_angles", {})[t["name"]] = flow_values
     result["torsions"] = torsions
     result["_weights"] = w
+    phis = [t for t in project.torsions if t["name"].startswith("phi:")]
+    if len(phis) > 1:
+        result["joint_phi_states"] = joint_phi_states(phis, every, result["_angles"], lw)
     pairs = ramachandran_pairs(project)
     if pairs:
         label, phi, psi = pairs[0]
@@ -304,6 +331,16 @@ def report(project: Project, results, meta: dict, plots: Sequence[str]) -> str:
                                               f"{100 * rw['interval'][1]:.2f})")
                 lines.append(f"| {Path(r['model']).name} | {name} | {100 * t['md_positive_fraction']:.2f} % | "
                              f"{100 * t['flow_positive_fraction']:.2f} % | {rws} |")
+    for r in results:
+        if r.get("joint_phi_states"):
+            lines += ["", f"`{Path(r['model']).name}`: which residues have phi > 0 at once (MD reweighted; flow "
+                      f"samples; flow reweighted with its 95 % interval):", "",
+                      "| phi > 0 | MD | flow | flow reweighted |", "|---|---|---|---|"]
+            for row in r["joint_phi_states"]:
+                rw = row.get("flow_reweighted")
+                rws = "-" if rw is None else (f"{100 * rw['estimate']:.3f} % ({100 * rw['interval'][0]:.3f}-"
+                                              f"{100 * rw['interval'][1]:.3f})")
+                lines.append(f"| {row['state']} | {100 * row['md']:.3f} % | {100 * row['flow']:.3f} % | {rws} |")
     for r in results:
         if "kl_phi_psi_flow" in r:
             lines += ["", f"`{Path(r['model']).name}`: KL(MD || flow) of the phi/psi histograms of "

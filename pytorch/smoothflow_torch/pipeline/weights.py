@@ -15,7 +15,8 @@ misses it looks fine.  So the evaluation reports, beside ESS/n:
   finite and ESS means what it says, 0.5-0.7 it is infinite but estimates converge usably, >= 0.7
   the importance-sampling estimate is unreliable whatever ESS/n says;
 - the largest normalized weights with their sample indices (so their structures can be shown);
-- self-normalized estimates of a fraction (phi > 0) with a delta-method interval.
+- self-normalized estimates of a fraction (phi > 0) with a delta-method interval, and of the
+  joint states of several such indicators (which residues have phi > 0 at once).
 
 Every function takes log weights; non-finite log weights (a sample the target gives no mass, or a
 failed energy) count as weight zero.
@@ -152,6 +153,31 @@ def reweighted_fraction(log_w, indicator, level: float = 0.95) -> dict:
     z = _normal_quantile(0.5 + level / 2)
     return {"estimate": mu, "stderr": se, "interval": [max(0.0, mu - z * se), min(1.0, mu + z * se)],
             "level": level}
+
+
+def joint_states(up, log_w=None, groups=None) -> dict:
+    """Populations of the joint states of the boolean columns ``up`` (n x k): for each pattern
+    that occurs, (fraction of the samples, self-normalized weighted fraction, standard error over
+    ``groups``). Weights are normalized within each group (independent chains or sample sets) and
+    the groups' estimates averaged; the standard error is nan with fewer than two groups. Patterns
+    are ordered by how many columns are True, then as tuples."""
+    up = np.asarray(up, bool)
+    if up.ndim != 2:
+        raise ValueError(f"up must be samples x indicators, got shape {up.shape}")
+    n = len(up)
+    log_w = np.zeros(n) if log_w is None else np.asarray(log_w, float).ravel()
+    groups = np.zeros(n, int) if groups is None else np.asarray(groups).ravel()
+    if log_w.shape != (n,) or groups.shape != (n,):
+        raise ValueError(f"{n} samples need {n} log weights and group labels, got {log_w.size} and {groups.size}")
+    labels = np.unique(groups)
+    normalized = {g: normalized_weights(log_w[groups == g]) for g in labels}
+    out = {}
+    for pattern in sorted({tuple(r) for r in up.tolist()}, key=lambda p: (sum(p), p)):
+        hit = np.all(up == np.array(pattern, bool), axis=1)
+        values = np.array([normalized[g] @ hit[groups == g] for g in labels])
+        se = float(values.std(ddof=1) / math.sqrt(len(values))) if len(values) > 1 else float("nan")
+        out[pattern] = (float(hit.mean()), float(values.mean()), se)
+    return out
 
 
 def _normal_quantile(p: float) -> float:
