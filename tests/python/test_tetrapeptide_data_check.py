@@ -82,3 +82,45 @@ def test_dihedral_sign_is_iupac(check):
     context = openmm.Context(system, openmm.VerletIntegrator(0.001), openmm.Platform.getPlatformByName("Reference"))
     context.setPositions(x[0])
     assert context.getState(getEnergy=True).getPotentialEnergy()._value == pytest.approx(a, abs=1e-9)
+
+
+@pytest.fixture(scope="module")
+def compare(check):
+    import sys
+    sys.path.insert(0, str(REPO / "studies/alanine_tetrapeptide"))
+    spec = importlib.util.spec_from_file_location("compare_data_sets",
+                                                  REPO / "studies/alanine_tetrapeptide/compare_data_sets.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def synthetic_chain(rng, n, bias_on_phi2):
+    """Angles of three residues whose neighbours' psi depends on phi2 (beta more likely at low
+    phi2), sampled under exp(-V(phi2)/kT) when ``bias_on_phi2``; (angles, bias)."""
+    phi2 = rng.uniform(-180, 0, n)
+    v = -6.0 * np.cos(np.radians(phi2 + 90)) if bias_on_phi2 else np.zeros(n)
+    keep = rng.uniform(size=n) < np.exp(-(v - v.min()) / KT)          # rejection: the biased ensemble
+    phi2, v = phi2[keep], v[keep]
+    m = len(phi2)
+    p_beta = np.clip(0.6 + phi2 / 300, 0.05, 0.95)
+    psi = {r: np.where(rng.uniform(size=m) < p_beta, 150.0, -40.0) for r in ("ALA3", "ALA4")}
+    angles = {"phi:ALA2": phi2, "phi:ALA3": rng.uniform(-170, -50, m), "phi:ALA4": rng.uniform(-170, -50, m),
+              "psi:ALA3": psi["ALA3"], "psi:ALA4": psi["ALA4"]}
+    return angles, v
+
+
+def test_given_a_phi_bin_the_neighbours_do_not_see_its_bias(compare):
+    """A bias on phi2 alone leaves the neighbours' distribution given phi2 unchanged: the
+    biased and unbiased synthetic sets agree bin by bin, with the known fraction."""
+    rng = np.random.default_rng(4)
+    biased = [synthetic_chain(rng, 60000, True) for _ in range(2)]
+    plain = [synthetic_chain(rng, 60000, False)]
+    a = compare.beta_neighbours_given(biased, KT, "phi:ALA2", ["ALA3", "ALA4"])
+    b = compare.beta_neighbours_given(plain, KT, "phi:ALA2", ["ALA3", "ALA4"])
+    edges = compare.GIVEN_BINS
+    for (va, na), (vb, nb), lo, hi in zip(a, b, edges[:-1], edges[1:]):
+        phi = np.linspace(lo, hi, 1001)
+        truth = np.mean(np.clip(0.6 + phi / 300, 0.05, 0.95) ** 2)      # both neighbours at beta
+        assert na > 1000 and nb > 1000
+        assert abs(va - truth) < 0.02 and abs(vb - truth) < 0.02, (lo, hi, va, vb, truth)
