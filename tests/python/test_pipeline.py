@@ -505,16 +505,17 @@ def test_md_report_holds_the_numbers_of_the_run(run):
     results = json.loads((out / 'results.json').read_text())
     report = (out / 'report.md').read_text()
     rows = {(r['potential'], r['dt_fs']): r for r in results['summary']}
-    assert set(rows) == {('flow', 0.5), ('flow', 1.0), ('force field', 0.5), ('force field', 1.0)}
+    # the model is the run 'second''s model.safetensors: labelled by its run
+    assert set(rows) == {('flow second', 0.5), ('flow second', 1.0), ('force field', 0.5), ('force field', 1.0)}
     ff05, ff1 = rows[('force field', 0.5)], rows[('force field', 1.0)]
     assert ff05['failed'] == 0 and 0 < ff05['ratio'] < ff1['ratio'] < 0.2     # the dt^2 law's direction
     for r in results['summary']:
         if 'ratio' in r:
             assert f"| {r['potential']} | {r['dt_fs']:g} | {r['ratio']:.5g} |" in report
-    if 'ratio' in rows[('flow', 0.5)]:
-        rel = rows[('flow', 0.5)]['ratio'] / ff05['ratio']
-        assert results['relative']['flow']['0.5'] == pytest.approx(rel)
-        assert f"| flow | 0.5 | {rel:.3f} |" in report
+    if 'ratio' in rows[('flow second', 0.5)]:
+        rel = rows[('flow second', 0.5)]['ratio'] / ff05['ratio']
+        assert results['relative']['flow second']['0.5'] == pytest.approx(rel)
+        assert f"| flow second | 0.5 | {rel:.3f} |" in report
     for png in ('fluctuation_ratio_vs_dt.png', 'total_energy.png'):
         assert (out / png).stat().st_size > 1000
 
@@ -964,3 +965,13 @@ def test_joint_phi_states_count_which_residues_have_phi_above_zero_at_once():
                                          "seconds": 1.0}, [])
     assert "which residues have phi > 0 at once" in text
     assert f"| ALA2 + ALA3 | {100 * rows[[r['state'] for r in rows].index('ALA2 + ALA3')]['md']:.3f} % |" in text
+
+
+def test_model_labels_tell_the_models_apart():
+    import importlib
+    ev = importlib.import_module("smoothflow_torch.pipeline.evaluate")
+    assert ev.model_labels(["P/runs/smooth/model.safetensors", "P/runs/spline/model.safetensors"]) == ["smooth", "spline"]
+    assert ev.model_labels(["P/model.safetensors", "other.safetensors"]) == ["flow", "other"]
+    assert ev.model_labels(["a/runs/smooth/model.safetensors", "b/runs/smooth/model.safetensors"]) == \
+        ["a/runs/smooth/model", "b/runs/smooth/model"]
+    assert ev.model_labels(["x/m.safetensors", "y/m.safetensors", "z.safetensors"]) == ["x/m", "y/m", "z"]

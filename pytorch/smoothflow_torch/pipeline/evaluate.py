@@ -226,10 +226,21 @@ def evaluate_model(project: Project, model_path: Path, test: pdata.Frames, every
     return result
 
 
-def _label(result) -> str:
-    """A model's name in the plots: its file name, or "flow" for the project's model.safetensors."""
-    stem = Path(result["model"]).stem
-    return "flow" if stem == "model" else stem
+def model_labels(paths) -> list:
+    """Names of model files in the report and plots, distinct whenever the paths are: the file's
+    stem, the run folder's name for a stage's ``model.safetensors`` (``runs/smooth/model.safetensors``
+    -> ``smooth``), "flow" for one project's own model.safetensors, and more of the path where
+    names would still collide."""
+    paths = [Path(p) for p in paths]
+    labels = [p.stem if p.stem != "model" else (p.parent.name if p.parent.parent.name == "runs" else "flow")
+              for p in paths]
+    for depth in range(1, 1 + max((len(p.parts) for p in paths), default=1)):
+        repeated = {lab for lab in labels if labels.count(lab) > 1}
+        if not repeated:
+            break
+        labels = [("/".join(p.with_suffix("").parts[-depth - 1:]) if lab in repeated else lab)
+                  for p, lab in zip(paths, labels)]
+    return labels
 
 
 def _plots(project: Project, results, every: pdata.Frames, out: Path, bins: int) -> list:
@@ -238,6 +249,7 @@ def _plots(project: Project, results, every: pdata.Frames, out: Path, bins: int)
     import matplotlib.colors
     import matplotlib.pyplot as plt
     written = []
+    labels = model_labels([r["model"] for r in results])
     torsions = project.torsions
     if torsions:
         fig, axes = plt.subplots(1, len(torsions), figsize=(4 * len(torsions), 3.4), squeeze=False)
@@ -245,13 +257,13 @@ def _plots(project: Project, results, every: pdata.Frames, out: Path, bins: int)
         for ax, t in zip(axes[0], torsions):
             md = dihedral(every.positions, t["atoms"])
             ax.plot(centres, free_energy(md, every.weights, bins, project.kT), "k-", label="MD (reweighted)")
-            for i, r in enumerate(results):
+            for i, (r, name) in enumerate(zip(results, labels)):
                 a = r["_angles"][t["name"]]
                 ax.plot(centres, free_energy(a, None, bins, project.kT), ":", color=f"C{i}",
-                        label=f"{_label(r)} samples")
+                        label=f"{name} samples")
                 if r["_weights"].sum() > 0:
                     ax.plot(centres, free_energy(a, r["_weights"], bins, project.kT), "--", color=f"C{i}",
-                            label=f"{_label(r)} reweighted")
+                            label=f"{name} reweighted")
             ax.set_ylim(0, 15 * project.kT)   # the interesting range; empty bins are off the top
             ax.set_title(t["name"], fontsize=9)
             ax.set_xlabel("degrees")
@@ -266,11 +278,11 @@ def _plots(project: Project, results, every: pdata.Frames, out: Path, bins: int)
         label, phi, psi = pairs[0]
         panels = [("MD (reweighted)", dihedral(every.positions, phi["atoms"]), dihedral(every.positions, psi["atoms"]),
                    every.weights)]
-        for r in results:
+        for r, name in zip(results, labels):
             a = r["_angles"]
-            panels.append((_label(r), a[phi["name"]], a[psi["name"]], None))
+            panels.append((name, a[phi["name"]], a[psi["name"]], None))
             if r["_weights"].sum() > 0:
-                panels.append((f"{_label(r)} reweighted", a[phi["name"]], a[psi["name"]], r["_weights"]))
+                panels.append((f"{name} reweighted", a[phi["name"]], a[psi["name"]], r["_weights"]))
         fig, axes = plt.subplots(1, len(panels), figsize=(3.6 * len(panels), 3.4), squeeze=False)
         for ax, (title, x, y, wt) in zip(axes[0], panels):
             wt = np.ones(len(x)) if wt is None else np.asarray(wt) * len(x) / np.sum(wt)
@@ -298,6 +310,7 @@ def report(project: Project, results, meta: dict, plots: Sequence[str]) -> str:
              f"the force field at {project.temperature:g} K; {meta['seconds']:.1f} s.", "",
              "| model | transform | held-out NLL (nats) | force RMSE (kJ/mol/nm) | frames outside support | "
              "ESS/n | ESS/n 95 % interval | k-hat | invalid samples |", "|---|---|---|---|---|---|---|---|---|"]
+    labels = model_labels([r["model"] for r in results])
     for r in results:
         lo, hi = r["ess_fraction_95"]
         lines.append(f"| `{r['model']}` (sha256 {r['sha256']}) | {r['transform']} | {r['nll_nats']:.4f} | "
@@ -305,35 +318,35 @@ def report(project: Project, results, meta: dict, plots: Sequence[str]) -> str:
                      f"{100 * r['ess_fraction']:.3f} % | {100 * lo:.3f}-{100 * hi:.3f} % | {_fmt(r['k_hat'], '.3f')} | "
                      f"{r['invalid_samples']} |")
     lines.append("")
-    for r in results:
+    for r, name in zip(results, labels):
         if "pooled_ess" in r:
             p = r["pooled_ess"]
-            lines.append(f"`{Path(r['model']).name}`: ESS/n pooled over {len(p['per_set'])} sets "
+            lines.append(f"`{name}`: ESS/n pooled over {len(p['per_set'])} sets "
                          f"{100 * p['pooled']:.3f} % (per set mean {100 * p['mean']:.3f} %, sd {100 * p['std']:.3f} %, "
                          f"range {100 * p['min']:.3f}-{100 * p['max']:.3f} %); pooled k-hat "
                          f"{_fmt(r.get('pooled_k_hat'), '.3f')} (below 0.5 the weights' variance is finite, "
                          f"0.7 or more: importance sampling unreliable whatever ESS/n says).")
             lines.append("")
         if r.get("largest_weights"):
-            name = next(k for k in r["largest_weights"][0] if k.endswith("_deg"))
-            lines.append(f"`{Path(r['model']).name}`: heaviest samples (weight / mean weight, {name[:-4]} in degrees): "
-                         + ", ".join(f"{t['relative_to_mean']:.3g} at {t[name]:.0f}" for t in r["largest_weights"])
+            angle = next(k for k in r["largest_weights"][0] if k.endswith("_deg"))
+            lines.append(f"`{name}`: heaviest samples (weight / mean weight, {angle[:-4]} in degrees): "
+                         + ", ".join(f"{t['relative_to_mean']:.3g} at {t[angle]:.0f}" for t in r["largest_weights"])
                          + ".")
             lines.append("")
     if project.torsions:
         lines += ["", "Fraction of configurations with the torsion > 0 (MD reweighted; flow samples; flow reweighted "
                   "with its 95 % interval):", "", "| model | torsion | MD | flow | flow reweighted |",
                   "|---|---|---|---|---|"]
-        for r in results:
+        for r, label in zip(results, labels):
             for name, t in r["torsions"].items():
                 rw = t.get("reweighted")
                 rws = "-" if rw is None else (f"{100 * rw['estimate']:.2f} % ({100 * rw['interval'][0]:.2f}-"
                                               f"{100 * rw['interval'][1]:.2f})")
-                lines.append(f"| {Path(r['model']).name} | {name} | {100 * t['md_positive_fraction']:.2f} % | "
+                lines.append(f"| {label} | {name} | {100 * t['md_positive_fraction']:.2f} % | "
                              f"{100 * t['flow_positive_fraction']:.2f} % | {rws} |")
-    for r in results:
+    for r, name in zip(results, labels):
         if r.get("joint_phi_states"):
-            lines += ["", f"`{Path(r['model']).name}`: which residues have phi > 0 at once (MD reweighted; flow "
+            lines += ["", f"`{name}`: which residues have phi > 0 at once (MD reweighted; flow "
                       f"samples; flow reweighted with its 95 % interval):", "",
                       "| phi > 0 | MD | flow | flow reweighted |", "|---|---|---|---|"]
             for row in r["joint_phi_states"]:
@@ -341,9 +354,9 @@ def report(project: Project, results, meta: dict, plots: Sequence[str]) -> str:
                 rws = "-" if rw is None else (f"{100 * rw['estimate']:.3f} % ({100 * rw['interval'][0]:.3f}-"
                                               f"{100 * rw['interval'][1]:.3f})")
                 lines.append(f"| {row['state']} | {100 * row['md']:.3f} % | {100 * row['flow']:.3f} % | {rws} |")
-    for r in results:
+    for r, name in zip(results, labels):
         if "kl_phi_psi_flow" in r:
-            lines += ["", f"`{Path(r['model']).name}`: KL(MD || flow) of the phi/psi histograms of "
+            lines += ["", f"`{name}`: KL(MD || flow) of the phi/psi histograms of "
                       f"{r['ramachandran_residue']}: {r['kl_phi_psi_flow']:.4f} nats (samples), "
                       f"{_fmt(r.get('kl_phi_psi_reweighted'), '.4f')} nats (reweighted)."]
     lines.append("")

@@ -28,6 +28,7 @@ from typing import Optional, Sequence
 import numpy as np
 
 from . import data as pdata
+from .evaluate import model_labels
 from .project import Project
 
 NVE_SEED = 100
@@ -237,10 +238,7 @@ def md(project, models: Optional[Sequence] = None, dt_fs: Sequence[float] = (0.2
             raise FileNotFoundError(f"{m} does not exist: run `smoothflow train {project.path}` first")
     if starts < 1 or ps <= 0 or not dt_fs:
         raise ValueError("starts must be >= 1, ps > 0 and at least one time step given")
-    labels = {}
-    for m in models:
-        label = f"flow {m.stem}" if m.stem != "model" else "flow"
-        labels[label if label not in labels else f"{label} ({m.parent.name})"] = m
+    labels = {lab if lab == "flow" else f"flow {lab}": m for lab, m in zip(model_labels(models), models)}
     out = Path(out) if out else project.path / "md"
     out.mkdir(parents=True, exist_ok=True)
     if starts_from is None:
