@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from data_check import MOLAR_GAS_CONSTANT, dihedral, weights_of
+from data_check import MOLAR_GAS_CONSTANT, conditional_population, dihedral, weights_of
 
 HELIX_PSI = (-120.0, 50.0)            # degrees: alpha_R-like psi; outside it, beta/PPII
 GIVEN_BINS = (-180, -140, -115, -90, -70, -50, 0)
@@ -35,33 +35,32 @@ def chains(project: Path):
 
 
 def block_conditional(sets, kT, residue: str, others, frames_per_block: int):
-    """P(phi of ``residue`` > 0 | the ``others``' phi < 0), mean and standard error over blocks."""
-    values = []
+    """P(phi of ``residue`` > 0 | the ``others``' phi < 0): mean, standard error over blocks of
+    about ``frames_per_block`` frames of every chain, and the number of blocks that count."""
+    up, block, w, labels = [], [], [], 0
     for angles, bias in sets:
-        w = weights_of(bias, kT)
-        rest = np.all([angles[f"phi:{o}"] < 0 for o in others], axis=0)
-        up = angles[f"phi:{residue}"] > 0
-        for block in np.array_split(np.arange(len(w)), max(1, len(w) // frames_per_block)):
-            m = rest[block]
-            if w[block][m].sum() > 0:
-                values.append(w[block][m] @ up[block][m] / w[block][m].sum())
-    values = np.array(values)
-    se = values.std(ddof=1) / np.sqrt(len(values)) if len(values) > 1 else float("nan")
-    return float(values.mean()), float(se), len(values)
+        up.append(np.stack([angles[f"phi:{r}"] > 0 for r in [residue, *others]], axis=1))
+        parts = np.array_split(np.arange(len(bias)), max(1, len(bias) // frames_per_block))
+        block.append(np.concatenate([np.full(len(part), labels + k) for k, part in enumerate(parts)]))
+        labels += len(parts)
+        w.append(weights_of(bias, kT))
+    return conditional_population(np.concatenate(up), np.concatenate(block), np.concatenate(w), 0)
 
 
 def beta_neighbours_given(sets, kT, given: str, others):
     """Per bin of the ``given`` phi: (fraction of the others all at beta psi, frames in the bin)."""
+    per_set = []
+    for angles, bias in sets:
+        rest = np.all([angles[f"phi:{o}"] < 0 for o in others], axis=0)
+        beta = np.all([(angles[f"psi:{o}"] <= HELIX_PSI[0]) | (angles[f"psi:{o}"] >= HELIX_PSI[1])
+                       for o in others], axis=0)
+        per_set.append((weights_of(bias, kT), rest, beta, angles[given]))
     rows = []
     for lo, hi in zip(GIVEN_BINS[:-1], GIVEN_BINS[1:]):
         num = den = 0.0
         count = 0
-        for angles, bias in sets:
-            w = weights_of(bias, kT)
-            rest = np.all([angles[f"phi:{o}"] < 0 for o in others], axis=0)
-            beta = np.all([(angles[f"psi:{o}"] <= HELIX_PSI[0]) | (angles[f"psi:{o}"] >= HELIX_PSI[1])
-                           for o in others], axis=0)
-            m = rest & (angles[given] >= lo) & (angles[given] < hi)
+        for w, rest, beta, value in per_set:
+            m = rest & (value >= lo) & (value < hi)
             num, den, count = num + w[m] @ beta[m], den + w[m].sum(), count + int(m.sum())
         rows.append((num / den if den > 0 else float("nan"), count))
     return rows

@@ -41,16 +41,18 @@ def joint_populations(up, chain, weights):
 
 
 def conditional_population(up, chain, weights, i):
-    """P(column i | every other column False) reweighted, its mean over chains and standard error."""
-    up, chain = np.asarray(up, bool), np.asarray(chain)
+    """P(column i | every other column False) reweighted: its mean over the groups ``chain``
+    (chains, or blocks of them) that hold such frames, the standard error, and how many did."""
+    up, chain, weights = np.asarray(up, bool), np.asarray(chain), np.asarray(weights, float)
     others = ~np.delete(up, i, axis=1).any(axis=1)
     values = []
     for c in np.unique(chain):
         m = (chain == c) & others
-        values.append(np.asarray(weights)[m] @ up[m, i] / np.asarray(weights)[m].sum())
+        if weights[m].sum() > 0:
+            values.append(weights[m] @ up[m, i] / weights[m].sum())
     values = np.array(values)
     se = values.std(ddof=1) / np.sqrt(len(values)) if len(values) > 1 else float("nan")
-    return float(values.mean()), float(se)
+    return float(values.mean()), float(se), len(values)
 
 
 def main(project=Path("runs/alanine_tetrapeptide")):
@@ -89,7 +91,7 @@ def main(project=Path("runs/alanine_tetrapeptide")):
     names = [t["name"][4:] for t in phis]
     print("\nphi > 0 of each residue given phi < 0 for the others (reweighted, +- standard error over chains):")
     for k, name in enumerate(names):
-        mean, se = conditional_population(up, chain, w, k)
+        mean, se, _ = conditional_population(up, chain, w, k)
         print(f"  {name}: {100 * mean:6.2f} % +- {100 * se:.2f} %")
     print("\njoint alpha_L states (phi > 0 at once): sampled / reweighted +- standard error over chains")
     for pattern, (sampled, pop, se) in joint_populations(up, chain, w).items():

@@ -61,7 +61,7 @@ def test_conditional_population_is_the_others_below_zero_one(check):
     rng = np.random.default_rng(8)
     up, chain, bias, _ = biased_frames(4, 30000, rng)
     truth = TRUTH / TRUTH.sum()
-    mean, se = check.conditional_population(up, chain, check.weights_of(bias, KT), 0)
+    mean, se, _ = check.conditional_population(up, chain, check.weights_of(bias, KT), 0)
     want = truth[1] / (truth[0] + truth[1])                  # P(res 0 up | res 1, 2 down)
     marginal = sum(p for s, p in zip(STATES, truth) if s[0])
     assert abs(mean - want) < 4 * se + 1e-4 and abs(marginal - want) > 10 * se
