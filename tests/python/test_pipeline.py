@@ -454,6 +454,42 @@ def test_hot_frames_of_a_flow_keep_the_force_fields_numbers_and_list_failures(ru
         hot_frames(project, temperatures=[-5.0], out=tmp_path / 'y.npz', progress=False)
 
 
+def test_hot_frames_with_verlet_are_the_nve_trajectory_and_stop_when_it_heats(run, tmp_path):
+    """--verlet: the frames are the velocity Verlet trajectory itself (oracle: a fresh
+    VerletIntegrator Context from the same start frame and velocity seed, stepped by hand), with
+    no bath; a step far too long makes every run heat past twice its temperature, an error."""
+    import openmm
+    import openmm.unit as unit
+    from smoothflow_torch.pipeline import Project, hot_frames
+    from smoothflow_torch.pipeline.data import boltzmann_indices, load
+    project = Project(run['project'])
+    out = tmp_path / 'nve.npz'
+    summary = hot_frames(project, temperatures=[300.0], ps=0.02, starts=1, interval_ps=0.01, dt_fs=1.0,
+                         equilibration_ps=0.01, seed=7, verlet=True, out=out, progress=False)
+    assert summary['settings']['integrator'] == 'velocity Verlet' and summary['settings']['friction_per_ps'] is None
+    with np.load(out) as d:
+        pos = d['positions'].astype(np.float64)
+    train_frames = load(project.frames_path, project.kT, 20, 'train')
+    start = train_frames.positions[boltzmann_indices(train_frames.weights, 1)[0]]
+    integrator = openmm.VerletIntegrator(1.0 * unit.femtoseconds)
+    context = openmm.Context(project.system(), integrator, openmm.Platform.getPlatformByName('Reference'))
+    context.setPositions(start * unit.nanometer)
+    context.setVelocitiesToTemperature(300.0 * unit.kelvin, 7)
+    integrator.step(10)                               # the equilibration: 0.01 ps
+    for k in range(2):
+        integrator.step(10)
+        x = context.getState(getPositions=True).getPositions(asNumpy=True).value_in_unit(unit.nanometer)
+        assert np.abs(pos[k] - x).max() < 1e-6       # float32 storage
+    langevin = hot_frames(project, temperatures=[300.0], ps=0.02, starts=1, interval_ps=0.01, dt_fs=1.0,
+                          equilibration_ps=0.01, seed=7, out=tmp_path / 'bath.npz', progress=False)
+    with np.load(tmp_path / 'bath.npz') as d:
+        assert np.abs(d['positions'][1] - pos[1]).max() > 1e-4     # the bath's trajectory is another one
+    assert langevin['settings']['integrator'] == 'Langevin middle'
+    with pytest.raises(RuntimeError, match='every hot run failed.*kinetic temperature'):
+        hot_frames(project, temperatures=[300.0], ps=0.5, starts=1, interval_ps=0.25, dt_fs=25.0,
+                   equilibration_ps=0.0, verlet=True, out=tmp_path / 'x.npz', progress=False)
+
+
 def test_evaluate_report_holds_the_numbers_of_the_run(run):
     import openmm
     import torch

@@ -81,6 +81,10 @@ off its data, where hot runs go. The frames are never fitted (no likelihood, no 
 --model runs a flow instead of the force field (at a time step where it holds, e.g. 0.5 fs):
 the frames are then where that flow goes. A run that fails (non-finite, an error, or kinetic
 temperature above 5x the bath) keeps its frames until then and is listed under "failures".
+--verlet runs velocity Verlet without a bath (the md study's NVE) from velocities at each
+temperature: with --model and the md study's step (e.g. --temperatures 300 --dt-fs 2) the frames
+are where the flow's own NVE runs go, which a long step stretches beyond Langevin's; such a run
+stops (and is listed) once its kinetic temperature passes twice the starting one.
 
 Writes PROJECT/data/hot_frames.npz (positions, forces, energies, temperature, start, time_ps)
 and hot_frames.json (settings; per temperature the mean kinetic temperature and the longest
@@ -179,6 +183,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--model", metavar="MODEL",
                    help="run this flow alone as the potential instead of the force field: frames where the flow "
                         "itself goes when hot (they keep the force field's energies and forces)")
+    p.add_argument("--verlet", action="store_true",
+                   help="velocity Verlet without a bath (NVE) instead of Langevin dynamics")
     p.add_argument("--platform", default="Reference", help="OpenMM platform (default %(default)s)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
@@ -267,7 +273,7 @@ def main(argv=None):
             summary = hot_frames(args.project, temperatures=args.temperatures, ps=args.ps, starts=args.starts,
                                  interval_ps=args.interval_ps, dt_fs=args.dt_fs,
                                  equilibration_ps=args.equilibration_ps, seed=args.seed, platform=args.platform,
-                                 frames=args.frames, out=args.out, model=args.model,
+                                 frames=args.frames, out=args.out, model=args.model, verlet=args.verlet,
                                  progress=not args.no_progress)
             print(json.dumps({k: v for k, v in summary.items() if k != "settings"}, indent=1))
         elif args.command == "hot-md":
