@@ -201,3 +201,29 @@ def test_the_tetrapeptide_configs_are_the_dipeptides_with_von_mises_torsions():
             assert _without(a, "prior", "init_from", top=("name", "_comment", "data", "iterations")) == \
                 _without(b, "prior", "init_from", top=("name", "_comment", "data", "iterations"))
         assert [a["iterations"] for a in mine[1:]] == [b["iterations"] for b in theirs[1:]]
+
+
+def test_the_tetrapeptide_stiffness_stages_continue_each_flow_alike():
+    """studies/alanine_tetrapeptide/train{,_spline}_stiff.json: two stages each, from that kind's
+    final model of train{,_spline}.json: the stiffness bound on the force field's hot frames and
+    that flow's own 2-fs NVE frames, then the same with force matching at displaced frames; the two
+    kinds differ only in the transform, the start and the flow's own frames (one budget), and keep
+    the final stage's architecture and prior."""
+    tetra = REPO / "studies" / "alanine_tetrapeptide"
+    done = {}
+    for kind, base, stiff in (("smooth", "train", "train_stiff"), ("spline", "train_spline", "train_spline_stiff")):
+        final = [c.to_dict() for c in stages(tetra / f"{base}.json")][-1]
+        c, noisy = [c.to_dict() for c in stages(tetra / f"{stiff}.json")]
+        assert c["name"] == f"{final['name']}_stiff" and noisy["name"] == f"{final['name']}_noisy_fm"
+        assert noisy["model"]["init_from"] == f"runs/{c['name']}/model.safetensors"
+        assert (c["force_matching_noise"], noisy["force_matching_noise"]) == (0.0, 0.004)
+        assert _without(noisy, "init_from", top=("name", "_comment", "force_matching_noise")) == \
+            _without(c, "init_from", top=("name", "_comment", "force_matching_noise"))
+        assert c["model"]["init_from"] == f"runs/{final['name']}/model.safetensors"
+        assert _without(c, "init_from")["model"] == _without(final, "init_from")["model"]
+        assert c["weights"]["stiffness"] > 0 and c["weights"]["nll"] == 1.0
+        assert c["stiffness_dt_fs"] >= 2.0 / 2 ** 0.5 * 2.0          # past the fourth-order resonance of a 2-fs step
+        assert c["data"]["curvature_frames"] == ["data/hot_frames.npz", f"data/nve_frames_{final['name']}.npz"]
+        assert c["data"]["frames"] == final["data"]["frames"]
+        done[kind] = _without(c, "transform", "init_from", "smooth", "spline", top=("name", "_comment", "data"))
+    assert done["smooth"] == done["spline"]
