@@ -149,6 +149,7 @@ def plot_energy_conservation(rows, runs, out: Path, reference: str = FORCE_FIELD
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    import matplotlib.ticker
     potentials = sorted({r["potential"] for r in rows})
     color = {p: "k" if p == reference else f"C{i}" for i, p in enumerate(potentials)}
     fig, ax = plt.subplots(figsize=(5, 4))
@@ -160,6 +161,9 @@ def plot_energy_conservation(rows, runs, out: Path, reference: str = FORCE_FIELD
             if dt2_guide and p == reference:
                 grid = np.array(sorted({r["dt_fs"] * dt_scale for r in rows}))
                 ax.loglog(grid, x[0] * (grid / d[0]) ** 2, ":", color="gray", label="dt^2")
+    steps = sorted({r["dt_fs"] * dt_scale for r in rows})
+    ax.set_xticks(steps, [f"{d:g}" for d in steps])       # the steps run, not log-axis minor labels
+    ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
     ax.set_xlabel(f"time step ({dt_unit})")
     ax.set_ylabel("RMS dE_tot / RMS dE_kin")
     ax.legend(fontsize=8)
