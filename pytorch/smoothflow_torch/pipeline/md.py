@@ -152,6 +152,7 @@ def plot_energy_conservation(rows, runs, out: Path, reference: str = FORCE_FIELD
     import matplotlib.ticker
     potentials = sorted({r["potential"] for r in rows})
     color = {p: "k" if p == reference else f"C{i}" for i, p in enumerate(potentials)}
+    steps = sorted({r["dt_fs"] * dt_scale for r in rows})
     fig, ax = plt.subplots(figsize=(5, 4))
     for p in potentials:
         pts = sorted((r["dt_fs"] * dt_scale, r["ratio"]) for r in rows if r["potential"] == p and "ratio" in r)
@@ -159,9 +160,8 @@ def plot_energy_conservation(rows, runs, out: Path, reference: str = FORCE_FIELD
             d, x = zip(*pts)
             ax.loglog(d, x, "o-", color=color[p], label=p)
             if dt2_guide and p == reference:
-                grid = np.array(sorted({r["dt_fs"] * dt_scale for r in rows}))
+                grid = np.array(steps)
                 ax.loglog(grid, x[0] * (grid / d[0]) ** 2, ":", color="gray", label="dt^2")
-    steps = sorted({r["dt_fs"] * dt_scale for r in rows})
     ax.set_xticks(steps, [f"{d:g}" for d in steps])       # the steps run, not log-axis minor labels
     ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
     ax.set_xlabel(f"time step ({dt_unit})")
