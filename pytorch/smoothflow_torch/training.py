@@ -15,7 +15,13 @@ Losses (``docs/flow-math.md`` section 8; ``studies/alanine_dipeptide/training.md
   sigma per coordinate, against the target's forces there (``target.evaluate``; displaced
   frames whose target evaluation fails are left out). The NLL stays on the clean frames. Why:
   MD explores a thermal shell around the data, and matching forces only at the data leaves
-  the flow free to be rough in between, which velocity Verlet turns into heating.
+  the flow free to be rough in between, which velocity Verlet turns into heating. With
+  ``force_matching_extra_batch`` = b > 0 the term also covers b of the Trainer's
+  ``force_matching_frames`` per step (displaced likewise), against the target's forces there, the
+  mean taken over data and extra frames together: a flow's potential is -kT log q of the data's
+  density, but its forces should be the target's wherever MD goes, hot runs included. Those
+  frames should be the target's own (e.g. its 1000-2000 K frames): at a flow's failed frames the
+  force field meets clashes with forces of 1e6 kJ/mol/nm, which a squared loss cannot weigh.
 - :func:`reverse_kl`: ``mean over x ~ q of u_target(x) + log q(x)`` (the KL divergence
   KL(q || p_target) up to the target's log partition function), with ``x, log q`` from
   ``flow.sample(n, return_log_prob=True)`` (reparameterized, differentiable in the weights) and
@@ -492,6 +498,7 @@ class TrainConfig:
     grad_clip: Optional[float] = 100.0
     force_matching_noise: float = 0.0
     force_matching_from: int = 0
+    force_matching_extra_batch: int = 0
     tail_matching_cap: float = 20.0
     tail_matching_torsions: bool = False
     curvature_limit: float = 5e4
@@ -540,7 +547,7 @@ class TrainConfig:
         if not any(self.weights.values()):
             raise ValueError("at least one loss weight must be > 0")
         for k in ("iterations", "eval_every", "eval_frames", "eval_samples", "checkpoint_every",
-                  "warmup", "threads", "force_matching_from"):
+                  "warmup", "threads", "force_matching_from", "force_matching_extra_batch"):
             v = getattr(self, k)
             if isinstance(v, bool) or not isinstance(v, int) or v < 0:
                 raise ValueError(f"{k} must be an integer >= 0, got {v!r}")
@@ -688,6 +695,9 @@ class Trainer:
         Further frames where the curvature bound applies (``curvature_extra_batch`` of them,
         drawn uniformly, each step beside the data batch's) and the stiffness bound
         (``stiffness_batch``); no other loss sees them. Needs a curvature or stiffness weight.
+    force_matching_frames : positions ``(n, N, 3)`` (nm), optional
+        Frames where force matching applies too (``force_matching_extra_batch`` of them per
+        step, against the target's forces there); they go with ``force_matching_extra_batch``.
     provenance : dict, optional
         Extra provenance stored in the exported model's ``training`` metadata and the summary
         (data file, its hash, ...).
@@ -702,7 +712,8 @@ class Trainer:
     """
 
     def __init__(self, flow, config: TrainConfig, out_dir, train_data=None, test_data=None,
-                 target=None, provenance: Optional[dict] = None, curvature_frames=None):
+                 target=None, provenance: Optional[dict] = None, curvature_frames=None,
+                 force_matching_frames=None):
         self.flow = flow
         self.config = config
         self.out_dir = Path(out_dir)
@@ -726,6 +737,12 @@ class Trainer:
             raise ValueError("the tail_matching loss needs train_data and a target energy")
         if w["force_matching"] and config.force_matching_noise > 0 and not hasattr(target, "evaluate"):
             raise ValueError("force_matching_noise needs a target with evaluate() (forces at displaced frames)")
+        if bool(config.force_matching_extra_batch) != (force_matching_frames is not None):
+            raise ValueError("force_matching_extra_batch > 0 and force_matching_frames go together: give both "
+                             "or neither")
+        if config.force_matching_extra_batch and not (w["force_matching"] and hasattr(target, "evaluate")):
+            raise ValueError("force_matching_extra_batch needs a force_matching weight > 0 and a target with "
+                             "evaluate() (the target's forces at force_matching_frames)")
         self.test_positions, self.test_forces, self.test_weights = _frame_tensors(
             test_data, "test_data", dt)
         self.curvature_positions = None
@@ -739,6 +756,14 @@ class Trainer:
                 raise ValueError(f"curvature_frames must be finite positions of shape (n >= 1, {flow.n_atoms}, 3), "
                                  f"got {tuple(cp.shape)}")
             self.curvature_positions = cp
+        self.force_matching_positions = None
+        if force_matching_frames is not None:
+            fp = torch.as_tensor(force_matching_frames, dtype=dt)
+            if fp.ndim != 3 or fp.shape[0] < 1 or fp.shape[1:] != (flow.n_atoms, 3) \
+                    or not bool(torch.isfinite(fp).all()):
+                raise ValueError(f"force_matching_frames must be finite positions of shape (n >= 1, {flow.n_atoms}, "
+                                 f"3), got {tuple(fp.shape)}")
+            self.force_matching_positions = fp
         self.optimizer = torch.optim.Adam(flow.parameters(), lr=config.lr,
                                           betas=tuple(config.adam_betas),
                                           weight_decay=config.weight_decay)
@@ -906,6 +931,7 @@ class Trainer:
         """The likelihood and (with a weight) force-matching terms on the frames ``x``."""
         c, flow = self.config, self.flow
         terms: Dict[str, torch.Tensor] = {}
+        n_d = len(x)
         if w["force_matching"] and c.force_matching_noise > 0:
             xn = x + c.force_matching_noise * torch.randn(x.shape, generator=self.data_generator,
                                                           dtype=x.dtype)
@@ -913,17 +939,52 @@ class Trainer:
             ok_t = torch.from_numpy(ok)
             fm = force_matching(flow, xn[ok_t], torch.from_numpy(f_noisy[ok]), c.force_units)
             entry["fm_invalid"] = int((~ok).sum())
+            n_d = int(ok.sum())
             nl = nll(flow, x)
         elif w["force_matching"]:
             fm, nl = force_matching(flow, x, f_ref, c.force_units, return_nll=True)
         else:
             nl = nll(flow, x)
         if w["force_matching"]:
+            scale = flow.kT if c.force_units == "reduced" else 1.0
+            entry["force_rmse"] = float(fm.detach().sqrt()) * scale
+            if c.force_matching_extra_batch:
+                fx, n_x = self._extra_force_matching(entry)
+                if n_x:
+                    # the mean over data and extra frames together: each frame counts once
+                    fm = (n_d * fm + n_x * fx) / (n_d + n_x)
+                    entry["force_rmse_extra"] = float(fx.detach().sqrt()) * scale
             terms["force_matching"] = fm
-            entry["force_rmse"] = float(fm.detach().sqrt()) * (
-                flow.kT if c.force_units == "reduced" else 1.0)
         terms["nll"] = nl
         return terms
+
+    def _extra_force_matching(self, entry: dict):
+        """Force matching at ``force_matching_extra_batch`` force_matching_frames (displaced by
+        ``force_matching_noise`` when it is > 0) against the target's forces there; returns the
+        term and the number of frames it averages (those whose target evaluation succeeded)."""
+        c = self.config
+        jdx = torch.randint(len(self.force_matching_positions), (c.force_matching_extra_batch,),
+                            generator=self.data_generator)
+        xe = self.force_matching_positions[jdx]
+        if c.force_matching_noise > 0:
+            xe = xe + c.force_matching_noise * torch.randn(xe.shape, generator=self.data_generator, dtype=xe.dtype)
+        _, fe, ok = self.target.evaluate(xe.detach().numpy())
+        entry["fm_extra_invalid"] = int((~ok).sum())
+        n = int(ok.sum())
+        if n == 0:
+            return None, 0
+        ok_t = torch.from_numpy(ok)
+        xe, fe = xe[ok_t], torch.from_numpy(fe[ok])
+        fx = force_matching(self.flow, xe, fe, c.force_units)
+        if not math.isfinite(float(fx.detach())):
+            # a hot frame where the flow's force is not finite is left out, as a data frame is
+            good = self._finite_frames(xe, True)
+            entry["fm_extra_invalid"] += int((~good).sum())
+            n = int(good.sum())
+            if n == 0:
+                return None, 0
+            fx = force_matching(self.flow, xe[good], fe[good], c.force_units)
+        return fx, n
 
     def _finite_frames(self, x: torch.Tensor, with_forces: bool) -> torch.Tensor:
         """Mask of the frames whose flow energy (and, if asked, forces) are finite."""

@@ -402,9 +402,9 @@ def test_hot_frames_are_the_force_fields_and_the_curvature_bound_visits_them(run
         assert entry['longest_bond_over_data'] == pytest.approx((length(mine) / longest).max(), rel=1e-5)
     stage = {'name': 'hot', 'seed': 0, 'iterations': 2, 'batch_size': 8, 'eval_every': 0, 'eval_frames': 0,
              'eval_samples': 0, 'checkpoint_every': 0, 'progress': False, 'curvature_extra_batch': 4,
-             'weights': {'nll': 1.0, 'curvature': 1.0},
+             'force_matching_extra_batch': 3, 'weights': {'nll': 1.0, 'curvature': 1.0, 'force_matching': 0.01},
              'model': {'n_torsion_blocks': 1, 'n_angle_blocks': 1, 'n_components': 2, 'hidden': [16]},
-             'data': {'curvature_frames': str(out)}}
+             'data': {'curvature_frames': str(out), 'force_matching_frames': [str(out)]}}
     shipped = (project.path / 'model.safetensors').read_bytes()     # train() replaces it: the later tests need it
     try:
         train(project, {'stages': [stage]}, log=None)
@@ -416,6 +416,10 @@ def test_hot_frames_are_the_force_fields_and_the_curvature_bound_visits_them(run
     assert done['curvature_frames']['sha256'] == [hashlib.sha256(out.read_bytes()).hexdigest()]
     steps = [json.loads(line) for line in (project.path / 'runs' / 'hot' / 'log.jsonl').read_text().splitlines()]
     assert all(e['curvature_extra_max'] > 0 for e in steps if e.get('kind') == 'train')
+    # the force field's hot frames matched too: their RMSE logged beside the data's
+    assert done['force_matching_frames'] == {'files': [str(out)], 'frames': 8,
+                                             'sha256': [hashlib.sha256(out.read_bytes()).hexdigest()]}
+    assert all(e['force_rmse_extra'] > 0 and e['fm_extra_invalid'] == 0 for e in steps if e.get('kind') == 'train')
     np.savez(tmp_path / 'other.npz', positions=np.zeros((3, 22, 3)))
     stage.update(name='hot_bad', data={'curvature_frames': str(tmp_path / 'other.npz')})
     with pytest.raises(ValueError, match=r'other.npz: positions of shape \(3, 22, 3\)'):
@@ -1011,3 +1015,65 @@ def test_model_labels_tell_the_models_apart():
     assert ev.model_labels(["a/runs/smooth/model.safetensors", "b/runs/smooth/model.safetensors"]) == \
         ["a/runs/smooth/model", "b/runs/smooth/model"]
     assert ev.model_labels(["x/m.safetensors", "y/m.safetensors", "z.safetensors"]) == ["x/m", "y/m", "z"]
+
+
+def test_weights_pool_resumable_sets_and_recompute(run, tmp_path):
+    """smoothflow weights: the pooled ESS/n, k-hat input and reweighted phi > 0 fraction equal
+    ones recomputed from the same draws with energies from a fresh Context; the sets are saved
+    and reused (a rerun with more seeds computes only the new one); a saved set of the wrong size
+    is refused by name."""
+    import openmm
+    import torch
+    from smoothflow_torch import load_model
+    from smoothflow_torch.pipeline import Project, weights
+    from smoothflow_torch.pipeline.project import dihedral
+    project = Project(run['project'])
+    model = run['project'] / 'model.safetensors'
+    out, sets = tmp_path / 'out', tmp_path / 'sets'
+    _cli('weights', project.path, model, '--samples', '48', '--seeds', '3', '--seed', '5', '--batch', '32',
+         '--out', out, '--sets', sets)
+    doc = json.loads((out / 'importance_weights.json').read_text())
+    p = doc['results'][0]['pooled']
+    assert p['seeds'] == [5, 6, 7] and p['indicator'] == 'phi:SER2' and len(p['sets']) == 3
+    flow = load_model(model)
+    context = openmm.Context(project.system(), openmm.VerletIntegrator(0.001),
+                             openmm.Platform.getPlatformByName('Reference'))
+    phi_atoms = project.torsion('phi')['atoms']
+    log_w, up = [], []
+    for seed in (5, 6, 7):
+        gen = torch.Generator().manual_seed(seed)
+        with torch.no_grad():
+            parts = [flow.sample(n, generator=gen, return_log_prob=True) for n in (32, 16)]
+        xs = torch.cat([a for a, _ in parts]).numpy()
+        lq = torch.cat([b for _, b in parts]).numpy()
+        u = []
+        for x in xs:
+            context.setPositions(x)
+            u.append(context.getState(getEnergy=True).getPotentialEnergy().value_in_unit(
+                openmm.unit.kilojoule_per_mole) / project.kT)
+        log_w.append(-np.array(u) - lq)
+        up.append(dihedral(xs, phi_atoms) > 0)
+    lw = np.concatenate(log_w)
+    w = np.exp(lw - lw.max())
+    assert p['ess']['pooled'] == pytest.approx(w.sum() ** 2 / (w ** 2).sum() / len(w), rel=1e-6)
+    assert p['fraction']['estimate'] == pytest.approx((w * np.concatenate(up)).sum() / w.sum(), rel=1e-6, abs=1e-12)
+    top = p['largest'][0]
+    assert top['relative_to_mean'] == pytest.approx(w.max() / w.mean(), rel=1e-6)
+    assert log_w[top['set']][top['index']] == pytest.approx(lw.max(), rel=1e-9)
+    assert p['k_hat'] == pytest.approx(weights.pareto_k_hat(lw), rel=1e-6)
+    report = (out / 'importance_weights.md').read_text()
+    assert f"| {100 * p['ess']['pooled']:.3g} % |" in report and 'SER2:N-SER2:CA-SER2:CB-SER2:OG' in report
+    # a rerun with one more seed reuses the three saved sets and adds the fourth
+    saved = sorted(sets.rglob('*.npz'))
+    mtimes = [f.stat().st_mtime_ns for f in saved]
+    _cli('weights', project.path, model, '--samples', '48', '--seeds', '4', '--seed', '5', '--batch', '32',
+         '--out', out, '--sets', sets)
+    assert [f.stat().st_mtime_ns for f in saved] == mtimes and len(list(sets.rglob('*.npz'))) == 4
+    p4 = json.loads((out / 'importance_weights.json').read_text())['results'][0]['pooled']
+    assert p4['ess']['per_set'][:3] == p['ess']['per_set']
+    # a set of the wrong size under the right name is refused, naming the file
+    with np.load(saved[0]) as d:
+        np.savez(saved[0], **{k: d[k][:10] if k != 'names' else d[k] for k in d.files})
+    from smoothflow_torch.pipeline.cli import main
+    assert main(['weights', str(project.path), str(model), '--samples', '48', '--seeds', '1', '--seed', '5',
+                 '--batch', '32', '--out', str(out), '--sets', str(sets)]) == 2

@@ -443,6 +443,42 @@ def test_noisy_force_matching_uses_the_targets_forces_at_displaced_frames(tmp_pa
         Trainer(make_flow(), cfg, tmp_path / "no_target", train_data=(x, f))
 
 
+def test_force_matching_extra_frames_are_matched_to_the_targets_forces(tmp_path, target, dataset):
+    """With force_matching_extra_batch the FM term also covers that many force_matching_frames
+    (displaced like the data's) against the target's forces there: the logged RMSEs equal ones
+    recomputed from the same draws, and the term is the mean over both sets of frames."""
+    x, f = dataset
+    hot = x[48:]                                     # frames no data batch draws
+    cfg = small_config(iterations=1, eval_every=0, eval_samples=0, lr=1e-12, batch_size=4,
+                       weights={"nll": 1.0, "force_matching": 1.0}, force_matching_noise=0.001,
+                       force_matching_extra_batch=3)
+    tr = Trainer(make_flow(), cfg, tmp_path, train_data=(x[:48], f[:48]), target=target, force_matching_frames=hot)
+    g = torch.Generator().manual_seed(cfg.seed + 1)
+    idx = torch.randint(48, (4,), generator=g)
+    xn = x[idx] + 0.001 * torch.randn(x[idx].shape, generator=g, dtype=x.dtype)
+    jdx = torch.randint(len(hot), (3,), generator=g)
+    xe = hot[jdx] + 0.001 * torch.randn(hot[jdx].shape, generator=g, dtype=x.dtype)
+    sq = []
+    for frames in (xn, xe):
+        _, fr, ok = target.evaluate(frames.numpy())
+        assert ok.all()
+        _, F = tr.flow.energy_and_forces(frames)
+        sq.append(float(((F.detach().numpy() - fr) ** 2).mean()))
+    entry = tr.train_step()
+    assert entry["fm_invalid"] == 0 and entry["fm_extra_invalid"] == 0
+    assert entry["force_rmse"] == pytest.approx(sq[0] ** 0.5, rel=1e-6)
+    assert entry["force_rmse_extra"] == pytest.approx(sq[1] ** 0.5, rel=1e-6)
+    kT = tr.flow.kT
+    assert entry["force_matching"] == pytest.approx((4 * sq[0] + 3 * sq[1]) / 7 / kT ** 2, rel=1e-6)
+    with pytest.raises(ValueError, match="force_matching_extra_batch"):
+        Trainer(make_flow(), cfg, tmp_path / "no_frames", train_data=(x, f), target=target)
+    with pytest.raises(ValueError, match="force_matching_extra_batch"):
+        Trainer(make_flow(), small_config(), tmp_path / "no_batch", train_data=(x, f), target=target,
+                force_matching_frames=hot)
+    with pytest.raises(ValueError, match="force_matching_extra_batch"):
+        TrainConfig(weights={"nll": 1.0, "force_matching": 1.0}, force_matching_extra_batch=-1)
+
+
 class _ScaledFlowEnergy:
     """A target whose reduced energy is ``scale`` x the flow's own plus ``shift``: the answers
     of tail_matching are then known (and an optional NaN for the first moved frame)."""

@@ -4,9 +4,12 @@ A config file (``train.json``, written by prepare) is either one run, a
 :class:`smoothflow_torch.training.TrainConfig` as JSON with the sections
 
     model   the flow (model.py: scheme, blocks, transform, prior, support, init_from, ...)
-    data    {"frames": "data/frames.npz", "max_train_frames": null, "curvature_frames": null}:
-            curvature_frames (a file or a list) are frames the curvature bound visits beside the
-            data (``smoothflow hot-frames``: the force field at 1000-2000 K); nothing fits them
+    data    {"frames": "data/frames.npz", "max_train_frames": null, "curvature_frames": null,
+            "force_matching_frames": null}: curvature_frames (a file or a list) are frames the
+            curvature, stiffness and velocity Verlet bounds visit beside the data (``smoothflow
+            hot-frames``: the force field at 1000-2000 K, or a flow's own hot frames); with
+            force_matching_extra_batch, force matching visits force_matching_frames (the force
+            field's own hot frames); nothing enters the likelihood but the data
     target  {"high_energy": 1000.0, "platform": "Reference"}: the project's force field as the
             reverse-KL / sampling-efficiency target (built only when a loss or eval_samples needs it)
 
@@ -43,7 +46,8 @@ from .hot_frames import load_positions
 from .model import build_flow, model_section, spread_indices
 from .project import Project
 
-DATA_DEFAULTS = {"frames": "data/frames.npz", "max_train_frames": None, "curvature_frames": None}
+DATA_DEFAULTS = {"frames": "data/frames.npz", "max_train_frames": None, "curvature_frames": None,
+                 "force_matching_frames": None}
 TARGET_DEFAULTS = {"high_energy": 1000.0, "platform": "Reference"}
 MERGED_SECTIONS = ("model", "data", "target", "weights")
 
@@ -139,7 +143,7 @@ def needs_target(config: TrainConfig) -> bool:
     """Whether a run needs the force field as its target: a loss or an evaluation on flow samples."""
     return bool(config.weights["reverse_kl"] or config.weights["tail_matching"]
                 or config.weights["alpha_divergence"] or config.eval_samples
-                or config.force_matching_noise)
+                or config.force_matching_noise or config.force_matching_extra_batch)
 
 
 def setup(project: Project, config: TrainConfig) -> Trainer:
@@ -174,11 +178,21 @@ def setup(project: Project, config: TrainConfig) -> Trainer:
         curvature_frames = torch.from_numpy(load_positions(paths, project.n_atoms))
         provenance["curvature_frames"] = {"files": [str(f) for f in files], "frames": int(len(curvature_frames)),
                                           "sha256": [hashlib.sha256(p.read_bytes()).hexdigest() for p in paths]}
+    force_matching_frames = None
+    if d["force_matching_frames"]:
+        files = d["force_matching_frames"]
+        files = files if isinstance(files, list) else [files]
+        paths = [project.resolve(f) for f in files]
+        force_matching_frames = torch.from_numpy(load_positions(paths, project.n_atoms))
+        provenance["force_matching_frames"] = {
+            "files": [str(f) for f in files], "frames": int(len(force_matching_frames)),
+            "sha256": [hashlib.sha256(p.read_bytes()).hexdigest() for p in paths]}
     return Trainer(flow, config, project.path / "runs" / config.name,
                    train_data=(torch.from_numpy(pos), torch.from_numpy(frc), torch.from_numpy(wts)),
                    test_data=(torch.from_numpy(test.positions), torch.from_numpy(test.forces),
                               torch.from_numpy(test.weights)),
-                   target=target, provenance=provenance, curvature_frames=curvature_frames)
+                   target=target, provenance=provenance, curvature_frames=curvature_frames,
+                   force_matching_frames=force_matching_frames)
 
 
 def train(project, config=None, iterations: Optional[int] = None, restart: bool = False,
