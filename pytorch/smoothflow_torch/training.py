@@ -428,6 +428,17 @@ def _frame_tensors(frames, name: str, dtype):
             wts)
 
 
+def _extra_positions(frames, name: str, n_atoms: int, dtype) -> Optional[torch.Tensor]:
+    """Frames given beside the data (curvature_frames, force_matching_frames) as a tensor, or
+    None; ValueError naming ``name`` unless they are finite positions of shape (n >= 1, N, 3)."""
+    if frames is None:
+        return None
+    x = torch.as_tensor(frames, dtype=dtype)
+    if x.ndim != 3 or x.shape[0] < 1 or x.shape[1:] != (n_atoms, 3) or not bool(torch.isfinite(x).all()):
+        raise ValueError(f"{name} must be finite positions of shape (n >= 1, {n_atoms}, 3), got {tuple(x.shape)}")
+    return x
+
+
 def weighted_loss(terms: Dict[str, torch.Tensor], weights: Dict[str, float]) -> torch.Tensor:
     """``sum_k weights[k] * terms[k]`` over the terms with a non-zero weight."""
     total = None
@@ -745,25 +756,12 @@ class Trainer:
                              "evaluate() (the target's forces at force_matching_frames)")
         self.test_positions, self.test_forces, self.test_weights = _frame_tensors(
             test_data, "test_data", dt)
-        self.curvature_positions = None
-        if curvature_frames is not None:
-            if not (w["curvature"] or w["stiffness"] or w["verlet"]):
-                raise ValueError("curvature_frames are used only by the curvature, stiffness and verlet losses: "
-                                 "give one a weight > 0")
-            cp = torch.as_tensor(curvature_frames, dtype=dt)
-            if cp.ndim != 3 or cp.shape[0] < 1 or cp.shape[1:] != (flow.n_atoms, 3) \
-                    or not bool(torch.isfinite(cp).all()):
-                raise ValueError(f"curvature_frames must be finite positions of shape (n >= 1, {flow.n_atoms}, 3), "
-                                 f"got {tuple(cp.shape)}")
-            self.curvature_positions = cp
-        self.force_matching_positions = None
-        if force_matching_frames is not None:
-            fp = torch.as_tensor(force_matching_frames, dtype=dt)
-            if fp.ndim != 3 or fp.shape[0] < 1 or fp.shape[1:] != (flow.n_atoms, 3) \
-                    or not bool(torch.isfinite(fp).all()):
-                raise ValueError(f"force_matching_frames must be finite positions of shape (n >= 1, {flow.n_atoms}, "
-                                 f"3), got {tuple(fp.shape)}")
-            self.force_matching_positions = fp
+        if curvature_frames is not None and not (w["curvature"] or w["stiffness"] or w["verlet"]):
+            raise ValueError("curvature_frames are used only by the curvature, stiffness and verlet losses: "
+                             "give one a weight > 0")
+        self.curvature_positions = _extra_positions(curvature_frames, "curvature_frames", flow.n_atoms, dt)
+        self.force_matching_positions = _extra_positions(force_matching_frames, "force_matching_frames",
+                                                         flow.n_atoms, dt)
         self.optimizer = torch.optim.Adam(flow.parameters(), lr=config.lr,
                                           betas=tuple(config.adam_betas),
                                           weight_decay=config.weight_decay)

@@ -107,22 +107,29 @@ def _pct(v: float) -> str:
     return f"{100 * v:.3g} %"
 
 
-def table_row(label: str, p: dict) -> str:
-    """One flow's row of the pooled table (``table_header``'s columns); ``p`` as :func:`pooled`."""
+def table_row(label: str, p: dict, indicator_column: bool = False) -> str:
+    """One flow's row of the pooled table (``table_header``'s columns); ``p`` as :func:`pooled`
+    (or the alanine-dipeptide study's, whose indicator is phi)."""
     e, f = p["ess"], p["fraction"]
     lo, hi = f["interval"]
     per = p["fraction_per_set"]
     samples = p["samples_per_set"] * len(p["seeds"])
-    return (f"| {label} | {samples} | {_pct(e['pooled'])} | {100 * e['mean']:.3g} +- {100 * e['std']:.3g} % "
-            f"({_pct(e['min'])}-{_pct(e['max'])}) | {p['k_hat']:.2f} ({max(p['k_hat_per_set']):.2f}) | "
-            f"{p['largest'][0]['relative_to_mean']:.0f} | {100 * f['estimate']:.2f} % ({100 * lo:.2f}-{100 * hi:.2f} %) | "
-            f"{100 * min(per):.2f}-{100 * max(per):.2f} % | {100 * p['reference_phi_positive']:.2f} % |")
+    cells = [label] + ([p.get("indicator", "phi")] if indicator_column else []) + [
+        str(samples), _pct(e["pooled"]),
+        f"{100 * e['mean']:.3g} +- {100 * e['std']:.3g} % ({_pct(e['min'])}-{_pct(e['max'])})",
+        f"{p['k_hat']:.2f} ({max(p['k_hat_per_set']):.2f})", f"{p['largest'][0]['relative_to_mean']:.0f}",
+        f"{100 * f['estimate']:.2f} % ({100 * lo:.2f}-{100 * hi:.2f} %)", f"{100 * min(per):.2f}-{100 * max(per):.2f} %",
+        f"{100 * p['reference_phi_positive']:.2f} %"]
+    return "| " + " | ".join(cells) + " |"
 
 
-def table_header(indicator: str = "phi") -> list:
-    return [f"| flow | samples | pooled ESS/n | per-set ESS/n: mean +- sd (min-max) | k-hat pooled (largest per set) | "
-            f"largest weight / mean | {indicator} > 0 reweighted (95 %) | {indicator} > 0 per set (min-max) | "
-            f"{indicator} > 0 MD |", "|---|---|---|---|---|---|---|---|---|"]
+def table_header(indicator: Optional[str] = None) -> list:
+    """The pooled table's header; without ``indicator`` a column names each row's."""
+    t = indicator or "torsion"
+    cells = ["flow"] + ([] if indicator else ["torsion"]) + [
+        "samples", "pooled ESS/n", "per-set ESS/n: mean +- sd (min-max)", "k-hat pooled (largest per set)",
+        "largest weight / mean", f"{t} > 0 reweighted (95 %)", f"{t} > 0 per set (min-max)", f"{t} > 0 MD"]
+    return ["| " + " | ".join(cells) + " |", "|---" * len(cells) + "|"]
 
 
 def report(project: Project, results: list, meta: dict) -> str:
