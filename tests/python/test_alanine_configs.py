@@ -133,14 +133,16 @@ def test_shipped_model_was_trained_with_its_config(kind):
     # (progress: whether a progress bar was drawn, which cannot change the run)
     top = ("name", "_comment", "progress", "data", "target")
     # fields added to TrainConfig since (the alpha-divergence loss, the curvature, stiffness and velocity
-    # Verlet bounds) take
+    # Verlet bounds, force matching at extra frames) take
     # their defaults, which switch them off: the recorded run is the same run under today's config
     completed = TrainConfig.from_dict(recorded).to_dict()
     assert set(completed) - set(recorded) <= {"alpha", "alpha_batch_size", "curvature_limit", "curvature_noise",
                                               "curvature_extra_batch", "stiffness_dt_fs", "stiffness_batch",
                                               "stiffness_iterations", "tail_matching_torsions", "verlet_dt_fs",
-                                              "verlet_temperature", "verlet_steps", "verlet_batch", "verlet_limit"}
+                                              "verlet_temperature", "verlet_steps", "verlet_batch", "verlet_limit",
+                                              "force_matching_extra_batch"}
     assert completed["weights"]["alpha_divergence"] == completed["weights"]["curvature"] == 0.0
+    assert completed["force_matching_extra_batch"] == 0
     assert completed["weights"]["stiffness"] == 0.0
     # The angles' wall margin was given to the shipped file after training, with its edge forces
     # (python -m smoothflow_torch.edge_force --angle-margin): the file carries the config's value,
