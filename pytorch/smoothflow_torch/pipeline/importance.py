@@ -31,26 +31,30 @@ from typing import Optional, Sequence
 
 import numpy as np
 
+from ..export import load_model
 from . import data as pdata
 from . import weights
 from .evaluate import ForceFieldEnergy, _indicator_torsion, model_labels, sample_flow
 from .project import Project, dihedral
 
 
-def set_path(sets: Path, model: Path, samples: int, seed: int, batch: int) -> Path:
-    """Where one set of a model's samples is kept: keyed by the model file's bytes, the sample
-    count, the seed and the batch (which fix the draws), not by the code (a set is raw samples
-    and energies, meant to outlive edits to the statistics)."""
+def set_dir(sets: Path, model: Path) -> Path:
+    """The folder of one model's saved sets: keyed by the model file's bytes, not by the code (a
+    set is raw samples and energies, meant to outlive edits to the statistics)."""
     digest = hashlib.sha256(Path(model).read_bytes()).hexdigest()[:16]
-    return Path(sets) / f"{Path(model).parent.name}-{Path(model).stem}-{digest}" / \
-        f"n{samples}-seed{seed}-batch{batch}.npz"
+    return Path(sets) / f"{Path(model).parent.name}-{Path(model).stem}-{digest}"
 
 
-def sample_set(project: Project, model: Path, ff, samples: int, seed: int, sets: Path, batch: int,
-               flow=None) -> dict:
-    """One set: log q (nats), the force-field energy (kJ/mol) and each torsion of interest
-    (radians, ``torsions`` samples x k, names in ``names``); loaded when it was saved before."""
-    f = set_path(sets, model, samples, seed, batch)
+def set_path(directory: Path, samples: int, seed: int, batch: int) -> Path:
+    """One set in its model's folder (:func:`set_dir`): the sample count, the seed and the batch
+    fix the draws."""
+    return Path(directory) / f"n{samples}-seed{seed}-batch{batch}.npz"
+
+
+def sample_set(project: Project, flow, ff, f: Path, samples: int, seed: int, batch: int) -> dict:
+    """One set, kept in the file ``f``: log q (nats), the force-field energy (kJ/mol) and each
+    torsion of interest (radians, ``torsions`` samples x k, names in ``names``); loaded when it
+    was saved before, else drawn from ``flow`` and saved."""
     names = [t["name"] for t in project.torsions]
     if f.exists():
         with np.load(f) as d:
@@ -60,9 +64,6 @@ def sample_set(project: Project, model: Path, ff, samples: int, seed: int, sets:
             raise ValueError(f"{f} holds {got['log_q'].shape[0]} samples of torsions {got['names']}, not "
                              f"{samples} of {names}: remove it")
         return got
-    if flow is None:
-        from ..export import load_model
-        flow = load_model(model)
     x, log_q = sample_flow(flow, samples, seed, batch, progress=True)
     energy = ff(x)
     torsions = np.stack([dihedral(x, t["atoms"]) for t in project.torsions], axis=1) if names else \
@@ -76,20 +77,15 @@ def sample_set(project: Project, model: Path, ff, samples: int, seed: int, sets:
     return got
 
 
-def pooled(project: Project, model: Path, ff, samples: int, seeds: Sequence[int], sets: Path,
-           reference_fraction: float, count: int = 10, batch: int = 2000) -> dict:
-    """weights.summary of ``len(seeds)`` sets of one flow, its heaviest samples with their
-    torsions (degrees) and energy, and the MD reference fraction of the indicator torsion > 0."""
-    indicator = _indicator_torsion(project)
-    if indicator is None:
-        raise ValueError(f"{project.name} has no torsion of interest to report the reweighted fraction of")
+def pooled(project: Project, model: Path, flow, ff, samples: int, seeds: Sequence[int], sets: Path,
+           indicator: dict, reference_fraction: float, count: int = 10, batch: int = 2000) -> dict:
+    """weights.summary of ``len(seeds)`` sets of one flow (``flow``, loaded from ``model``), its
+    heaviest samples with their torsions (degrees) and energy, and the MD reference fraction of
+    the ``indicator`` torsion > 0."""
     k = [t["name"] for t in project.torsions].index(indicator["name"])
-    flow, loaded = None, []
-    for seed in seeds:
-        if flow is None and not set_path(sets, model, samples, seed, batch).exists():
-            from ..export import load_model
-            flow = load_model(model)
-        loaded.append(sample_set(project, model, ff, samples, seed, sets, batch, flow))
+    directory = set_dir(sets, model)
+    files = [set_path(directory, samples, seed, batch) for seed in seeds]
+    loaded = [sample_set(project, flow, ff, f, samples, seed, batch) for f, seed in zip(files, seeds)]
     log_w = [-s["energy"] / project.kT - s["log_q"] for s in loaded]
     stats = weights.summary(log_w, [s["torsions"][:, k] > 0 for s in loaded], count=count)
     for top in stats["largest"]:
@@ -97,8 +93,7 @@ def pooled(project: Project, model: Path, ff, samples: int, seeds: Sequence[int]
         top.update(seed=int(seeds[top["set"]]), energy_kj_mol=float(s["energy"][i]),
                    torsions_deg={n: float(np.degrees(v)) for n, v in zip(s["names"], s["torsions"][i])})
     stats.update(seeds=[int(s) for s in seeds], samples_per_set=int(samples), indicator=indicator["name"],
-                 reference_phi_positive=float(reference_fraction),
-                 sets=[str(set_path(sets, model, samples, s, batch)) for s in seeds], batch=int(batch))
+                 reference_phi_positive=float(reference_fraction), sets=[str(f) for f in files], batch=int(batch))
     return stats
 
 
@@ -193,8 +188,10 @@ def importance_weights(project, models: Optional[Sequence] = None, samples: int 
     labels = model_labels(models)
     results = []
     for m, label in zip(models, labels):
-        results.append({"model": str(m), "transform": _transform(m), "label": label,
-                        "pooled": pooled(project, m, ff, samples, seed_list, sets, reference, batch=batch)})
+        flow = load_model(m)
+        results.append({"model": str(m), "transform": flow.config()["layers"][0]["transform"], "label": label,
+                        "pooled": pooled(project, m, flow, ff, samples, seed_list, sets, indicator, reference,
+                                         batch=batch)})
     out.mkdir(parents=True, exist_ok=True)
     meta = {"date": datetime.date.today().isoformat(), "commit": _commit(),
             "machine": f"{os.cpu_count()}-core {os.uname().machine}", "project": project.name,
@@ -204,8 +201,3 @@ def importance_weights(project, models: Optional[Sequence] = None, samples: int 
     (out / "importance_weights.json").write_text(json.dumps(doc, indent=1) + "\n")
     (out / "importance_weights.md").write_text(report(project, results, meta))
     return doc
-
-
-def _transform(model: Path) -> str:
-    from ..export import load_model
-    return load_model(model).config()["layers"][0]["transform"]

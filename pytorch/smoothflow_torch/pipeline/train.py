@@ -146,6 +146,19 @@ def needs_target(config: TrainConfig) -> bool:
                 or config.force_matching_noise or config.force_matching_extra_batch)
 
 
+def _extra_frames(project: Project, spec, key: str, provenance: dict):
+    """The positions of a data section's extra frames (``spec``: a file or a list, relative to the
+    project; none when empty), recorded under ``provenance[key]`` with their SHA-256."""
+    if not spec:
+        return None
+    files = spec if isinstance(spec, list) else [spec]
+    paths = [project.resolve(f) for f in files]
+    frames = torch.from_numpy(load_positions(paths, project.n_atoms))
+    provenance[key] = {"files": [str(f) for f in files], "frames": int(len(frames)),
+                       "sha256": [hashlib.sha256(p.read_bytes()).hexdigest() for p in paths]}
+    return frames
+
+
 def setup(project: Project, config: TrainConfig) -> Trainer:
     """The data, flow and target of one stage, as a Trainer writing to ``runs/<name>/``."""
     d = section(config.data, DATA_DEFAULTS, "data")
@@ -171,22 +184,8 @@ def setup(project: Project, config: TrainConfig) -> Trainer:
     summary = project.data_dir / "summary.json"
     if summary.exists():
         provenance["data"]["generation"] = json.loads(summary.read_text())
-    curvature_frames = None
-    if d["curvature_frames"]:
-        files = d["curvature_frames"] if isinstance(d["curvature_frames"], list) else [d["curvature_frames"]]
-        paths = [project.resolve(f) for f in files]
-        curvature_frames = torch.from_numpy(load_positions(paths, project.n_atoms))
-        provenance["curvature_frames"] = {"files": [str(f) for f in files], "frames": int(len(curvature_frames)),
-                                          "sha256": [hashlib.sha256(p.read_bytes()).hexdigest() for p in paths]}
-    force_matching_frames = None
-    if d["force_matching_frames"]:
-        files = d["force_matching_frames"]
-        files = files if isinstance(files, list) else [files]
-        paths = [project.resolve(f) for f in files]
-        force_matching_frames = torch.from_numpy(load_positions(paths, project.n_atoms))
-        provenance["force_matching_frames"] = {
-            "files": [str(f) for f in files], "frames": int(len(force_matching_frames)),
-            "sha256": [hashlib.sha256(p.read_bytes()).hexdigest() for p in paths]}
+    curvature_frames = _extra_frames(project, d["curvature_frames"], "curvature_frames", provenance)
+    force_matching_frames = _extra_frames(project, d["force_matching_frames"], "force_matching_frames", provenance)
     return Trainer(flow, config, project.path / "runs" / config.name,
                    train_data=(torch.from_numpy(pos), torch.from_numpy(frc), torch.from_numpy(wts)),
                    test_data=(torch.from_numpy(test.positions), torch.from_numpy(test.forces),
