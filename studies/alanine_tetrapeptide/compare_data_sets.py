@@ -16,8 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from data_check import MOLAR_GAS_CONSTANT, conditional_population, dihedral
-from smoothflow_torch.pipeline.data import frame_weights
+from data_check import MOLAR_GAS_CONSTANT, conditional_population, dihedral, weights_of
 
 HELIX_PSI = (-120.0, 50.0)            # degrees: alpha_R-like psi; outside it, beta/PPII
 GIVEN_BINS = (-180, -140, -115, -90, -70, -50, 0)
@@ -44,7 +43,7 @@ def block_conditional(sets, kT, residue: str, others, frames_per_block: int):
         parts = np.array_split(np.arange(len(bias)), max(1, len(bias) // frames_per_block))
         block.append(np.concatenate([np.full(len(part), labels + k) for k, part in enumerate(parts)]))
         labels += len(parts)
-        w.append(frame_weights(bias, kT))
+        w.append(weights_of(bias, kT))
     return conditional_population(np.concatenate(up), np.concatenate(block), np.concatenate(w), 0)
 
 
@@ -55,7 +54,7 @@ def beta_neighbours_given(sets, kT, given: str, others):
         rest = np.all([angles[f"phi:{o}"] < 0 for o in others], axis=0)
         beta = np.all([(angles[f"psi:{o}"] <= HELIX_PSI[0]) | (angles[f"psi:{o}"] >= HELIX_PSI[1])
                        for o in others], axis=0)
-        per_set.append((frame_weights(bias, kT), rest, beta, angles[given]))
+        per_set.append((weights_of(bias, kT), rest, beta, angles[given]))
     rows = []
     for lo, hi in zip(GIVEN_BINS[:-1], GIVEN_BINS[1:]):
         num = den = 0.0

@@ -14,7 +14,6 @@ from pathlib import Path
 
 import numpy as np
 
-from smoothflow_torch.pipeline.data import frame_weights
 from smoothflow_torch.pipeline.weights import joint_states
 
 MOLAR_GAS_CONSTANT = 0.00831446261815324   # kJ/mol/K, as OpenMM
@@ -26,6 +25,11 @@ def dihedral(x, idx):
     n1, n2 = np.cross(b1, b2), np.cross(b2, b3)
     y = np.linalg.norm(b2, axis=-1) * np.einsum("ij,ij->i", b1, n2)
     return np.arctan2(y, np.einsum("ij,ij->i", n1, n2))
+
+
+def weights_of(bias, kT):
+    """Boltzmann weights exp(V/kT) of frames sampled with the bias energy V added (largest 1)."""
+    return np.exp((bias - bias.max()) / kT)
 
 
 def joint_populations(up, chain, weights):
@@ -70,7 +74,7 @@ def main(project=Path("runs/alanine_tetrapeptide")):
         if not len(x):
             continue
         total += len(x)
-        w = frame_weights(bias, kT)
+        w = weights_of(bias, kT)
         up_all = np.stack([dihedral(x, t["atoms"]) > 0 for t in phis], axis=1)
         ups.append(up_all), chains.append(np.full(len(x), int(f.stem[5:]))), weights.append(w)
         cols = []

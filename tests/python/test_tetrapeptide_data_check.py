@@ -7,8 +7,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from smoothflow_torch.pipeline.data import frame_weights
-
 REPO = Path(__file__).resolve().parents[2]
 KT = 2.494
 
@@ -46,7 +44,7 @@ def biased_frames(n_chains, frames, rng):
 def test_joint_populations_recover_the_unbiased_ones(check):
     rng = np.random.default_rng(7)
     up, chain, bias, q = biased_frames(6, 20000, rng)
-    got = check.joint_populations(up, chain, frame_weights(bias, KT))
+    got = check.joint_populations(up, chain, check.weights_of(bias, KT))
     truth = TRUTH / TRUTH.sum()
     assert set(got) == set(STATES)
     for s, p in zip(STATES, truth):
@@ -63,7 +61,7 @@ def test_conditional_population_is_the_others_below_zero_one(check):
     rng = np.random.default_rng(8)
     up, chain, bias, _ = biased_frames(4, 30000, rng)
     truth = TRUTH / TRUTH.sum()
-    mean, se, _ = check.conditional_population(up, chain, frame_weights(bias, KT), 0)
+    mean, se, _ = check.conditional_population(up, chain, check.weights_of(bias, KT), 0)
     want = truth[1] / (truth[0] + truth[1])                  # P(res 0 up | res 1, 2 down)
     marginal = sum(p for s, p in zip(STATES, truth) if s[0])
     assert abs(mean - want) < 4 * se + 1e-4 and abs(marginal - want) > 10 * se
