@@ -26,7 +26,8 @@ CONFIG = {'stages': [
      'weights': {'nll': 1.0, 'force_matching': 1e-3}, 'lr': 1e-3, 'eval_every': 2, 'eval_frames': 20,
      'eval_batch_size': 20, 'eval_samples': 8, 'checkpoint_every': 2, 'threads': 1, 'progress': False,
      'model': {'n_torsion_blocks': 1, 'n_angle_blocks': 1, 'n_components': 2, 'hidden': [16]}},
-    {'name': 'second', 'iterations': 3, 'weights': {'force_matching': 4e-3}, 'lr': 3e-4},
+    {'name': 'second', 'iterations': 3, 'weights': {'force_matching': 4e-3}, 'lr': 3e-4,
+     'data': {'weight_power': 0.5}},
 ]}
 
 
@@ -327,6 +328,8 @@ def test_train_stages_chain_and_the_model_runs_in_the_c_core(run):
     second = json.loads((run['project'] / 'runs' / 'second' / 'config.json').read_text())
     assert second['model']['init_from'] == 'runs/first/model.safetensors'
     assert second['model']['hidden'] == [16] and second['weights']['force_matching'] == 4e-3
+    summaries = [json.loads((run['project'] / 'runs' / s / 'summary.json').read_text()) for s in ('first', 'second')]
+    assert [s['data']['weight_power'] for s in summaries] == [1.0, 0.5]
     model = run['project'] / 'model.safetensors'
     assert model.read_bytes() == (run['project'] / 'runs' / 'second' / 'model.safetensors').read_bytes()
     assert [(run['project'] / f).stat().st_mtime_ns for f in ('model.safetensors', 'runs/first/model.safetensors',
@@ -1077,3 +1080,28 @@ def test_weights_pool_resumable_sets_and_recompute(run, tmp_path):
     from smoothflow_torch.pipeline.cli import main
     assert main(['weights', str(project.path), str(model), '--samples', '48', '--seeds', '1', '--seed', '5',
                  '--batch', '32', '--out', str(out), '--sets', str(sets)]) == 2
+
+
+def test_weight_power_tempers_the_training_weights():
+    """data.weight_power g: the likelihood's batch weights are w^g scaled to mean 1, after thinning;
+    1 leaves the Boltzmann weights, 0 the frames as sampled; outside [0, 1] is an error."""
+    from smoothflow_torch.pipeline.data import Frames
+    from smoothflow_torch.pipeline.train import training_arrays
+    rng = np.random.default_rng(3)
+    n = 12
+    w = np.exp(rng.normal(0, 2, n))
+    w /= w.mean()
+    frames = Frames(rng.normal(size=(n, 4, 3)), rng.normal(size=(n, 4, 3)), rng.normal(size=n), w)
+    _, _, same = training_arrays(frames, None, 1.0)
+    assert np.array_equal(same, w)
+    _, _, half = training_arrays(frames, None, 0.5)
+    assert np.allclose(half, np.sqrt(w) * n / np.sqrt(w).sum(), rtol=1e-14)
+    assert np.allclose(half / half[0], np.sqrt(w / w[0]), rtol=1e-12)       # ratios are the powers
+    _, _, flat = training_arrays(frames, None, 0.0)
+    assert np.allclose(flat, 1.0)
+    pos, _, thin = training_arrays(frames, 4, 0.5)
+    idx = [np.flatnonzero((frames.positions == p).all(axis=(1, 2)))[0] for p in pos]
+    assert len(idx) == 4 and np.allclose(thin, np.sqrt(w[idx]) / np.sqrt(w[idx]).mean(), rtol=1e-14)
+    for bad in (-0.1, 1.5, float('nan')):
+        with pytest.raises(ValueError, match='weight_power'):
+            training_arrays(frames, None, bad)

@@ -4,8 +4,12 @@ A config file (``train.json``, written by prepare) is either one run, a
 :class:`smoothflow_torch.training.TrainConfig` as JSON with the sections
 
     model   the flow (model.py: scheme, blocks, transform, prior, support, init_from, ...)
-    data    {"frames": "data/frames.npz", "max_train_frames": null, "curvature_frames": null,
-            "force_matching_frames": null}: curvature_frames (a file or a list) are frames the
+    data    {"frames": "data/frames.npz", "max_train_frames": null, "weight_power": 1.0,
+            "curvature_frames": null, "force_matching_frames": null}: weight_power g draws the
+            likelihood's batches with probability w^g instead of the frames' Boltzmann weights w
+            (g < 1 flattens what the bias flattened, e.g. puts more of a rare basin in the flow:
+            over-covering costs the importance weights little, under-covering gives them a heavy
+            tail; the test NLL keeps w); curvature_frames (a file or a list) are frames the
             curvature, stiffness and velocity Verlet bounds visit beside the data (``smoothflow
             hot-frames``: the force field at 1000-2000 K, or a flow's own hot frames); with
             force_matching_extra_batch, force matching visits force_matching_frames (the force
@@ -46,8 +50,8 @@ from .hot_frames import load_positions
 from .model import build_flow, model_section, spread_indices
 from .project import Project
 
-DATA_DEFAULTS = {"frames": "data/frames.npz", "max_train_frames": None, "curvature_frames": None,
-                 "force_matching_frames": None}
+DATA_DEFAULTS = {"frames": "data/frames.npz", "max_train_frames": None, "weight_power": 1.0,
+                 "curvature_frames": None, "force_matching_frames": None}
 TARGET_DEFAULTS = {"high_energy": 1000.0, "platform": "Reference"}
 MERGED_SECTIONS = ("model", "data", "target", "weights")
 
@@ -129,13 +133,21 @@ def section(given: dict, defaults: dict, where: str, extra=()) -> dict:
     return {**defaults, **given}
 
 
-def training_arrays(frames: pdata.Frames, max_frames: Optional[int]):
+def training_arrays(frames: pdata.Frames, max_frames: Optional[int], weight_power: float = 1.0):
     """(positions, forces, weights) of the training frames, thinned to ``max_frames`` evenly
-    spaced ones when there are more."""
+    spaced ones when there are more, the weights raised to ``weight_power`` (in [0, 1]) and
+    scaled to mean 1."""
+    g = float(weight_power)
+    if not 0.0 <= g <= 1.0:
+        raise ValueError(f"data.weight_power must be in [0, 1] (1: the Boltzmann weights, 0: the frames "
+                         f"as sampled), got {weight_power}")
     pos, frc, wts = frames.positions, frames.forces, frames.weights
     if max_frames and max_frames < len(pos):
         idx = spread_indices(len(pos), int(max_frames))
         pos, frc, wts = pos[idx], frc[idx], wts[idx]
+    if g != 1.0:
+        wts = wts ** g
+        wts = wts / wts.mean()
     return pos, frc, wts
 
 
@@ -166,7 +178,7 @@ def setup(project: Project, config: TrainConfig) -> Trainer:
     frames = project.resolve(d["frames"])
     train = pdata.load(frames, project.kT, project.n_atoms, "train")
     test = pdata.load(frames, project.kT, project.n_atoms, "test")
-    pos, frc, wts = training_arrays(train, d["max_train_frames"])
+    pos, frc, wts = training_arrays(train, d["max_train_frames"], d["weight_power"])
     flow = build_flow(config.model, project.zmatrix, project.meta["atoms"], project.temperature, pos, config.seed,
                       base=project.path, train_weights=wts)
     target = None
@@ -177,7 +189,8 @@ def setup(project: Project, config: TrainConfig) -> Trainer:
     provenance = {"pipeline": {"project": project.name, "forcefield": project.forcefield_files,
                                "temperature": project.temperature},
                   "data": {"file": str(d["frames"]), "sha256": hashlib.sha256(frames.read_bytes()).hexdigest(),
-                           "train_frames": int(len(pos)), "test_frames": int(len(test))},
+                           "train_frames": int(len(pos)), "test_frames": int(len(test)),
+                           "weight_power": float(d["weight_power"])},
                   "target": {"force_field": project.forcefield_label, **t},
                   "flow": {"n_parameters": int(sum(p.numel() for p in flow.parameters())),
                            "n_layers": len(flow.layers)}}
