@@ -1086,6 +1086,7 @@ def test_weight_power_tempers_the_training_weights():
     """data.weight_power g: the likelihood's batch weights are w^g scaled to mean 1, after thinning;
     1 leaves the Boltzmann weights, 0 the frames as sampled; outside [0, 1] is an error."""
     from smoothflow_torch.pipeline.data import Frames
+    from smoothflow_torch.pipeline.model import spread_indices
     from smoothflow_torch.pipeline.train import training_arrays
     rng = np.random.default_rng(3)
     n = 12
@@ -1100,8 +1101,9 @@ def test_weight_power_tempers_the_training_weights():
     _, _, flat = training_arrays(frames, None, 0.0)
     assert np.allclose(flat, 1.0)
     pos, _, thin = training_arrays(frames, 4, 0.5)
-    idx = [np.flatnonzero((frames.positions == p).all(axis=(1, 2)))[0] for p in pos]
-    assert len(idx) == 4 and np.allclose(thin, np.sqrt(w[idx]) / np.sqrt(w[idx]).mean(), rtol=1e-14)
+    idx = spread_indices(n, 4)
+    assert np.array_equal(pos, frames.positions[idx])
+    assert np.allclose(thin, np.sqrt(w[idx]) / np.sqrt(w[idx]).mean(), rtol=1e-14)
     for bad in (-0.1, 1.5, float('nan')):
         with pytest.raises(ValueError, match='weight_power'):
             training_arrays(frames, None, bad)
