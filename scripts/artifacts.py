@@ -81,7 +81,8 @@ def restore(manifest: dict, name: str, to: Path | None = None, repo: Path = REPO
             model_to: Path | None = None) -> list[Path]:
     """Write the files of archived entry ``name`` under ``to`` (default: ``repo``) at their
     recorded paths, or only its model file to ``model_to``; every file's SHA-256 is checked
-    before anything is written."""
+    before anything is written. Refused where a file would land on a current entry's path in
+    the repository itself (an earlier generation of a shipped file)."""
     status, entry = find(manifest, name)
     if status != "archived":
         raise ArtifactError(f"{name} is current: its files are in the working tree already")
@@ -98,6 +99,13 @@ def restore(manifest: dict, name: str, to: Path | None = None, repo: Path = REPO
                                 f"the manifest records {f['sha256']}")
         blobs.append((f["path"], data))
     root = Path(to) if to is not None else repo
+    if to is None and model_to is None:
+        # an archived generation may have lived at a path the working tree now ships from
+        shipped = {f["path"] for e in manifest.get("current", []) for f in e["files"]}
+        clash = sorted(path for path, _ in blobs if path in shipped)
+        if clash:
+            raise ArtifactError(f"{name}: {', '.join(clash)} is a current (shipped) file now; restore it "
+                                f"elsewhere with --to DIR or --model-to FILE")
     written = []
     for path, data in blobs:
         out = Path(model_to) if model_to is not None else root / path

@@ -129,6 +129,24 @@ def test_restore_writes_the_recorded_bytes(scratch, tmp_path):
     assert target.read_bytes() == model
 
 
+def test_restore_will_not_overwrite_a_shipped_file_of_the_same_path(scratch, tmp_path):
+    """An earlier generation of a shipped model has the path the shipped one has now: restoring
+    it into the repository is refused, naming the file; elsewhere it is written."""
+    repo, manifest, model, _ = scratch
+    manifest["current"][0]["files"] = [{"path": "models/m.safetensors", "sha256": "0" * 64}]
+    (repo / "models").mkdir(exist_ok=True)
+    (repo / "models" / "m.safetensors").write_bytes(b"the shipped one")
+    with pytest.raises(artifacts.ArtifactError, match=r"models/m.safetensors is a current \(shipped\) file"):
+        artifacts.restore(manifest, "old/model", repo=repo)
+    assert (repo / "models" / "m.safetensors").read_bytes() == b"the shipped one"
+    assert not (repo / "report.md").exists(), "nothing is written when the restore is refused"
+    artifacts.restore(manifest, "old/model", to=tmp_path / "out", repo=repo)
+    assert (tmp_path / "out" / "models" / "m.safetensors").read_bytes() == model
+    target = tmp_path / "m.safetensors"
+    artifacts.restore(manifest, "old/model", repo=repo, model_to=target)
+    assert target.read_bytes() == model
+
+
 def test_restore_refuses_a_wrong_checksum_and_writes_nothing(scratch, tmp_path):
     repo, manifest, _, _ = scratch
     manifest["archived"][0]["files"][1]["sha256"] = "0" * 64
