@@ -44,7 +44,7 @@ import flop_count   # beside this script (run as a script, its folder is on the 
 ROOT = Path(__file__).resolve().parents[1]
 
 SHIPPED = ROOT / "models" / "alanine_dipeptide" / "smooth.safetensors"
-MODELS = {"smooth": "shipped smooth alanine-dipeptide flow (18 density layers, MLP 2x64)",
+MODELS = {"smooth": "shipped smooth alanine-dipeptide flow (18 density layers, K = 16, MLP 2x128)",
           "gen8": "8-layer generative flow (N=22, D=60, MLP 2x128 SiLU, K=8, random seeded)"}
 DT_PS = 1e-6   # the step's cost does not depend on dt; tiny so blocks stay where they start
 ASSUMED_GHZ = 2.3

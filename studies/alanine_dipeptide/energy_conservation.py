@@ -46,8 +46,10 @@ def flow_system(model: Path) -> openmm.System:
     for i in range(ff.getNumParticles()):
         system.addParticle(ff.getParticleMass(i))
     with warnings.catch_warnings():
-        # the study's own topology carries the training data's names, so names assign its
-        # methyl hydrogens exactly as in training (the warning is for outside structures)
+        # the study's own topology carries the Amber names of the training structure, which the
+        # shipped models store as OpenMM names it; OpenMM's table of alternative names pairs them
+        # one to one (HH31 = H1, ...), so names assign the methyl hydrogens exactly as in
+        # training (the warning is for outside structures)
         warnings.filterwarnings("ignore", message="the model's equivalent atoms")
         openmmsmoothflow.addSmoothFlowForce(system, molecule.topology(), str(model))
     return system

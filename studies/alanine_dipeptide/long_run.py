@@ -2,7 +2,7 @@
 by the tests): velocity Verlet at 300 K starting velocities, reporting the energy drift per
 nanosecond, the wall count (internal coordinates the support's wall touched) and failures.
 
-    python -m alanine_dipeptide.long_run                       # 1 ns at 1 fs, about 10 minutes
+    python -m alanine_dipeptide.long_run --platform CPU        # 1 ns at 1 fs, about 30 minutes on one core
     python -m alanine_dipeptide.long_run --ns 2 --dt-fs 0.5 --out runs/long_run
 
 Writes <out>/long_run.json and <out>/long_run.md (the energy every picosecond, the drift fitted

@@ -1,25 +1,35 @@
-"""The alanine-dipeptide training configs, pipeline configs of three stages each
+"""The alanine-dipeptide training configs, pipeline configs of five stages each
 (``configs/<kind>.json``; smoothflow_torch.pipeline.train): the stages are named for the runs
 they produce, the three flow kinds share one budget at every stage, each stage starts from the
-one before it, the shipped model was trained with exactly the settings of its final stage, and
-the coupling layers they build cover every dimension."""
+one before it, the shipped model was trained with exactly the settings of its final stage in the
+project the configs name (the H-N-C-C Z-matrix), and the coupling layers they build cover every
+dimension."""
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 from safetensors import safe_open
 
 from smoothflow_torch.pipeline import model as pipeline_model
-from smoothflow_torch.pipeline.train import stages
-from smoothflow_torch.training import TrainConfig
+from smoothflow_torch.pipeline.train import DATA_DEFAULTS, stages
 
 REPO = Path(__file__).resolve().parents[2]
 CONFIGS = REPO / "studies" / "alanine_dipeptide" / "configs"
+ZMATRIX = REPO / "studies" / "alanine_dipeptide" / "zmatrix_amide_h_on_heavy_atoms.txt"
 KINDS = ("smooth", "spline", "affine")
-# the shipped flow <kind>.safetensors comes from three stages: <kind>_stage1, <kind>_stage2, <kind>
-STAGES = ("{}_stage1", "{}_stage2", "{}")
+# the shipped flow <kind>.safetensors comes from five stages, each from the one before
+STAGES = ("{}_stage1", "{}_stage2_hot", "{}_stage3_hot", "{}_stage4_settle", "{}")
 #: where the study's project reads its frames (relative to the project folder runs/alanine_dipeptide)
 FRAMES = "../../data/alanine_dipeptide/obc.npz"
+#: force-field frames at 1000-2000 K for force matching (made in the project by `smoothflow hot-frames`)
+HOT_FRAMES = "data/hot_frames.npz"
+#: the run that made the shipped smooth flow, in the project where the five stages were first run
+#: under other names (k16_h128_stage1, k16_h128_hot_stage2, k16_h128_hot, k16_h128_hot_settle;
+#: artifacts.json: alanine_dipeptide/tempered_candidates)
+TRAINED_AS = {"smooth": ("k16_h128_settle_tempered", "runs/k16_h128_hot_settle/model.safetensors"),
+              "spline": ("spline", "runs/spline_stage4_settle/model.safetensors"),
+              "affine": ("affine", "runs/affine_stage4_settle/model.safetensors")}
 
 
 def _stages(kind):
@@ -32,70 +42,23 @@ def _without(c, *model_keys, top=("name", "_comment")):
             for k, v in c.items() if k not in top}
 
 
+def _metadata(kind):
+    with safe_open(str(REPO / "models" / "alanine_dipeptide" / f"{kind}.safetensors"), framework="numpy") as f:
+        return f.metadata()
+
+
 def test_every_config_is_a_valid_pipeline_config_named_for_its_runs():
-    assert sorted(p.stem for p in CONFIGS.glob("*.json")) == sorted(KINDS + ("tiny", "smooth_hot", "smooth_von_mises",
-                                                                          "smooth_von_mises_hot", "smooth_von_mises_sharp",
-                                                                          "smooth_von_mises_sharp_hot"))
+    assert sorted(p.stem for p in CONFIGS.glob("*.json")) == sorted(KINDS + ("tiny",))
     for kind in KINDS:
         assert [c["name"] for c in _stages(kind)] == [s.format(kind) for s in STAGES]
         for c in _stages(kind):
-            assert c["data"] == {"frames": FRAMES, "max_train_frames": None}
+            assert c["data"]["frames"] == FRAMES and c["data"]["max_train_frames"] is None
             assert c["target"] == {"high_energy": 1000.0, "platform": "Reference"}
     (tiny,) = _stages("tiny")
     assert tiny["name"] == "tiny" and tiny["iterations"] == 4
 
 
-def test_the_hot_md_fine_tune_starts_from_the_shipped_smooth_flow_with_its_final_settings():
-    """configs/smooth_hot.json (not shipped; docs/reliability.md section 5): the shipped smooth
-    flow's final stage with the curvature bound added, then the stiffness bound at hot frames."""
-    from smoothflow_torch.pipeline.train import stages
-    first, second = stages(CONFIGS / "smooth_hot.json")
-    final = _stages("smooth")[-1]
-    assert first.model == {**final["model"], "init_from": "../../models/alanine_dipeptide/smooth.safetensors"}
-    assert first.weights["curvature"] == 10.0 and first.weights["stiffness"] == 0.0 and first.iterations == 2000
-    assert second.model["init_from"] == "runs/smooth_curvature/model.safetensors"
-    assert second.weights["stiffness"] == 30.0 and second.stiffness_dt_fs == 2.5
-    assert second.data["curvature_frames"] == ["data/hot_frames.npz", "data/hot_frames_smooth_curvature.npz"]
-
-
-def test_the_von_mises_fine_tune_is_smooth_hot_from_the_von_mises_flow_with_a_3_fs_target():
-    """configs/smooth_von_mises_hot.json (not shipped; docs/reliability.md section 5): smooth_hot.json's
-    two stages from the von Mises flow's final model, the stiffness target at 3.0 fs."""
-    first, second = stages(CONFIGS / "smooth_von_mises_hot.json")
-    hot_first, hot_second = stages(CONFIGS / "smooth_hot.json")
-    final = _stages("smooth_von_mises")[-1]
-    assert first.model == {**final["model"], "init_from": "runs/smooth/model.safetensors"}
-    assert _without(first.to_dict(), "init_from", "prior") == _without(hot_first.to_dict(), "init_from", "prior")
-    assert second.model["init_from"] == "runs/vm_curvature/model.safetensors"
-    assert second.stiffness_dt_fs == 3.0 and hot_second.stiffness_dt_fs == 2.5
-    assert second.data["curvature_frames"] == ["data/hot_frames.npz", "data/hot_frames_vm_curvature.npz"]
-    assert _without(second.to_dict(), "init_from", "prior", top=("name", "_comment", "data", "stiffness_dt_fs")) == \
-        _without(hot_second.to_dict(), "init_from", "prior", top=("name", "_comment", "data", "stiffness_dt_fs"))
-
-
-def test_the_von_mises_config_is_the_smooth_config_with_von_mises_torsions():
-    """configs/smooth_von_mises.json (not shipped; docs/reliability.md section 5): the shipped
-    smooth flow's three stages with only the prior's torsions changed."""
-    plain, vm = _stages("smooth"), [c.to_dict() for c in stages(CONFIGS / "smooth_von_mises.json")]
-    assert len(vm) == 3
-    for a, b in zip(plain, vm):
-        assert b["model"]["prior"] == {"kind": "truncated_normal", "width": 1.0, "torsions": "von_mises"}
-        assert _without(a, "prior", top=("_comment",)) == _without(b, "prior", top=("_comment",))
-
-
-@pytest.mark.parametrize("name", ["smooth_von_mises", "smooth_von_mises_hot"])
-def test_the_sharp_von_mises_configs_differ_from_the_von_mises_ones_only_in_the_stiff_torsion_width(name):
-    """configs/smooth_von_mises_sharp.json and its _hot fine-tune (not shipped; docs/reliability.md
-    section 5): stage for stage the von Mises configs with model.prior.stiff_torsion_width 0.6."""
-    plain = [c.to_dict() for c in stages(CONFIGS / f"{name}.json")]
-    sharp = [c.to_dict() for c in stages(CONFIGS / f"{name.replace('von_mises', 'von_mises_sharp')}.json")]
-    assert len(sharp) == len(plain)
-    for a, b in zip(plain, sharp):
-        assert b["model"]["prior"] == {**a["model"]["prior"], "stiff_torsion_width": 0.6}
-        assert _without(a, "prior", top=("_comment",)) == _without(b, "prior", top=("_comment",))
-
-
-@pytest.mark.parametrize("stage", range(3))
+@pytest.mark.parametrize("stage", range(len(STAGES)))
 def test_the_three_kinds_share_one_budget(stage):
     cfgs = [_stages(k)[stage] for k in KINDS]
     assert [c["model"]["transform"] for c in cfgs] == list(KINDS)
@@ -109,56 +72,55 @@ def test_the_three_kinds_share_one_budget(stage):
 
 
 @pytest.mark.parametrize("kind", KINDS)
-def test_each_stage_starts_from_the_run_before(kind):
-    first, second, last = _stages(kind)
-    assert not first["model"].get("init_from")
-    assert second["model"]["init_from"] == f"runs/{first['name']}/model.safetensors"
-    assert last["model"]["init_from"] == f"runs/{second['name']}/model.safetensors"
-    # later stages refine with more force matching and a lower learning rate
-    fm = [c["weights"]["force_matching"] for c in (first, second, last)]
-    lr = [c["lr"] for c in (first, second, last)]
-    assert fm == sorted(fm) and lr == sorted(lr, reverse=True)
+def test_each_stage_starts_from_the_run_before_with_the_studys_recipe(kind):
+    """From scratch, then each from the last; force matching grows and the learning rate falls;
+    the hot force-field frames join the force matching in stages 2 and 3 (with position noise from
+    stage 2 on), and only the last stage draws its likelihood batches by tempered weights."""
+    cfgs = _stages(kind)
+    assert not cfgs[0]["model"].get("init_from")
+    for before, c in zip(cfgs, cfgs[1:]):
+        assert c["model"]["init_from"] == f"runs/{before['name']}/model.safetensors"
+    assert [c["iterations"] for c in cfgs] == [10000, 1500, 800, 400, 800]
+    fm = [c["weights"]["force_matching"] for c in cfgs]
+    lr = [c["lr"] for c in cfgs]
+    assert fm == sorted(fm) and lr == sorted(lr, reverse=True) and fm[0] == 2e-4 and fm[-1] == 4e-3
+    assert [c["data"].get("force_matching_frames") for c in cfgs] == [None, HOT_FRAMES, HOT_FRAMES, None, None]
+    assert [c["force_matching_extra_batch"] for c in cfgs] == [0, 64, 64, 0, 0]
+    assert [c["force_matching_noise"] for c in cfgs] == [0.0] + [0.004] * 4
+    assert [c["data"].get("weight_power", 1.0) for c in cfgs] == [1.0] * 4 + [0.75]
+    # the architecture: K = 16 smooth components, two hidden layers of 128, the sharp von Mises prior
+    model = cfgs[-1]["model"]
+    assert (model["n_components"], model["hidden"]) == (16, [128, 128])
+    assert model["prior"] == {"kind": "truncated_normal", "width": 1.0, "torsions": "von_mises",
+                              "stiff_torsion_width": 0.6}
 
 
 @pytest.mark.parametrize("kind", KINDS)
 def test_shipped_model_was_trained_with_its_config(kind):
-    """The shipped file's own provenance (its `training` metadata) holds the settings it was
-    trained with by the study's former script; they equal the final stage's but for the run's
-    name, where its start came from (the run was named <kind>_v5_stage3b and started from a
-    committed file) and how the data and target are named: the former script's ``setting: obc``
-    is the project's force field (amber99sbildn + amber99_obc) and the frames file ``obc.npz``."""
-    with safe_open(str(REPO / "models" / "alanine_dipeptide" / f"{kind}.safetensors"), framework="numpy") as f:
-        recorded = json.loads(f.metadata()["training"])["config"]
-    current = _stages(kind)[-1]
+    """The shipped file's own provenance (its `training` metadata, written by the pipeline) holds
+    the settings of the run that made it: the final stage's, but for the run's name and start
+    where the stages ran under other names (TRAINED_AS)."""
+    training = json.loads(_metadata(kind)["training"])
+    recorded, current = training["config"], _stages(kind)[-1]
+    name, start = TRAINED_AS[kind]
+    assert recorded["name"] == training["name"] == name and recorded["model"]["init_from"] == start
+    assert training["completed"] and training["steps"] == current["iterations"]
     # (progress: whether a progress bar was drawn, which cannot change the run)
-    top = ("name", "_comment", "progress", "data", "target")
-    # fields added to TrainConfig since (the alpha-divergence loss, the curvature, stiffness and velocity
-    # Verlet bounds, force matching at extra frames) take
-    # their defaults, which switch them off: the recorded run is the same run under today's config
-    completed = TrainConfig.from_dict(recorded).to_dict()
-    assert set(completed) - set(recorded) <= {"alpha", "alpha_batch_size", "curvature_limit", "curvature_noise",
-                                              "curvature_extra_batch", "stiffness_dt_fs", "stiffness_batch",
-                                              "stiffness_iterations", "tail_matching_torsions", "verlet_dt_fs",
-                                              "verlet_temperature", "verlet_steps", "verlet_batch", "verlet_limit",
-                                              "force_matching_extra_batch"}
-    assert completed["weights"]["alpha_divergence"] == completed["weights"]["curvature"] == 0.0
-    assert completed["force_matching_extra_batch"] == 0
-    assert completed["weights"]["stiffness"] == 0.0
-    # The angles' wall margin was given to the shipped file after training, with its edge forces
-    # (python -m smoothflow_torch.edge_force --angle-margin): the file carries the config's value,
-    # the training record predates the key.
-    with safe_open(str(REPO / "models" / "alanine_dipeptide" / f"{kind}.safetensors"), framework="numpy") as f:
-        shipped_support = json.loads(f.metadata()["config"])["support"]
-    assert shipped_support["angle_margin"] == current["model"]["support"]["angle_margin"] == 0.1
-    assert "angle_margin" not in recorded["model"]["support"]
-    current = {**current, "model": {**current["model"], "support": {
-        k: v for k, v in current["model"]["support"].items() if k != "angle_margin"}}}
-    assert _without(completed, "init_from", top=top) == _without(current, "init_from", top=top)
-    assert recorded["data"] == {"setting": "obc", "max_train_frames": current["data"]["max_train_frames"]}
-    assert Path(current["data"]["frames"]).name == f"{recorded['data']['setting']}.npz"
-    assert recorded["target"] == {"setting": "obc", **current["target"]}
-    # every model key the former script defaulted differently from the pipeline is explicit
-    assert TrainConfig.from_dict(recorded).model.keys() >= {"scheme", "n_angle_blocks", "prior"}
+    top = ("name", "_comment", "progress", "notes")
+    # (data keys at their defaults may be written or left out)
+    recorded, current = ({**c, "data": {**DATA_DEFAULTS, **c["data"]}} for c in (recorded, current))
+    assert _without(recorded, "init_from", top=top) == _without(current, "init_from", top=top)
+    assert training["data"]["file"] == FRAMES and training["data"]["weight_power"] == 0.75
+    assert training["pipeline"]["forcefield"] == ["amber99sbildn.xml", "amber99_obc.xml"]
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_shipped_model_has_the_studys_zmatrix(kind):
+    """The project the configs run in is prepared with zmatrix_amide_h_on_heavy_atoms.txt
+    (README.md): the model's Z-matrix is that file's rows."""
+    rows = [[int(v) for v in line.split("#")[0].split()] for line in ZMATRIX.read_text().splitlines()
+            if line.split("#")[0].strip()]
+    assert np.array_equal(json.loads(_metadata(kind)["config"])["zmatrix"], rows)
 
 
 def test_coupling_layers_cover_every_dimension():
@@ -186,23 +148,31 @@ def test_coupling_layers_cover_every_dimension():
                 assert group - t <= set(L["conditioning"])
 
 
-def test_the_tetrapeptide_configs_are_the_dipeptides_with_von_mises_torsions():
-    """studies/alanine_tetrapeptide/train{,_spline,_affine}.json (issue 21 part 5): each kind's
-    three stages are the dipeptide's config of that kind with the tetrapeptide's frames, von
-    Mises torsions in the prior of all three (one budget, one prior) and a first stage of 2000
-    steps, not 10 000 (the tetrapeptide's data are overfitted after that; the stage names say
-    "short")."""
+def test_the_tetrapeptide_configs_share_one_budget_with_short_first_stages():
+    """studies/alanine_tetrapeptide/train{,_spline,_affine}.json (issue 21 part 5): the alanine
+    dipeptide's former three-stage recipe (the flows shipped until December 2026: K = 8, 2 x 64,
+    2000 + 1500 + 800 steps here, not 10 000 + 1500 + 800: the tetrapeptide's data are overfitted
+    after 2000; the stage names say "short") with von Mises torsions in every kind's prior; the
+    kinds differ only in the transform and the names (one budget, one prior)."""
     tetra = REPO / "studies" / "alanine_tetrapeptide"
+    plain = {}
     for kind, name in (("smooth", "train"), ("spline", "train_spline"), ("affine", "train_affine")):
         mine = [c.to_dict() for c in stages(tetra / f"{name}.json")]
-        theirs = _stages(kind)
-        assert [c["name"] for c in mine] == [c["name"].replace(kind, f"{kind}_short") for c in theirs]
-        assert (mine[0]["iterations"], theirs[0]["iterations"]) == (2000, 10000)
-        for a, b in zip(mine, theirs):
-            assert a["model"]["prior"] == {**b["model"]["prior"], "torsions": "von_mises"}
-            assert _without(a, "prior", "init_from", top=("name", "_comment", "data", "iterations")) == \
-                _without(b, "prior", "init_from", top=("name", "_comment", "data", "iterations"))
-        assert [a["iterations"] for a in mine[1:]] == [b["iterations"] for b in theirs[1:]]
+        assert [c["name"] for c in mine] == [f"{kind}_short_stage1", f"{kind}_short_stage2", f"{kind}_short"]
+        assert not mine[0]["model"].get("init_from")
+        for before, c in zip(mine, mine[1:]):
+            assert c["model"]["init_from"] == f"runs/{before['name']}/model.safetensors"
+        assert [c["iterations"] for c in mine] == [2000, 1500, 800]
+        assert [c["weights"]["force_matching"] for c in mine] == [2e-4, 2e-3, 4e-3]
+        assert [c["lr"] for c in mine] == [1e-3, 3e-4, 1e-4]
+        for c in mine:
+            assert c["model"]["transform"] == kind
+            assert (c["model"]["n_components"], c["model"]["hidden"]) == (8, [64, 64])
+            assert c["model"]["prior"] == {"kind": "truncated_normal", "width": 1.0, "torsions": "von_mises"}
+        plain[kind] = [_without(c, "transform", "init_from") for c in mine]
+        for p in plain[kind]:
+            p["model"]["smooth"] = {k: v for k, v in p["model"]["smooth"].items() if k != "alpha_min"}
+    assert plain["smooth"] == plain["spline"] == plain["affine"]
 
 
 def test_the_tetrapeptide_stiffness_stages_continue_each_flow_alike():

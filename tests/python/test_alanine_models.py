@@ -4,6 +4,7 @@ import json
 from pathlib import Path
 
 import numpy as np
+import openmm.app as app
 import pytest
 import torch
 
@@ -12,6 +13,7 @@ from smoothflow_core import CoreModel
 from smoothflow_torch import load_model
 
 MODELS = Path(__file__).resolve().parents[2] / "models" / "alanine_dipeptide"
+STRUCTURE = Path(__file__).resolve().parents[2] / "studies" / "alanine_dipeptide" / "alanine_dipeptide.pdb"
 KINDS = ["smooth", "spline", "affine"]
 
 
@@ -47,7 +49,13 @@ def test_shipped_model_carries_its_provenance_and_atoms(kind):
     training = json.loads(meta["training"])
     assert training["config"]["model"]["transform"] == kind and training["steps"] > 0
     config = json.loads(meta["config"])
-    assert [(a["residue"], a["name"]) for a in config["atoms"]] == [(r, n) for r, n, _ in molecule.ATOMS]
+    # the study's atoms in model order, named as OpenMM's PDBFile names the study's structure (the
+    # names the pipeline's `prepare` records; the file itself has the Amber names of molecule.ATOMS)
+    assert [(a["residue"], a["element"]) for a in config["atoms"]] == [(r, e) for r, _, e in molecule.ATOMS]
+    pdb = app.PDBFile(str(STRUCTURE))
+    assert [a["name"] for a in config["atoms"]] == [a.name for a in pdb.topology.atoms()]
+    assert [n for _, n, _ in molecule.ATOMS] == [line[12:16].strip() for line in STRUCTURE.read_text().splitlines()
+                                                if line.startswith(("ATOM", "HETATM"))]
 
 
 def test_smooth_model_runs_in_openmm_from_a_topology():

@@ -135,8 +135,8 @@ def test_pipeline_evaluate_reproduces_the_documented_numbers(evaluation):
     standard errors of the pipeline's over the 200 shipped frames (a Boltzmann-distributed sample
     of the same held-out set); the force RMSE too for smooth and spline (the affine flow's RMSE is
     dominated by rare frames that 200 miss: 651 documented, about 150 here); the smooth flow's
-    documented ESS/n (10^5 samples) lies in the pipeline's bootstrap interval of 2000 samples and
-    the affine flow's ESS/n stays below 1 %, as documented."""
+    documented ESS/n (pooled over 10^6 samples) lies in the pipeline's bootstrap interval of 2000
+    samples and the affine flow's ESS/n stays below 10 %, as documented."""
     documented = _documented()
     ref = data.load_reference('obc').test
     x = torch.from_numpy(ref.positions)
@@ -154,7 +154,7 @@ def test_pipeline_evaluate_reproduces_the_documented_numbers(evaluation):
     smooth, _, affine = evaluation['results']
     lo, hi = smooth['ess_fraction_95']
     assert lo <= documented['smooth']['ess_percent'] / 100 <= hi
-    assert affine['ess_fraction'] < 0.01 and documented['affine']['ess_percent'] < 1
+    assert affine['ess_fraction'] < 0.1 and documented['affine']['ess_percent'] < 10
 
 
 def _methyl_relabellings():

@@ -77,8 +77,9 @@ def energyInModelOrder(T, force, x):
 
 def test_readme_example_pdbfile_maps(sf):
     """The failure the issue reports: PDBFile standardizes ACE/NME names (HH31 -> H1, NME CH3 ->
-    C); the model stores the Amber names.  Now the graph decides and names only break ties, so
-    with the file in model order the mapping is the identity."""
+    C), and a model may store other names (the flows shipped before December 2026 stored the
+    Amber names).  The graph decides and names only break ties, so with the file in model order
+    the mapping is the identity whatever the file's convention."""
     force = sf.SmoothFlowForce(MODEL)
     for convention in CONVENTIONS:
         topology = pdb(convention).topology
@@ -113,8 +114,8 @@ def test_energy_is_that_of_the_model_order_in_every_convention(sf, T):
     """With positions, a methyl whose hydrogens carry the model's own names keeps them (the
     labelling the flow was trained with); the other methyls get the permutation the flow
     prefers, the lowest over their permutations.  So the energy is the lowest over the methyls
-    the names do not decide: all three for old PDB names, ACE's and NME's for OpenMM's names
-    (ALA's HB1-3 are the model's), none for the model's (Amber) names."""
+    the names do not decide: all three for old PDB names, ACE's and NME's for Amber names
+    (ALA's HB1-3 are the model's), none for the model's (OpenMM's, as PDBFile names them) names."""
     force = sf.SmoothFlowForce(MODEL)
     x = positionsNm()
     evaluator = T._Evaluator(T._Model(force))
@@ -123,7 +124,7 @@ def test_energy_is_that_of_the_model_order_in_every_convention(sf, T):
         return min(evaluator.energy(x[list(p)]) for p in allMethylPermutations(groups))
 
     # the methyls the names leave to the positions
-    free = {'amber': (), 'openmm': (METHYLS[1], METHYLS[2]), 'pdbv2': METHYLS}
+    free = {'amber': (METHYLS[1], METHYLS[2]), 'openmm': (), 'pdbv2': METHYLS}
     for convention in CONVENTIONS:
         energy, _ = flowEnergy(sf, rawTopology(convention), x, positions=x)
         assert energy == pytest.approx(lowest(free[convention]), rel=1e-12, abs=1e-9), convention

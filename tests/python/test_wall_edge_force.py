@@ -135,11 +135,14 @@ def test_restoring_force_holds_through_the_zone(shipped, d):
     """Along coordinate d from the zone's edge outwards, the shipped flow's restoring force with
     edge forces never falls below the smaller of g and the flow's own restoring force at the point
     it sees (f'(c) c' + g (1 - c') + the harmonic term: the construction's promise); without them
-    it falls below 15 % of g (bonds, margin 0.01) or 30 % (angles, margin 0.1: the harmonic term
-    grows sooner in the wider zone)."""
+    it falls below 15 % of g on both faces (bonds, margin 0.01) or 30 % on at least one face
+    (angles, margin 0.1: the harmonic term grows sooner in the wider zone, and over the quarter
+    margin tested one face can hold on its own: the shipped flow's angle 30 keeps 71 % of g at
+    its upper face)."""
     bare, walled, u = shipped
     bond = d < walled.n_atoms - 1
     m = walled.margin if bond else walled.angle_margin     # the shipped angles' zone: 0.1
+    bare_min = []
     for side, sign in (("lower", -1.0), ("upper", 1.0)):
         end = -m if bond else 0.25 * m
         us = torch.linspace(2 * m, end, 121, dtype=torch.float64)
@@ -163,7 +166,8 @@ def test_restoring_force_holds_through_the_zone(shipped, d):
         floor = np.minimum(g, own)
         assert (restoring["walled"] >= floor - 0.02 * g).all(), (side, (restoring["walled"] - floor).min(), g)
         assert restoring["walled"].min() > 0.3 * g, (side, restoring["walled"].min(), g)
-        assert restoring["bare"].min() < (0.15 if bond else 0.3) * g, (side, restoring["bare"].min(), g)
+        bare_min.append(restoring["bare"].min() / g)
+    assert (max(bare_min) if bond else min(bare_min)) < (0.15 if bond else 0.3), bare_min
 
 
 def test_command_line_adds_edge_forces_and_refuses_bad_input(tmp_path, capsys):

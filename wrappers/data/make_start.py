@@ -12,7 +12,7 @@ gives OpenMM:
   - velocities: a Maxwell-Boltzmann draw at 300 K from numpy's default generator with a
     fixed seed, then the centre-of-mass velocity removed (nm/ps).
 Atoms are in the model's atom order, which is the order of alanine_dipeptide.molecule.ATOMS;
-the script checks it against the `atoms` entry of the shipped smooth flow.
+the script checks residues and elements against the `atoms` entry of the shipped smooth flow.
 
 Numbers are written as Python's repr (the shortest text that reads back as the same double),
 so every reader that rounds correctly (C's strtod, gfortran's list-directed input, numpy) gets
@@ -34,10 +34,11 @@ TEMPERATURE = forcefield.TEMPERATURE  # K
 
 
 def model_atoms(path: Path) -> list:
-    """(residue, name) of each model atom, from the model file's configuration."""
+    """(residue, element) of each model atom, from the model file's configuration (the names
+    follow a convention, OpenMM's in the shipped flows, Amber's in alanine_dipeptide.molecule)."""
     with safe_open(str(path), framework="numpy") as f:
         config = json.loads(f.metadata()["config"])
-    return [(a["residue"], a["name"]) for a in config["atoms"]]
+    return [(a["residue"], a["element"]) for a in config["atoms"]]
 
 
 def masses() -> np.ndarray:
@@ -59,7 +60,7 @@ def main():
     ap.add_argument("--out", default=str(HERE / "ala2_start.txt"))
     args = ap.parse_args()
 
-    expected = [(res, name) for res, name, _ in molecule.ATOMS]
+    expected = [(res, element) for res, _, element in molecule.ATOMS]
     if model_atoms(MODEL) != expected:
         raise SystemExit(f"{MODEL}: its atom order differs from alanine_dipeptide.molecule.ATOMS")
     x = data.load_reference("obc").test.positions[0]

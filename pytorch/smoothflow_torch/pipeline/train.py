@@ -57,9 +57,10 @@ MERGED_SECTIONS = ("model", "data", "target", "weights")
 
 
 def default_config() -> dict:
-    """The shipped alanine-dipeptide smooth flow's schedule (three stages, 12 300 steps of batch 256:
-    likelihood with weak force matching, then stronger force matching twice), with two angle blocks.
-    Edit ``iterations`` for a quicker first try."""
+    """The schedule of the alanine-dipeptide smooth flow shipped until 2026-12-03 (three stages,
+    12 300 steps of batch 256: likelihood with weak force matching, then stronger force matching
+    twice; K = 8, 2 x 64), with two angle blocks: a cheaper start than the study's current
+    five-stage recipe (docs/pipeline.md). Edit ``iterations`` for a quicker first try."""
     stage1 = {
         "name": "stage1", "seed": 0, "iterations": 10000, "batch_size": 256, "reverse_kl_batch_size": 128,
         "weights": {"nll": 1.0, "force_matching": 2e-4, "reverse_kl": 0.0, "tail_matching": 0.0},
