@@ -1,6 +1,6 @@
 """The alanine-dipeptide study is a pipeline project (issue 21, part 3): its molecule and
 hand-written Z-matrix are a structure file and a Z-matrix file that ``smoothflow prepare`` takes,
-its flows are pipeline configs of three stages, and the modules it keeps (data, data generation,
+its flows are pipeline configs of five stages, and the modules it keeps (data, data generation,
 bias, the main job's statistics) call the pipeline's code with the study's settings. Each test
 checks the study against something it does not share with the pipeline: the shipped model
 files, the study's molecule and force field, a data file written here."""
@@ -30,10 +30,18 @@ def frames():
 
 @pytest.fixture(scope='module')
 def project(tmp_path_factory):
-    """The study's project, made as its README makes it (smoothflow prepare with the study's
-    structure and Z-matrix files; runs/alanine_dipeptide there)."""
+    """The study's project with the Z-matrix of its own code (zmatrix.txt = zmatrix.ZMATRIX)."""
     return pipeline.prepare(STUDY / 'alanine_dipeptide.pdb', tmp_path_factory.mktemp('p') / 'alanine_dipeptide',
                             zmatrix=STUDY / 'zmatrix.txt', name='alanine dipeptide')
+
+
+@pytest.fixture(scope='module')
+def shipped_project(tmp_path_factory):
+    """The project of the shipped flows, made as the README makes it (smoothflow prepare with the
+    study's structure and the H-N-C-C Z-matrix file; runs/alanine_dipeptide there)."""
+    return pipeline.prepare(STUDY / 'alanine_dipeptide.pdb', tmp_path_factory.mktemp('s') / 'alanine_dipeptide',
+                            zmatrix=STUDY / 'zmatrix_amide_h_on_heavy_atoms.txt',
+                            name='alanine dipeptide (H-N-C-C rows)')
 
 
 def test_the_project_is_the_studys_molecule_zmatrix_and_force_field(project, frames):
@@ -62,12 +70,13 @@ def test_the_project_is_the_studys_molecule_zmatrix_and_force_field(project, fra
 
 
 @pytest.mark.parametrize('kind', ['smooth', 'spline', 'affine'])
-def test_each_config_builds_the_shipped_models_architecture_in_the_project(kind, project, frames):
+def test_each_config_builds_the_shipped_models_architecture_in_the_project(kind, shipped_project, frames):
     """The final stage of configs/<kind>.json (without init_from, whose run is not shipped), built
-    by the pipeline for the project, gives the shipped model's layers, Z-matrix, temperature,
-    support and transform constants; bond bounds and the prior's moments come from the full data
-    set, which is not shipped, so only their form is compared, and the atoms carry the project's
-    (OpenMM's) names where the shipped file has the Amber names of the study's former topology."""
+    by the pipeline for the shipped flows' project, gives the shipped model's layers, Z-matrix,
+    atoms (the project's, OpenMM's names), temperature, support and transform constants; bond
+    bounds and the prior's moments come from the full data set, which is not shipped, so only
+    their form is compared."""
+    project = shipped_project
     final = stages(STUDY / 'configs' / f'{kind}.json')[-1]
     model = {k: v for k, v in final.model.items() if k != 'init_from'}
     built = pipeline_model.build_flow(model, project.zmatrix, project.meta['atoms'], project.temperature, frames,
@@ -84,9 +93,9 @@ def test_each_config_builds_the_shipped_models_architecture_in_the_project(kind,
             assert all(len(shipped[key][e]) == 2 * molecule.N_ATOMS - 3 for e in edges)
             assert built[key] == {k: v for k, v in shipped[key].items() if k not in edges}
         elif key == 'atoms':
-            assert [(a['residue'], a['element']) for a in built[key]] == \
-                [(a['residue'], a['element']) for a in shipped[key]]
-            assert [a['name'] for a in shipped[key]] == [n for _, n, _ in molecule.ATOMS]
+            assert json.dumps(built[key], sort_keys=True) == json.dumps(shipped[key], sort_keys=True), key
+            assert [(a['residue'], a['element']) for a in shipped[key]] == \
+                [(r, e) for r, _, e in molecule.ATOMS]
         else:
             assert json.dumps(built[key], sort_keys=True) == json.dumps(shipped[key], sort_keys=True), key
 

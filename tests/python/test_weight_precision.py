@@ -85,17 +85,23 @@ def test_one_molecule_and_a_batch_agree():
 
 @pytest.mark.parametrize("name", ["smooth", "spline", "affine"])
 def test_distance_from_the_stored_weights_is_as_documented(name):
-    """docs/c-core.md: on the shipped flows, over configurations inside the support, the
-    float32 option moves energies by less than 1e-4 kJ/mol (4e-5 kT) and forces by less
-    than 2e-6 of the largest force."""
+    """docs/c-core.md: on the shipped flows, over random configurations inside the support
+    (energies of 10^4 kJ/mol), the float32 option moves energies by less than 3e-4 kJ/mol
+    (1e-4 kT) and forces by less than 2e-6 of the largest force; at the held-out MD frames, by
+    less than 1e-5 kJ/mol."""
+    from alanine_dipeptide import data
     core = CoreModel.from_file(MODELS / f"{name}.safetensors", max_batch=64)
     flow = load_model(MODELS / f"{name}.safetensors")
     x = random_positions(flow, 64, seed=21).numpy()
+    held_out = data.load_reference("obc").test.positions[:64]
     e64, f64 = core.evaluate(x)
+    h64, _ = core.evaluate(held_out)
     core.weight_precision = "float32"
     e32, f32 = core.evaluate(x)
-    assert np.abs(e32 - e64).max() <= 1e-4
+    h32, _ = core.evaluate(held_out)
+    assert np.abs(e32 - e64).max() <= 3e-4
     assert np.abs(f32 - f64).max() <= 2e-6 * np.abs(f64).max()
+    assert 0 < np.abs(h32 - h64).max() <= 1e-5
     assert np.abs(e32 - e64).max() > 0
 
 
