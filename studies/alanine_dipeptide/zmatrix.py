@@ -27,7 +27,7 @@ import numpy as np
 #: the rows, one per line, with the atom each places (also what `smoothflow prepare --zmatrix` reads)
 ZMATRIX_FILE = Path(__file__).resolve().with_name("zmatrix.txt")
 #: the same rows with the amide hydrogens placed by H-N-C-CH3 and H-N-C-CA (no torsion on an
-#: implied angle; the von Mises candidates' project, docs/reliability.md section 5)
+#: implied angle; the shipped flows' project since 2026-12-03, docs/reliability.md section 5)
 AMIDE_H_ON_HEAVY_ATOMS_FILE = ZMATRIX_FILE.with_name("zmatrix_amide_h_on_heavy_atoms.txt")
 
 

@@ -11,12 +11,12 @@ import numpy as np
 import pytest
 from safetensors import safe_open
 
+from alanine_dipeptide import zmatrix
 from smoothflow_torch.pipeline import model as pipeline_model
 from smoothflow_torch.pipeline.train import DATA_DEFAULTS, stages
 
 REPO = Path(__file__).resolve().parents[2]
 CONFIGS = REPO / "studies" / "alanine_dipeptide" / "configs"
-ZMATRIX = REPO / "studies" / "alanine_dipeptide" / "zmatrix_amide_h_on_heavy_atoms.txt"
 KINDS = ("smooth", "spline", "affine")
 # the shipped flow <kind>.safetensors comes from five stages, each from the one before
 STAGES = ("{}_stage1", "{}_stage2_hot", "{}_stage3_hot", "{}_stage4_settle", "{}")
@@ -42,6 +42,15 @@ def _without(c, *model_keys, top=("name", "_comment")):
             for k, v in c.items() if k not in top}
 
 
+def _one_budget(c):
+    """The config less what may differ between kinds of one budget: the name, comment, start,
+    transform, and alpha_min, a smooth-transform constant (1 for the smooth flow, the default 0.1
+    where no layer reads it) that cannot change the spline or affine flows."""
+    plain = _without(c, "transform", "init_from")
+    plain["model"]["smooth"] = {k: v for k, v in plain["model"]["smooth"].items() if k != "alpha_min"}
+    return plain
+
+
 def _metadata(kind):
     with safe_open(str(REPO / "models" / "alanine_dipeptide" / f"{kind}.safetensors"), framework="numpy") as f:
         return f.metadata()
@@ -62,11 +71,7 @@ def test_every_config_is_a_valid_pipeline_config_named_for_its_runs():
 def test_the_three_kinds_share_one_budget(stage):
     cfgs = [_stages(k)[stage] for k in KINDS]
     assert [c["model"]["transform"] for c in cfgs] == list(KINDS)
-    # alpha_min is a smooth-transform constant (1 for the smooth flow, the default 0.1 where
-    # no layer reads it): it cannot change the spline or affine flows
-    plain = [_without(c, "transform", "init_from") for c in cfgs]
-    for p in plain:
-        p["model"]["smooth"] = {k: v for k, v in p["model"]["smooth"].items() if k != "alpha_min"}
+    plain = [_one_budget(c) for c in cfgs]
     assert plain[0] == plain[1] == plain[2]
     assert cfgs[0]["model"]["smooth"]["alpha_min"] == 1.0
 
@@ -118,8 +123,7 @@ def test_shipped_model_was_trained_with_its_config(kind):
 def test_shipped_model_has_the_studys_zmatrix(kind):
     """The project the configs run in is prepared with zmatrix_amide_h_on_heavy_atoms.txt
     (README.md): the model's Z-matrix is that file's rows."""
-    rows = [[int(v) for v in line.split("#")[0].split()] for line in ZMATRIX.read_text().splitlines()
-            if line.split("#")[0].strip()]
+    rows = zmatrix.read(zmatrix.AMIDE_H_ON_HEAVY_ATOMS_FILE)
     assert np.array_equal(json.loads(_metadata(kind)["config"])["zmatrix"], rows)
 
 
@@ -169,9 +173,7 @@ def test_the_tetrapeptide_configs_share_one_budget_with_short_first_stages():
             assert c["model"]["transform"] == kind
             assert (c["model"]["n_components"], c["model"]["hidden"]) == (8, [64, 64])
             assert c["model"]["prior"] == {"kind": "truncated_normal", "width": 1.0, "torsions": "von_mises"}
-        plain[kind] = [_without(c, "transform", "init_from") for c in mine]
-        for p in plain[kind]:
-            p["model"]["smooth"] = {k: v for k, v in p["model"]["smooth"].items() if k != "alpha_min"}
+        plain[kind] = [_one_budget(c) for c in mine]
     assert plain["smooth"] == plain["spline"] == plain["affine"]
 
 

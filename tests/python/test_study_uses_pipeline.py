@@ -13,7 +13,7 @@ import pytest
 torch = pytest.importorskip('torch')
 pytest.importorskip('openmmsmoothflow')
 from alanine_dipeptide import data, energy_conservation, forcefield, generate_data, molecule  # noqa: E402
-from alanine_dipeptide.zmatrix import PHI_DIM, PSI_DIM, ZMATRIX  # noqa: E402
+from alanine_dipeptide.zmatrix import AMIDE_H_ON_HEAVY_ATOMS_FILE, PHI_DIM, PSI_DIM, ZMATRIX  # noqa: E402
 from smoothflow_torch import load_model  # noqa: E402
 from smoothflow_torch import pipeline  # noqa: E402
 from smoothflow_torch.pipeline import model as pipeline_model  # noqa: E402
@@ -40,7 +40,7 @@ def shipped_project(tmp_path_factory):
     """The project of the shipped flows, made as the README makes it (smoothflow prepare with the
     study's structure and the H-N-C-C Z-matrix file; runs/alanine_dipeptide there)."""
     return pipeline.prepare(STUDY / 'alanine_dipeptide.pdb', tmp_path_factory.mktemp('s') / 'alanine_dipeptide',
-                            zmatrix=STUDY / 'zmatrix_amide_h_on_heavy_atoms.txt',
+                            zmatrix=AMIDE_H_ON_HEAVY_ATOMS_FILE,
                             name='alanine dipeptide (H-N-C-C rows)')
 
 
@@ -92,12 +92,9 @@ def test_each_config_builds_the_shipped_models_architecture_in_the_project(kind,
             edges = ('edge_force_lower', 'edge_force_upper')
             assert all(len(shipped[key][e]) == 2 * molecule.N_ATOMS - 3 for e in edges)
             assert built[key] == {k: v for k, v in shipped[key].items() if k not in edges}
-        elif key == 'atoms':
-            assert json.dumps(built[key], sort_keys=True) == json.dumps(shipped[key], sort_keys=True), key
-            assert [(a['residue'], a['element']) for a in shipped[key]] == \
-                [(r, e) for r, _, e in molecule.ATOMS]
         else:
             assert json.dumps(built[key], sort_keys=True) == json.dumps(shipped[key], sort_keys=True), key
+    assert [(a['residue'], a['element']) for a in shipped['atoms']] == [(r, e) for r, _, e in molecule.ATOMS]
 
 
 def test_the_configs_frames_are_the_studys_data_file():
